@@ -1,0 +1,7 @@
+"""`python -m pipelines` and `accelerate launch -m pipelines`: the same CLI as `hubtune`."""
+
+import sys
+
+from pipelines.cli import main
+
+sys.exit(main())

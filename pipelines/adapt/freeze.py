@@ -1,0 +1,25 @@
+"""Freezing strategies: which layer groups stay trainable."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pipelines.adapt.groups import LayerGroups
+from pipelines.errors import HubtuneError
+
+
+def trainable_groups(strategy: str, groups: LayerGroups, n: int) -> set[str]:
+    if strategy == "full":
+        return set(groups.names)
+    if strategy == "freeze_backbone":
+        return {"head"}
+    if strategy == "train_last_n":
+        if n > groups.num_blocks:
+            raise HubtuneError(f"recipe key 'adapt.n' is {n} but the model has only {groups.num_blocks} blocks")
+        return {f"block.{i}" for i in range(groups.num_blocks - n, groups.num_blocks)} | {"neck", "head"}
+    raise HubtuneError(f"unknown adapt strategy '{strategy}'")
+
+
+def freeze(model: nn.Module, groups: LayerGroups, trainable: set[str]) -> None:
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(groups.by_parameter[name] in trainable)

@@ -1,0 +1,29 @@
+"""The table of trainable vs total parameters per layer group, logged at start and saved in the run."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from pipelines.adapt.groups import LayerGroups
+
+
+def parameter_table(model: nn.Module, groups: LayerGroups) -> list[dict]:
+    rows: dict[str, dict] = {}
+    for name, parameter in model.named_parameters():
+        group = groups.group_of(name)
+        row = rows.setdefault(group, {"group": group, "trainable": 0, "total": 0})
+        row["total"] += parameter.numel()
+        if parameter.requires_grad:
+            row["trainable"] += parameter.numel()
+    order = {name: i for i, name in enumerate([*groups.names, "adapter"])}
+    return sorted(rows.values(), key=lambda row: order.get(row["group"], len(order)))
+
+
+def format_table(rows: list[dict]) -> str:
+    trainable = sum(row["trainable"] for row in rows)
+    total = sum(row["total"] for row in rows)
+    lines = [f"{'group':<12} {'trainable':>12} {'total':>12} {'share':>7}"]
+    for row in [*rows, {"group": "all", "trainable": trainable, "total": total}]:
+        share = row["trainable"] / row["total"] if row["total"] else 0.0
+        lines.append(f"{row['group']:<12} {row['trainable']:>12,} {row['total']:>12,} {share:>7.1%}")
+    return "\n".join(lines)

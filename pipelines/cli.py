@@ -1,0 +1,64 @@
+"""The `hubtune` command line: train, evaluate, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from pipelines.errors import HubtuneError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hubtune", description="Transfer learning recipes on the Hugging Face stack.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train a recipe: hubtune train RECIPE.yaml [key=value ...]")
+    train.add_argument("recipe", help="path to a recipe YAML")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
+    evaluate = commands.add_parser("evaluate", help="metrics of a run folder on its recipe's test split")
+    evaluate.add_argument("run", help="run folder written by hubtune train")
+    evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    predict = commands.add_parser("predict", help="predict raw inputs with a run folder")
+    predict.add_argument("run", help="run folder written by hubtune train")
+    predict.add_argument("inputs", nargs="+", help="inputs, e.g. texts")
+    predict.add_argument("--json", action="store_true", help="print one JSON object per input")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    if args.command == "train":
+        from pipelines.recipe import Recipe
+
+        results = Recipe.from_yaml(args.recipe, args.overrides).run()
+        print(json.dumps({k: v for k, v in results.items() if k.startswith(("test_", "eval_accuracy", "eval_f1"))},
+                         indent=2))
+    elif args.command == "evaluate":
+        from pipelines.inference import RunModel
+
+        print(json.dumps(RunModel(args.run).evaluate(args.split), indent=2))
+    elif args.command == "predict":
+        from pipelines.inference import RunModel
+
+        for prediction in RunModel(args.run).predict(args.inputs):
+            if args.json:
+                print(json.dumps(prediction))
+            else:
+                print(f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        _run(args)
+    except HubtuneError as error:
+        print(f"hubtune: error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

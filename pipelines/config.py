@@ -1,0 +1,257 @@
+"""Typed recipe config: YAML plus dotted `key=value` overrides, validated once at load.
+
+A recipe has the sections `model`, `data`, `adapt`, `training` and `hub`. Each section is a dataclass;
+`training` is passed through to `transformers.TrainingArguments`, whose field names it is checked against.
+Every unknown or mistyped key is an error that names the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.errors import HubtuneError
+
+ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora")
+
+
+@dataclass
+class ModelConfig:
+    checkpoint: str = ""
+    revision: str = "main"
+    trust_remote_code: bool = False
+    # Same architecture and config as `checkpoint`, random weights: the baseline that shows transfer gain.
+    from_scratch: bool = False
+
+
+@dataclass
+class DataConfig:
+    dataset: str | None = None  # a Hub dataset id; or give `files`
+    dataset_config: str | None = None
+    revision: str | None = None
+    files: dict[str, str] = field(default_factory=dict)  # split name -> local csv/json/jsonl/parquet
+    train_split: str = "train"
+    validation_split: str | None = "validation"
+    test_split: str | None = "test"
+    validation_fraction: float | None = None  # carve validation out of train when it has none
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    labels: list[str] | None = None  # label names in id order; read from the data when absent
+    max_length: int = 128
+    # Pad every example to max_length (the transformers examples' default) instead of per batch.
+    pad_to_max_length: bool = False
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    max_test_samples: int | None = None
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    target_modules: list[str] | None = None  # None: PEFT's default for the architecture
+
+
+@dataclass
+class AdaptConfig:
+    strategy: str = "full"
+    n: int = 2  # blocks left trainable by `train_last_n`, counted from the top
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class HubConfig:
+    push: bool = False
+    repo_id: str | None = None
+    private: bool = True
+
+
+# Keys of `training` that hubtune handles itself rather than passing to TrainingArguments.
+HUBTUNE_TRAINING_KEYS = {"resume"}
+
+# Defaults that differ from TrainingArguments' own, chosen for fine-tuning a pretrained encoder.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "num_train_epochs": 3,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 10,
+    "report_to": "none",
+    # A sequence or token classifier under DDP logs doubled losses and gets doubled gradients with the
+    # default True (shared/ENVIRONMENT.md); per-device averaging is the correct choice for these tasks.
+    "average_tokens_across_devices": False,
+}
+
+
+@dataclass
+class RecipeConfig:
+    name: str = ""
+    task: str = "text-classification"
+    seed: int = 42
+    output_dir: str | None = None  # default runs/<name>
+    overwrite: bool = False  # replace an existing run folder instead of refusing
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    training: dict[str, Any] = field(default_factory=dict)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
+
+
+def _closest(key: str, valid: typing.Iterable[str], prefix: str = "", noun: str = "keys") -> str:
+    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    if match:
+        return f"; did you mean '{prefix}{match[0]}'?"
+    return f"; valid {noun}: {', '.join(sorted(valid))}"
+
+
+def _training_argument_names() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check and convert one YAML value against a dataclass field type, naming `where` on failure."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise HubtuneError(f"recipe key '{where}' must be a mapping, got {value!r}")
+        return _build(annotation, value, where + ".")
+    if origin is list:
+        if not isinstance(value, list):
+            raise HubtuneError(f"recipe key '{where}' must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise HubtuneError(f"recipe key '{where}' must be a mapping, got {value!r}")
+        return {str(k): v if args[1] is Any else _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+    if annotation is Any:
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise HubtuneError(f"recipe key '{where}' must be true or false, got {value!r}")
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str) and (not isinstance(value, annotation) or isinstance(value, bool)):
+        raise HubtuneError(f"recipe key '{where}' must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise HubtuneError(f"unknown recipe key '{prefix}{key}'{_closest(key, names, prefix)}")
+    return cls(**{key: _coerce(value, hints[key], prefix + key) for key, value in values.items()})
+
+
+def _validate(config: RecipeConfig) -> None:
+    if not config.name:
+        raise HubtuneError("recipe key 'name' is required")
+    if not config.model.checkpoint:
+        raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
+    if config.adapt.strategy not in ADAPT_STRATEGIES:
+        raise HubtuneError(
+            f"unknown adapt strategy '{config.adapt.strategy}' in 'adapt.strategy'"
+            f"{_closest(config.adapt.strategy, ADAPT_STRATEGIES, noun='strategies')}"
+        )
+    if config.adapt.strategy == "lora" and config.model.from_scratch:
+        raise HubtuneError("'adapt.strategy: lora' needs pretrained weights; it cannot be combined with 'model.from_scratch'")
+    if config.adapt.strategy == "train_last_n" and config.adapt.n < 1:
+        raise HubtuneError(f"recipe key 'adapt.n' must be at least 1 for train_last_n, got {config.adapt.n}")
+    data = config.data
+    if not data.dataset and not data.files:
+        raise HubtuneError("recipe section 'data' needs 'dataset' (a Hub id) or 'files' (split -> local file)")
+    if data.dataset and data.files:
+        raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
+    if data.validation_fraction is not None and not 0.0 < data.validation_fraction < 1.0:
+        raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
+    if data.labels is not None and len(set(data.labels)) != len(data.labels):
+        raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
+    valid = _training_argument_names() | HUBTUNE_TRAINING_KEYS
+    for key in config.training:
+        if key not in valid:
+            raise HubtuneError(f"unknown recipe key 'training.{key}'{_closest(key, valid, 'training.')}")
+        if key == "output_dir":
+            raise HubtuneError("set the run folder with the top-level recipe key 'output_dir', not 'training.output_dir'")
+    if not isinstance(config.training.get("resume", False), bool):
+        raise HubtuneError(f"recipe key 'training.resume' must be true or false, got {config.training['resume']!r}")
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise HubtuneError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value), the value read as YAML so `3`, `true`, `[q, v]` get their types."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise HubtuneError(f"override '{text}' is not of the form key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise HubtuneError(f"override '{text}': value does not parse as YAML ({error})") from error
+    return key.strip(), value
+
+
+def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
+                       values: dict[str, Any] | None = None) -> RecipeConfig:
+    """Read a recipe from YAML (or a dict), apply overrides, validate. Raises HubtuneError naming the key."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise HubtuneError(f"recipe file '{path}' does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise HubtuneError(f"recipe file '{path}' does not parse as YAML: {error}") from error
+        if not isinstance(tree, dict):
+            raise HubtuneError(f"recipe file '{path}' must hold a mapping of sections, not {type(tree).__name__}")
+    if values:
+        tree = {**tree, **values}
+    for override in overrides:
+        key, value = parse_override(override)
+        _set_dotted(tree, key, value)
+    training = {**TRAINING_DEFAULTS, **(tree.pop("training", None) or {})}
+    config = _build(RecipeConfig, tree)
+    config.training = training
+    _validate(config)
+    return config
+
+
+def dump_recipe_config(config: RecipeConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -1,0 +1,11 @@
+"""The one error type users see: a single line that names the file, column or key at fault."""
+
+
+class HubtuneError(Exception):
+    """Bad input or an unusable environment. The CLI prints the message on one line and exits with 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        # One line, always: a multi-line message from a library we wrap is folded, never dropped.
+        super().__init__(" ".join(str(message).split()))

@@ -1,0 +1,70 @@
+"""Loading checkpoints from the Hub or a local folder, with one clear line when one is not there."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig
+
+from pipelines.adapt.groups import layer_groups
+from pipelines.config import ModelConfig
+from pipelines.errors import HubtuneError
+
+logger = logging.getLogger(__name__)
+
+
+def _looks_like_path(checkpoint: str) -> bool:
+    # A Hub id is `name` or `org/name`; anything else is meant as a folder.
+    return checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") > 1
+
+
+def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, **kwargs: Any) -> Any:
+    """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line."""
+    checkpoint = source or model.checkpoint
+    if _looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
+        raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
+    try:
+        return loader.from_pretrained(checkpoint, revision=model.revision,
+                                      trust_remote_code=model.trust_remote_code, **kwargs)
+    except OSError as error:
+        if Path(checkpoint).expanduser().is_dir():
+            raise HubtuneError(f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: {error}") from error
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        how = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline
+               else "it is not in the local Hugging Face cache and the Hub could not be reached")
+        raise HubtuneError(
+            f"checkpoint '{checkpoint}' (revision '{model.revision}') cannot be loaded: {how}; "
+            f"run `hf download {checkpoint}` where there is network, or set 'model.checkpoint' to a local folder") from error
+
+
+def _has_trained_head(config: PretrainedConfig, head_suffix: str) -> bool:
+    return any(name.endswith(head_suffix) for name in (config.architectures or []))
+
+
+def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str) -> nn.Module:
+    """A classifier for `label_names` from a checkpoint, with or without its own head.
+
+    The output layer is new whenever the label set differs from the checkpoint's: a different size is
+    handled by `ignore_mismatched_sizes`, the same size with other names is re-initialised here.
+    """
+    original = from_pretrained(AutoConfig, model)
+    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
+              "label2id": {name: i for i, name in enumerate(label_names)}}
+    config = from_pretrained(AutoConfig, model, **labels)
+    if model.from_scratch:
+        logger.info("model.from_scratch: %s architecture with random weights", config.model_type)
+        classifier = auto_model.from_config(config, trust_remote_code=model.trust_remote_code)
+        classifier.name_or_path = model.checkpoint
+        return classifier
+    classifier = from_pretrained(auto_model, model, config=config, ignore_mismatched_sizes=True)
+    same_labels = [original.id2label[i] for i in sorted(original.id2label)] == label_names
+    if _has_trained_head(original, head_suffix) and original.num_labels == len(label_names) and not same_labels:
+        logger.info("checkpoint head was trained on labels %s; re-initialising it for %s",
+                    list(original.id2label.values()), label_names)
+        for name in layer_groups(classifier).head_modules:
+            getattr(classifier, name).apply(classifier._init_weights)
+    return classifier

@@ -1,0 +1,53 @@
+"""The run folder: everything `evaluate`, `predict` and the Hub need, readable without the recipe file.
+
+Layout: model weights (safetensors) or a PEFT adapter with its head, the processor, `config.json` with the
+label names, `recipe.yaml` (the resolved recipe), `all_results.json`, `parameters.json` (the trainable
+table), `trainer_state.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from transformers import AutoConfig
+
+from pipelines.config import RecipeConfig, load_recipe_config
+from pipelines.errors import HubtuneError
+
+RECIPE_FILE = "recipe.yaml"
+RESULTS_FILE = "all_results.json"
+PARAMETERS_FILE = "parameters.json"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def read_run_recipe(run_dir: str | Path) -> RecipeConfig:
+    run_dir = Path(run_dir)
+    if not (run_dir / RECIPE_FILE).is_file():
+        raise HubtuneError(f"'{run_dir}' is not a hubtune run folder: it has no {RECIPE_FILE}")
+    return load_recipe_config(run_dir / RECIPE_FILE)
+
+
+def write_json(path: Path, payload: Any) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def load_run_model(auto_model: Any, run_dir: str | Path) -> nn.Module:
+    """The trained model: plain weights, or the base checkpoint plus the saved adapter and head."""
+    run_dir = Path(run_dir)
+    if not (run_dir / ADAPTER_CONFIG).is_file():
+        return auto_model.from_pretrained(run_dir)
+    from peft import PeftConfig, PeftModel
+
+    adapter = PeftConfig.from_pretrained(run_dir)
+    config = AutoConfig.from_pretrained(run_dir)
+    try:
+        base = auto_model.from_pretrained(adapter.base_model_name_or_path, config=config,
+                                          revision=adapter.revision, ignore_mismatched_sizes=True)
+    except OSError as error:
+        raise HubtuneError(
+            f"run folder '{run_dir}' holds a LoRA adapter whose base checkpoint "
+            f"'{adapter.base_model_name_or_path}' cannot be loaded: {error}") from error
+    return PeftModel.from_pretrained(base, run_dir)

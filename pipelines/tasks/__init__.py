@@ -1,0 +1,15 @@
+"""Registered tasks: recipe key `task` -> Task class."""
+
+from __future__ import annotations
+
+from pipelines.errors import HubtuneError
+from pipelines.tasks.base import Task
+from pipelines.tasks.text_classification import TextClassification
+
+TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification,)}
+
+
+def get_task(name: str) -> type[Task]:
+    if name not in TASKS:
+        raise HubtuneError(f"unknown task '{name}' in recipe key 'task'; known tasks: {', '.join(TASKS)}")
+    return TASKS[name]

@@ -1,0 +1,52 @@
+"""The task protocol: what a task adds to the shared spine (data checks, preprocessing, model, metrics).
+
+Everything else (config, data loading, adaptation, the Trainer, the run folder, the CLI) is shared. A new
+task is one subclass of `Task` registered in `pipelines.tasks.TASKS`, plus a recipe.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from datasets import Dataset
+from torch import nn
+from transformers import EvalPrediction, Trainer
+
+from pipelines.config import RecipeConfig
+from pipelines.data import Splits
+
+
+class Task:
+    name: ClassVar[str]
+    peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
+    trainer_class: ClassVar[type[Trainer]] = Trainer
+
+    def __init__(self, config: RecipeConfig):
+        self.config = config
+        self.label_names: list[str] = []
+
+    def load_processor(self, source: str | None = None) -> Any:
+        """Tokenizer / image processor / feature extractor from the checkpoint, or from a run folder."""
+        raise NotImplementedError
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        """Check the columns and labels of every split, then preprocess; sets `self.label_names`."""
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        """The pretrained (or from-scratch) model with a head for `self.label_names`."""
+        raise NotImplementedError
+
+    def load_run_model(self, run_dir: str) -> nn.Module:
+        """The trained model from a run folder (with its adapter, if any)."""
+        raise NotImplementedError
+
+    def data_collator(self, processor: Any) -> Any:
+        raise NotImplementedError
+
+    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+        """Predictions for raw inputs as given on the command line, one dict each."""
+        raise NotImplementedError

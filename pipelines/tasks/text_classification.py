@@ -1,0 +1,95 @@
+"""Text classification (sentiment, topic, NLI with a text pair) on any transformers encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                          EvalPrediction)
+
+from pipelines.data import Splits, encode_labels, require_columns, resolve_label_names
+from pipelines.errors import HubtuneError
+from pipelines.metrics import load_metric
+from pipelines.modeling import from_pretrained, load_classifier
+from pipelines.run_folder import load_run_model
+from pipelines.tasks.base import Task
+
+
+def require_text(dataset: Dataset, column: str, source: str) -> None:
+    for row, value in enumerate(dataset[column]):
+        if not isinstance(value, str):
+            raise HubtuneError(f"{source}, row {row + 1}: column '{column}' holds {value!r}, not text")
+
+
+class TextClassification(Task):
+    name = "text-classification"
+    peft_task_type = "SEQ_CLS"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._metric = None
+
+    def load_processor(self, source: str | None = None) -> Any:
+        return from_pretrained(AutoTokenizer, self.config.model, source)
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        data = self.config.data
+        columns = {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
+                   "label_column": data.label_column}
+        for role, dataset in splits.datasets.items():
+            require_columns(dataset, columns, splits.sources[role])
+            for column in (data.text_column, data.text_pair_column):
+                if column is not None:
+                    require_text(dataset, column, splits.sources[role])
+        self.label_names = label_names or resolve_label_names(data, splits)
+        padding = "max_length" if data.pad_to_max_length else False
+
+        def tokenize(batch: dict[str, list]) -> dict[str, list]:
+            pair = batch[data.text_pair_column] if data.text_pair_column else None
+            return processor(batch[data.text_column], pair, truncation=True, max_length=data.max_length,
+                             padding=padding)
+
+        prepared = {}
+        for role, dataset in splits.datasets.items():
+            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.sources[role])
+            # In memory: no cache files for parallel ranks to race on, and these datasets are small.
+            prepared[role] = dataset.map(tokenize, batched=True, keep_in_memory=True,
+                                         remove_columns=[c for c in dataset.column_names if c != "labels"])
+        return prepared
+
+    def build_model(self) -> nn.Module:
+        return load_classifier(AutoModelForSequenceClassification, self.config.model, self.label_names,
+                               "ForSequenceClassification")
+
+    def load_run_model(self, run_dir: str) -> nn.Module:
+        model = load_run_model(AutoModelForSequenceClassification, run_dir)
+        config = model.config
+        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        return model
+
+    def data_collator(self, processor: Any) -> Any:
+        return DataCollatorWithPadding(processor, pad_to_multiple_of=8)
+
+    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        if self._metric is None:
+            self._metric = load_metric("classification")
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return self._metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids,
+                                    label_names=self.label_names)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+        model.eval()
+        batch = processor(inputs, truncation=True, max_length=self.config.data.max_length, padding=True,
+                          return_tensors="pt").to(model.device)
+        probabilities = model(**batch).logits.softmax(-1)
+        results = []
+        for text, row in zip(inputs, probabilities):
+            best = int(row.argmax())
+            results.append({"input": text, "label": self.label_names[best], "score": float(row[best]),
+                            "scores": {name: float(p) for name, p in zip(self.label_names, row)}})
+        return results
