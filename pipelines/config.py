@@ -7,8 +7,10 @@ Every unknown or mistyped key is an error that names the key and the closest val
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import enum
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,10 +126,49 @@ def _closest(key: str, valid: typing.Iterable[str], prefix: str = "", noun: str 
     return f"; valid {noun}: {', '.join(sorted(valid))}"
 
 
-def _training_argument_names() -> set[str]:
+def _training_argument_types() -> dict[str, Any]:
     from transformers import TrainingArguments
 
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _training_value(value: Any, annotation: Any) -> tuple[bool, Any]:
+    """Does `value` fit a TrainingArguments field type? Returns (fits, value converted where YAML left a string).
+
+    PyYAML reads `1e-4` (no dot) as a string; a float field takes it as the number it means.
+    """
+    if annotation is Any or value is None:
+        return True, value
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        for member in typing.get_args(annotation):
+            fits, converted = _training_value(value, member)
+            if fits:
+                return True, converted
+        return False, value
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation), value
+    if origin is not None:
+        return isinstance(value, origin), value
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {member.value for member in annotation} or isinstance(value, annotation), value
+    if annotation is bool:
+        return isinstance(value, bool), value
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, value
+        if isinstance(value, str):
+            try:
+                return True, float(value)
+            except ValueError:
+                return False, value
+        return False, value
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(annotation, type):
+        return isinstance(value, annotation), value
+    return True, value
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -196,12 +237,18 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
     if data.labels is not None and len(set(data.labels)) != len(data.labels):
         raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
-    valid = _training_argument_names() | HUBTUNE_TRAINING_KEYS
-    for key in config.training:
+    types = _training_argument_types()
+    valid = set(types) | HUBTUNE_TRAINING_KEYS
+    for key, value in config.training.items():
         if key not in valid:
             raise HubtuneError(f"unknown recipe key 'training.{key}'{_closest(key, valid, 'training.')}")
         if key == "output_dir":
             raise HubtuneError("set the run folder with the top-level recipe key 'output_dir', not 'training.output_dir'")
+        if key in types:
+            fits, config.training[key] = _training_value(value, types[key])
+            if not fits:
+                expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
+                raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
     if not isinstance(config.training.get("resume", False), bool):
         raise HubtuneError(f"recipe key 'training.resume' must be true or false, got {config.training['resume']!r}")
 
@@ -245,6 +292,7 @@ def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequenc
             raise HubtuneError(f"recipe file '{path}' must hold a mapping of sections, not {type(tree).__name__}")
     if values:
         tree = {**tree, **values}
+    tree = copy.deepcopy(tree)  # overrides must not write into the caller's nested dicts
     for override in overrides:
         key, value = parse_override(override)
         _set_dotted(tree, key, value)

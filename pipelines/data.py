@@ -47,6 +47,9 @@ def _load_file(path: Path) -> Dataset:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
         cause = error.__cause__ or error
+        # datasets reports a file with a header and no rows as a split instruction with no data.
+        if "corresponds to no data" in str(error):
+            raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
         raise HubtuneError(f"data file '{path}' does not parse as {builder}: {cause}") from error
 
 

@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from transformers import PrinterCallback
+
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.run_folder import read_run_recipe, write_json
@@ -41,6 +43,7 @@ class RunModel:
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(self.config, Path(scratch), has_validation=False, report_to="none")
             trainer = build_trainer(self.task, self.model, self.processor, {}, args)
+            trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
             metrics = trainer.evaluate(data[split], metric_key_prefix=split)
         write_json(self.run_dir / EVALUATE_FILE, metrics)
         return metrics

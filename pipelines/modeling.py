@@ -66,5 +66,9 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
         logger.info("checkpoint head was trained on labels %s; re-initialising it for %s",
                     list(original.id2label.values()), label_names)
         for name in layer_groups(classifier).head_modules:
-            getattr(classifier, name).apply(classifier._init_weights)
+            head = getattr(classifier, name)
+            # transformers 5's init functions skip tensors flagged as loaded; these must be drawn anew.
+            for parameter in head.parameters():
+                parameter._is_hf_initialized = False
+            head.apply(classifier._init_weights)
     return classifier

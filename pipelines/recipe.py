@@ -81,10 +81,10 @@ class Recipe:
         table = parameter_table(model, groups)
         logger.info("trainable parameters by layer group (%s):\n%s", config.adapt.strategy, format_table(table))
 
+        args = training_arguments(config, self.output_dir, has_validation="validation" in data)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()
-        args = training_arguments(config, self.output_dir, has_validation="validation" in data)
         trainer = build_trainer(task, model, processor, data, args, callbacks)
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         results: dict[str, Any] = dict(train_result.metrics, train_samples=len(data["train"]))

@@ -5,13 +5,21 @@ from __future__ import annotations
 import csv
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# The test models are tiny: a second intra-op thread gains nothing, and on a 2-core machine shared with another
+# busy process a 2-thread pool stalls at every op (a 60-step run took ~20 s instead of ~1 s). One thread keeps
+# the suite fast and its timing stable.
+torch.set_num_threads(1)
 
 POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]
 NEGATIVE = ["bad", "awful", "terrible", "dull", "boring", "poor"]
@@ -76,14 +84,67 @@ def sentiment_files(tmp_path_factory) -> dict[str, str]:
             for split, n, seed in (("train", 240, 0), ("validation", 60, 1), ("test", 60, 2))}
 
 
-@pytest.fixture
-def recipe_values(tiny_bert, sentiment_files, tmp_path) -> dict:
-    """A fast text-classification recipe on the tiny checkpoint."""
+def make_recipe_values(tiny_bert: Path, sentiment_files: dict[str, str], output_dir: Path) -> dict:
+    """The fast text-classification recipe of `recipe_values`, for any run folder (usable by wider-scoped fixtures)."""
     return {
         "name": "tiny-sentiment",
-        "output_dir": str(tmp_path / "run"),
+        "output_dir": str(output_dir),
         "model": {"checkpoint": str(tiny_bert)},
         "data": {"files": dict(sentiment_files), "labels": ["negative", "positive"], "max_length": 32},
         "training": {"num_train_epochs": 4, "learning_rate": 5e-3, "per_device_train_batch_size": 16,
                      "logging_steps": 5, "save_strategy": "no", "disable_tqdm": True},
     }
+
+
+@pytest.fixture
+def recipe_values(tiny_bert, sentiment_files, tmp_path) -> dict:
+    """A fast text-classification recipe on the tiny checkpoint."""
+    return make_recipe_values(tiny_bert, sentiment_files, tmp_path / "run")
+
+
+@dataclass
+class TrainedRun:
+    """One finished run: its folder, returned results, the in-memory trained model and the Recipe that made it."""
+
+    strategy: str
+    run_dir: Path
+    results: dict
+    model: Any
+    recipe: Any
+
+
+def strategy_overrides(strategy: str) -> list[str]:
+    return [f"adapt.strategy={strategy}"] + (["adapt.n=1"] if strategy == "train_last_n" else [])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_bert, sentiment_files, tmp_path_factory):
+    """`trained_run(strategy)`: the `recipe_values` recipe with that adapt strategy, trained once per session.
+
+    The model object the Trainer finished with is kept (captured by a callback at the end of training), so
+    tests can compare it with what a reload of the run folder gives.
+    """
+    from transformers import TrainerCallback
+
+    from pipelines import Recipe
+
+    class KeepModel(TrainerCallback):
+        model = None
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            self.model = model
+
+    runs: dict[str, TrainedRun] = {}
+
+    def train(strategy: str) -> TrainedRun:
+        if strategy not in runs:
+            run_dir = tmp_path_factory.mktemp(f"run-{strategy}") / "run"
+            values = make_recipe_values(tiny_bert, sentiment_files, run_dir)
+            recipe = Recipe.from_dict(values, overrides=strategy_overrides(strategy))
+            keep = KeepModel()
+            results = recipe.run(callbacks=[keep])
+            assert keep.model is not None, "the Trainer never reached on_train_end"
+            runs[strategy] = TrainedRun(strategy, run_dir, results, keep.model, recipe)
+        return runs[strategy]
+
+    return train

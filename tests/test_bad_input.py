@@ -1,0 +1,190 @@
+"""Bad input: one HubtuneError naming the file/column/key, CLI exit code 2 with one error line, no run folder."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from pipelines import HubtuneError, Recipe
+from pipelines.cli import main
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+# Each case turns a valid recipe (dict) into a broken one and returns the substrings its error must contain.
+Case = Callable[[dict, Path], list[str]]
+
+
+def missing_text_column(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "train.csv", "sentence,label\nthe film was good,positive\nawful plot,negative\n")
+    values["data"]["files"]["train"] = path
+    return [path, "'text'", "data.text_column"]
+
+
+def missing_label_column(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "test.csv", "text,sentiment\nthe film was good,positive\nawful plot,negative\n")
+    values["data"]["files"]["test"] = path
+    return [path, "'label'", "data.label_column"]
+
+
+def label_not_in_labels(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "validation.csv",
+                 "text,label\nthe film was good,positive\nthe film was fine,neutral\nawful plot,negative\n")
+    values["data"]["files"]["validation"] = path
+    return [path, "row 2", "'neutral'", "'label'"]
+
+
+def empty_split(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "test.csv", "text,label\n")
+    values["data"]["files"]["test"] = path
+    return [path, "empty"]
+
+
+def data_file_missing(values: dict, tmp: Path) -> list[str]:
+    path = str(tmp / "no-such-train.csv")
+    values["data"]["files"]["train"] = path
+    return [path, "does not exist"]
+
+
+def malformed_csv(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "train.csv", "text,label\nthe film was good,positive\nawful,plot,negative,extra\n")
+    values["data"]["files"]["train"] = path
+    return [path, "does not parse"]
+
+
+def unsupported_extension(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "train.txt", "text,label\n")
+    values["data"]["files"]["train"] = path
+    return [path, "'.txt'"]
+
+
+def text_cell_not_text(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "train.jsonl", '{"text": "the film was good", "label": "positive"}\n'
+                                       '{"text": 42, "label": "negative"}\n')
+    values["data"]["files"]["train"] = path
+    return [path, "row 2", "'text'"]
+
+
+def missing_split(values: dict, tmp: Path) -> list[str]:
+    del values["data"]["files"]["test"]
+    return ["test split 'test'", "data.test_split"]
+
+
+def unknown_recipe_key(values: dict, tmp: Path) -> list[str]:
+    values["adapt"] = {"strategi": "lora"}
+    return ["'adapt.strategi'", "'adapt.strategy'"]
+
+
+def unknown_training_key(values: dict, tmp: Path) -> list[str]:
+    values["training"]["num_train_epoch"] = 1
+    return ["'training.num_train_epoch'", "'training.num_train_epochs'"]
+
+
+def unknown_strategy(values: dict, tmp: Path) -> list[str]:
+    values["adapt"] = {"strategy": "freeze_backbon"}
+    return ["'freeze_backbon'", "'adapt.strategy'", "'freeze_backbone'"]
+
+
+def wrong_type_training_value(values: dict, tmp: Path) -> list[str]:
+    values["training"]["learning_rate"] = "fast"
+    return ["'training.learning_rate'"]
+
+
+def hub_checkpoint_offline(values: dict, tmp: Path) -> list[str]:
+    values["model"]["checkpoint"] = "no-such-org/no-such-model"
+    return ["'no-such-org/no-such-model'", "HF_HUB_OFFLINE", "model.checkpoint"]
+
+
+def missing_checkpoint_folder(values: dict, tmp: Path) -> list[str]:
+    path = str(tmp / "no-such-checkpoint")
+    values["model"]["checkpoint"] = path
+    return [path, "does not exist", "model.checkpoint"]
+
+
+def lora_on_unknown_modules(values: dict, tmp: Path) -> list[str]:
+    values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj"]}}
+    return ["'bert'", "adapt.lora.target_modules"]
+
+
+CASES: list[Case] = [
+    missing_text_column, missing_label_column, label_not_in_labels, empty_split, data_file_missing,
+    malformed_csv, unsupported_extension, text_cell_not_text, missing_split, unknown_recipe_key,
+    unknown_training_key, unknown_strategy, wrong_type_training_value, hub_checkpoint_offline,
+    missing_checkpoint_folder, lora_on_unknown_modules,
+]
+
+
+@pytest.fixture(params=CASES, ids=[case.__name__ for case in CASES])
+def broken(request, recipe_values, tmp_path):
+    """(recipe YAML path, output_dir, expected substrings) for one broken recipe."""
+    values = copy.deepcopy(recipe_values)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    expected = request.param(values, inputs)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path, Path(values["output_dir"]), expected
+
+
+def test_recipe_raises_one_line_error_naming_the_culprit(broken):
+    path, output_dir, expected = broken
+    with pytest.raises(HubtuneError) as caught:
+        Recipe.from_yaml(path).run()
+    message = str(caught.value)
+    for part in expected:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert "\n" not in message
+    assert not output_dir.exists()
+
+
+def test_cli_exits_2_with_one_error_line(broken, capsys):
+    path, output_dir, expected = broken
+    code = main(["train", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    error_lines = [line for line in err.splitlines() if line.startswith("hubtune: error:")]
+    assert len(error_lines) == 1, err
+    # It is the last thing written (progress bars of the data loading may come before it), and it is whole.
+    assert err.rstrip("\n").splitlines()[-1] == error_lines[0]
+    for part in expected:
+        assert part in error_lines[0]
+    assert "Traceback" not in err
+    assert not output_dir.exists()
+
+
+def test_cli_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["train"])
+    assert caught.value.code == 2
+    with pytest.raises(SystemExit) as caught:
+        main(["fly", "recipe.yaml"])
+    assert caught.value.code == 2
+
+
+def test_cli_missing_recipe_file(tmp_path, capsys):
+    path = tmp_path / "absent.yaml"
+    assert main(["train", str(path), "training.num_train_epochs=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hubtune: error: recipe file '{path}' does not exist"]
+
+
+def test_cli_bad_override(tmp_path, capsys, recipe_values):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_values))
+    assert main(["train", str(path), "adapt.lora.rr=4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hubtune: error: unknown recipe key 'adapt.lora.rr'; did you mean 'adapt.lora.r'?"]
+    assert not Path(recipe_values["output_dir"]).exists()
+
+
+def test_cli_predict_on_missing_run_folder(tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "no-run"), "the film was good"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hubtune: error: run folder '{tmp_path / 'no-run'}' does not exist"]
