@@ -127,10 +127,11 @@ def _closest(key: str, valid: typing.Iterable[str], prefix: str = "", noun: str 
 
 
 def _training_argument_types() -> dict[str, Any]:
-    from transformers import TrainingArguments
+    # Seq2SeqTrainingArguments is TrainingArguments plus the generation fields sequence-to-sequence tasks use.
+    from transformers import Seq2SeqTrainingArguments
 
-    hints = typing.get_type_hints(TrainingArguments)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(TrainingArguments) if f.init}
+    hints = typing.get_type_hints(Seq2SeqTrainingArguments)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(Seq2SeqTrainingArguments) if f.init}
 
 
 def _training_value(value: Any, annotation: Any) -> tuple[bool, Any]:

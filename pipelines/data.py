@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import datasets
 from datasets import ClassLabel, Dataset
@@ -37,7 +38,8 @@ class Splits:
         return self.datasets[role]
 
 
-def _load_file(path: Path) -> Dataset:
+def load_table_file(path: Path) -> Dataset:
+    """A csv/tsv/json/jsonl/parquet file as one Dataset; the default `Task.load_data_file`."""
     if not path.is_file():
         raise HubtuneError(f"data file '{path}' does not exist")
     if path.suffix.lower() not in FILE_BUILDERS:
@@ -63,10 +65,15 @@ def _load_hub(config: DataConfig) -> dict[str, Dataset]:
     return dict(loaded)
 
 
-def load_splits(config: DataConfig, seed: int) -> Splits:
-    """Load the recipe's splits, carve validation from train if asked, cap sizes, refuse empty splits."""
+def load_splits(config: DataConfig, seed: int,
+                load_file: Callable[[Path], Dataset] = load_table_file) -> Splits:
+    """Load the recipe's splits, carve validation from train if asked, cap sizes, refuse empty splits.
+
+    `load_file` reads one local split; tasks with formats of their own (CoNLL, image or audio folders)
+    pass theirs.
+    """
     if config.files:
-        available = {name: _load_file(Path(path)) for name, path in config.files.items()}
+        available = {name: load_file(Path(path)) for name, path in config.files.items()}
         origin = {name: f"data file '{path}'" for name, path in config.files.items()}
         where = "data.files"
     else:

@@ -36,12 +36,13 @@ class RunModel:
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Metrics on a split of the recipe's data (`train`, `validation` or `test`), written to the run folder."""
-        splits = load_splits(self.config.data, self.config.seed)
+        splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file)
         if split not in splits:
             raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
         data = self.task.prepare(splits, self.processor, label_names=self.task.label_names)
         with tempfile.TemporaryDirectory() as scratch:
-            args = training_arguments(self.config, Path(scratch), has_validation=False, report_to="none")
+            args = training_arguments(self.config, Path(scratch), False, self.task.training_arguments_class,
+                                      report_to="none")
             trainer = build_trainer(self.task, self.model, self.processor, {}, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
             metrics = trainer.evaluate(data[split], metric_key_prefix=split)

@@ -73,7 +73,7 @@ class Recipe:
         checkpoint = self._last_checkpoint()
         # Everything that can be wrong with the input is checked before the run folder is touched.
         processor = task.load_processor()
-        splits = load_splits(config.data, config.seed)
+        splits = load_splits(config.data, config.seed, task.load_data_file)
         data = task.prepare(splits, processor)
         set_seed(config.seed)
         model = task.build_model()
@@ -81,7 +81,7 @@ class Recipe:
         table = parameter_table(model, groups)
         logger.info("trainable parameters by layer group (%s):\n%s", config.adapt.strategy, format_table(table))
 
-        args = training_arguments(config, self.output_dir, has_validation="validation" in data)
+        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()

@@ -17,6 +17,7 @@ from pipelines.tasks.base import Task
 
 
 def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: bool,
+                       arguments_class: type[TrainingArguments] = TrainingArguments,
                        **overrides: Any) -> TrainingArguments:
     values = {k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS}
     values.update(overrides)
@@ -27,7 +28,7 @@ def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: b
         # Several processes and no GPU: only `use_cpu` makes the Trainer pick gloo (shared/ENVIRONMENT.md).
         values.setdefault("use_cpu", True)
     try:
-        return TrainingArguments(output_dir=str(output_dir), seed=config.seed, data_seed=config.seed, **values)
+        return arguments_class(output_dir=str(output_dir), seed=config.seed, data_seed=config.seed, **values)
     except (ValueError, TypeError) as error:
         raise HubtuneError(f"recipe section 'training' is not valid for TrainingArguments: {error}") from error
 

@@ -6,20 +6,22 @@ task is one subclass of `Task` registered in `pipelines.tasks.TASKS`, plus a rec
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from datasets import Dataset
 from torch import nn
-from transformers import EvalPrediction, Trainer
+from transformers import EvalPrediction, Trainer, TrainingArguments
 
 from pipelines.config import RecipeConfig
-from pipelines.data import Splits
+from pipelines.data import Splits, load_table_file
 
 
 class Task:
     name: ClassVar[str]
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
+    training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -28,6 +30,10 @@ class Task:
     def load_processor(self, source: str | None = None) -> Any:
         """Tokenizer / image processor / feature extractor from the checkpoint, or from a run folder."""
         raise NotImplementedError
+
+    def load_data_file(self, path: Path) -> Dataset:
+        """One local split file (or folder) as a Dataset; tasks with formats of their own override this."""
+        return load_table_file(path)
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
         """Check the columns and labels of every split, then preprocess; sets `self.label_names`."""
