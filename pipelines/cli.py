@@ -44,11 +44,9 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "predict":
         from pipelines.inference import RunModel
 
-        for prediction in RunModel(args.run).predict(args.inputs):
-            if args.json:
-                print(json.dumps(prediction))
-            else:
-                print(f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}")
+        run = RunModel(args.run)
+        for prediction in run.predict(args.inputs):
+            print(json.dumps(prediction) if args.json else run.format_prediction(prediction))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

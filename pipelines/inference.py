@@ -34,6 +34,9 @@ class RunModel:
             raise HubtuneError("predict needs at least one input")
         return self.task.predict(self.model, self.processor, inputs)
 
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        return self.task.format_prediction(prediction)
+
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Metrics on a split of the recipe's data (`train`, `validation` or `test`), written to the run folder."""
         splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file)

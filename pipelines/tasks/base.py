@@ -56,3 +56,7 @@ class Task:
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         """Predictions for raw inputs as given on the command line, one dict each."""
         raise NotImplementedError
+
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        """One line of `hubtune predict` output for one prediction of `predict`."""
+        return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
