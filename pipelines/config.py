@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import enum
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,27 @@ import yaml
 from pipelines.errors import HubtuneError
 
 ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora")
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML 1.2 scalars: `no`/`yes`/`on`/`off` stay strings and `1e-4` is a float.
+
+    PyYAML follows YAML 1.1, where `eval_strategy: no` reads as False and `learning_rate: 1e-4` as a string.
+    """
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=RecipeLoader)
 
 
 @dataclass
@@ -134,42 +156,28 @@ def _training_argument_types() -> dict[str, Any]:
     return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(Seq2SeqTrainingArguments) if f.init}
 
 
-def _training_value(value: Any, annotation: Any) -> tuple[bool, Any]:
-    """Does `value` fit a TrainingArguments field type? Returns (fits, value converted where YAML left a string).
-
-    PyYAML reads `1e-4` (no dot) as a string; a float field takes it as the number it means.
-    """
+def _fits_training_type(value: Any, annotation: Any) -> bool:
+    """Does `value` fit the type of a TrainingArguments field?"""
     if annotation is Any or value is None:
-        return True, value
+        return True
     origin = typing.get_origin(annotation)
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
-        for member in typing.get_args(annotation):
-            fits, converted = _training_value(value, member)
-            if fits:
-                return True, converted
-        return False, value
+        return any(_fits_training_type(value, member) for member in typing.get_args(annotation))
     if origin is typing.Literal:
-        return value in typing.get_args(annotation), value
+        return value in typing.get_args(annotation)
     if origin is not None:
-        return isinstance(value, origin), value
+        return isinstance(value, origin)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return value in {member.value for member in annotation} or isinstance(value, annotation), value
+        return value in {member.value for member in annotation} or isinstance(value, annotation)
     if annotation is bool:
-        return isinstance(value, bool), value
+        return isinstance(value, bool)
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return True, value
-        if isinstance(value, str):
-            try:
-                return True, float(value)
-            except ValueError:
-                return False, value
-        return False, value
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
+        return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(annotation, type):
-        return isinstance(value, annotation), value
-    return True, value
+        return isinstance(value, annotation)
+    return True
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -245,11 +253,9 @@ def _validate(config: RecipeConfig) -> None:
             raise HubtuneError(f"unknown recipe key 'training.{key}'{_closest(key, valid, 'training.')}")
         if key == "output_dir":
             raise HubtuneError("set the run folder with the top-level recipe key 'output_dir', not 'training.output_dir'")
-        if key in types:
-            fits, config.training[key] = _training_value(value, types[key])
-            if not fits:
-                expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
-                raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
+        if key in types and not _fits_training_type(value, types[key]):
+            expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
+            raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
     if not isinstance(config.training.get("resume", False), bool):
         raise HubtuneError(f"recipe key 'training.resume' must be true or false, got {config.training['resume']!r}")
 
@@ -271,7 +277,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise HubtuneError(f"override '{text}' is not of the form key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = read_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as error:
         raise HubtuneError(f"override '{text}': value does not parse as YAML ({error})") from error
     return key.strip(), value
@@ -286,7 +292,7 @@ def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequenc
         if not path.is_file():
             raise HubtuneError(f"recipe file '{path}' does not exist")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as error:
             raise HubtuneError(f"recipe file '{path}' does not parse as YAML: {error}") from error
         if not isinstance(tree, dict):

