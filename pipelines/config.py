@@ -246,6 +246,10 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
     if data.labels is not None and len(set(data.labels)) != len(data.labels):
         raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
+    if config.hub.push and not config.hub.repo_id:
+        raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
+    if config.training.get("push_to_hub"):
+        raise HubtuneError("use 'hub.push' (pushes the finished run folder), not 'training.push_to_hub'")
     types = _training_argument_types()
     valid = set(types) | HUBTUNE_TRAINING_KEYS
     for key, value in config.training.items():

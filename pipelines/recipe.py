@@ -16,6 +16,7 @@ from pipelines.adapt import adapt_model, format_table, parameter_table
 from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_config
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
+from pipelines.hub import push_run
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.tasks import get_task
 from pipelines.training import build_trainer, training_arguments
@@ -107,4 +108,6 @@ class Recipe:
             write_json(self.output_dir / PARAMETERS_FILE, table)
             write_json(self.output_dir / RESULTS_FILE, results)
         logger.info("run folder: %s", self.output_dir)
+        if config.hub.push and trainer.is_world_process_zero():
+            results["hub_url"] = push_run(self.output_dir, config.hub)
         return results
