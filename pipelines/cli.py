@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run folder written by hubtune train")
     predict.add_argument("inputs", nargs="+", help="inputs, e.g. texts")
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
+    push = commands.add_parser("push", help="upload a run folder with its model card to the Hub")
+    push.add_argument("run", help="run folder written by hubtune train")
+    push.add_argument("--repo-id", help="Hub repository (default: the recipe's hub.repo_id)")
+    visibility = push.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=None)
+    visibility.add_argument("--public", dest="private", action="store_false")
+    push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded to DIR instead")
     return parser
 
 
@@ -41,12 +48,31 @@ def _run(args: argparse.Namespace) -> None:
         from pipelines.inference import RunModel
 
         print(json.dumps(RunModel(args.run).evaluate(args.split), indent=2))
+    elif args.command == "push":
+        _push(args)
     elif args.command == "predict":
         from pipelines.inference import RunModel
 
         run = RunModel(args.run)
         for prediction in run.predict(args.inputs):
             print(json.dumps(prediction) if args.json else run.format_prediction(prediction))
+
+
+def _push(args: argparse.Namespace) -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from pipelines.hub import push_run
+    from pipelines.run_folder import read_run_recipe
+    from pipelines.tasks import get_task
+
+    run_dir = Path(args.run)
+    config = read_run_recipe(run_dir)
+    hub = dataclasses.replace(config.hub, repo_id=args.repo_id or config.hub.repo_id,
+                              private=config.hub.private if args.private is None else args.private)
+    where = push_run(run_dir, config, hub, get_task(config.task).pipeline_tag,
+                     Path(args.dry_run) if args.dry_run else None)
+    print(where)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

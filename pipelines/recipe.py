@@ -109,5 +109,5 @@ class Recipe:
             write_json(self.output_dir / RESULTS_FILE, results)
         logger.info("run folder: %s", self.output_dir)
         if config.hub.push and trainer.is_world_process_zero():
-            results["hub_url"] = push_run(self.output_dir, config.hub)
+            results["hub_url"] = push_run(self.output_dir, config, config.hub, task.pipeline_tag)
         return results

@@ -40,3 +40,39 @@ def test_push_offline_fails_with_one_line_and_keeps_the_run(recipe_values):
         recipe.run()
     assert "\n" not in str(caught.value)
     assert (recipe.output_dir / "all_results.json").is_file() and (recipe.output_dir / "model.safetensors").is_file()
+
+
+def test_push_dry_run_writes_the_card_and_the_files_to_upload(trained_run, tmp_path, capsys, monkeypatch):
+    import json
+
+    import yaml
+
+    from pipelines.cli import main
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_for_the_test")
+    run = trained_run("freeze_backbone")
+    out = tmp_path / "upload"
+    assert main(["push", str(run.run_dir), "--repo-id", "me/tiny-sentiment", "--public", "--dry-run", str(out)]) == 0
+    manifest = json.loads((out / "upload_manifest.json").read_text())
+    assert manifest["repo_id"] == "me/tiny-sentiment" and manifest["private"] is False
+    files = set(manifest["files"])
+    assert {"README.md", "model.safetensors", "config.json", "recipe.yaml", "all_results.json"} <= files
+    assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
+    card = (out / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["pipeline_tag"] == "text-classification"
+    assert metadata["base_model"] == run.recipe.config.model.checkpoint
+    assert "accuracy" in metadata["metrics"] and "freeze_backbone" in metadata["tags"]
+    accuracy = json.loads((run.run_dir / "all_results.json").read_text())["test_accuracy"]
+    assert f"| test | accuracy | {accuracy:.4f} |" in card
+    assert "hubtune train recipe.yaml" in card and "| learning_rate |" in card
+    written = [p.read_bytes() for p in [*out.rglob("*"), *run.run_dir.rglob("*")] if p.is_file()]
+    assert not any(b"hf_secret_token_for_the_test" in content for content in written)
+    assert "hf_secret_token_for_the_test" not in "".join(capsys.readouterr())
+
+
+def test_push_without_any_repo_id_is_exit_2(trained_run, tmp_path, capsys):
+    from pipelines.cli import main
+
+    assert main(["push", str(trained_run("full").run_dir), "--dry-run", str(tmp_path / "x")]) == 2
+    assert "hub.repo_id" in capsys.readouterr().err

@@ -27,6 +27,7 @@ def require_text(dataset: Dataset, column: str, source: str) -> None:
 
 class TextClassification(Task):
     name = "text-classification"
+    pipeline_tag = "text-classification"
     peft_task_type = "SEQ_CLS"
 
     def __init__(self, config):

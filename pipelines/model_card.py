@@ -1,0 +1,96 @@
+"""The model card of a run folder: what the Hub shows and reads (metadata), written from the run's own files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.config import RecipeConfig
+from pipelines.run_folder import RESULTS_FILE
+
+SKIPPED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+
+
+def _data_description(config: RecipeConfig) -> str:
+    data = config.data
+    if data.dataset:
+        name = f"[{data.dataset}](https://huggingface.co/datasets/{data.dataset})"
+        return name + (f" (config `{data.dataset_config}`)" if data.dataset_config else "")
+    return "local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in data.files.items())
+
+
+def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
+    rows = []
+    for key, value in sorted(results.items()):
+        split, _, metric = key.partition("_")
+        if split in ("eval", "test") and isinstance(value, (int, float)) and not metric.endswith(SKIPPED_METRICS) \
+                and metric != "samples":
+            rows.append((split, metric, float(value)))
+    return rows
+
+
+def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) -> str:
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    rows = _metric_rows(results)
+    is_adapter = config.adapt.strategy == "lora"
+    metadata: dict[str, Any] = {
+        "library_name": "peft" if is_adapter else "transformers",
+        "base_model": config.model.checkpoint if not config.model.from_scratch else None,
+        "pipeline_tag": pipeline_tag,
+        "datasets": [config.data.dataset] if config.data.dataset else None,
+        "metrics": sorted({metric for _, metric, _ in rows if "_" not in metric}) or None,
+        "tags": ["hubtune", config.task, config.adapt.strategy],
+    }
+    metadata = {key: value for key, value in metadata.items() if value is not None}
+    training = {k: v for k, v in config.training.items() if k != "resume"}
+    share = results.get("trainable_share")
+    lines = [
+        "---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
+        f"# {config.name}", "",
+        f"A `{config.task}` model fine-tuned with hubtune from "
+        + (f"`{config.model.checkpoint}` (architecture only, random initialisation)" if config.model.from_scratch
+           else f"[{config.model.checkpoint}](https://huggingface.co/{config.model.checkpoint})") + ".",
+        "",
+        "## Training",
+        "",
+        f"- Data: {_data_description(config)}; {results.get('train_samples', '?')} training examples"
+        + (f", {results['test_samples']} test examples" if "test_samples" in results else "") + ".",
+        f"- Adaptation: `{config.adapt.strategy}`"
+        + (f" (top {config.adapt.n} blocks)" if config.adapt.strategy == "train_last_n" else "")
+        + (f" (r={config.adapt.lora.r}, alpha={config.adapt.lora.alpha})" if is_adapter else "")
+        + (f"; {results['trainable_parameters']:,} of {results['total_parameters']:,} parameters trained "
+           f"({share:.2%})." if share is not None else "."),
+        f"- Labels: {', '.join(config.data.labels) if config.data.labels else 'see config.json (id2label)'}.",
+        "",
+        "| hyperparameter | value |", "|---|---|",
+        *[f"| {key} | {value} |" for key, value in sorted(training.items())],
+        f"| seed | {config.seed} |",
+        "",
+        "## Results",
+        "",
+        "| split | metric | value |", "|---|---|---|",
+        *[f"| {split} | {metric} | {value:.4f} |" for split, metric, value in rows],
+        "",
+        "## Intended use and limits",
+        "",
+        f"Made for `{config.task}` on data like the training data above. It inherits the biases and the domain "
+        "of its base model and of that data; measure it on your own data before relying on it.",
+        "",
+        "## Reproduce",
+        "",
+        "`recipe.yaml` in this repository is the resolved recipe of this run (local data paths as on the "
+        "training machine):",
+        "",
+        "```bash",
+        "pip install hubtune",
+        "hubtune train recipe.yaml",
+        "```",
+        "",
+    ]
+    if is_adapter:
+        lines[-1:-1] = ["Load the adapter with its head: `PeftModel.from_pretrained(base_model, repo_id)`, "
+                        "or `hubtune export RUN --merge OUT` for a standalone model.", ""]
+    return "\n".join(lines)
