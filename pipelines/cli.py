@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="run folder written by hubtune train")
     predict.add_argument("inputs", nargs="+", help="inputs, e.g. texts")
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
+    export = commands.add_parser("export", help="write a run as a standalone model folder")
+    export.add_argument("run", help="run folder written by hubtune train")
+    export.add_argument("out", help="new folder for the standalone model")
+    export.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the base weights")
     push = commands.add_parser("push", help="upload a run folder with its model card to the Hub")
     push.add_argument("run", help="run folder written by hubtune train")
     push.add_argument("--repo-id", help="Hub repository (default: the recipe's hub.repo_id)")
@@ -48,6 +52,10 @@ def _run(args: argparse.Namespace) -> None:
         from pipelines.inference import RunModel
 
         print(json.dumps(RunModel(args.run).evaluate(args.split), indent=2))
+    elif args.command == "export":
+        from pipelines.export import export_run
+
+        print(json.dumps(export_run(args.run, args.out, args.merge), indent=2))
     elif args.command == "push":
         _push(args)
     elif args.command == "predict":

@@ -1,0 +1,67 @@
+"""`hubtune export RUN --merge OUT`: a standalone model folder that plain `from_pretrained` loads."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from pipelines.data import load_splits
+from pipelines.errors import HubtuneError
+from pipelines.inference import RunModel
+from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
+
+logger = logging.getLogger(__name__)
+
+EXPORT_CHECK_FILE = "export_check.json"
+PROBE_SIZE = 8
+TOLERANCE = 1e-4
+
+
+def _probe_batch(run: RunModel) -> dict[str, torch.Tensor]:
+    """A few real examples of the recipe's data, preprocessed and collated as in training."""
+    splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file)
+    role = next(role for role in ("test", "validation", "train") if role in splits)
+    splits.datasets = {role: splits[role].select(range(min(PROBE_SIZE, len(splits[role]))))}
+    data = run.task.prepare(splits, run.processor, label_names=run.task.label_names)
+    return run.task.data_collator(run.processor)([data[role][i] for i in range(len(data[role]))])
+
+
+@torch.no_grad()
+def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    model.eval()
+    return model(**batch).logits
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, merge: bool) -> dict[str, float]:
+    """Write the run's model as a standalone folder (LoRA merged into the base weights, head kept) and check
+    that the exported model's outputs equal the run model's on real examples."""
+    run, out_dir = RunModel(run_dir), Path(out_dir)
+    from peft import PeftModel
+
+    is_adapter = isinstance(run.model, PeftModel)
+    if is_adapter and not merge:
+        raise HubtuneError(f"run folder '{run_dir}' holds a LoRA adapter; pass --merge to fold it into the base weights")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty")
+    standalone = copy.deepcopy(run.model).merge_and_unload() if is_adapter else run.model
+    batch = _probe_batch(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    standalone.save_pretrained(out_dir)
+    run.processor.save_pretrained(out_dir)
+    for name in (RECIPE_FILE, RESULTS_FILE, PARAMETERS_FILE):
+        if (run.run_dir / name).is_file():
+            shutil.copy2(run.run_dir / name, out_dir / name)
+    reloaded = run.task.load_run_model(str(out_dir))
+    difference = float((_logits(reloaded, batch) - _logits(run.model, batch)).abs().max())
+    check = {"max_abs_logit_difference": difference, "probe_examples": int(len(next(iter(batch.values())))),
+             "merged_adapter": is_adapter}
+    write_json(out_dir / EXPORT_CHECK_FILE, check)
+    if difference > TOLERANCE:
+        raise HubtuneError(f"exported model in '{out_dir}' differs from the run model by {difference:.2e} "
+                           f"(tolerance {TOLERANCE:g}); see {EXPORT_CHECK_FILE}")
+    logger.info("exported %s to %s (max logit difference %.2e)", run_dir, out_dir, difference)
+    return check
