@@ -87,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    if not sys.stderr.isatty():
+        # Progress bars are for terminals; in CI and batch logs they are noise around the one error line.
+        import datasets
+        import transformers
+
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     try:
         _run(args)
     except HubtuneError as error:

@@ -111,7 +111,6 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_strategy": "epoch",
     "save_total_limit": 2,
     "logging_steps": 10,
-    "report_to": "none",
     # A sequence or token classifier under DDP logs doubled losses and gets doubled gradients with the
     # default True (shared/ENVIRONMENT.md); per-device averaging is the correct choice for these tasks.
     "average_tokens_across_devices": False,

@@ -17,6 +17,7 @@ from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_confi
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.hub import push_run
+from pipelines.report import write_report
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.tasks import get_task
 from pipelines.training import build_trainer, training_arguments
@@ -92,8 +93,11 @@ class Recipe:
         if "validation" in data:
             results.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"),
                            eval_samples=len(data["validation"]))
+        artifacts: dict[str, Any] = {}
         if "test" in data:
-            results.update(trainer.evaluate(data["test"], metric_key_prefix="test"), test_samples=len(data["test"]))
+            test_output = trainer.predict(data["test"], metric_key_prefix="test")
+            results.update(test_output.metrics, test_samples=len(data["test"]))
+            artifacts = task.prediction_artifacts(test_output)
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
         results.update(trainable_parameters=trainable, total_parameters=total,
@@ -107,6 +111,9 @@ class Recipe:
             dump_recipe_config(config, self.output_dir / RECIPE_FILE)
             write_json(self.output_dir / PARAMETERS_FILE, table)
             write_json(self.output_dir / RESULTS_FILE, results)
+            for name, payload in artifacts.items():
+                write_json(self.output_dir / name, payload)
+            write_report(self.output_dir, config.name)
         logger.info("run folder: %s", self.output_dir)
         if config.hub.push and trainer.is_world_process_zero():
             results["hub_url"] = push_run(self.output_dir, config, config.hub, task.pipeline_tag)

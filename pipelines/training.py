@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,11 +18,22 @@ from pipelines.errors import HubtuneError
 from pipelines.tasks.base import Task
 
 
+# Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
+LOCAL_TRACKERS = ("tensorboard", "trackio")
+
+
+def installed_local_trackers() -> list[str]:
+    return [name for name in LOCAL_TRACKERS if importlib.util.find_spec(name) is not None]
+
+
 def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: bool,
                        arguments_class: type[TrainingArguments] = TrainingArguments,
                        **overrides: Any) -> TrainingArguments:
     values = {k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS}
     values.update(overrides)
+    values.setdefault("report_to", installed_local_trackers() or "none")
+    # Progress bars for a person at a terminal; quiet in CI logs and batch jobs.
+    values.setdefault("disable_tqdm", not sys.stderr.isatty())
     if not has_validation:
         values["eval_strategy"] = "no"
         values["load_best_model_at_end"] = False

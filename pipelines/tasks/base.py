@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 from datasets import Dataset
 from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.trainer_utils import PredictionOutput
 
 from pipelines.config import RecipeConfig
 from pipelines.data import Splits, load_table_file
@@ -53,6 +54,10 @@ class Task:
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         raise NotImplementedError
+
+    def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
+        """Files (name -> JSON payload) the run folder keeps from the test predictions, e.g. a confusion matrix."""
+        return {}
 
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         """Predictions for raw inputs as given on the command line, one dict each."""

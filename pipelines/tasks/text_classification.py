@@ -6,10 +6,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.metrics import confusion_matrix
 from datasets import Dataset
 from torch import nn
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                           EvalPrediction)
+from transformers.trainer_utils import PredictionOutput
 
 from pipelines.data import Splits, encode_labels, require_columns, resolve_label_names
 from pipelines.errors import HubtuneError
@@ -81,6 +83,11 @@ class TextClassification(Task):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         return self._metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids,
                                     label_names=self.label_names)
+
+    def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        matrix = confusion_matrix(output.label_ids, np.argmax(logits, axis=-1), labels=range(len(self.label_names)))
+        return {"confusion_matrix.json": {"labels": self.label_names, "matrix": matrix.tolist()}}
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

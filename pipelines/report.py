@@ -1,0 +1,132 @@
+"""Plots and `report.md` for a finished run, from the files the run folder already holds.
+
+Loss and metric curves come from `trainer_state.json`, per-class F1 bars from the `test_f1_<label>` results,
+and the confusion matrix from `confusion_matrix.json` when the task wrote one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: runs on headless cluster nodes and in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pipelines.run_folder import RESULTS_FILE  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+REPORT_FILE = "report.md"
+CONFUSION_FILE = "confusion_matrix.json"
+SUMMARY_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "precision", "recall", "wer", "cer")
+
+
+def _history(run_dir: Path) -> list[dict[str, Any]]:
+    state = run_dir / "trainer_state.json"
+    return json.loads(state.read_text())["log_history"] if state.is_file() else []
+
+
+def _plot_losses(history: list[dict[str, Any]], path: Path) -> bool:
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evaluation = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if not train and not evaluation:
+        return False
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for points, label in ((train, "train loss"), (evaluation, "validation loss")):
+        if points:
+            axis.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
+    axis.set(xlabel="step", ylabel="loss", title="Loss")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def _plot_metrics(history: list[dict[str, Any]], path: Path) -> bool:
+    curves = {name: [(h["step"], h[f"eval_{name}"]) for h in history if f"eval_{name}" in h]
+              for name in SUMMARY_METRICS}
+    curves = {name: points for name, points in curves.items() if points}
+    if not curves:
+        return False
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        axis.plot(*zip(*points), marker="o", label=name)
+    axis.set(xlabel="step", ylabel="score", title="Validation metrics")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def _plot_per_class_f1(results: dict[str, Any], path: Path) -> bool:
+    scores = {key.removeprefix("test_f1_"): value for key, value in results.items()
+              if key.startswith("test_f1_") and key != "test_f1_macro"}
+    if not scores:
+        return False
+    figure, axis = plt.subplots(figsize=(max(4, 0.6 * len(scores) + 2), 4))
+    axis.bar(list(scores), list(scores.values()))
+    axis.set(ylim=(0, 1), ylabel="F1", title="Test F1 per class")
+    axis.tick_params(axis="x", labelrotation=45)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def _plot_confusion(run_dir: Path, path: Path) -> bool:
+    source = run_dir / CONFUSION_FILE
+    if not source.is_file():
+        return False
+    confusion = json.loads(source.read_text())
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    size = max(4, 0.5 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    image = axis.imshow(matrix, cmap="Blues")
+    axis.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
+             xlabel="predicted", ylabel="true", title="Test confusion matrix")
+    axis.tick_params(axis="x", labelrotation=45)
+    if len(labels) <= 20:
+        darkest = max(max(values) for values in matrix) or 1
+        for row, values in enumerate(matrix):
+            for column, count in enumerate(values):
+                axis.text(column, row, str(count), ha="center", va="center", fontsize=8,
+                          color="white" if count > darkest / 2 else "black")
+    figure.colorbar(image, ax=axis)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return True
+
+
+def write_report(run_dir: Path, title: str) -> Path:
+    """Write plots/*.png and report.md into the run folder; returns the report's path."""
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    history = _history(run_dir)
+    plots = run_dir / PLOTS_DIR
+    plots.mkdir(exist_ok=True)
+    made = {
+        "Loss": _plot_losses(history, plots / "loss.png") and "loss.png",
+        "Validation metrics": _plot_metrics(history, plots / "metrics.png") and "metrics.png",
+        "Test F1 per class": _plot_per_class_f1(results, plots / "per_class_f1.png") and "per_class_f1.png",
+        "Confusion matrix": _plot_confusion(run_dir, plots / "confusion_matrix.png") and "confusion_matrix.png",
+    }
+    rows = [(key, value) for key, value in sorted(results.items())
+            if isinstance(value, (int, float)) and key.startswith(("train_", "eval_", "test_", "trainable"))]
+    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
+              for key, value in rows]
+    for heading, file in made.items():
+        if file:
+            lines += ["", f"## {heading}", "", f"![{heading}]({PLOTS_DIR}/{file})"]
+    report = run_dir / REPORT_FILE
+    report.write_text("\n".join(lines) + "\n")
+    logger.info("report: %s", report)
+    return report
