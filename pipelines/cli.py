@@ -22,8 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
     predict = commands.add_parser("predict", help="predict raw inputs with a run folder")
     predict.add_argument("run", help="run folder written by hubtune train")
-    predict.add_argument("inputs", nargs="+", help="inputs, e.g. texts")
+    predict.add_argument("inputs", nargs="*", help="texts (or files/folders for image and audio runs); - reads stdin")
+    predict.add_argument("--file", action="append", default=[], help="read inputs from a file, one per line")
+    predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
+    predict.add_argument("--output", help="write one JSON object per input to this .jsonl file")
     export = commands.add_parser("export", help="write a run as a standalone model folder")
     export.add_argument("run", help="run folder written by hubtune train")
     export.add_argument("out", help="new folder for the standalone model")
@@ -49,9 +52,9 @@ def _run(args: argparse.Namespace) -> None:
             headline = {k: v for k, v in results.items() if k.startswith(("test_", "eval_accuracy", "eval_f1"))}
             print(json.dumps(headline, indent=2))
     elif args.command == "evaluate":
-        from pipelines.inference import RunModel
+        from pipelines.inference import Predictor
 
-        print(json.dumps(RunModel(args.run).evaluate(args.split), indent=2))
+        print(json.dumps(Predictor(args.run).evaluate(args.split), indent=2))
     elif args.command == "export":
         from pipelines.export import export_run
 
@@ -59,11 +62,28 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "push":
         _push(args)
     elif args.command == "predict":
-        from pipelines.inference import RunModel
+        _predict(args)
 
-        run = RunModel(args.run)
-        for prediction in run.predict(args.inputs):
-            print(json.dumps(prediction) if args.json else run.format_prediction(prediction))
+
+def _predict(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pipelines.inference import Predictor, collect_inputs
+
+    if not args.inputs and not args.file:
+        raise HubtuneError("predict needs inputs: arguments, --file F, or - for stdin")
+    if args.batch_size < 1:
+        raise HubtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    predictor = Predictor.from_run(args.run)
+    # All inputs are read and checked before any prediction is written.
+    inputs = list(collect_inputs(predictor.task.input_kind, args.inputs, args.file, sys.stdin))
+    predictions = predictor.predict(inputs, args.batch_size)
+    if args.output:
+        Path(args.output).write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
+        print(f"{len(predictions)} predictions -> {args.output}")
+        return
+    for prediction in predictions:
+        print(json.dumps(prediction) if args.json else predictor.format_prediction(prediction))
 
 
 def _push(args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
-from pipelines.inference import RunModel
+from pipelines.inference import Predictor
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ PROBE_SIZE = 8
 TOLERANCE = 1e-4
 
 
-def _probe_batch(run: RunModel) -> dict[str, torch.Tensor]:
+def _probe_batch(run: Predictor) -> dict[str, torch.Tensor]:
     """A few real examples of the recipe's data, preprocessed and collated as in training."""
     splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file)
     role = next(role for role in ("test", "validation", "train") if role in splits)
@@ -39,7 +39,7 @@ def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
 def export_run(run_dir: str | Path, out_dir: str | Path, merge: bool) -> dict[str, float]:
     """Write the run's model as a standalone folder (LoRA merged into the base weights, head kept) and check
     that the exported model's outputs equal the run model's on real examples."""
-    run, out_dir = RunModel(run_dir), Path(out_dir)
+    run, out_dir = Predictor(run_dir), Path(out_dir)
     from peft import PeftModel
 
     is_adapter = isinstance(run.model, PeftModel)

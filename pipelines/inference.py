@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, Sequence
 
 from transformers import PrinterCallback
 
@@ -17,8 +17,44 @@ from pipelines.training import build_trainer, training_arguments
 EVALUATE_FILE = "evaluate_results.json"
 
 
-class RunModel:
-    """A trained run loaded for inference: the task, its processor and its model."""
+def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str], stdin: Iterable[str]) -> Iterator[str]:
+    """The inputs of `hubtune predict`, in order.
+
+    Text tasks: each value is a text, `-` reads one text per line from stdin, `--file F` one per line of F.
+    Path tasks (images, audio): each value is a file or a folder (its files, sorted), `-` reads paths from stdin.
+    """
+    def lines(source: Iterable[str]) -> Iterator[str]:
+        return (line.rstrip("\n") for line in source if line.strip())
+
+    def paths(value: str) -> Iterator[str]:
+        path = Path(value)
+        if path.is_dir():
+            yield from (str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            yield str(path)
+        else:
+            raise HubtuneError(f"input '{value}' is neither a file nor a folder")
+
+    for file in files:
+        if not Path(file).is_file():
+            raise HubtuneError(f"input file '{file}' does not exist")
+    for value in values:
+        if value == "-":
+            for line in lines(stdin):
+                yield from (paths(line) if input_kind == "path" else [line])
+        else:
+            yield from (paths(value) if input_kind == "path" else [value])
+    for file in files:
+        with open(file, encoding="utf-8") as handle:
+            for line in lines(handle):
+                yield from (paths(line) if input_kind == "path" else [line])
+
+
+class Predictor:
+    """A trained run loaded for inference: the task, its processor and its model.
+
+    `Predictor.from_run("runs/x").predict(["a text", ...])` in research code; the CLI's predict and evaluate.
+    """
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
@@ -29,10 +65,20 @@ class RunModel:
         self.processor = self.task.load_processor(str(self.run_dir))
         self.model = self.task.load_run_model(str(self.run_dir))
 
-    def predict(self, inputs: list[str]) -> list[dict[str, Any]]:
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> "Predictor":
+        return cls(run_dir)
+
+    def predict(self, inputs: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
+        """One prediction dict per input (texts, or file paths for image and audio tasks), in batches."""
         if not inputs:
             raise HubtuneError("predict needs at least one input")
-        return self.task.predict(self.model, self.processor, inputs)
+        if batch_size < 1:
+            raise HubtuneError(f"batch size must be at least 1, got {batch_size}")
+        predictions = []
+        for start in range(0, len(inputs), batch_size):
+            predictions += self.task.predict(self.model, self.processor, list(inputs[start:start + batch_size]))
+        return predictions
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         return self.task.format_prediction(prediction)

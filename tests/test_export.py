@@ -10,7 +10,7 @@ from transformers import AutoModelForSequenceClassification
 
 from pipelines import HubtuneError
 from pipelines.cli import main
-from pipelines.inference import RunModel
+from pipelines.inference import Predictor
 
 
 def test_merged_lora_export_loads_with_plain_from_pretrained_and_predicts_the_same(trained_run, tmp_path, capsys):
@@ -25,8 +25,8 @@ def test_merged_lora_export_loads_with_plain_from_pretrained_and_predicts_the_sa
     assert not any("lora" in name for name, _ in model.named_parameters())
 
     texts = ["the film was good", "awful plot and boring cast"]
-    adapter_scores = [p["scores"] for p in RunModel(run.run_dir).predict(texts)]
-    merged_scores = [p["scores"] for p in RunModel(out).predict(texts)]
+    adapter_scores = [p["scores"] for p in Predictor(run.run_dir).predict(texts)]
+    merged_scores = [p["scores"] for p in Predictor(out).predict(texts)]
     for adapter, merged in zip(adapter_scores, merged_scores):
         for label in adapter:
             assert merged[label] == pytest.approx(adapter[label], abs=1e-5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipelines import HubtuneError, load_recipe_config
-from pipelines.inference import EVALUATE_FILE, RunModel
+from pipelines.inference import EVALUATE_FILE, Predictor
 from pipelines.tasks import get_task
 
 TEXTS = ["the film was good", "awful plot", "a really boring movie", "superb acting and a lovely cast",
@@ -27,8 +27,8 @@ def in_memory_predictions(run, texts):
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_reload_predicts_like_the_trained_model(trained_run, strategy):
     run = trained_run(strategy)
-    first = RunModel(run.run_dir).predict(TEXTS)
-    second = RunModel(run.run_dir).predict(TEXTS)
+    first = Predictor(run.run_dir).predict(TEXTS)
+    second = Predictor(run.run_dir).predict(TEXTS)
     # Two independent loads: the very same numbers.
     assert [p["scores"] for p in first] == [p["scores"] for p in second]
 
@@ -52,7 +52,7 @@ def test_lora_reload_goes_through_peft_with_the_trained_head(trained_run, tiny_b
     from safetensors.torch import load_file
 
     run = trained_run("lora")
-    loaded = RunModel(run.run_dir)
+    loaded = Predictor(run.run_dir)
     assert isinstance(loaded.model, PeftModel)
     assert loaded.task.label_names == ["negative", "positive"]
     # The head copy PEFT trains is the one restored, equal to the in-memory trained head.
@@ -72,7 +72,7 @@ def test_lora_reload_goes_through_peft_with_the_trained_head(trained_run, tiny_b
 def test_evaluate_reproduces_the_test_metrics(trained_run, strategy):
     run = trained_run(strategy)
     saved = json.loads((run.run_dir / "all_results.json").read_text())
-    metrics = RunModel(run.run_dir).evaluate()
+    metrics = Predictor(run.run_dir).evaluate()
     # Every quality metric the run recorded for its test split (not timings, not the sample count).
     compared = [key for key in saved if key.startswith("test_") and not key.endswith(RUNTIME_KEYS)
                 and key != "test_samples"]
@@ -86,7 +86,7 @@ def test_evaluate_reproduces_the_test_metrics(trained_run, strategy):
 def test_evaluate_other_split(trained_run):
     run = trained_run("full")
     saved = json.loads((run.run_dir / "all_results.json").read_text())
-    metrics = RunModel(run.run_dir).evaluate("validation")
+    metrics = Predictor(run.run_dir).evaluate("validation")
     assert metrics["validation_accuracy"] == pytest.approx(saved["eval_accuracy"], abs=1e-6)
     assert metrics["validation_loss"] == pytest.approx(saved["eval_loss"], abs=1e-6)
 
@@ -132,12 +132,12 @@ def test_run_folder_layout_and_recipe(trained_run, strategy):
 
 def test_run_model_needs_a_run_folder(tmp_path):
     with pytest.raises(HubtuneError, match="does not exist"):
-        RunModel(tmp_path / "missing")
+        Predictor(tmp_path / "missing")
     (tmp_path / "plain").mkdir()
     with pytest.raises(HubtuneError, match="has no recipe.yaml"):
-        RunModel(tmp_path / "plain")
+        Predictor(tmp_path / "plain")
 
 
 def test_predict_needs_inputs(trained_run):
     with pytest.raises(HubtuneError, match="at least one input"):
-        RunModel(trained_run("full").run_dir).predict([])
+        Predictor(trained_run("full").run_dir).predict([])

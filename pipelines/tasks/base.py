@@ -21,6 +21,7 @@ from pipelines.data import Splits, load_table_file
 class Task:
     name: ClassVar[str]
     pipeline_tag: ClassVar[str | None] = None  # the Hub's task tag, for the model card
+    input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments

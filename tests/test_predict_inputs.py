@@ -1,0 +1,66 @@
+"""hubtune predict: texts, files, stdin, folders; batches; jsonl output; Predictor.from_run."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from pipelines import HubtuneError
+from pipelines.cli import main
+from pipelines.inference import Predictor, collect_inputs
+
+
+def test_collect_inputs_for_text_tasks_reads_args_stdin_and_files(tmp_path):
+    listing = tmp_path / "texts.txt"
+    listing.write_text("awful plot\n\n  \nthe film was good\n")
+    stdin = io.StringIO("from stdin one\nfrom stdin two\n")
+    assert list(collect_inputs("text", ["first", "-"], [str(listing)], stdin)) == [
+        "first", "from stdin one", "from stdin two", "awful plot", "the film was good"]
+
+
+def test_collect_inputs_for_path_tasks_expands_folders_and_checks_paths(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.png", "sub/c.png", ".hidden"):
+        (folder / name).write_bytes(b"x")
+    single = tmp_path / "z.png"
+    single.write_bytes(b"x")
+    got = list(collect_inputs("path", [str(folder), "-"], [], io.StringIO(f"{single}\n")))
+    assert got == [str(folder / "a.png"), str(folder / "b.png"), str(folder / "sub" / "c.png"), str(single)]
+    with pytest.raises(HubtuneError, match="neither a file nor a folder"):
+        list(collect_inputs("path", [str(tmp_path / "missing.png")], [], io.StringIO()))
+
+
+def test_predictor_batches_give_the_same_predictions(trained_run):
+    predictor = Predictor.from_run(trained_run("full").run_dir)
+    texts = ["the film was good", "awful plot", "a superb cast", "dull and boring story", "lovely acting"]
+    one_by_one = predictor.predict(texts, batch_size=1)
+    together = predictor.predict(texts, batch_size=4)
+    assert [p["input"] for p in together] == texts
+    assert [p["label"] for p in together] == ["positive", "negative", "positive", "negative", "positive"]
+    for a, b in zip(one_by_one, together):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_cli_predict_from_file_and_stdin_to_jsonl(trained_run, tmp_path, monkeypatch, capsys):
+    run_dir = trained_run("full").run_dir
+    listing = tmp_path / "texts.txt"
+    listing.write_text("the film was good\nawful plot\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a superb cast\n"))
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", str(run_dir), "-", "--file", str(listing), "--batch-size", "2",
+                 "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["input"] for r in rows] == ["a superb cast", "the film was good", "awful plot"]
+    assert [r["label"] for r in rows] == ["positive", "positive", "negative"]
+    assert "3 predictions" in capsys.readouterr().out
+
+
+def test_cli_predict_without_inputs_or_with_a_missing_file_is_exit_2(trained_run, tmp_path, capsys):
+    run_dir = str(trained_run("full").run_dir)
+    assert main(["predict", run_dir]) == 2
+    assert main(["predict", run_dir, "--file", str(tmp_path / "nope.txt"), "--output", str(tmp_path / "o.jsonl")]) == 2
+    assert not (tmp_path / "o.jsonl").exists()
+    assert capsys.readouterr().err.count("hubtune: error:") == 2
