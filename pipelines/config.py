@@ -21,7 +21,8 @@ import yaml
 
 from pipelines.errors import HubtuneError
 
-ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora")
+ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora", "lp_ft")
+UNFREEZE_UNITS = ("epoch", "step")
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -85,10 +86,32 @@ class LoraConfig:
 
 
 @dataclass
+class UnfreezeScheduleConfig:
+    """When each layer group starts training (its learning rate is zero before)."""
+
+    unit: str = "epoch"  # epoch | step
+    every: float | None = None  # ULMFiT top-down: head at 0, then one more group from the top every `every` units
+    at: dict[str, float] = field(default_factory=dict)  # explicit: group name or glob (block.*) -> start
+
+
+@dataclass
+class LpFtConfig:
+    """LP-FT: a linear probe (head only), then fine-tuning from the probed head."""
+
+    probe_epochs: float = 1.0
+    probe_learning_rate: float = 1e-3
+    then: str = "full"  # the fine-tuning stage's strategy: full | train_last_n (with adapt.n)
+
+
+@dataclass
 class AdaptConfig:
     strategy: str = "full"
     n: int = 2  # blocks left trainable by `train_last_n`, counted from the top
     lora: LoraConfig = field(default_factory=LoraConfig)
+    layer_decay: float | None = None  # LR of a group = decay^(depth below the head), as BEiT/ELECTRA and timm
+    head_lr_scale: float = 1.0  # the head's LR multiplier
+    unfreeze_schedule: UnfreezeScheduleConfig | None = None
+    lp_ft: LpFtConfig = field(default_factory=LpFtConfig)
 
 
 @dataclass
@@ -234,6 +257,23 @@ def _validate(config: RecipeConfig) -> None:
         )
     if config.adapt.strategy == "lora" and config.model.from_scratch:
         raise HubtuneError("'adapt.strategy: lora' needs pretrained weights; it cannot be combined with 'model.from_scratch'")
+    adapt = config.adapt
+    if adapt.layer_decay is not None and not 0.0 < adapt.layer_decay <= 1.0:
+        raise HubtuneError(f"recipe key 'adapt.layer_decay' must lie in (0, 1], got {adapt.layer_decay}")
+    if adapt.head_lr_scale <= 0:
+        raise HubtuneError(f"recipe key 'adapt.head_lr_scale' must be positive, got {adapt.head_lr_scale}")
+    schedule = adapt.unfreeze_schedule
+    if schedule is not None:
+        if schedule.unit not in UNFREEZE_UNITS:
+            raise HubtuneError(f"recipe key 'adapt.unfreeze_schedule.unit' must be epoch or step, got '{schedule.unit}'")
+        if (schedule.every is None) == (not schedule.at):
+            raise HubtuneError("recipe section 'adapt.unfreeze_schedule' needs exactly one of 'every' and 'at'")
+        if schedule.every is not None and schedule.every <= 0:
+            raise HubtuneError(f"recipe key 'adapt.unfreeze_schedule.every' must be positive, got {schedule.every}")
+        if adapt.strategy in ("lora", "lp_ft"):
+            raise HubtuneError(f"'adapt.unfreeze_schedule' gates layer groups; it does not apply to '{adapt.strategy}'")
+    if adapt.strategy == "lp_ft" and adapt.lp_ft.then not in ("full", "train_last_n"):
+        raise HubtuneError(f"recipe key 'adapt.lp_ft.then' must be full or train_last_n, got '{adapt.lp_ft.then}'")
     if config.adapt.strategy == "train_last_n" and config.adapt.n < 1:
         raise HubtuneError(f"recipe key 'adapt.n' must be at least 1 for train_last_n, got {config.adapt.n}")
     data = config.data

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -9,20 +10,24 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from accelerate import PartialState
+from datasets import Dataset
+from torch import nn
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from pipelines.adapt import adapt_model, format_table, parameter_table
-from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_config
+from pipelines.adapt import adapt_model, format_table, parameter_table, plan_groups
+from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.hub import push_run
 from pipelines.report import write_report
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
-from pipelines.tasks import get_task
-from pipelines.training import build_trainer, training_arguments
+from pipelines.tasks import Task, get_task
+from pipelines.training import GroupOptimization, build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
+
+PROBE_DIR = "linear_probe"
 
 
 def _absolute_files(config: RecipeConfig) -> None:
@@ -66,6 +71,39 @@ class Recipe:
                 "'overwrite=true' to replace it, or another 'output_dir'")
         return None
 
+    def _adapt(self, task: Task, model: nn.Module, strategy: str) -> tuple[nn.Module, GroupOptimization, list[dict]]:
+        adapt = self.config.adapt
+        model, groups = adapt_model(model, adapt, task.peft_task_type, strategy)
+        plans = plan_groups(model, groups, adapt)
+        table = parameter_table(model, groups, plans)
+        logger.info("trainable parameters by layer group (%s):\n%s", strategy, format_table(table))
+        unit = adapt.unfreeze_schedule.unit if adapt.unfreeze_schedule else "epoch"
+        return model, GroupOptimization(groups, plans, unit), table
+
+    def _linear_probe(self, task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset],
+                      resuming: bool) -> dict[str, Any]:
+        """LP-FT's first stage: train the head alone; its metrics are kept as `probe_*`."""
+        probe_dir = self.output_dir / PROBE_DIR
+        if resuming and (probe_dir / RESULTS_FILE).is_file():
+            # The fine-tuning stage's checkpoint already holds the probed head.
+            return json.loads((probe_dir / RESULTS_FILE).read_text())
+        lp_ft = self.config.adapt.lp_ft
+        probe, groups = adapt_model(model, AdaptConfig(), task.peft_task_type, "freeze_backbone")
+        optimization = GroupOptimization(groups, plan_groups(probe, groups, AdaptConfig()))
+        logger.info("LP-FT stage 1, linear probe:\n%s", format_table(parameter_table(probe, groups)))
+        args = training_arguments(self.config, probe_dir, "validation" in data, task.training_arguments_class,
+                                  num_train_epochs=lp_ft.probe_epochs, max_steps=-1,
+                                  learning_rate=lp_ft.probe_learning_rate, save_strategy="no",
+                                  load_best_model_at_end=False)
+        trainer = build_trainer(task, probe, processor, data, args, optimization=optimization)
+        metrics = dict(trainer.train().metrics)
+        if "validation" in data:
+            metrics.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"))
+        results = {f"probe_{key}": value for key, value in metrics.items()}
+        if trainer.is_world_process_zero():
+            write_json(probe_dir / RESULTS_FILE, results)
+        return results
+
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
         """Train, evaluate on validation and test, and write the run folder. Returns all results."""
         config = self.config
@@ -79,17 +117,21 @@ class Recipe:
         data = task.prepare(splits, processor)
         set_seed(config.seed)
         model = task.build_model()
-        model, groups = adapt_model(model, config.adapt, task.peft_task_type)
-        table = parameter_table(model, groups)
-        logger.info("trainable parameters by layer group (%s):\n%s", config.adapt.strategy, format_table(table))
-
+        lp_ft = config.adapt.strategy == "lp_ft"
+        if not lp_ft:
+            model, optimization, table = self._adapt(task, model, config.adapt.strategy)
         args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()
-        trainer = build_trainer(task, model, processor, data, args, callbacks)
+
+        results: dict[str, Any] = {}
+        if lp_ft:
+            results.update(self._linear_probe(task, model, processor, data, resuming=checkpoint is not None))
+            model, optimization, table = self._adapt(task, model, config.adapt.lp_ft.then)
+        trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        results: dict[str, Any] = dict(train_result.metrics, train_samples=len(data["train"]))
+        results.update(train_result.metrics, train_samples=len(data["train"]))
         if "validation" in data:
             results.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"),
                            eval_samples=len(data["validation"]))

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer, TrainerCallback, TrainingArguments, get_scheduler
 
+from pipelines.adapt.groups import LayerGroups
+from pipelines.adapt.param_groups import GroupPlan, optimizer_groups
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.tasks.base import Task
@@ -46,9 +51,77 @@ def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: b
         raise HubtuneError(f"recipe section 'training' is not valid for TrainingArguments: {error}") from error
 
 
+@dataclass
+class GroupOptimization:
+    """What the optimizer needs from adaptation: the layer groups, their LR plans and the schedule's unit."""
+
+    groups: LayerGroups
+    plans: dict[str, GroupPlan]
+    unfreeze_unit: str = "epoch"
+
+
+def _gated(schedule: Callable[[int], float], start_step: int) -> Callable[[int], float]:
+    """The Trainer's LR schedule for one param group, held at zero until the group's start step.
+
+    A plain function, not a callable object: LambdaLR leaves functions out of its state_dict, so checkpoints
+    stay loadable with torch.load(weights_only=True) and resume rebuilds the same gates from the recipe.
+    """
+    def lr_lambda(step: int) -> float:
+        return schedule(step) if step >= start_step else 0.0
+    return lr_lambda
+
+
+class LayerGroupOptimizationMixin:
+    """Trainer mixin: optimizer groups by layer group (LR decay, head scale, no decay for biases and norms) and a
+    per-group LR gate for gradual unfreezing.
+
+    Every trainable parameter is in the optimizer from the start and only its learning rate waits, so DDP, the
+    LR scheduler and checkpoint resume see one fixed set of parameters (the Trainer has no such hook).
+    """
+
+    optimization: GroupOptimization
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            target = self.model if model is None else model
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+            groups = optimizer_groups(target, self.optimization.groups, self.optimization.plans,
+                                      self.args.learning_rate, self.args.weight_decay)
+            self.optimizer = optimizer_cls(groups, **kwargs)
+        return self.optimizer
+
+    def _steps_per_epoch(self) -> int:
+        batches = math.ceil(len(self.train_dataset) / (self.args.train_batch_size * self.args.world_size))
+        return max(1, batches // self.args.gradient_accumulation_steps)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            optimizer = optimizer or self.optimizer
+            schedule = get_scheduler(self.args.lr_scheduler_type, optimizer=optimizer,
+                                     num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                                     num_training_steps=num_training_steps,
+                                     scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
+            if any(group.get("unfreeze_at", 0) > 0 for group in optimizer.param_groups):
+                if not isinstance(schedule, LambdaLR):
+                    raise HubtuneError(f"'adapt.unfreeze_schedule' needs a LambdaLR schedule; "
+                                       f"'training.lr_scheduler_type={self.args.lr_scheduler_type}' is not one")
+                unit = 1 if self.optimization.unfreeze_unit == "step" else self._steps_per_epoch()
+                schedule = LambdaLR(optimizer, [_gated(schedule.lr_lambdas[0], round(group["unfreeze_at"] * unit))
+                                                for group in optimizer.param_groups])
+            self.lr_scheduler = schedule
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+
 def build_trainer(task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset], args: TrainingArguments,
-                  callbacks: Sequence[TrainerCallback] = ()) -> Trainer:
-    return task.trainer_class(
+                  callbacks: Sequence[TrainerCallback] = (), optimization: GroupOptimization | None = None) -> Trainer:
+    trainer_class = task.trainer_class
+    if optimization is not None:
+        trainer_class = type(f"LayerGroup{trainer_class.__name__}", (LayerGroupOptimizationMixin, trainer_class), {})
+    trainer = trainer_class(
         model=model, args=args, processing_class=processor, data_collator=task.data_collator(processor),
         train_dataset=data.get("train"), eval_dataset=data.get("validation"),
         compute_metrics=task.compute_metrics, callbacks=list(callbacks))
+    if optimization is not None:
+        trainer.optimization = optimization
+    return trainer

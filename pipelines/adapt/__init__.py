@@ -9,19 +9,24 @@ from torch import nn
 from pipelines.adapt.freeze import freeze, trainable_groups
 from pipelines.adapt.groups import LayerGroups, layer_groups
 from pipelines.adapt.lora import apply_lora
+from pipelines.adapt.param_groups import GroupPlan, plan_groups
 from pipelines.adapt.report import format_table, parameter_table
 from pipelines.config import AdaptConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LayerGroups", "adapt_model", "format_table", "layer_groups", "parameter_table"]
+__all__ = ["GroupPlan", "LayerGroups", "adapt_model", "format_table", "layer_groups", "parameter_table",
+           "plan_groups"]
 
 
-def adapt_model(model: nn.Module, config: AdaptConfig, peft_task_type: str | None) -> tuple[nn.Module, LayerGroups]:
-    """Apply the recipe's strategy; returns the model to train (PEFT-wrapped for LoRA) and its groups."""
+def adapt_model(model: nn.Module, config: AdaptConfig, peft_task_type: str | None,
+                strategy: str | None = None) -> tuple[nn.Module, LayerGroups]:
+    """Apply a strategy (the recipe's unless given); returns the model to train (PEFT-wrapped for LoRA) and
+    its groups."""
+    strategy = strategy or config.strategy
     groups = layer_groups(model)
-    if config.strategy == "lora":
+    if strategy == "lora":
         model = apply_lora(model, config.lora, groups, peft_task_type)
     else:
-        freeze(model, groups, trainable_groups(config.strategy, groups, config.n))
+        freeze(model, groups, trainable_groups(strategy, groups, config.n))
     return model, groups

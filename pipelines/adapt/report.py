@@ -5,13 +5,19 @@ from __future__ import annotations
 from torch import nn
 
 from pipelines.adapt.groups import LayerGroups
+from pipelines.adapt.param_groups import GroupPlan
 
 
-def parameter_table(model: nn.Module, groups: LayerGroups) -> list[dict]:
+def parameter_table(model: nn.Module, groups: LayerGroups, plans: dict[str, GroupPlan] | None = None) -> list[dict]:
+    """Rows of trainable/total parameters per group, with the LR scale and start of trainable groups."""
+    plans = plans or {}
     rows: dict[str, dict] = {}
     for name, parameter in model.named_parameters():
         group = groups.group_of(name)
-        row = rows.setdefault(group, {"group": group, "trainable": 0, "total": 0})
+        plan = plans.get(group)
+        row = rows.setdefault(group, {"group": group, "trainable": 0, "total": 0,
+                                      "lr_scale": plan.lr_scale if plan else None,
+                                      "unfreeze_at": plan.unfreeze_at if plan else None})
         row["total"] += parameter.numel()
         if parameter.requires_grad:
             row["trainable"] += parameter.numel()
@@ -22,8 +28,10 @@ def parameter_table(model: nn.Module, groups: LayerGroups) -> list[dict]:
 def format_table(rows: list[dict]) -> str:
     trainable = sum(row["trainable"] for row in rows)
     total = sum(row["total"] for row in rows)
-    lines = [f"{'group':<12} {'trainable':>12} {'total':>12} {'share':>7}"]
+    lines = [f"{'group':<12} {'trainable':>12} {'total':>12} {'share':>7} {'lr scale':>9} {'starts at':>9}"]
     for row in [*rows, {"group": "all", "trainable": trainable, "total": total}]:
         share = row["trainable"] / row["total"] if row["total"] else 0.0
-        lines.append(f"{row['group']:<12} {row['trainable']:>12,} {row['total']:>12,} {share:>7.1%}")
+        scale = f"{row['lr_scale']:.4g}" if row.get("lr_scale") is not None else "-"
+        start = f"{row['unfreeze_at']:g}" if row.get("unfreeze_at") is not None else "-"
+        lines.append(f"{row['group']:<12} {row['trainable']:>12,} {row['total']:>12,} {share:>7.1%} {scale:>9} {start:>9}")
     return "\n".join(lines)
