@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
     predict.add_argument("--output", help="write one JSON object per input to this .jsonl file")
+    compare = commands.add_parser("compare", help="transfer report: pretrained vs random initialisation")
+    compare.add_argument("recipe", help="path to a recipe YAML")
+    compare.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
+    compare.add_argument("--sizes", default="", help="comma-separated training-set sizes, e.g. 20,100,1000")
+    compare.add_argument("--metric", help="test metric to compare (default: the task's, e.g. accuracy)")
+    compare.add_argument("--out", help="report folder (default: runs/<name>-compare)")
     export = commands.add_parser("export", help="write a run as a standalone model folder")
     export.add_argument("run", help="run folder written by hubtune train")
     export.add_argument("out", help="new folder for the standalone model")
@@ -55,6 +61,15 @@ def _run(args: argparse.Namespace) -> None:
         from pipelines.inference import Predictor
 
         print(json.dumps(Predictor(args.run).evaluate(args.split), indent=2))
+    elif args.command == "compare":
+        from pipelines.compare import compare
+
+        try:
+            sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+        except ValueError as error:
+            raise HubtuneError(f"--sizes must be comma-separated integers, got '{args.sizes}'") from error
+        report = compare(args.recipe, args.overrides, sizes, args.metric, args.out)
+        print(json.dumps({"metric": report.metric, "rows": report.rows, "warnings": report.warnings}, indent=2))
     elif args.command == "export":
         from pipelines.export import export_run
 

@@ -21,6 +21,7 @@ from pipelines.data import Splits, load_table_file
 class Task:
     name: ClassVar[str]
     pipeline_tag: ClassVar[str | None] = None  # the Hub's task tag, for the model card
+    primary_metric: ClassVar[str] = "accuracy"  # what `hubtune compare` reports
     input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
@@ -55,6 +56,10 @@ class Task:
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         raise NotImplementedError
+
+    def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
+        """Signs that the data lies outside the checkpoint's input domain, as plain sentences (none by default)."""
+        return []
 
     def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
         """Files (name -> JSON payload) the run folder keeps from the test predictions, e.g. a confusion matrix."""

@@ -21,6 +21,11 @@ from pipelines.run_folder import load_run_model
 from pipelines.tasks.base import Task
 
 
+# Beyond these the checkpoint's vocabulary fits the data badly (English text on an English model: ~0% and ~1.3).
+UNKNOWN_TOKEN_LIMIT = 0.05
+PIECES_PER_WORD_LIMIT = 3.0
+
+
 def require_text(dataset: Dataset, column: str, source: str) -> None:
     for row, value in enumerate(dataset[column]):
         if not isinstance(value, str):
@@ -83,6 +88,23 @@ class TextClassification(Task):
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         return self._metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids,
                                     label_names=self.label_names)
+
+    def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
+        """Unknown-token rate and word pieces per word on the training texts: a vocabulary that does not fit the
+        data (another language or script, code, emoji-heavy text) shows in both."""
+        texts = splits["train"][self.config.data.text_column][:2000]
+        pieces = processor(texts, add_special_tokens=False)["input_ids"]
+        tokens = sum(len(ids) for ids in pieces)
+        words = sum(len(text.split()) for text in texts)
+        unknown = sum(ids.count(processor.unk_token_id) for ids in pieces) if processor.unk_token_id is not None else 0
+        warnings = []
+        if tokens and unknown / tokens > UNKNOWN_TOKEN_LIMIT:
+            warnings.append(f"input domain looks mismatched: {unknown / tokens:.1%} of the training tokens are "
+                            "unknown to the checkpoint's tokenizer")
+        if words and tokens / words > PIECES_PER_WORD_LIMIT:
+            warnings.append(f"input domain looks mismatched: the tokenizer splits each word into {tokens / words:.1f} "
+                            "pieces on average")
+        return warnings
 
     def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions

@@ -1,0 +1,127 @@
+"""`hubtune compare RECIPE`: the transfer report. The same recipe from the pretrained checkpoint and from a
+random initialisation of the same architecture, optionally at several labelled-data sizes, as a table,
+a plot and plain warnings (negative transfer, a label set or input domain that looks mismatched).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from transformers import AutoConfig  # noqa: E402
+
+from pipelines.config import RecipeConfig, load_recipe_config  # noqa: E402
+from pipelines.data import load_splits  # noqa: E402
+from pipelines.errors import HubtuneError  # noqa: E402
+from pipelines.modeling import from_pretrained  # noqa: E402
+from pipelines.recipe import Recipe  # noqa: E402
+from pipelines.run_folder import write_json  # noqa: E402
+from pipelines.tasks import get_task  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+COMPARE_FILE, REPORT_FILE, PLOT_FILE = "compare.json", "compare.md", "compare.png"
+
+
+@dataclass
+class TransferReport:
+    metric: str
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per (size, init)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _label_warnings(config: RecipeConfig, label_names: list[str]) -> list[str]:
+    checkpoint = from_pretrained(AutoConfig, config.model)
+    trained_head = any(name.endswith(("ForSequenceClassification", "ForTokenClassification",
+                                      "ForImageClassification", "ForAudioClassification"))
+                       for name in checkpoint.architectures or [])
+    if not trained_head:
+        return []
+    theirs = {str(name).lower() for name in checkpoint.id2label.values()}
+    ours = {name.lower() for name in label_names}
+    if theirs & ours and theirs != ours:
+        return [f"label set looks mismatched: the checkpoint's head was trained on {sorted(theirs)}, this recipe "
+                f"has {sorted(ours)}; shared names do not keep their trained weights (the head is new)"]
+    return []
+
+
+def _runs(config: RecipeConfig, sizes: Sequence[int | None], out_dir: Path,
+          overrides: Sequence[str]) -> list[tuple[int | None, str, Recipe]]:
+    runs = []
+    for size in sizes:
+        for init in ("pretrained", "scratch"):
+            name = f"{init}-{size if size else 'all'}"
+            run_overrides = [*overrides, f"model.from_scratch={str(init == 'scratch').lower()}",
+                             f"output_dir={out_dir / name}", "overwrite=true", "hub.push=false"]
+            if size:
+                run_overrides.append(f"data.max_train_samples={size}")
+            runs.append((size, init, Recipe(load_recipe_config(values=config.to_dict(), overrides=run_overrides))))
+    return runs
+
+
+def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Sequence[int] = (),
+            metric: str | None = None, out_dir: str | Path | None = None) -> TransferReport:
+    config = load_recipe_config(recipe_path, overrides)
+    task = get_task(config.task)(config)
+    metric = metric or task.primary_metric
+    out_dir = Path(out_dir) if out_dir else Path("runs") / f"{config.name}-compare"
+    if config.adapt.strategy == "lora":
+        raise HubtuneError("compare trains from random weights too; use another 'adapt.strategy' than lora")
+    processor = task.load_processor()
+    splits = load_splits(config.data, config.seed, task.load_data_file)
+    task.prepare(splits, processor)
+    report = TransferReport(metric=f"test_{metric}")
+    report.warnings += _label_warnings(config, task.label_names)
+    report.warnings += task.domain_warnings(splits, processor)
+    for size, init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
+        results = recipe.run()
+        if report.metric not in results:
+            raise HubtuneError(f"metric '{report.metric}' is not in the results of '{recipe.output_dir}' "
+                               f"(have: {', '.join(k for k in results if k.startswith('test_'))})")
+        report.rows.append({"train_samples": results["train_samples"], "init": init,
+                            report.metric: results[report.metric], "run": str(recipe.output_dir)})
+    by_size: dict[int, dict[str, float]] = {}
+    for row in report.rows:
+        by_size.setdefault(row["train_samples"], {})[row["init"]] = row[report.metric]
+    for samples, scores in sorted(by_size.items()):
+        if scores["pretrained"] <= scores["scratch"]:
+            report.warnings.append(
+                f"negative transfer at {samples} training examples: pretrained {report.metric} "
+                f"{scores['pretrained']:.4f} is no better than from scratch {scores['scratch']:.4f}")
+    for warning in report.warnings:
+        logger.warning(warning)
+    _write(report, by_size, out_dir, config.name)
+    return report
+
+
+def _write(report: TransferReport, by_size: dict[int, dict[str, float]], out_dir: Path, name: str) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / COMPARE_FILE, {"metric": report.metric, "rows": report.rows, "warnings": report.warnings})
+    sizes = sorted(by_size)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for init in ("pretrained", "scratch"):
+        axis.plot(sizes, [by_size[s][init] for s in sizes], marker="o", label=init)
+    if len(sizes) > 1:
+        axis.set_xscale("log")
+    axis.set(xlabel="training examples", ylabel=report.metric, title=f"Transfer: {name}")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out_dir / PLOT_FILE, dpi=100)
+    plt.close(figure)
+    lines = [f"# Transfer report: {name}", "", f"| training examples | pretrained {report.metric} | "
+             f"scratch {report.metric} | gain |", "|---|---|---|---|"]
+    for samples in sizes:
+        scores = by_size[samples]
+        lines.append(f"| {samples} | {scores['pretrained']:.4f} | {scores['scratch']:.4f} | "
+                     f"{scores['pretrained'] - scores['scratch']:+.4f} |")
+    lines += ["", f"![{report.metric}]({PLOT_FILE})", ""]
+    lines += [f"**Warning:** {warning}" for warning in report.warnings] or ["No warnings."]
+    (out_dir / REPORT_FILE).write_text("\n".join(lines) + "\n")

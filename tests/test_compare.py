@@ -1,0 +1,73 @@
+"""hubtune compare: pretrained vs random initialisation, at several sizes, with honest warnings."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from datasets import Dataset
+from transformers import AutoTokenizer, BertConfig
+
+from pipelines import Recipe, load_recipe_config
+from pipelines import compare as compare_module
+from pipelines.cli import main
+from pipelines.data import Splits
+from pipelines.tasks.text_classification import TextClassification
+
+
+def _recipe_file(recipe_values, tmp_path) -> str:
+    values = dict(recipe_values)
+    values["training"] = dict(values["training"], num_train_epochs=3, eval_strategy="no")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def test_compare_trains_both_inits_at_each_size_and_writes_the_report(recipe_values, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["compare", _recipe_file(recipe_values, tmp_path), "--sizes", "16,240", "--out", str(out)]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    assert report["metric"] == "test_accuracy"
+    assert sorted((row["train_samples"], row["init"]) for row in report["rows"]) == [
+        (16, "pretrained"), (16, "scratch"), (240, "pretrained"), (240, "scratch")]
+    score = {(row["train_samples"], row["init"]): row["test_accuracy"] for row in report["rows"]}
+    # The tiny checkpoint was pretrained on the same cues: with 16 examples it must beat random weights.
+    assert score[(16, "pretrained")] > score[(16, "scratch")]
+    assert (out / "compare.png").stat().st_size > 1000
+    table = (out / "compare.md").read_text()
+    assert f"| 16 | {score[(16, 'pretrained')]:.4f} | {score[(16, 'scratch')]:.4f} |" in table
+    for row in report["rows"]:
+        assert json.loads((tmp_path / row["run"] / "all_results.json").read_text())["test_accuracy"] == row["test_accuracy"]
+
+
+def test_negative_transfer_is_a_warning(recipe_values, tmp_path, monkeypatch):
+    def fake_run(self, callbacks=()):
+        scratch = self.config.model.from_scratch
+        return {"train_samples": self.config.data.max_train_samples, "test_accuracy": 0.9 if scratch else 0.7}
+
+    monkeypatch.setattr(Recipe, "run", fake_run)
+    report = compare_module.compare(_recipe_file(recipe_values, tmp_path), sizes=[50], out_dir=tmp_path / "r")
+    assert any("negative transfer at 50" in warning for warning in report.warnings)
+    assert "**Warning:** negative transfer" in (tmp_path / "r" / "compare.md").read_text()
+
+
+def test_unknown_words_are_an_input_domain_warning(recipe_values, tiny_bert):
+    config = load_recipe_config(values=recipe_values)
+    task = TextClassification(config)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    familiar = Splits({"train": Dataset.from_dict({"text": ["the film was good"] * 4, "label": ["positive"] * 4})})
+    foreign = Splits({"train": Dataset.from_dict({"text": ["zorblax quintessa vrell"] * 4, "label": ["positive"] * 4})})
+    assert task.domain_warnings(familiar, tokenizer) == []
+    assert any("unknown to the checkpoint's tokenizer" in w for w in task.domain_warnings(foreign, tokenizer))
+
+
+def test_a_trained_head_on_an_overlapping_label_set_is_a_warning(recipe_values, tmp_path):
+    folder = tmp_path / "three-way"
+    config = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=37, architectures=["BertForSequenceClassification"],
+                        id2label={0: "negative", 1: "neutral", 2: "positive"})
+    config.save_pretrained(folder)
+    recipe = load_recipe_config(values=recipe_values, overrides=[f"model.checkpoint={folder}"])
+    warnings = compare_module._label_warnings(recipe, ["negative", "positive"])
+    assert len(warnings) == 1 and "label set looks mismatched" in warnings[0]
+    assert compare_module._label_warnings(recipe, ["negative", "neutral", "positive"]) == []
