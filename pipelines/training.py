@@ -72,14 +72,24 @@ def _gated(schedule: Callable[[int], float], start_step: int) -> Callable[[int],
 
 
 class LayerGroupOptimizationMixin:
-    """Trainer mixin: optimizer groups by layer group (LR decay, head scale, no decay for biases and norms) and a
-    per-group LR gate for gradual unfreezing.
+    """Trainer mixin: optimizer groups by layer group (LR decay, head scale, no decay for biases and norms), a
+    per-group LR gate for gradual unfreezing, and frozen parts kept in eval mode.
 
     Every trainable parameter is in the optimizer from the start and only its learning rate waits, so DDP, the
     LR scheduler and checkpoint resume see one fixed set of parameters (the Trainer has no such hook).
     """
 
     optimization: GroupOptimization
+    _frozen_modules: list[nn.Module] | None = None
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        # training_step has just put the whole model in train mode; frozen parts run in eval mode instead, so
+        # their features are deterministic (no dropout) and BatchNorm keeps its pretrained statistics.
+        if self._frozen_modules is None:
+            self._frozen_modules = frozen_modules(self.model)
+        for module in self._frozen_modules:
+            module.eval()
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -111,6 +121,22 @@ class LayerGroupOptimizationMixin:
             self.lr_scheduler = schedule
             self._created_lr_scheduler = True
         return self.lr_scheduler
+
+
+def frozen_modules(model: nn.Module) -> list[nn.Module]:
+    """The top-most modules whose parameters are all frozen (with their parameter-less children, e.g. dropout)."""
+    found: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        parameters = list(module.parameters())
+        if parameters and not any(p.requires_grad for p in parameters):
+            found.append(module)
+            return
+        for child in module.children():
+            visit(child)
+
+    visit(model)
+    return found
 
 
 def build_trainer(task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset], args: TrainingArguments,
