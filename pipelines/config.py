@@ -52,6 +52,9 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_test_samples: int | None = None
+    # image-classification data
+    image_column: str = "image"  # Image feature, or a path relative to the csv/jsonl file
+    image_augment: bool = True  # random crop/flip (timm: its train transform) on train images
 
 
 @dataclass

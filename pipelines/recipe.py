@@ -81,18 +81,21 @@ class Recipe:
         table = parameter_table(model, groups)
         logger.info("trainable parameters by layer group (%s):\n%s", config.adapt.strategy, format_table(table))
 
-        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class)
+        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class,
+                                  task.training_defaults)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()
         trainer = build_trainer(task, model, processor, data, args, callbacks)
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         results: dict[str, Any] = dict(train_result.metrics, train_samples=len(data["train"]))
-        if "validation" in data:
-            results.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"),
-                           eval_samples=len(data["validation"]))
-        if "test" in data:
-            results.update(trainer.evaluate(data["test"], metric_key_prefix="test"), test_samples=len(data["test"]))
+        evaluation_files: dict[str, Any] = {}
+        for role, prefix in (("validation", "eval"), ("test", "test")):
+            if role in data:
+                results.update(trainer.evaluate(data[role], metric_key_prefix=prefix),
+                               **{f"{prefix}_samples": len(data[role])})
+                evaluation_files.update({f"{role}_{name}.json": payload
+                                         for name, payload in task.evaluation_files().items()})
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
         results.update(trainable_parameters=trainable, total_parameters=total,
@@ -106,5 +109,7 @@ class Recipe:
             dump_recipe_config(config, self.output_dir / RECIPE_FILE)
             write_json(self.output_dir / PARAMETERS_FILE, table)
             write_json(self.output_dir / RESULTS_FILE, results)
+            for name, payload in evaluation_files.items():
+                write_json(self.output_dir / name, payload)
         logger.info("run folder: %s", self.output_dir)
         return results

@@ -6,6 +6,7 @@ import logging
 
 from torch import nn
 
+from pipelines.adapt.batchnorm import freeze_batchnorm_statistics
 from pipelines.adapt.freeze import freeze, trainable_groups
 from pipelines.adapt.groups import LayerGroups, layer_groups
 from pipelines.adapt.lora import apply_lora
@@ -24,4 +25,7 @@ def adapt_model(model: nn.Module, config: AdaptConfig, peft_task_type: str | Non
         model = apply_lora(model, config.lora, groups, peft_task_type)
     else:
         freeze(model, groups, trainable_groups(config.strategy, groups, config.n))
+    frozen = freeze_batchnorm_statistics(model)
+    if frozen:
+        logger.info("%d BatchNorm layers of frozen parts keep their running statistics (eval mode)", len(frozen))
     return model, groups

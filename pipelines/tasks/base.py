@@ -22,6 +22,8 @@ class Task:
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
+    # TrainingArguments this task needs unless the recipe's `training` section says otherwise.
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -52,6 +54,13 @@ class Task:
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         raise NotImplementedError
+
+    def evaluation_files(self) -> dict[str, Any]:
+        """JSON files (name without split -> payload) describing the last evaluation, e.g. a confusion matrix.
+
+        The run folder stores each as `<split>_<name>.json`; most tasks have none.
+        """
+        return {}
 
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         """Predictions for raw inputs as given on the command line, one dict each."""
