@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def save_timm_checkpoint(model: torch.nn.Module, folder: Path, input_size: int) 
     """A timm model as the Hub stores it (timm's config.json + model.safetensors), at a small input size."""
     from timm.models import save_for_hf
 
-    save_for_hf(model, folder)
+    save_for_hf(model, folder, safe_serialization=True)
     config = json.loads((folder / "config.json").read_text())
     config["pretrained_cfg"].update(input_size=[3, input_size, input_size], crop_pct=1.0)
     (folder / "config.json").write_text(json.dumps(config))
@@ -151,7 +152,7 @@ def write_csv_split(root: Path, folder: str, name: str) -> str:
         writer = csv.writer(handle)
         writer.writerow(["image", "label"])
         for image in sorted(Path(folder).rglob("*.png")):
-            writer.writerow([str(Path("..") / image.relative_to(Path(folder).parents[1])), image.parent.name])
+            writer.writerow([os.path.relpath(image, root), image.parent.name])
     return str(path)
 
 
@@ -166,3 +167,105 @@ def timm_run(tiny_timm, image_folders, tmp_path_factory):
     values["data"].update(validation_split=None, validation_fraction=0.2)
     values["adapt"] = {"strategy": "train_last_n", "n": 1}
     return run_dir, Recipe.from_dict(values).run()
+
+
+def test_timm_learns_with_layer_groups_from_group_matcher(timm_run, tiny_timm):
+    run_dir, results = timm_run
+    assert results["test_accuracy"] >= 0.8
+    assert results["eval_samples"] == round(0.2 * (6 * SIZES["train"] + 2))
+    rows = {row["group"]: row for row in json.loads((run_dir / "parameters.json").read_text())}
+    # test_resnet's group_matcher: stem, then layer1..layer4, then the classifier `fc`.
+    assert list(rows) == ["embeddings", "block.0", "block.1", "block.2", "block.3", "head"]
+    assert rows["head"]["total"] == 6 * 96 + 6
+    for group in ("embeddings", "block.0", "block.1", "block.2"):
+        assert rows[group]["trainable"] == 0
+    assert rows["block.3"]["trainable"] == rows["block.3"]["total"] > 0
+
+
+def test_timm_frozen_parts_keep_batchnorm_statistics(timm_run, tiny_timm):
+    from safetensors.torch import load_file
+
+    run_dir, _ = timm_run
+    before = load_file(str(tiny_timm / "model.safetensors"))
+    after = {k.removeprefix("timm_model."): v for k, v in load_file(str(run_dir / "model.safetensors")).items()}
+    frozen_stats = [k for k in before if k.startswith(("bn1.", "layer1.", "layer3.")) and "running_" in k]
+    trained_stats = [k for k in before if k.startswith("layer4.") and "running_mean" in k]
+    assert frozen_stats and trained_stats
+    for key in frozen_stats:
+        assert torch.equal(before[key], after[key]), f"frozen BatchNorm statistics {key} changed"
+    assert all(not torch.equal(before[key], after[key]) for key in trained_stats)
+    assert not torch.equal(before["fc.weight"][:6], after["fc.weight"])
+
+
+def test_timm_reload_predicts_like_the_saved_run(timm_run, image_folders):
+    run_dir, results = timm_run
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model_type"] == "timm_wrapper" and config["architecture"] == "test_resnet"
+    assert config["label_names"] == sorted(COLOURS)
+    run = RunModel(run_dir)
+    assert run.evaluate("test")["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    images = sorted(Path(image_folders["test"]).rglob("0.png"))
+    predictions = run.predict([str(p) for p in images])
+    assert sum(p["label"] == image.parent.name for p, image in zip(predictions, images)) >= 5
+
+
+def test_timm_lora_on_convolutions_saves_adapter_and_head(tiny_timm, image_folders, tmp_path):
+    run_dir = tmp_path / "run"
+    values = image_recipe(tiny_timm, image_folders, run_dir, num_train_epochs=2)
+    values["adapt"] = {"strategy": "lora", "lora": {"r": 4, "target_modules": ["conv2"]}}
+    results = Recipe.from_dict(values).run()
+    adapter = json.loads((run_dir / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str(tiny_timm)
+    assert any(name.endswith("fc") for name in adapter["modules_to_save"])
+    rows = {row["group"]: row for row in json.loads((run_dir / "parameters.json").read_text())}
+    assert rows["head"]["trainable"] == 6 * 96 + 6
+    assert rows["embeddings"]["trainable"] == 0 and 0 < rows["block.0"]["trainable"] < rows["block.0"]["total"]
+    # The reload (base checkpoint + adapter + head) scores what the trained model scored.
+    assert RunModel(run_dir).evaluate("test")["test_accuracy"] == pytest.approx(results["test_accuracy"])
+
+
+def test_hf_hub_prefix_names_the_hub_id(image_folders, tmp_path):
+    values = image_recipe(Path("x"), image_folders, tmp_path / "run")
+    values["model"]["checkpoint"] = "hf-hub:timm/no-such-model.in1k"
+    with pytest.raises(HubtuneError, match="checkpoint 'timm/no-such-model.in1k'"):
+        Recipe.from_dict(values).run()
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_image_is_reported_by_path(tiny_vit, image_folders, tmp_path):
+    import shutil
+
+    train = tmp_path / "train"
+    shutil.copytree(image_folders["train"], train)
+    broken = train / "green" / "broken.png"
+    broken.write_bytes((train / "green" / "0.png").read_bytes()[:60])
+    values = image_recipe(tiny_vit, {**image_folders, "train": str(train)}, tmp_path / "run")
+    with pytest.raises(HubtuneError, match=f"image '{broken}' cannot be decoded"):
+        Recipe.from_dict(values).run()
+    assert not (tmp_path / "run").exists()
+
+
+def test_image_folder_with_one_class_is_an_error(tiny_vit, image_folders, tmp_path):
+    only = tmp_path / "train"
+    (only / "red").mkdir(parents=True)
+    colour_image(random.Random(0), COLOURS["red"]).save(only / "red" / "0.png")
+    values = image_recipe(tiny_vit, {**image_folders, "train": str(only)}, tmp_path / "run")
+    with pytest.raises(HubtuneError, match=rf"image folder '{only}' has 1 class sub-folder\(s\) \['red'\]"):
+        Recipe.from_dict(values).run()
+
+
+def test_missing_image_path_in_csv(tiny_vit, image_folders, tmp_path):
+    table = tmp_path / "train.csv"
+    table.write_text("image,label\nimgs/a.png,red\n")
+    values = image_recipe(tiny_vit, {**image_folders, "train": str(table)}, tmp_path / "run")
+    with pytest.raises(HubtuneError, match=r"train.csv', row 1: image 'imgs/a.png' does not exist"):
+        Recipe.from_dict(values).run()
+
+
+def test_top_k_accuracy_metric():
+    from pipelines.metrics import load_metric
+
+    scores = [[0.9, 0.1, 0.0], [0.1, 0.2, 0.7], [0.5, 0.3, 0.2]]
+    metric = load_metric("top_k_accuracy")
+    assert metric.compute(predictions=scores, references=[0, 1, 2], k=1)["top_1_accuracy"] == pytest.approx(1 / 3)
+    assert metric.compute(predictions=scores, references=[0, 1, 2], k=2)["top_2_accuracy"] == pytest.approx(2 / 3)

@@ -76,7 +76,7 @@ def _timm_layer_groups(model: nn.Module, path: str, timm_model: nn.Module) -> La
     head_names = {f"{name}.{p}" for name, module in timm_model.named_modules() if module is classifier
                   for p, _ in module.named_parameters()}
     head_modules = [prefix + name for name, module in timm_model.named_modules()
-                    if module is classifier and name and any(module.parameters())]
+                    if module is classifier and name and next(module.parameters(), None) is not None]
     matcher = timm_model.group_matcher(coarse=True)
     stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
     ordered = [names for _, names in sorted(group_parameters(timm_model, matcher).items())]
