@@ -269,3 +269,22 @@ def test_top_k_accuracy_metric():
     metric = load_metric("top_k_accuracy")
     assert metric.compute(predictions=scores, references=[0, 1, 2], k=1)["top_1_accuracy"] == pytest.approx(1 / 3)
     assert metric.compute(predictions=scores, references=[0, 1, 2], k=2)["top_2_accuracy"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize("checkpoint", ["tiny_vit", "tiny_timm"])
+def test_image_size_overrides_the_checkpoint_input_size(checkpoint, image_folders, tmp_path, request):
+    from pipelines.data import load_splits
+    from pipelines.tasks import get_task
+
+    values = image_recipe(request.getfixturevalue(checkpoint), image_folders, tmp_path / "run")
+    values["data"]["image_size"] = 24
+    config = Recipe.from_dict(values).config
+    task = get_task("image-classification")(config)
+    data = task.prepare(load_splits(config.data, config.seed, task.load_data_file), task.load_processor())
+    for role in ("train", "test"):
+        assert data[role][:2]["pixel_values"].shape == (2, 3, 24, 24)
+    values["data"]["image_size"] = None
+    config = Recipe.from_dict(values).config
+    task = get_task("image-classification")(config)
+    data = task.prepare(load_splits(config.data, config.seed, task.load_data_file), task.load_processor())
+    assert data["test"][:1]["pixel_values"].shape == (1, 3, 32, 32)

@@ -41,18 +41,36 @@ def _crop_size(processor: Any) -> int | tuple[int, int]:
     return size["shortest_edge"]
 
 
-def pixel_transform(processor: Any, train: bool) -> Callable[[list], torch.Tensor]:
-    """PIL images -> a pixel_values batch, with train-time augmentation when `train`."""
+def _size_overrides(processor: Any, side: int | None) -> dict[str, Any]:
+    """Keyword arguments that make a transformers image processor produce `side` x `side` inputs."""
+    if side is None:
+        return {}
+    square = {"height": side, "width": side}
+    overrides = {"size": square if "height" in processor.size else {"shortest_edge": side}}
+    if getattr(processor, "crop_size", None):
+        overrides["crop_size"] = square
+    return overrides
+
+
+def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Callable[[list], torch.Tensor]:
+    """PIL images -> a pixel_values batch, with train-time augmentation when `train`; `side` overrides the size."""
     if _is_timm(processor):
-        transform = processor.train_transforms if train else processor.val_transforms
+        if side is None:
+            transform = processor.train_transforms if train else processor.val_transforms
+        else:
+            from timm.data import create_transform  # timm only when a timm model is in use
+
+            transform = create_transform(**{**processor.data_config, "input_size": (3, side, side)}, is_training=train)
         return lambda images: torch.stack([transform(image) for image in images])
+    overrides = _size_overrides(processor, side)
     if not train:
-        return lambda images: processor(images, return_tensors="pt")["pixel_values"]
+        return lambda images: processor(images, return_tensors="pt", **overrides)["pixel_values"]
     # The augmentation of transformers' run_image_classification example; the checkpoint's own processor
     # then resizes and normalises as at evaluation.
-    augment = transforms.Compose([transforms.RandomResizedCrop(_crop_size(processor)),
+    augment = transforms.Compose([transforms.RandomResizedCrop(side or _crop_size(processor)),
                                   transforms.RandomHorizontalFlip()])
-    return lambda images: processor([augment(image) for image in images], return_tensors="pt")["pixel_values"]
+    return lambda images: processor([augment(image) for image in images], return_tensors="pt",
+                                    **overrides)["pixel_values"]
 
 
 class ImageClassification(Task):
@@ -91,7 +109,7 @@ class ImageClassification(Task):
             dataset = encode_labels(dataset, data.label_column, self.label_names, splits.sources[role])
             dataset = dataset.select_columns([data.image_column, "labels"])
             check_images(dataset, data.image_column, splits.sources[role])
-            to_pixels = pixel_transform(processor, train=role == "train" and data.image_augment)
+            to_pixels = pixel_transform(processor, role == "train" and data.image_augment, data.image_size)
 
             def transform(batch: dict[str, list], to_pixels=to_pixels) -> dict[str, Any]:
                 images = [open_rgb(value) for value in batch[data.image_column]]
@@ -143,7 +161,7 @@ class ImageClassification(Task):
                 raise HubtuneError(f"image '{text}' does not exist")
             images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
         model.eval()
-        pixels = pixel_transform(processor, train=False)(images).to(model.device)
+        pixels = pixel_transform(processor, False, self.config.data.image_size)(images).to(model.device)
         probabilities = model(pixel_values=pixels).logits.softmax(-1)
         results = []
         for text, row in zip(inputs, probabilities):
