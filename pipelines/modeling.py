@@ -50,6 +50,19 @@ def _has_trained_head(config: PretrainedConfig, head_suffix: str) -> bool:
     return any(name.endswith(head_suffix) for name in (config.architectures or []))
 
 
+def _timm_init(timm_model: nn.Module, config: PretrainedConfig) -> None:
+    """Give a TimmWrapper's random model timm's own initialisation.
+
+    transformers' init redraws every convolution with std `initializer_range` (0.02), several times smaller
+    than the He-style init timm designed these CNNs with; a from-scratch baseline must not be handicapped.
+    """
+    import timm
+
+    fresh = timm.create_model(config.architecture, pretrained=False, num_classes=config.num_labels,
+                              **(config.model_args or {}))
+    timm_model.load_state_dict(fresh.state_dict())
+
+
 def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str) -> nn.Module:
     """A classifier for `label_names` from a checkpoint, with or without its own head.
 
@@ -69,6 +82,8 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
         logger.info("model.from_scratch: %s architecture with random weights", config.model_type)
         classifier = auto_model.from_config(config, trust_remote_code=model.trust_remote_code)
         classifier.name_or_path = model.checkpoint
+        if hasattr(classifier, "timm_model"):
+            _timm_init(classifier.timm_model, config)
         return classifier
     classifier = from_pretrained(auto_model, model, config=config, ignore_mismatched_sizes=True)
     same_labels = [original.id2label[i] for i in sorted(original.id2label)] == label_names

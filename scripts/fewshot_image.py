@@ -17,6 +17,8 @@ import logging
 import random
 from pathlib import Path
 
+import torch
+
 from pipelines import Recipe
 
 RECIPE = Path("recipes/fashion-mnist-efficientnet-lite0-offline.yaml")
@@ -42,7 +44,11 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/fewshot-image"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/image_fewshot.json"))
+    # On a small CPU shared with other work, a multi-thread pool stalls at every op; one thread is faster.
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     base = Recipe.from_yaml(args.recipe).config
@@ -65,7 +71,7 @@ def main() -> None:
                          "test_f1_macro": results["test_f1_macro"], "wall_time_s": results["wall_time_s"]})
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    setup = {"recipe": str(args.recipe), "checkpoint": base.model.checkpoint, "image_size": base.data.image_size,
+    setup = {"recipe": str(args.recipe), "torch_threads": torch.get_num_threads(), "checkpoint": base.model.checkpoint, "image_size": base.data.image_size,
              "adapt": base.adapt.strategy, "learning_rate": base.training["learning_rate"],
              "batch_size": base.training["per_device_train_batch_size"]}
     args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")

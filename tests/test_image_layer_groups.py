@@ -53,3 +53,23 @@ def test_timm_wrapper_groups_and_freezing():
     model(pixel_values=torch.randn(4, 3, 32, 32) * 3 + 1)
     assert torch.equal(before, model.timm_model.bn1.running_mean)
     assert model.training and not model.timm_model.bn1.training
+
+
+def test_timm_from_scratch_uses_timm_initialisation(tmp_path):
+    """transformers' init would redraw convolutions with std 0.02; from scratch must mean timm's own init."""
+    import timm
+    from timm.models import save_for_hf
+
+    from pipelines.config import ModelConfig
+    from pipelines.modeling import load_classifier
+    from transformers import AutoModelForImageClassification
+
+    torch.manual_seed(0)
+    save_for_hf(timm.create_model("test_efficientnet", num_classes=5), tmp_path, safe_serialization=True)
+    model = load_classifier(AutoModelForImageClassification, ModelConfig(checkpoint=str(tmp_path), from_scratch=True),
+                            ["a", "b", "c"], "ForImageClassification")
+    reference = timm.create_model("test_efficientnet", num_classes=3)
+    for name in ("conv_stem.weight", "blocks.3.0.conv_pw.weight", "classifier.weight"):
+        ours, theirs = model.timm_model.get_parameter(name), reference.get_parameter(name)
+        assert float(ours.std()) == pytest.approx(float(theirs.std()), rel=0.35), name
+        assert float(ours.std()) > 0.03, name
