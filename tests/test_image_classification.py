@@ -288,3 +288,45 @@ def test_image_size_overrides_the_checkpoint_input_size(checkpoint, image_folder
     task = get_task("image-classification")(config)
     data = task.prepare(load_splits(config.data, config.seed, task.load_data_file), task.load_processor())
     assert data["test"][:1]["pixel_values"].shape == (1, 3, 32, 32)
+
+
+def test_cli_predict_and_missing_image(vit_run, image_folders, capsys):
+    from pipelines.cli import main
+
+    run_dir, _ = vit_run
+    image = Path(image_folders["test"]) / "yellow" / "1.png"
+    assert main(["predict", str(run_dir), str(image)]) == 0
+    label, score, shown = capsys.readouterr().out.strip().split("\t")
+    assert label == "yellow" and 0 < float(score) <= 1 and shown == str(image)
+    assert main(["predict", str(run_dir), "no-such.png"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "hubtune: error: image 'no-such.png' does not exist"
+
+
+def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
+    """A Hub dataset's Image column (decoded, bytes inside the dataset) goes through the same checks."""
+    import io
+
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    from pipelines.data import Splits
+    from pipelines.tasks import get_task
+
+    def encoded(colour, mode="RGB"):
+        buffer = io.BytesIO()
+        colour_image(random.Random(1), colour).convert(mode).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    features = Features({"img": ImageFeature(), "labels": ClassLabel(names=["red", "blue"])})
+    train = Dataset.from_dict({"img": [encoded(COLOURS["red"]), encoded(COLOURS["blue"], "L")], "labels": [0, 1]},
+                              features=features)
+    values = image_recipe(tiny_vit, {"train": "unused.csv"}, tmp_path / "run")
+    values["data"].update(image_column="img", label_column="labels")
+    config = Recipe.from_dict(values).config
+    task = get_task("image-classification")(config)
+    data = task.prepare(Splits({"train": train}, {"train": "split 'train' of Hub dataset 'x'"}), task.load_processor())
+    assert task.label_names == ["red", "blue"]
+    assert data["train"][:2]["pixel_values"].shape == (2, 3, 32, 32)
+    broken = Dataset.from_dict({"img": [{"bytes": b"not an image", "path": None}], "labels": [0]}, features=features)
+    with pytest.raises(HubtuneError, match=r"split 'train' of Hub dataset 'x', row 1: embedded image cannot be decoded"):
+        task.prepare(Splits({"train": broken}, {"train": "split 'train' of Hub dataset 'x'"}), task.load_processor())
