@@ -2,12 +2,13 @@
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
 #   make test   - set up and run the test suite (what .ci/run calls)
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), results in benchmarks/
+#   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install assets demo test bench clean
+.PHONY: install assets demo test bench fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,8 @@ install: $(BIN)/.installed
 
 assets: install
 	$(BIN)/python scripts/prepare_offline_assets.py
+	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
+	$(BIN)/python scripts/prepare_image_assets.py
 
 demo: assets
 	$(OFFLINE) $(BIN)/hubtune train recipes/sentiment-minilm-offline.yaml overwrite=true
@@ -30,6 +33,9 @@ test: install
 
 bench: assets
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py
+
+fewshot-image: assets
+	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
 
 clean:
 	rm -rf $(VENV) runs

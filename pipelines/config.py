@@ -75,6 +75,10 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_test_samples: int | None = None
+    # image-classification data
+    image_column: str = "image"  # Image feature, or a path relative to the csv/jsonl file
+    image_augment: bool = True  # random crop/flip (timm: its train transform) on train images
+    image_size: int | None = None  # square input side instead of the checkpoint's (e.g. for small source images)
 
 
 @dataclass
@@ -283,6 +287,8 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
     if data.validation_fraction is not None and not 0.0 < data.validation_fraction < 1.0:
         raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
+    if data.image_size is not None and data.image_size < 1:
+        raise HubtuneError(f"recipe key 'data.image_size' must be a positive number of pixels, got {data.image_size}")
     if data.labels is not None and len(set(data.labels)) != len(data.labels):
         raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
     if config.hub.push and not config.hub.repo_id:

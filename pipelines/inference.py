@@ -91,9 +91,11 @@ class Predictor:
         data = self.task.prepare(splits, self.processor, label_names=self.task.label_names)
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(self.config, Path(scratch), False, self.task.training_arguments_class,
-                                      report_to="none")
+                                      self.task.training_defaults, report_to="none")
             trainer = build_trainer(self.task, self.model, self.processor, {}, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
-            metrics = trainer.evaluate(data[split], metric_key_prefix=split)
-        write_json(self.run_dir / EVALUATE_FILE, metrics)
-        return metrics
+            output = trainer.predict(data[split], metric_key_prefix=split)
+        write_json(self.run_dir / EVALUATE_FILE, output.metrics)
+        for name, payload in self.task.prediction_artifacts(output).items():
+            write_json(self.run_dir / f"{split}_{name}.json", payload)
+        return output.metrics

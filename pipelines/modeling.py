@@ -16,6 +16,8 @@ from pipelines.errors import HubtuneError
 
 logger = logging.getLogger(__name__)
 
+TIMM_HUB_PREFIX = "hf-hub:"
+
 
 def _looks_like_path(checkpoint: str) -> bool:
     # A Hub id is `name` or `org/name`; anything else is meant as a folder.
@@ -23,8 +25,11 @@ def _looks_like_path(checkpoint: str) -> bool:
 
 
 def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, **kwargs: Any) -> Any:
-    """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line."""
-    checkpoint = source or model.checkpoint
+    """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line.
+
+    timm's `hf-hub:org/name` spelling of a Hub id is accepted too.
+    """
+    checkpoint = (source or model.checkpoint).removeprefix(TIMM_HUB_PREFIX)
     if _looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
         raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
     try:
@@ -45,6 +50,19 @@ def _has_trained_head(config: PretrainedConfig, head_suffix: str) -> bool:
     return any(name.endswith(head_suffix) for name in (config.architectures or []))
 
 
+def _timm_init(timm_model: nn.Module, config: PretrainedConfig) -> None:
+    """Give a TimmWrapper's random model timm's own initialisation.
+
+    transformers' init redraws every convolution with std `initializer_range` (0.02), several times smaller
+    than the He-style init timm designed these CNNs with; a from-scratch baseline must not be handicapped.
+    """
+    import timm
+
+    fresh = timm.create_model(config.architecture, pretrained=False, num_classes=config.num_labels,
+                              **(config.model_args or {}))
+    timm_model.load_state_dict(fresh.state_dict())
+
+
 def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str) -> nn.Module:
     """A classifier for `label_names` from a checkpoint, with or without its own head.
 
@@ -55,10 +73,17 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
     labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
               "label2id": {name: i for i, name in enumerate(label_names)}}
     config = from_pretrained(AutoConfig, model, **labels)
+    model_args = getattr(config, "model_args", None)
+    if isinstance(model_args, dict):
+        # timm >= 1.0.2x writes `num_classes` into a checkpoint's `model_args`, and transformers' TimmWrapper
+        # passes `num_classes=num_labels` next to them: create_model would get it twice (TypeError).
+        model_args.pop("num_classes", None)
     if model.from_scratch:
         logger.info("model.from_scratch: %s architecture with random weights", config.model_type)
         classifier = auto_model.from_config(config, trust_remote_code=model.trust_remote_code)
         classifier.name_or_path = model.checkpoint
+        if hasattr(classifier, "timm_model"):
+            _timm_init(classifier.timm_model, config)
         return classifier
     classifier = from_pretrained(auto_model, model, config=config, ignore_mismatched_sizes=True)
     same_labels = [original.id2label[i] for i in sorted(original.id2label)] == label_names

@@ -92,7 +92,7 @@ class Recipe:
         optimization = GroupOptimization(groups, plan_groups(probe, groups, AdaptConfig()))
         logger.info("LP-FT stage 1, linear probe:\n%s", format_table(parameter_table(probe, groups)))
         args = training_arguments(self.config, probe_dir, "validation" in data, task.training_arguments_class,
-                                  num_train_epochs=lp_ft.probe_epochs, max_steps=-1,
+                                  task.training_defaults, num_train_epochs=lp_ft.probe_epochs, max_steps=-1,
                                   learning_rate=lp_ft.probe_learning_rate, save_strategy="no",
                                   load_best_model_at_end=False)
         trainer = build_trainer(task, probe, processor, data, args, optimization=optimization)
@@ -120,7 +120,8 @@ class Recipe:
         lp_ft = config.adapt.strategy == "lp_ft"
         if not lp_ft:
             model, optimization, table = self._adapt(task, model, config.adapt.strategy)
-        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class)
+        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class,
+                                  task.training_defaults)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()
@@ -132,14 +133,13 @@ class Recipe:
         trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         results.update(train_result.metrics, train_samples=len(data["train"]))
-        if "validation" in data:
-            results.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"),
-                           eval_samples=len(data["validation"]))
         artifacts: dict[str, Any] = {}
-        if "test" in data:
-            test_output = trainer.predict(data["test"], metric_key_prefix="test")
-            results.update(test_output.metrics, test_samples=len(data["test"]))
-            artifacts = task.prediction_artifacts(test_output)
+        for role, prefix in (("validation", "eval"), ("test", "test")):
+            if role in data:
+                output = trainer.predict(data[role], metric_key_prefix=prefix)
+                results.update(output.metrics, **{f"{prefix}_samples": len(data[role])})
+                artifacts.update({f"{role}_{name}.json": payload
+                                  for name, payload in task.prediction_artifacts(output).items()})
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
         results.update(trainable_parameters=trainable, total_parameters=total,

@@ -1,7 +1,7 @@
 """Plots and `report.md` for a finished run, from the files the run folder already holds.
 
 Loss and metric curves come from `trainer_state.json`, per-class F1 bars from the `test_f1_<label>` results,
-and the confusion matrix from `confusion_matrix.json` when the task wrote one.
+and the confusion matrix from `test_confusion_matrix.json` when the task wrote one.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.md"
-CONFUSION_FILE = "confusion_matrix.json"
+CONFUSION_FILE = "test_confusion_matrix.json"
 SUMMARY_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "precision", "recall", "wer", "cer")
 
 
@@ -86,7 +86,7 @@ def _plot_confusion(run_dir: Path, path: Path) -> bool:
     if not source.is_file():
         return False
     confusion = json.loads(source.read_text())
-    labels, matrix = confusion["labels"], confusion["matrix"]
+    labels, matrix = confusion["labels"], confusion["confusion_matrix"]
     size = max(4, 0.5 * len(labels) + 2)
     figure, axis = plt.subplots(figsize=(size, size))
     image = axis.imshow(matrix, cmap="Blues")

@@ -33,8 +33,10 @@ def installed_local_trackers() -> list[str]:
 
 def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: bool,
                        arguments_class: type[TrainingArguments] = TrainingArguments,
-                       **overrides: Any) -> TrainingArguments:
-    values = {k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS}
+                       defaults: dict[str, Any] | None = None, **overrides: Any) -> TrainingArguments:
+    """`defaults` (the task's `training_defaults`) give way to the recipe, `overrides` win over both."""
+    values = dict(defaults or {})
+    values.update({k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS})
     values.update(overrides)
     values.setdefault("report_to", installed_local_trackers() or "none")
     # Progress bars for a person at a terminal; quiet in CI logs and batch jobs.

@@ -11,10 +11,10 @@ from pipelines.training import LOCAL_TRACKERS, installed_local_trackers, trainin
 
 def test_run_writes_plots_confusion_matrix_and_report(trained_run):
     run = trained_run("full")
-    confusion = json.loads((run.run_dir / "confusion_matrix.json").read_text())
+    confusion = json.loads((run.run_dir / "test_confusion_matrix.json").read_text())
     assert confusion["labels"] == ["negative", "positive"]
     results = json.loads((run.run_dir / "all_results.json").read_text())
-    matrix = confusion["matrix"]
+    matrix = confusion["confusion_matrix"]
     assert sum(map(sum, matrix)) == results["test_samples"]
     assert (matrix[0][0] + matrix[1][1]) / results["test_samples"] == results["test_accuracy"]
     for name in ("loss", "metrics", "per_class_f1", "confusion_matrix"):

@@ -2,12 +2,15 @@
 
 One mechanism for every transformers encoder: the blocks are the largest `nn.ModuleList` of the base
 model, everything of the base model before them is `embeddings`, after them `neck` (pooler, final norm),
-and every parameter outside the base model is `head`. Freezing strategies, the parameter table and
-PEFT's `modules_to_save` all read these groups, so a new architecture needs no new code here.
+and every parameter outside the base model is `head`. timm models (bare or inside transformers'
+`TimmWrapper*`) describe their own stages with `group_matcher`, and those groups are used instead.
+Freezing strategies, the parameter table and PEFT's `modules_to_save` all read these groups, so a new
+architecture needs no new code here.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from torch import nn
@@ -50,8 +53,60 @@ def _blocks_container(base: nn.Module) -> tuple[str, nn.ModuleList]:
     return max(candidates, key=lambda item: sum(p.numel() for p in item[1].parameters()))
 
 
+def _timm_model(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The timm model inside `model` (transformers' TimmWrapper keeps it in `timm_model`) and its path."""
+    for path, module in (("", model), ("timm_model", getattr(model, "timm_model", None))):
+        if isinstance(module, nn.Module) and callable(getattr(module, "group_matcher", None)) \
+                and callable(getattr(module, "get_classifier", None)):
+            return path, module
+    return None
+
+
+def _timm_layer_groups(model: nn.Module, path: str, timm_model: nn.Module) -> LayerGroups:
+    """Groups from timm's own `group_matcher` (coarse: one group per stage).
+
+    timm orders its groups stem, stages, then everything unmatched (the classifier, and sometimes a final
+    norm). The stem becomes `embeddings`, each stage a block, the classifier `head`, and whatever else
+    comes after the stages `neck`.
+    """
+    from timm.models import group_parameters
+
+    prefix = f"{path}." if path else ""
+    classifier = timm_model.get_classifier()
+    head_names = {f"{name}.{p}" for name, module in timm_model.named_modules() if module is classifier
+                  for p, _ in module.named_parameters()}
+    head_modules = [prefix + name for name, module in timm_model.named_modules()
+                    if module is classifier and name and next(module.parameters(), None) is not None]
+    matcher = timm_model.group_matcher(coarse=True)
+    stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
+    ordered = [names for _, names in sorted(group_parameters(timm_model, matcher).items())]
+    by_parameter: dict[str, str] = {}
+    num_blocks = 0
+    for position, names in enumerate(ordered):
+        body = [name for name in names if name not in head_names]
+        if not body:
+            continue
+        if position == 0 and stem is not None and all(stem.match(name) for name in body):
+            group = "embeddings"
+        elif position == len(ordered) - 1 and any(name in head_names for name in names):
+            group = "neck"
+        else:
+            group = f"block.{num_blocks}"
+            num_blocks += 1
+        by_parameter.update({prefix + name: group for name in body})
+    by_parameter.update({prefix + name: "head" for name in head_names})
+    names = ["embeddings", *[f"block.{i}" for i in range(num_blocks)], "neck", "head"]
+    present = set(by_parameter.values())
+    # Keep the model's parameter order, which the parameter table and freezing iterate in.
+    by_parameter = {name: by_parameter[name] for name, _ in model.named_parameters()}
+    return LayerGroups([n for n in names if n in present], by_parameter, head_modules, num_blocks)
+
+
 def layer_groups(model: nn.Module) -> LayerGroups:
-    """Name the layer groups of a transformers model (with or without a task head)."""
+    """Name the layer groups of a transformers or timm model (with or without a task head)."""
+    timm = _timm_model(model)
+    if timm is not None:
+        return _timm_layer_groups(model, *timm)
     prefix = getattr(model, "base_model_prefix", "")
     base = getattr(model, prefix, None) if prefix else None
     base_path = prefix if isinstance(base, nn.Module) else ""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pipelines.errors import HubtuneError
 from pipelines.tasks.base import Task
+from pipelines.tasks.image_classification import ImageClassification
 from pipelines.tasks.text_classification import TextClassification
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification,)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification, ImageClassification)}
 
 
 def get_task(name: str) -> type[Task]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from datasets import Dataset
+from sklearn.metrics import confusion_matrix
 from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
@@ -26,6 +28,8 @@ class Task:
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
+    # TrainingArguments this task needs unless the recipe's `training` section says otherwise.
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -62,7 +66,8 @@ class Task:
         return []
 
     def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
-        """Files (name -> JSON payload) the run folder keeps from the test predictions, e.g. a confusion matrix."""
+        """Data (name -> JSON payload) kept from a split's predictions, e.g. a confusion matrix; the run folder
+        stores each as `<split>_<name>.json`. Most tasks have none."""
         return {}
 
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
@@ -72,3 +77,10 @@ class Task:
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         """One line of `hubtune predict` output for one prediction of `predict`."""
         return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
+
+
+def confusion_artifact(output: PredictionOutput, label_names: list[str]) -> dict[str, Any]:
+    """The confusion matrix of single-label classifier predictions, with its label names."""
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    matrix = confusion_matrix(output.label_ids, np.argmax(logits, axis=-1), labels=range(len(label_names)))
+    return {"confusion_matrix": {"labels": label_names, "confusion_matrix": matrix.tolist()}}

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix
 from datasets import Dataset
 from torch import nn
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
@@ -18,7 +17,7 @@ from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained, load_classifier
 from pipelines.run_folder import load_run_model
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import Task, confusion_artifact
 
 
 # Beyond these the checkpoint's vocabulary fits the data badly (English text on an English model: ~0% and ~1.3).
@@ -107,9 +106,7 @@ class TextClassification(Task):
         return warnings
 
     def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
-        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-        matrix = confusion_matrix(output.label_ids, np.argmax(logits, axis=-1), labels=range(len(self.label_names)))
-        return {"confusion_matrix.json": {"labels": self.label_names, "matrix": matrix.tolist()}}
+        return confusion_artifact(output, self.label_names)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

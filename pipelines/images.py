@@ -1,0 +1,98 @@
+"""Image files for image classification: class-per-folder trees, path columns, and decoding checks.
+
+Images stay undecoded in the datasets (`Image(decode=False)`: a path or bytes) and are opened per batch, so
+a large set never sits decoded in memory; every one is decoded once before training, so a corrupt file is
+reported by its path up front instead of failing an epoch half way.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+from datasets import ClassLabel, Dataset, Features, Image
+from PIL import Image as PILImage
+
+from pipelines.errors import HubtuneError
+
+WHITE = (255, 255, 255, 255)
+
+
+def image_extensions() -> set[str]:
+    return {ext for ext, fmt in PILImage.registered_extensions().items() if fmt in PILImage.OPEN}
+
+
+def load_image_folder(root: Path, image_column: str, label_column: str) -> Dataset:
+    """One sub-folder per class (its name is the label), images anywhere below it.
+
+    Written here rather than with datasets' `imagefolder` builder, which infers splits from folder names
+    (`train/`, `test/`) and silently drops the labels of a single-class tree; here both are errors.
+    """
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if len(classes) < 2:
+        raise HubtuneError(
+            f"image folder '{root}' has {len(classes)} class sub-folder(s) {classes}; an image folder needs one "
+            "sub-folder per class, at least two")
+    extensions = image_extensions()
+    paths: list[str] = []
+    labels: list[int] = []
+    for index, name in enumerate(classes):
+        files = sorted(p for p in (root / name).rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        if not files:
+            raise HubtuneError(f"image folder '{root}': class folder '{name}' holds no image files")
+        paths += [str(p) for p in files]
+        labels += [index] * len(files)
+    features = Features({image_column: Image(decode=False), label_column: ClassLabel(names=classes)})
+    return Dataset.from_dict({image_column: paths, label_column: labels}, features=features)
+
+
+def resolve_image_paths(dataset: Dataset, column: str, table: Path) -> Dataset:
+    """A csv/jsonl column of image paths (relative to the table's folder) as an undecoded Image column."""
+    if column not in dataset.column_names or isinstance(dataset.features[column], Image):
+        return dataset
+    paths = []
+    for row, value in enumerate(dataset[column]):
+        if not isinstance(value, str) or not value:
+            raise HubtuneError(f"data file '{table}', row {row + 1}: column '{column}' holds {value!r}, not an image path")
+        path = (table.parent / value).expanduser().resolve()
+        if not path.is_file():
+            raise HubtuneError(f"data file '{table}', row {row + 1}: image '{value}' does not exist (looked for '{path}')")
+        paths.append(str(path))
+    return dataset.remove_columns(column).add_column(column, paths).cast_column(column, Image(decode=False))
+
+
+def undecoded(dataset: Dataset, column: str, source: str) -> Dataset:
+    """The image column as `Image(decode=False)`; any other column type is an error naming it."""
+    feature = dataset.features[column]
+    if not isinstance(feature, Image):
+        raise HubtuneError(f"{source}: column '{column}' (recipe key 'data.image_column') holds {feature}, not images")
+    return dataset.cast_column(column, Image(decode=False)) if feature.decode else dataset
+
+
+def describe(value: dict[str, Any]) -> str:
+    return f"image '{value['path']}'" if value.get("path") else "embedded image"
+
+
+def open_rgb(value: dict[str, Any]) -> PILImage.Image:
+    """Decode one undecoded image value; grayscale, palette and alpha images become RGB."""
+    image = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels keep arbitrary colour values; over white they look as they do on screen.
+        image = PILImage.alpha_composite(PILImage.new("RGBA", image.size, WHITE), image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def decode_checked(value: dict[str, Any], where: str) -> PILImage.Image:
+    """`open_rgb`, with a file that does not decode reported as `where`: <image> cannot be decoded."""
+    try:
+        return open_rgb(value)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
+
+
+def check_images(dataset: Dataset, column: str, source: str) -> None:
+    for row, value in enumerate(dataset[column]):
+        if value is None:
+            raise HubtuneError(f"{source}, row {row + 1}: column '{column}' has no image")
+        decode_checked(value, f"{source}, row {row + 1}")

@@ -1,0 +1,169 @@
+"""Image classification on transformers (ViT, ConvNeXt, Swin, ResNet…) and timm backbones.
+
+timm checkpoints (`timm/resnet18.a1_in1k`, `hf-hub:timm/…`, or a folder with timm's `config.json`) load
+through transformers' own timm integration (`TimmWrapperForImageClassification`), so both families share
+the Trainer, the head replacement, `save_pretrained` and the run folder. Preprocessing comes from the
+checkpoint: its `AutoImageProcessor` for transformers models, timm's `resolve_data_config` +
+`create_transform` (inside `TimmWrapperImageProcessor`) for timm models.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from torchvision import transforms
+from transformers import AutoImageProcessor, AutoModelForImageClassification, DefaultDataCollator, EvalPrediction
+from transformers.trainer_utils import PredictionOutput
+
+from pipelines.data import Splits, encode_labels, load_table_file, require_columns, resolve_label_names
+from pipelines.errors import HubtuneError
+from pipelines.images import check_images, decode_checked, load_image_folder, open_rgb, resolve_image_paths, undecoded
+from pipelines.metrics import load_metric
+from pipelines.modeling import from_pretrained, load_classifier
+from pipelines.run_folder import load_run_model
+from pipelines.tasks.base import Task, confusion_artifact
+
+TOP_K = 5
+
+
+def _is_timm(processor: Any) -> bool:
+    return hasattr(processor, "train_transforms") and hasattr(processor, "val_transforms")
+
+
+def _crop_size(processor: Any) -> int | tuple[int, int]:
+    size = getattr(processor, "crop_size", None) or processor.size
+    if "height" in size:
+        return size["height"], size["width"]
+    return size["shortest_edge"]
+
+
+def _size_overrides(processor: Any, side: int | None) -> dict[str, Any]:
+    """Keyword arguments that make a transformers image processor produce `side` x `side` inputs."""
+    if side is None:
+        return {}
+    square = {"height": side, "width": side}
+    overrides = {"size": square if "height" in processor.size else {"shortest_edge": side}}
+    if getattr(processor, "crop_size", None):
+        overrides["crop_size"] = square
+    return overrides
+
+
+def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Callable[[list], torch.Tensor]:
+    """PIL images -> a pixel_values batch, with train-time augmentation when `train`; `side` overrides the size."""
+    if _is_timm(processor):
+        if side is None:
+            transform = processor.train_transforms if train else processor.val_transforms
+        else:
+            from timm.data import create_transform  # timm only when a timm model is in use
+
+            transform = create_transform(**{**processor.data_config, "input_size": (3, side, side)}, is_training=train)
+        return lambda images: torch.stack([transform(image) for image in images])
+    overrides = _size_overrides(processor, side)
+    if not train:
+        return lambda images: processor(images, return_tensors="pt", **overrides)["pixel_values"]
+    # The augmentation of transformers' run_image_classification example; the checkpoint's own processor
+    # then resizes and normalises as at evaluation.
+    augment = transforms.Compose([transforms.RandomResizedCrop(side or _crop_size(processor)),
+                                  transforms.RandomHorizontalFlip()])
+    return lambda images: processor([augment(image) for image in images], return_tensors="pt",
+                                    **overrides)["pixel_values"]
+
+
+class ImageClassification(Task):
+    name = "image-classification"
+    # Images are decoded per batch by a dataset transform from the (undecoded) image column, which the
+    # Trainer would otherwise drop for not being a model input.
+    training_defaults = {"remove_unused_columns": False}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._metrics: dict[str, Any] = {}
+
+    def load_processor(self, source: str | None = None) -> Any:
+        return from_pretrained(AutoImageProcessor, self.config.model, source)
+
+    def load_data_file(self, path: Path) -> Dataset:
+        data = self.config.data
+        if path.is_dir():
+            return load_image_folder(path, data.image_column, data.label_column)
+        return resolve_image_paths(load_table_file(path), data.image_column, path)
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        data = self.config.data
+        columns = {"image_column": data.image_column, "label_column": data.label_column}
+        checked = {}
+        for role, dataset in splits.datasets.items():
+            require_columns(dataset, columns, splits.sources[role])
+            checked[role] = undecoded(dataset, data.image_column, splits.sources[role])
+        self.label_names = label_names or resolve_label_names(data, splits)
+        if len(self.label_names) < 2:
+            raise HubtuneError(f"{splits.sources['train']}: column '{data.label_column}' has only the class "
+                               f"{self.label_names}; a classifier needs at least two")
+        prepared = {}
+        for role, dataset in checked.items():
+            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.sources[role])
+            dataset = dataset.select_columns([data.image_column, "labels"])
+            check_images(dataset, data.image_column, splits.sources[role])
+            to_pixels = pixel_transform(processor, role == "train" and data.image_augment, data.image_size)
+
+            def transform(batch: dict[str, list], to_pixels=to_pixels) -> dict[str, Any]:
+                images = [open_rgb(value) for value in batch[data.image_column]]
+                return {"pixel_values": to_pixels(images), "labels": batch["labels"]}
+
+            prepared[role] = dataset.with_transform(transform)
+        return prepared
+
+    def build_model(self) -> nn.Module:
+        return load_classifier(AutoModelForImageClassification, self.config.model, self.label_names,
+                               "ForImageClassification")
+
+    def load_run_model(self, run_dir: str) -> nn.Module:
+        model = load_run_model(AutoModelForImageClassification, run_dir)
+        config = model.config
+        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        return model
+
+    def data_collator(self, processor: Any) -> Any:
+        return DefaultDataCollator()
+
+    def _metric(self, name: str) -> Any:
+        if name not in self._metrics:
+            self._metrics[name] = load_metric(name)
+        return self._metrics[name]
+
+    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predicted = np.argmax(logits, axis=-1)
+        references = prediction.label_ids
+        results = self._metric("classification").compute(predictions=predicted, references=references,
+                                                         label_names=self.label_names)
+        if len(self.label_names) > TOP_K:
+            results.update(self._metric("top_k_accuracy").compute(predictions=logits, references=references, k=TOP_K))
+        return results
+
+    def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
+        return confusion_artifact(output, self.label_names)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+        images = []
+        for text in inputs:
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise HubtuneError(f"image '{text}' does not exist")
+            images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
+        model.eval()
+        pixels = pixel_transform(processor, False, self.config.data.image_size)(images).to(model.device)
+        probabilities = model(pixel_values=pixels).logits.softmax(-1)
+        results = []
+        for text, row in zip(inputs, probabilities):
+            best = int(row.argmax())
+            top = row.topk(min(TOP_K, len(row)))
+            results.append({"input": text, "label": self.label_names[best], "score": float(row[best]),
+                            "top": {self.label_names[int(i)]: float(p) for p, i in zip(top.values, top.indices)}})
+        return results
