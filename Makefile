@@ -33,6 +33,7 @@ test: install
 
 bench: assets
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py
+	$(OFFLINE) $(BIN)/python scripts/bench_feature_cache.py
 
 fewshot-image: assets
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py

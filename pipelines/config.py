@@ -116,6 +116,9 @@ class AdaptConfig:
     head_lr_scale: float = 1.0  # the head's LR multiplier
     unfreeze_schedule: UnfreezeScheduleConfig | None = None
     lp_ft: LpFtConfig = field(default_factory=LpFtConfig)
+    # freeze_backbone only: compute the frozen backbone's features once and train the head on them.
+    feature_cache: bool = False
+    feature_cache_dir: str | None = None  # default ~/.cache/hubtune/features
 
 
 @dataclass
@@ -276,6 +279,8 @@ def _validate(config: RecipeConfig) -> None:
             raise HubtuneError(f"recipe key 'adapt.unfreeze_schedule.every' must be positive, got {schedule.every}")
         if adapt.strategy in ("lora", "lp_ft"):
             raise HubtuneError(f"'adapt.unfreeze_schedule' gates layer groups; it does not apply to '{adapt.strategy}'")
+    if adapt.feature_cache and adapt.strategy != "freeze_backbone":
+        raise HubtuneError(f"'adapt.feature_cache' needs 'adapt.strategy: freeze_backbone', not '{adapt.strategy}'")
     if adapt.strategy == "lp_ft" and adapt.lp_ft.then not in ("full", "train_last_n"):
         raise HubtuneError(f"recipe key 'adapt.lp_ft.then' must be full or train_last_n, got '{adapt.lp_ft.then}'")
     if config.adapt.strategy == "train_last_n" and config.adapt.n < 1:

@@ -19,6 +19,7 @@ from pipelines.adapt import adapt_model, format_table, parameter_table, plan_gro
 from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
+from pipelines.feature_cache import FeatureCache
 from pipelines.hub import push_run
 from pipelines.report import write_report
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
@@ -122,6 +123,10 @@ class Recipe:
             model, optimization, table = self._adapt(task, model, config.adapt.strategy)
         args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class,
                                   task.training_defaults)
+        cache = None
+        if config.adapt.feature_cache:
+            cache = FeatureCache(model, config, task.data_collator(processor))
+            cached_data = cache.cached(data, args.per_device_eval_batch_size)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()
@@ -130,8 +135,15 @@ class Recipe:
         if lp_ft:
             results.update(self._linear_probe(task, model, processor, data, resuming=checkpoint is not None))
             model, optimization, table = self._adapt(task, model, config.adapt.lp_ft.then)
-        trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        if cache is None:
+            trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
+            train_result = trainer.train(resume_from_checkpoint=checkpoint)
+        else:
+            trainer = build_trainer(task, model, processor, cached_data, args, callbacks, optimization, cache.collator)
+            with cache.standing_in():
+                train_result = trainer.train(resume_from_checkpoint=checkpoint)
+            # Final scores come from the full model (real backbone), as evaluate and predict will see it.
+            trainer.data_collator = task.data_collator(processor)
         results.update(train_result.metrics, train_samples=len(data["train"]))
         artifacts: dict[str, Any] = {}
         for role, prefix in (("validation", "eval"), ("test", "test")):

@@ -142,12 +142,14 @@ def frozen_modules(model: nn.Module) -> list[nn.Module]:
 
 
 def build_trainer(task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset], args: TrainingArguments,
-                  callbacks: Sequence[TrainerCallback] = (), optimization: GroupOptimization | None = None) -> Trainer:
+                  callbacks: Sequence[TrainerCallback] = (), optimization: GroupOptimization | None = None,
+                  data_collator: Callable | None = None) -> Trainer:
     trainer_class = task.trainer_class
     if optimization is not None:
         trainer_class = type(f"LayerGroup{trainer_class.__name__}", (LayerGroupOptimizationMixin, trainer_class), {})
     trainer = trainer_class(
-        model=model, args=args, processing_class=processor, data_collator=task.data_collator(processor),
+        model=model, args=args, processing_class=processor,
+        data_collator=data_collator or task.data_collator(processor),
         train_dataset=data.get("train"), eval_dataset=data.get("validation"),
         compute_metrics=task.compute_metrics, callbacks=list(callbacks))
     if optimization is not None:
