@@ -21,6 +21,8 @@ import yaml
 from pipelines.errors import HubtuneError
 
 ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora")
+# seqeval's strict-mode schemes (seqeval.scheme), for `data.tag_scheme`.
+TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
 
 
 @dataclass
@@ -52,6 +54,15 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_test_samples: int | None = None
+    # token-classification data
+    tokens_column: str = "tokens"  # a list of words per sentence
+    tags_column: str = "ner_tags"  # a list of tags (names or ClassLabel ids) per sentence
+    conll_token_column: int = 0  # CoNLL files: whitespace-separated columns, 0-based; -1 is the last
+    conll_tag_column: int = -1
+    # Tag continuation sub-tokens too (B-X becomes I-X on them) instead of scoring first sub-tokens only.
+    label_all_tokens: bool = False
+    # None: conlleval's lenient chunking (IOB1, IOB2 and IOBES alike); a name: seqeval strict mode with it.
+    tag_scheme: str | None = None
 
 
 @dataclass
@@ -236,6 +247,9 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
     if data.validation_fraction is not None and not 0.0 < data.validation_fraction < 1.0:
         raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
+    if data.tag_scheme is not None and data.tag_scheme not in TAG_SCHEMES:
+        raise HubtuneError(f"unknown tag scheme '{data.tag_scheme}' in 'data.tag_scheme'"
+                           f"{_closest(data.tag_scheme, TAG_SCHEMES, noun='schemes')}")
     if data.labels is not None and len(set(data.labels)) != len(data.labels):
         raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
     types = _training_argument_types()

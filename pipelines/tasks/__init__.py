@@ -5,8 +5,9 @@ from __future__ import annotations
 from pipelines.errors import HubtuneError
 from pipelines.tasks.base import Task
 from pipelines.tasks.text_classification import TextClassification
+from pipelines.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification,)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification, TokenClassification)}
 
 
 def get_task(name: str) -> type[Task]:
