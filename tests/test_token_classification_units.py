@@ -127,6 +127,18 @@ def test_tag_names_from_data_put_o_first(ner_values):
     assert task.label_names == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
 
+def test_json_lines_with_a_tags_column(ner_values, tokenizer, tmp_path):
+    rows = [{"tokens": ["anna", "visited", "new", "york"], "tags": ["B-PER", "O", "B-LOC", "I-LOC"]},
+            {"tokens": ["the", "friend"], "tags": ["O", "O"]}]
+    values = copy.deepcopy(ner_values)
+    values["data"]["files"] = {"train": str(write_jsonl(tmp_path / "train.jsonl", rows))}
+    values["data"].update(tags_column="tags", validation_split=None, test_split=None)
+    task = TokenClassification(load_recipe_config(values=values))
+    prepared = task.prepare(load_splits(task.config.data, 0, task.load_data_file), tokenizer)
+    assert task.label_names == ["O", "B-LOC", "I-LOC", "B-PER"]
+    assert prepared["train"]["labels"] == [[-100, 3, 0, 1, 2, -100], [-100, 0, 0, -100]]
+
+
 def test_hub_style_classlabel_tags_and_truncation_warning(ner_values, tokenizer, caplog):
     from datasets import ClassLabel, Dataset, Features, List, Value
 

@@ -18,6 +18,7 @@ from torch import nn
 from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                           EvalPrediction, TokenClassificationPipeline)
 
+from pipelines.config import DataConfig
 from pipelines.conll import read_conll
 from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
@@ -62,7 +63,7 @@ def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int],
     return labels
 
 
-def resolve_tag_names(config, splits: Splits) -> list[str]:
+def resolve_tag_names(config: DataConfig, splits: Splits) -> list[str]:
     """Tag names in id order: the recipe's list, else the dataset's ClassLabel names, else read from train."""
     if config.labels:
         return list(config.labels)
@@ -78,7 +79,7 @@ def resolve_tag_names(config, splits: Splits) -> list[str]:
         "list the tag names in 'data.labels' (in id order)")
 
 
-def encode_sentences(dataset: Dataset, config, names: list[str], source: str) -> tuple[list[list[str]], list[list[int]]]:
+def encode_sentences(dataset: Dataset, config: DataConfig, names: list[str], source: str) -> tuple[list[list[str]], list[list[int]]]:
     """Words and tag ids of every row, checked: lists of text, as many tags as words, every tag in the tag set."""
     feature = getattr(dataset.features[config.tags_column], "feature", None)
     class_names = feature.names if isinstance(feature, ClassLabel) else None
