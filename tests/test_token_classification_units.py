@@ -139,6 +139,21 @@ def test_json_lines_with_a_tags_column(ner_values, tokenizer, tmp_path):
     assert prepared["train"]["labels"] == [[-100, 3, 0, 1, 2, -100], [-100, 0, 0, -100]]
 
 
+def test_label_all_tokens_spreads_tags_in_training_only(ner_values, tokenizer):
+    from datasets import Dataset
+
+    from pipelines.data import Splits
+
+    sentence = {"tokens": [["angela", "merkel", "in", "berlin"]], "ner_tags": [["B-PER", "I-PER", "O", "B-LOC"]]}
+    task = TokenClassification(load_recipe_config(values=ner_values, overrides=["data.label_all_tokens=true"]))
+    splits = Splits({role: Dataset.from_dict(sentence) for role in ("train", "validation")},
+                    {"train": "train rows", "validation": "validation rows"})
+    prepared = task.prepare(splits, tokenizer, label_names=TAGS)
+    # [CLS] angela mer ##kel in ber ##lin [SEP]
+    assert prepared["train"]["labels"] == [[-100, 1, 2, 2, 0, 3, 4, -100]]
+    assert prepared["validation"]["labels"] == [[-100, 1, 2, -100, 0, 3, -100, -100]]
+
+
 def test_hub_style_classlabel_tags_and_truncation_warning(ner_values, tokenizer, caplog):
     from datasets import ClassLabel, Dataset, Features, List, Value
 
