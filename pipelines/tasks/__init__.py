@@ -6,8 +6,10 @@ from pipelines.errors import HubtuneError
 from pipelines.tasks.base import Task
 from pipelines.tasks.image_classification import ImageClassification
 from pipelines.tasks.text_classification import TextClassification
+from pipelines.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification, ImageClassification)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification, TokenClassification,
+                                                              ImageClassification)}
 
 
 def get_task(name: str) -> type[Task]:

@@ -76,6 +76,8 @@ def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Cal
 
 class ImageClassification(Task):
     name = "image-classification"
+    pipeline_tag = "image-classification"
+    input_kind = "path"
     # Images are decoded per batch by a dataset transform from the (undecoded) image column, which the
     # Trainer would otherwise drop for not being a model input.
     training_defaults = {"remove_unused_columns": False}

@@ -16,7 +16,7 @@ from pipelines.data import Splits, encode_labels, require_columns, resolve_label
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained, load_classifier
-from pipelines.run_folder import load_run_model
+from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import Task, confusion_artifact
 
 
@@ -74,8 +74,7 @@ class TextClassification(Task):
 
     def load_run_model(self, run_dir: str) -> nn.Module:
         model = load_run_model(AutoModelForSequenceClassification, run_dir)
-        config = model.config
-        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        self.label_names = label_names_of(model)
         return model
 
     def data_collator(self, processor: Any) -> Any:

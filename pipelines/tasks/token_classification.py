@@ -1,0 +1,213 @@
+"""Token classification (named-entity recognition) on any transformers encoder with a fast tokenizer.
+
+Data are sentences as a list of words with one tag per word: a Hub dataset (`tokens` + `ner_tags`, tag
+names read from the ClassLabel feature), JSON lines, or CoNLL files. Tags are aligned to sub-tokens with
+the fast tokenizer's `word_ids()`, and scored per entity with seqeval (`pipelines/metrics/ner`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset
+from torch import nn
+from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
+                          EvalPrediction, TokenClassificationPipeline)
+
+from pipelines.config import DataConfig
+from pipelines.conll import read_conll
+from pipelines.data import Splits, load_table_file, require_columns
+from pipelines.errors import HubtuneError
+from pipelines.metrics import load_metric
+from pipelines.modeling import from_pretrained, load_classifier
+from pipelines.run_folder import label_names_of, load_run_model
+from pipelines.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio")
+IGNORE = -100  # the label id PyTorch's cross-entropy and the metrics skip
+
+
+def require_fast_tokenizer(tokenizer: Any, checkpoint: str) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise HubtuneError(
+            f"checkpoint '{checkpoint}' has only a slow tokenizer ({type(tokenizer).__name__}); token classification "
+            "aligns tags to sub-tokens with word_ids(), which needs a fast (tokenizers-backed) tokenizer")
+
+
+def continuation_ids(label_names: Sequence[str]) -> list[int]:
+    """For each tag id, the tag its word's continuation sub-tokens get: B-X -> I-X when I-X exists, else itself."""
+    index = {name: i for i, name in enumerate(label_names)}
+    return [index.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(label_names)]
+
+
+def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int],
+                 continuation: Sequence[int] | None = None) -> list[int]:
+    """Sub-token labels from word labels: the first piece of a word gets the word's tag, special tokens -100,
+    continuation pieces -100, or with `continuation` (label_all_tokens) the word's continuation tag."""
+    labels = []
+    previous = None
+    for word in word_ids:
+        if word is None:
+            labels.append(IGNORE)
+        elif word != previous:
+            labels.append(word_labels[word])
+        else:
+            labels.append(continuation[word_labels[word]] if continuation is not None else IGNORE)
+        previous = word
+    return labels
+
+
+def resolve_tag_names(config: DataConfig, splits: Splits) -> list[str]:
+    """Tag names in id order: the recipe's list, else the dataset's ClassLabel names, else read from train."""
+    if config.labels:
+        return list(config.labels)
+    inner = getattr(splits["train"].features[config.tags_column], "feature", None)
+    if isinstance(inner, ClassLabel):
+        return list(inner.names)
+    seen = {tag for row in splits["train"][config.tags_column] if isinstance(row, list) for tag in row}
+    if seen and all(isinstance(tag, str) for tag in seen):
+        # "O" first, then entity tags grouped by type: the order only fixes ids, it makes config.json readable.
+        return sorted(seen, key=lambda tag: (tag != "O", tag[2:], tag))
+    raise HubtuneError(
+        f"{splits.sources['train']}: column '{config.tags_column}' holds tag ids without names; "
+        "list the tag names in 'data.labels' (in id order)")
+
+
+def encode_sentences(dataset: Dataset, config: DataConfig, names: list[str], source: str) -> tuple[list[list[str]], list[list[int]]]:
+    """Words and tag ids of every row, checked: lists of text, as many tags as words, every tag in the tag set."""
+    feature = getattr(dataset.features[config.tags_column], "feature", None)
+    class_names = feature.names if isinstance(feature, ClassLabel) else None
+    index = {name: i for i, name in enumerate(names)}
+    all_words, all_ids = [], []
+    for row, (words, tags) in enumerate(zip(dataset[config.tokens_column], dataset[config.tags_column]), start=1):
+        where = f"{source}, row {row}"
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise HubtuneError(f"{where}: column '{config.tokens_column}' must hold a list of words, got {words!r}")
+        if not words:
+            raise HubtuneError(f"{where}: empty sentence (column '{config.tokens_column}' has no words)")
+        if any(not w.strip() for w in words):
+            raise HubtuneError(f"{where}: column '{config.tokens_column}' holds an empty word: {words!r}")
+        if not isinstance(tags, list) or len(tags) != len(words):
+            count = len(tags) if isinstance(tags, list) else repr(tags)
+            raise HubtuneError(
+                f"{where}: {len(words)} words in '{config.tokens_column}' but {count} tags in '{config.tags_column}'")
+        ids = []
+        for tag in tags:
+            name = class_names[tag] if class_names is not None and isinstance(tag, int) else tag
+            if isinstance(name, str) and name in index:
+                ids.append(index[name])
+            elif class_names is None and isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(names):
+                ids.append(name)
+            else:
+                raise HubtuneError(
+                    f"{where}: tag {name!r} in column '{config.tags_column}' is not in the tag set {names}")
+        all_words.append(words)
+        all_ids.append(ids)
+    return all_words, all_ids
+
+
+class TokenClassification(Task):
+    name = "token-classification"
+    pipeline_tag = "token-classification"
+    primary_metric = "f1"  # entity-level
+    peft_task_type = "TOKEN_CLS"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._metric = None
+
+    def load_processor(self, source: str | None = None) -> Any:
+        tokenizer = from_pretrained(AutoTokenizer, self.config.model, source)
+        require_fast_tokenizer(tokenizer, source or self.config.model.checkpoint)
+        return tokenizer
+
+    def load_data_file(self, path: Path) -> Dataset:
+        data = self.config.data
+        if path.suffix.lower() in CONLL_SUFFIXES:
+            return read_conll(path, data.tokens_column, data.tags_column, data.conll_token_column, data.conll_tag_column)
+        return load_table_file(path)
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        data = self.config.data
+        require_fast_tokenizer(processor, self.config.model.checkpoint)
+        columns = {"tokens_column": data.tokens_column, "tags_column": data.tags_column}
+        for role, dataset in splits.datasets.items():
+            require_columns(dataset, columns, splits.sources[role])
+        self.label_names = label_names or resolve_tag_names(data, splits)
+        encoded = {role: encode_sentences(dataset, data, self.label_names, splits.sources[role])
+                   for role, dataset in splits.datasets.items()}
+        continuation = continuation_ids(self.label_names)
+        prepared = {}
+        for role, (words, tags) in encoded.items():
+            tokens = processor(words, is_split_into_words=True, truncation=True, max_length=data.max_length,
+                               padding="max_length" if data.pad_to_max_length else False)
+            # Only training tags continuation pieces: evaluation stays one tag per word, the unit entities are made of.
+            spread = continuation if data.label_all_tokens and role == "train" else None
+            labels = []
+            cut_sentences = cut_words = 0
+            for i, word_labels in enumerate(tags):
+                word_ids = tokens.word_ids(i)
+                kept = max((w for w in word_ids if w is not None), default=-1) + 1
+                if kept < len(word_labels):
+                    cut_sentences += 1
+                    cut_words += len(word_labels) - kept
+                labels.append(align_labels(word_ids, word_labels, spread))
+            if cut_sentences:
+                logger.warning("%s: %d of %d sentences are longer than data.max_length=%d tokens; %d words were cut "
+                               "off (not trained on, not scored)", splits.sources[role], cut_sentences, len(tags),
+                               data.max_length, cut_words)
+            prepared[role] = Dataset.from_dict({**tokens, "labels": labels})
+        return prepared
+
+    def build_model(self) -> nn.Module:
+        return load_classifier(AutoModelForTokenClassification, self.config.model, self.label_names,
+                               "ForTokenClassification")
+
+    def load_run_model(self, run_dir: str) -> nn.Module:
+        model = load_run_model(AutoModelForTokenClassification, run_dir)
+        self.label_names = label_names_of(model)
+        return model
+
+    def data_collator(self, processor: Any) -> Any:
+        return DataCollatorForTokenClassification(processor, pad_to_multiple_of=8)
+
+    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        if self._metric is None:
+            self._metric = load_metric("ner")
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predicted_ids = np.argmax(logits, axis=-1)
+        predictions, references = [], []
+        for predicted_row, label_row in zip(predicted_ids, prediction.label_ids):
+            scored = label_row != IGNORE
+            predictions.append([self.label_names[i] for i in predicted_row[scored]])
+            references.append([self.label_names[i] for i in label_row[scored]])
+        return self._metric.compute(predictions=predictions, references=references,
+                                    scheme=self.config.data.tag_scheme)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+        model.eval()
+        # transformers' pipeline does the sub-token -> word -> entity grouping with character offsets; a LoRA
+        # run's PEFT wrapper is unwrapped because the pipeline expects a transformers model (adapters stay active).
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        tagger = TokenClassificationPipeline(model=base, tokenizer=processor, aggregation_strategy="first",
+                                             device=base.device)
+        results = []
+        for text in inputs:
+            entities = tagger(text) if text.strip() else []
+            results.append({"input": text, "entities": [
+                {"type": entity["entity_group"], "text": text[entity["start"]:entity["end"]],
+                 "start": int(entity["start"]), "end": int(entity["end"]), "score": float(entity["score"])}
+                for entity in entities]})
+        return results
+
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        entities = "; ".join(f"{e['type']} \"{e['text']}\" {e['start']}-{e['end']} {e['score']:.3f}"
+                             for e in prediction["entities"])
+        return f"{prediction['input']}\t{entities or '(no entities)'}"
