@@ -5,26 +5,21 @@ a plot and plain warnings (negative transfer, a label set or input domain that l
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
+from transformers import AutoConfig
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-from transformers import AutoConfig  # noqa: E402
-
-from pipelines.config import RecipeConfig, load_recipe_config  # noqa: E402
-from pipelines.data import load_splits  # noqa: E402
-from pipelines.errors import HubtuneError  # noqa: E402
-from pipelines.modeling import from_pretrained  # noqa: E402
-from pipelines.recipe import Recipe  # noqa: E402
-from pipelines.run_folder import write_json  # noqa: E402
-from pipelines.tasks import get_task  # noqa: E402
+from pipelines.config import RecipeConfig, load_recipe_config
+from pipelines.data import load_splits
+from pipelines.errors import HubtuneError
+from pipelines.modeling import from_pretrained
+from pipelines.recipe import Recipe
+from pipelines.run_folder import write_json
+from pipelines.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +49,7 @@ def _label_warnings(config: RecipeConfig, label_names: list[str]) -> list[str]:
 
 
 def _runs(config: RecipeConfig, sizes: Sequence[int | None], out_dir: Path,
-          overrides: Sequence[str]) -> list[tuple[int | None, str, Recipe]]:
+          overrides: Sequence[str]) -> list[tuple[str, Recipe]]:
     runs = []
     for size in sizes:
         for init in ("pretrained", "scratch"):
@@ -63,7 +58,7 @@ def _runs(config: RecipeConfig, sizes: Sequence[int | None], out_dir: Path,
                              f"output_dir={out_dir / name}", "overwrite=true", "hub.push=false"]
             if size:
                 run_overrides.append(f"data.max_train_samples={size}")
-            runs.append((size, init, Recipe(load_recipe_config(values=config.to_dict(), overrides=run_overrides))))
+            runs.append((init, Recipe(load_recipe_config(values=config.to_dict(), overrides=run_overrides))))
     return runs
 
 
@@ -81,7 +76,7 @@ def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Seque
     report = TransferReport(metric=f"test_{metric}")
     report.warnings += _label_warnings(config, task.label_names)
     report.warnings += task.domain_warnings(splits, processor)
-    for size, init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
+    for init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
         results = recipe.run()
         if report.metric not in results:
             raise HubtuneError(f"metric '{report.metric}' is not in the results of '{recipe.output_dir}' "
@@ -106,7 +101,8 @@ def _write(report: TransferReport, by_size: dict[int, dict[str, float]], out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / COMPARE_FILE, {"metric": report.metric, "rows": report.rows, "warnings": report.warnings})
     sizes = sorted(by_size)
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     for init in ("pretrained", "scratch"):
         axis.plot(sizes, [by_size[s][init] for s in sizes], marker="o", label=init)
     if len(sizes) > 1:
@@ -115,7 +111,6 @@ def _write(report: TransferReport, by_size: dict[int, dict[str, float]], out_dir
     axis.legend()
     figure.tight_layout()
     figure.savefig(out_dir / PLOT_FILE, dpi=100)
-    plt.close(figure)
     lines = [f"# Transfer report: {name}", "", f"| training examples | pretrained {report.metric} | "
              f"scratch {report.metric} | gain |", "|---|---|---|---|"]
     for samples in sizes:

@@ -11,13 +11,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only: runs on headless cluster nodes and in CI
-
-import matplotlib.pyplot as plt  # noqa: E402
-
-from pipelines.run_folder import RESULTS_FILE  # noqa: E402
+from pipelines.run_folder import RESULTS_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +33,8 @@ def _plot_losses(history: list[dict[str, Any]], path: Path) -> bool:
     evaluation = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     if not train and not evaluation:
         return False
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     for points, label in ((train, "train loss"), (evaluation, "validation loss")):
         if points:
             axis.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=label)
@@ -45,7 +42,6 @@ def _plot_losses(history: list[dict[str, Any]], path: Path) -> bool:
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return True
 
 
@@ -55,14 +51,14 @@ def _plot_metrics(history: list[dict[str, Any]], path: Path) -> bool:
     curves = {name: points for name, points in curves.items() if points}
     if not curves:
         return False
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure = Figure(figsize=(6, 4))
+    axis = figure.subplots()
     for name, points in curves.items():
         axis.plot(*zip(*points), marker="o", label=name)
     axis.set(xlabel="step", ylabel="score", title="Validation metrics")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return True
 
 
@@ -71,13 +67,13 @@ def _plot_per_class_f1(results: dict[str, Any], path: Path) -> bool:
               if key.startswith("test_f1_") and key != "test_f1_macro"}
     if not scores:
         return False
-    figure, axis = plt.subplots(figsize=(max(4, 0.6 * len(scores) + 2), 4))
+    figure = Figure(figsize=(max(4, 0.6 * len(scores) + 2), 4))
+    axis = figure.subplots()
     axis.bar(list(scores), list(scores.values()))
     axis.set(ylim=(0, 1), ylabel="F1", title="Test F1 per class")
     axis.tick_params(axis="x", labelrotation=45)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return True
 
 
@@ -88,7 +84,8 @@ def _plot_confusion(run_dir: Path, path: Path) -> bool:
     confusion = json.loads(source.read_text())
     labels, matrix = confusion["labels"], confusion["confusion_matrix"]
     size = max(4, 0.5 * len(labels) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
     image = axis.imshow(matrix, cmap="Blues")
     axis.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
              xlabel="predicted", ylabel="true", title="Test confusion matrix")
@@ -102,7 +99,6 @@ def _plot_confusion(run_dir: Path, path: Path) -> bool:
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return True
 
 
