@@ -1,14 +1,15 @@
 # One entry point for a fresh machine: each target creates the venv when it is missing.
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
 #   make test   - set up and run the test suite (what .ci/run calls)
-#   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), results in benchmarks/
+#   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128) and scripts/bench_feature_cache.py,
+#                 results in benchmarks/
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install assets demo test bench fewshot-image clean
+.PHONY: install assets assets-text assets-image demo test bench fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,23 +20,28 @@ $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 
 install: $(BIN)/.installed
 
-assets: install
+# Each modality's offline assets; the demo needs only the text ones (no Debian packages, no root).
+assets: assets-text assets-image
+
+assets-text: install
 	$(BIN)/python scripts/prepare_offline_assets.py
+
+assets-image: install
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
 	$(BIN)/python scripts/prepare_image_assets.py
 
-demo: assets
+demo: assets-text
 	$(OFFLINE) $(BIN)/hubtune train recipes/sentiment-minilm-offline.yaml overwrite=true
 	$(OFFLINE) $(BIN)/hubtune predict runs/sentiment-minilm-offline "a wonderful, moving film" "dull and far too long"
 
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: assets
+bench: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py
 	$(OFFLINE) $(BIN)/python scripts/bench_feature_cache.py
 
-fewshot-image: assets
+fewshot-image: assets-image
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
 
 clean:
