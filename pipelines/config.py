@@ -21,6 +21,8 @@ import yaml
 from pipelines.errors import HubtuneError
 
 ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora")
+TRANSCRIPT_CASES = ("lower", "upper", "keep")
+WHISPER_TASKS = ("transcribe", "translate")
 
 
 @dataclass
@@ -52,6 +54,13 @@ class DataConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     max_test_samples: int | None = None
+    # speech data
+    audio_column: str = "audio"  # a path (relative to its csv/jsonl), or a Hub `Audio` column
+    max_duration_s: float | None = 30.0  # longer clips: random crop in training (classification) or dropped (ASR)
+    transcript_case: str = "lower"  # transcripts (in `text_column`) are normalised: lower, upper or keep
+    transcript_remove_chars: str = ',.?!;:"'  # characters deleted from transcripts before training and scoring
+    language: str | None = None  # Whisper: the language token (e.g. english); null for English-only models
+    whisper_task: str = "transcribe"  # Whisper: transcribe or translate
 
 
 @dataclass
@@ -67,6 +76,8 @@ class AdaptConfig:
     strategy: str = "full"
     n: int = 2  # blocks left trainable by `train_last_n`, counted from the top
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # speech: keep the convolutional feature encoder of wav2vec2-family models frozen (ignored by other models)
+    freeze_feature_encoder: bool = True
 
 
 @dataclass
@@ -238,6 +249,12 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
     if data.labels is not None and len(set(data.labels)) != len(data.labels):
         raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
+    if data.max_duration_s is not None and data.max_duration_s <= 0:
+        raise HubtuneError(f"recipe key 'data.max_duration_s' must be positive, got {data.max_duration_s}")
+    for key, value, choices in (("transcript_case", data.transcript_case, TRANSCRIPT_CASES),
+                                ("whisper_task", data.whisper_task, WHISPER_TASKS)):
+        if value not in choices:
+            raise HubtuneError(f"recipe key 'data.{key}' must be one of {', '.join(choices)}, got {value!r}")
     types = _training_argument_types()
     valid = set(types) | HUBTUNE_TRAINING_KEYS
     for key, value in config.training.items():

@@ -45,7 +45,7 @@ class RunModel:
         data = self.task.prepare(splits, self.processor, label_names=self.task.label_names)
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(self.config, Path(scratch), False, self.task.training_arguments_class,
-                                      report_to="none")
+                                      self.task.training_defaults, report_to="none")
             trainer = build_trainer(self.task, self.model, self.processor, {}, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
             metrics = trainer.evaluate(data[split], metric_key_prefix=split)

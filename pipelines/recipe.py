@@ -74,6 +74,7 @@ class Recipe:
         # Everything that can be wrong with the input is checked before the run folder is touched.
         processor = task.load_processor()
         splits = load_splits(config.data, config.seed, task.load_data_file)
+        processor = task.fit_processor(splits, processor)
         data = task.prepare(splits, processor)
         set_seed(config.seed)
         model = task.build_model()
@@ -81,7 +82,8 @@ class Recipe:
         table = parameter_table(model, groups)
         logger.info("trainable parameters by layer group (%s):\n%s", config.adapt.strategy, format_table(table))
 
-        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class)
+        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class,
+                                  task.training_defaults)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()

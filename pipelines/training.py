@@ -18,8 +18,9 @@ from pipelines.tasks.base import Task
 
 def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: bool,
                        arguments_class: type[TrainingArguments] = TrainingArguments,
-                       **overrides: Any) -> TrainingArguments:
-    values = {k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS}
+                       task_defaults: dict[str, Any] | None = None, **overrides: Any) -> TrainingArguments:
+    values = dict(task_defaults or {})
+    values.update({k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS})
     values.update(overrides)
     if not has_validation:
         values["eval_strategy"] = "no"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from pipelines.errors import HubtuneError
+from pipelines.tasks.audio_classification import AudioClassification
 from pipelines.tasks.base import Task
+from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
 from pipelines.tasks.text_classification import TextClassification
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification,)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification, AudioClassification,
+                                                               SpeechRecognitionCTC)}
 
 
 def get_task(name: str) -> type[Task]:

@@ -22,6 +22,8 @@ class Task:
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
+    # TrainingArguments values this task needs unless the recipe sets them (e.g. generation at eval).
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -34,6 +36,13 @@ class Task:
     def load_data_file(self, path: Path) -> Dataset:
         """One local split file (or folder) as a Dataset; tasks with formats of their own override this."""
         return load_table_file(path)
+
+    def fit_processor(self, splits: Splits, processor: Any) -> Any:
+        """The processor completed from the training data (a CTC character vocabulary); most tasks return it as is.
+
+        Called before `prepare` when training, never on a run folder (its processor is already complete).
+        """
+        return processor
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
         """Check the columns and labels of every split, then preprocess; sets `self.label_names`."""
