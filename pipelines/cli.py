@@ -1,4 +1,4 @@
-"""The `hubtune` command line: train, evaluate, predict."""
+"""The `hubtune` command line: train, evaluate, predict, import-ct2."""
 
 from __future__ import annotations
 
@@ -22,8 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
     predict = commands.add_parser("predict", help="predict raw inputs with a run folder")
     predict.add_argument("run", help="run folder written by hubtune train")
-    predict.add_argument("inputs", nargs="+", help="inputs, e.g. texts")
+    predict.add_argument("inputs", nargs="+", help="inputs: texts, or audio file paths for speech runs")
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
+    convert = commands.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model to a transformers folder")
+    convert.add_argument("source", help="faster-whisper model folder (model.bin, config.json, tokenizer.json)")
+    convert.add_argument("target", help="new folder for the WhisperForConditionalGeneration checkpoint")
     return parser
 
 
@@ -47,6 +50,10 @@ def _run(args: argparse.Namespace) -> None:
         run = RunModel(args.run)
         for prediction in run.predict(args.inputs):
             print(json.dumps(prediction) if args.json else run.format_prediction(prediction))
+    elif args.command == "import-ct2":
+        from pipelines.ct2_import import import_ct2_whisper
+
+        print(import_ct2_whisper(args.source, args.target))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

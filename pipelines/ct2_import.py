@@ -196,7 +196,9 @@ def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
     model.tie_weights()
     model.generation_config = generation_config(config, ct2_config, token_ids)
     model.save_pretrained(target)
-    feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    # The encoder sees a fixed window: 2 mel frames (of 10 ms) per position, 30 s for the released models.
+    seconds = config.max_source_positions * 2 * 160 // 16000
+    feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins, chunk_length=seconds)
     WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(target)
     logger.info("imported %s (%d parameters) into %s", source, model.num_parameters(), target)
     return target

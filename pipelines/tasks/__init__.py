@@ -6,10 +6,11 @@ from pipelines.errors import HubtuneError
 from pipelines.tasks.audio_classification import AudioClassification
 from pipelines.tasks.base import Task
 from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
+from pipelines.tasks.speech_seq2seq import SpeechRecognitionSeq2Seq
 from pipelines.tasks.text_classification import TextClassification
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification, AudioClassification,
-                                                               SpeechRecognitionCTC)}
+                                                               SpeechRecognitionCTC, SpeechRecognitionSeq2Seq)}
 
 
 def get_task(name: str) -> type[Task]:
