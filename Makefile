@@ -2,12 +2,18 @@
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
 #   make test   - set up and run the test suite (what .ci/run calls)
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), results in benchmarks/
+#   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
+#   make test-assets - the test suite plus the tests that need the real offline assets (tiny.en on LibriVox)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install assets demo test bench clean
+# Debian packages behind the offline speech assets: espeak-ng speaks the digits, pocketsphinx-testdata holds
+# LibriVox clips with transcripts.
+SPEECH_DEBS := espeak-ng pocketsphinx-testdata
+
+.PHONY: install assets demo demo-speech test test-assets bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,14 +25,24 @@ $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 install: $(BIN)/.installed
 
 assets: install
+	@missing=""; for deb in $(SPEECH_DEBS); do dpkg -s $$deb >/dev/null 2>&1 || missing="$$missing $$deb"; done; \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
 	$(BIN)/python scripts/prepare_offline_assets.py
+	$(OFFLINE) $(BIN)/python scripts/prepare_speech_assets.py
 
 demo: assets
 	$(OFFLINE) $(BIN)/hubtune train recipes/sentiment-minilm-offline.yaml overwrite=true
 	$(OFFLINE) $(BIN)/hubtune predict runs/sentiment-minilm-offline "a wonderful, moving film" "dull and far too long"
 
+demo-speech: assets
+	$(OFFLINE) $(BIN)/hubtune train recipes/spoken-digits-whisper-offline.yaml overwrite=true
+	$(OFFLINE) $(BIN)/hubtune predict runs/spoken-digits-whisper-offline data/spoken_digits/test/seven/en-us-nyc_p35.wav
+
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-assets: assets
+	$(OFFLINE) HUBTUNE_ASSET_TESTS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: assets
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py

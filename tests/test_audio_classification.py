@@ -112,3 +112,21 @@ def test_corrupt_and_empty_files_are_named(tiny_wav2vec2, tones, tmp_path):
         Recipe.from_dict(values).run()
     assert not (tmp_path / "run").exists()
     assert main(["predict", str(tmp_path / "nope"), "x.wav"]) == 2
+
+
+def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
+    """A Hub-style `Audio` column (paths or bytes) is read without torchcodec, resampled and mono-mixed."""
+    from datasets import Audio, Dataset, Features
+
+    from pipelines.audio import decode_column
+
+    t = np.arange(4410) / 44100
+    soundfile.write(tmp_path / "a.wav", np.stack([np.sin(2 * np.pi * 300 * t)] * 2, axis=1), 44100)
+    soundfile.write(tmp_path / "b.flac", np.sin(2 * np.pi * 300 * np.arange(800) / 8000), 8000)
+    # Arrow structs cast to `Audio`, as a Hub parquet split arrives (encoding through `Audio` needs torchcodec).
+    audio = Features({"audio": Audio()})
+    by_path = Dataset.from_dict({"audio": [{"bytes": None, "path": str(tmp_path / "a.wav")}]}).cast(audio)
+    by_bytes = Dataset.from_dict({"audio": [{"bytes": (tmp_path / "b.flac").read_bytes(), "path": "b.flac"}]}).cast(audio)
+    for dataset in (by_path, by_bytes):
+        (wave,) = decode_column(dataset, "audio", 16000, "hub split")
+        assert len(wave) == 1600 and wave.ndim == 1

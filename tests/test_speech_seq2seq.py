@@ -80,3 +80,15 @@ def test_unknown_whisper_task_is_named(tiny_whisper_checkpoint, words, tmp_path)
     values["data"]["whisper_task"] = "transcribee"
     with pytest.raises(HubtuneError, match="'data.whisper_task' must be one of transcribe, translate"):
         Recipe.from_dict(values)
+
+
+def test_whisper_lora_saves_and_reloads(tiny_whisper_checkpoint, words, tmp_path):
+    values = whisper_recipe(tiny_whisper_checkpoint, words, tmp_path / "run")
+    values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj", "v_proj"]}}
+    values["training"]["num_train_epochs"] = 1
+    results = Recipe.from_dict(values).run()
+    assert 0 < results["trainable_share"] < 0.1
+    assert (tmp_path / "run" / "adapter_config.json").is_file()
+    run = RunModel(tmp_path / "run")
+    assert run.evaluate("test")["test_wer"] == pytest.approx(results["test_wer"])
+    assert isinstance(run.predict([f"{words['test']}/w0.wav"])[0]["transcript"], str)

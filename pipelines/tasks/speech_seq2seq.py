@@ -22,7 +22,9 @@ from pipelines.transcripts import normalise, transcripts
 
 class SpeechRecognitionSeq2Seq(AudioTask):
     name = "speech-recognition-seq2seq"
-    peft_task_type = "SEQ_2_SEQ_LM"
+    # Not PEFT's SEQ_2_SEQ_LM: its forward adds `input_ids`, which Whisper (audio in `input_features`) passes on
+    # to its decoder twice. The plain PeftModel forwards the Trainer's batch as it is.
+    peft_task_type = None
     crops_long_audio = False
     trainer_class = Seq2SeqTrainer
     training_arguments_class = Seq2SeqTrainingArguments
