@@ -8,7 +8,6 @@ which needs FFmpeg libraries that are often missing (shared/ENVIRONMENT.md). Hub
 from __future__ import annotations
 
 import io
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from scipy.signal import resample_poly
 
 from pipelines.data import load_table_file
 from pipelines.errors import HubtuneError
-
-logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")

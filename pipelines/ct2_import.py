@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import struct
 from pathlib import Path
 
@@ -181,9 +180,7 @@ def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
     if spec != "WhisperSpec":
         raise HubtuneError(f"'{source / 'model.bin'}' holds a CTranslate2 '{spec}', not a Whisper model")
     ct2_config = json.loads((source / "config.json").read_text()) if (source / "config.json").is_file() else {}
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "tokenizer.json", target / "tokenizer.json")
-    tokenizer = WhisperTokenizer(tokenizer_file=str(target / "tokenizer.json"), **SPECIAL_TOKENS)
+    tokenizer = WhisperTokenizer(tokenizer_file=str(source / "tokenizer.json"), **SPECIAL_TOKENS)
     token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.get_vocab() if token.startswith("<|")}
     config = whisper_config(variables, token_ids)
     config.architectures = ["WhisperForConditionalGeneration"]
@@ -195,6 +192,7 @@ def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
         raise HubtuneError(f"'{source}': converted weights do not fit Whisper (missing {missing}, unexpected {unexpected})")
     model.tie_weights()
     model.generation_config = generation_config(config, ct2_config, token_ids)
+    target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(target)
     # The encoder sees a fixed window: 2 mel frames (of 10 ms) per position, 30 s for the released models.
     seconds = config.max_source_positions * 2 * 160 // 16000

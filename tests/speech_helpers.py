@@ -66,12 +66,12 @@ LETTER_TONES = {"a": 300.0, "b": 900.0, "c": 2000.0}
 
 
 def spell(text: str, rate: int, rng: random.Random) -> np.ndarray:
-    """`text` as tones: 0.1 s per letter, 0.03 s of silence between letters, 0.1 s between words."""
-    pieces = [np.zeros(int(0.05 * rate), np.float32)]
+    """`text` as tones: 0.07 s per letter, 0.02 s of silence between letters, 0.08 s between words."""
+    pieces = [np.zeros(int(0.03 * rate), np.float32)]
     for word in text.split():
         for letter in word:
-            pieces += [tone(LETTER_TONES[letter], 0.1, rate, rng), np.zeros(int(0.03 * rate), np.float32)]
-        pieces.append(np.zeros(int(0.07 * rate), np.float32))
+            pieces += [tone(LETTER_TONES[letter], 0.07, rate, rng), np.zeros(int(0.02 * rate), np.float32)]
+        pieces.append(np.zeros(int(0.06 * rate), np.float32))
     return np.concatenate(pieces)
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
-import torch
 
 from pipelines import Recipe
 from pipelines.audio import decode, load_audio_data_file
@@ -59,7 +59,7 @@ def test_decode_resamples_and_mixes_to_mono(tmp_path):
 
 
 def test_audio_folder_labels_from_subfolders(tones):
-    dataset = load_audio_data_file(__import__("pathlib").Path(tones["train"]), "audio", "label")
+    dataset = load_audio_data_file(Path(tones["train"]), "audio", "label")
     assert sorted(set(dataset["label"])) == sorted(TONES)
     assert len(dataset) == 3 * 24 and all(p.endswith(".wav") for p in dataset["audio"])
 
@@ -88,7 +88,7 @@ def test_reload_predicts_like_the_run(tone_run, tones, capsys):
 
 def test_csv_of_paths_with_lora(tiny_wav2vec2, tones, tmp_path):
     rows = [{"path": f"{label}/{label}_{i}.wav", "label": label} for label in TONES for i in range(6)]
-    train = write_manifest(__import__("pathlib").Path(tones["train"]) / "manifest.csv", rows)
+    train = write_manifest(Path(tones["train"]) / "manifest.csv", rows)
     values = recipe(tiny_wav2vec2, {"train": str(train)}, tmp_path / "run", audio_column="path",
                     validation_split=None, test_split=None)
     values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj", "v_proj"]}}

@@ -42,6 +42,10 @@ class AudioTask(Task):
     # Speech tasks that pair audio with a transcript must not crop it: they drop over-long clips instead.
     crops_long_audio = True
 
+    def __init__(self, config):
+        super().__init__(config)
+        self.sampling_rate = 16000  # replaced by the feature extractor's rate before any audio is read
+
     def load_data_file(self, path: Path) -> Dataset:
         return load_audio_data_file(path, self.config.data.audio_column, self.config.data.label_column)
 
