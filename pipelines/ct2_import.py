@@ -179,6 +179,9 @@ def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
     spec, variables = read_ct2_model(source / "model.bin")
     if spec != "WhisperSpec":
         raise HubtuneError(f"'{source / 'model.bin'}' holds a CTranslate2 '{spec}', not a Whisper model")
+    if any(name.endswith("weight_scale") for name in variables):
+        raise HubtuneError(f"'{source / 'model.bin'}' is quantised (int8 weights with scales); convert a float16 or "
+                           "float32 faster-whisper model (ct2-transformers-converter --quantization float16)")
     ct2_config = json.loads((source / "config.json").read_text()) if (source / "config.json").is_file() else {}
     tokenizer = WhisperTokenizer(tokenizer_file=str(source / "tokenizer.json"), **SPECIAL_TOKENS)
     token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.get_vocab() if token.startswith("<|")}
