@@ -3,13 +3,20 @@
 #   make test   - set up and run the test suite (what .ci/run calls)
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128) and scripts/bench_feature_cache.py,
 #                 results in benchmarks/
+#   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
+#   make test-assets - the test suite plus the tests that need the real offline assets (tiny.en on LibriVox)
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install assets assets-text assets-image demo test bench fewshot-image clean
+# Debian packages behind the offline speech assets: espeak-ng speaks the digits, pocketsphinx-testdata holds
+# LibriVox clips with transcripts.
+SPEECH_DEBS := espeak-ng pocketsphinx-testdata
+
+.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-assets bench \
+	fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +28,15 @@ $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 install: $(BIN)/.installed
 
 # Each modality's offline assets; the demo needs only the text ones (no Debian packages, no root).
-assets: assets-text assets-image
+assets: assets-text assets-image assets-speech
 
 assets-text: install
 	$(BIN)/python scripts/prepare_offline_assets.py
+
+assets-speech: install
+	@missing=""; for deb in $(SPEECH_DEBS); do dpkg -s $$deb >/dev/null 2>&1 || missing="$$missing $$deb"; done; \
+	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
+	$(OFFLINE) $(BIN)/python scripts/prepare_speech_assets.py
 
 assets-image: install
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
@@ -34,8 +46,15 @@ demo: assets-text
 	$(OFFLINE) $(BIN)/hubtune train recipes/sentiment-minilm-offline.yaml overwrite=true
 	$(OFFLINE) $(BIN)/hubtune predict runs/sentiment-minilm-offline "a wonderful, moving film" "dull and far too long"
 
+demo-speech: assets-speech
+	$(OFFLINE) $(BIN)/hubtune train recipes/spoken-digits-whisper-offline.yaml overwrite=true
+	$(OFFLINE) $(BIN)/hubtune predict runs/spoken-digits-whisper-offline data/spoken_digits/test/seven/en-us-nyc_p35.wav
+
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-assets: assets
+	$(OFFLINE) HUBTUNE_ASSET_TESTS=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py

@@ -1,4 +1,4 @@
-"""The `hubtune` command line: train, evaluate, predict."""
+"""The `hubtune` command line: train, evaluate, predict, import-ct2."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     visibility.add_argument("--private", dest="private", action="store_true", default=None)
     visibility.add_argument("--public", dest="private", action="store_false")
     push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded to DIR instead")
+    convert = commands.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model to a transformers folder")
+    convert.add_argument("source", help="faster-whisper model folder (model.bin, config.json, tokenizer.json)")
+    convert.add_argument("target", help="new folder for the WhisperForConditionalGeneration checkpoint")
     return parser
 
 
@@ -78,6 +81,10 @@ def _run(args: argparse.Namespace) -> None:
         _push(args)
     elif args.command == "predict":
         _predict(args)
+    elif args.command == "import-ct2":
+        from pipelines.ct2_import import import_ct2_whisper
+
+        print(import_ct2_whisper(args.source, args.target))
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -24,6 +24,7 @@ from pipelines.tasks import get_task
 logger = logging.getLogger(__name__)
 
 COMPARE_FILE, REPORT_FILE, PLOT_FILE = "compare.json", "compare.md", "compare.png"
+LOWER_IS_BETTER = ("wer", "cer", "loss")  # error rates and losses: the pretrained run must be lower
 
 
 @dataclass
@@ -72,7 +73,7 @@ def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Seque
         raise HubtuneError("compare trains from random weights too; use another 'adapt.strategy' than lora")
     processor = task.load_processor()
     splits = load_splits(config.data, config.seed, task.load_data_file)
-    task.prepare(splits, processor)
+    task.prepare(splits, task.fit_processor(splits, processor))
     report = TransferReport(metric=f"test_{metric}")
     report.warnings += _label_warnings(config, task.label_names)
     report.warnings += task.domain_warnings(splits, processor)
@@ -86,8 +87,11 @@ def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Seque
     by_size: dict[int, dict[str, float]] = {}
     for row in report.rows:
         by_size.setdefault(row["train_samples"], {})[row["init"]] = row[report.metric]
+    lower_is_better = report.metric.endswith(LOWER_IS_BETTER)
     for samples, scores in sorted(by_size.items()):
-        if scores["pretrained"] <= scores["scratch"]:
+        pretrained_wins = (scores["pretrained"] < scores["scratch"]) if lower_is_better else \
+            (scores["pretrained"] > scores["scratch"])
+        if not pretrained_wins:
             report.warnings.append(
                 f"negative transfer at {samples} training examples: pretrained {report.metric} "
                 f"{scores['pretrained']:.4f} is no better than from scratch {scores['scratch']:.4f}")

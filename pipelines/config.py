@@ -25,6 +25,8 @@ ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora", "lp_ft")
 UNFREEZE_UNITS = ("epoch", "step")
 # seqeval's strict-mode schemes (seqeval.scheme), for `data.tag_scheme`.
 TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
+TRANSCRIPT_CASES = ("lower", "upper", "keep")
+WHISPER_TASKS = ("transcribe", "translate")
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -90,6 +92,13 @@ class DataConfig:
     label_all_tokens: bool = False
     # None: conlleval's lenient chunking (IOB1, IOB2 and IOBES alike); a name: seqeval strict mode with it.
     tag_scheme: str | None = None
+    # speech data
+    audio_column: str = "audio"  # a path (relative to its csv/jsonl), or a Hub `Audio` column
+    max_duration_s: float | None = 30.0  # longer clips: random crop in training (classification) or dropped (ASR)
+    transcript_case: str = "lower"  # transcripts (in `text_column`) are normalised: lower, upper or keep
+    transcript_remove_chars: str = ',.?!;:"'  # characters deleted from transcripts before training and scoring
+    language: str | None = None  # Whisper: the language token (e.g. english); null for English-only models
+    whisper_task: str = "transcribe"  # Whisper: transcribe or translate
 
 
 @dataclass
@@ -130,6 +139,8 @@ class AdaptConfig:
     # freeze_backbone only: compute the frozen backbone's features once and train the head on them.
     feature_cache: bool = False
     feature_cache_dir: str | None = None  # default ~/.cache/hubtune/features
+    # speech: keep the convolutional feature encoder of wav2vec2-family models frozen (ignored by other models)
+    freeze_feature_encoder: bool = True
 
 
 @dataclass
@@ -314,6 +325,12 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
     if config.training.get("push_to_hub"):
         raise HubtuneError("use 'hub.push' (pushes the finished run folder), not 'training.push_to_hub'")
+    if data.max_duration_s is not None and data.max_duration_s <= 0:
+        raise HubtuneError(f"recipe key 'data.max_duration_s' must be positive, got {data.max_duration_s}")
+    for key, value, choices in (("transcript_case", data.transcript_case, TRANSCRIPT_CASES),
+                                ("whisper_task", data.whisper_task, WHISPER_TASKS)):
+        if value not in choices:
+            raise HubtuneError(f"recipe key 'data.{key}' must be one of {', '.join(choices)}, got {value!r}")
     types = _training_argument_types()
     valid = set(types) | HUBTUNE_TRAINING_KEYS
     for key, value in config.training.items():

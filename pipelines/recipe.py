@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -115,6 +116,7 @@ class Recipe:
         # Everything that can be wrong with the input is checked before the run folder is touched.
         processor = task.load_processor()
         splits = load_splits(config.data, config.seed, task.load_data_file)
+        processor = task.fit_processor(splits, processor)
         data = task.prepare(splits, processor)
         set_seed(config.seed)
         model = task.build_model()
@@ -137,21 +139,23 @@ class Recipe:
             model, optimization, table = self._adapt(task, model, config.adapt.lp_ft.then)
         if cache is None:
             trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
-            train_result = trainer.train(resume_from_checkpoint=checkpoint)
+            backbone = contextlib.nullcontext()
         else:
-            trainer = build_trainer(task, model, processor, cached_data, args, callbacks, optimization, cache.collator)
-            with cache.standing_in():
-                train_result = trainer.train(resume_from_checkpoint=checkpoint)
-            # Final scores come from the full model (real backbone), as evaluate and predict will see it.
-            trainer.data_collator = task.data_collator(processor)
-        results.update(train_result.metrics, train_samples=len(data["train"]))
+            # Training and the final scores run on the cached features: the cache checked that the head on
+            # them gives the full model's logits. The full model (real backbone) is what gets saved.
+            data = cached_data
+            trainer = build_trainer(task, model, processor, data, args, callbacks, optimization, cache.collator)
+            backbone = cache.standing_in()
         artifacts: dict[str, Any] = {}
-        for role, prefix in (("validation", "eval"), ("test", "test")):
-            if role in data:
-                output = trainer.predict(data[role], metric_key_prefix=prefix)
-                results.update(output.metrics, **{f"{prefix}_samples": len(data[role])})
-                artifacts.update({f"{role}_{name}.json": payload
-                                  for name, payload in task.prediction_artifacts(output).items()})
+        with backbone:
+            train_result = trainer.train(resume_from_checkpoint=checkpoint)
+            results.update(train_result.metrics, train_samples=len(data["train"]))
+            for role, prefix in (("validation", "eval"), ("test", "test")):
+                if role in data:
+                    output = trainer.predict(data[role], metric_key_prefix=prefix)
+                    results.update(output.metrics, **{f"{prefix}_samples": len(data[role])})
+                    artifacts.update({f"{role}_{name}.json": payload
+                                      for name, payload in task.prediction_artifacts(output).items()})
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
         results.update(trainable_parameters=trainable, total_parameters=total,

@@ -29,4 +29,8 @@ def adapt_model(model: nn.Module, config: AdaptConfig, peft_task_type: str | Non
         model = apply_lora(model, config.lora, groups, peft_task_type)
     else:
         freeze(model, groups, trainable_groups(strategy, groups, config.n))
+    # wav2vec2-family: the convolutional feature encoder is pretrained on raw audio and fine-tuning it rarely
+    # helps (the wav2vec2 paper and the transformers examples keep it frozen). LoRA has frozen it already.
+    if config.freeze_feature_encoder and strategy != "lora" and hasattr(model, "freeze_feature_encoder"):
+        model.freeze_feature_encoder()
     return model, groups

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 
 from torch import nn
+from transformers import PreTrainedModel
 
 from pipelines.errors import HubtuneError
 
@@ -112,6 +113,11 @@ def layer_groups(model: nn.Module) -> LayerGroups:
     base_path = prefix if isinstance(base, nn.Module) else ""
     base = base if isinstance(base, nn.Module) else model
     blocks_name, blocks = _blocks_container(base)
+    owner = blocks_name.split(".", 1)[0]
+    if not base_path and "." in blocks_name and isinstance(getattr(model, owner), PreTrainedModel):
+        # A head over a whole sub-model not stored under `base_model_prefix` (WhisperForAudioClassification keeps
+        # its encoder as `encoder`): that sub-model is the base, the other children the head.
+        base_path, blocks_name = blocks_name.split(".", 1)
     blocks_path = f"{base_path}.{blocks_name}" if base_path else blocks_name
     by_parameter: dict[str, str] = {}
     seen_block = False

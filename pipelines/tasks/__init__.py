@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pipelines.errors import HubtuneError
+from pipelines.tasks.audio_classification import AudioClassification
 from pipelines.tasks.base import Task
+from pipelines.tasks.audio_classification import AudioClassification
 from pipelines.tasks.image_classification import ImageClassification
+from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
+from pipelines.tasks.speech_seq2seq import SpeechRecognitionSeq2Seq
 from pipelines.tasks.text_classification import TextClassification
 from pipelines.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (TextClassification, TokenClassification,
-                                                              ImageClassification)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (
+    TextClassification, TokenClassification, ImageClassification, AudioClassification, SpeechRecognitionCTC,
+    SpeechRecognitionSeq2Seq)}
 
 
 def get_task(name: str) -> type[Task]:

@@ -43,6 +43,13 @@ class Task:
         """One local split file (or folder) as a Dataset; tasks with formats of their own override this."""
         return load_table_file(path)
 
+    def fit_processor(self, splits: Splits, processor: Any) -> Any:
+        """The processor completed from the training data (a CTC character vocabulary); most tasks return it as is.
+
+        Called before `prepare` when training, never on a run folder (its processor is already complete).
+        """
+        return processor
+
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
         """Check the columns and labels of every split, then preprocess; sets `self.label_names`."""
         raise NotImplementedError

@@ -1,0 +1,109 @@
+"""Audio input for the speech tasks: local folders and tables of paths, decoding, resampling, cropping.
+
+Decoding goes through soundfile, never `datasets.Audio(decode=True)`: datasets 5 decodes through torchcodec,
+which needs FFmpeg libraries that are often missing (shared/ENVIRONMENT.md). Hub audio columns are cast to
+`Audio(decode=False)` and their bytes or paths are decoded here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+from datasets import Audio, Dataset
+from scipy.signal import resample_poly
+
+from pipelines.data import load_table_file
+from pipelines.errors import HubtuneError
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
+METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def load_audio_folder(folder: Path, audio_column: str, label_column: str) -> Dataset:
+    """An audiofolder: `metadata.csv`/`.jsonl` with a `file_name` column (plus label or transcript columns),
+    or one sub-folder of audio files per class.
+
+    Read here rather than with `load_dataset("audiofolder")`, which encodes every file through torchcodec.
+    """
+    for name in METADATA_FILES:
+        metadata = folder / name
+        if metadata.is_file():
+            table = load_table_file(metadata)
+            if "file_name" not in table.column_names:
+                raise HubtuneError(f"data file '{metadata}' has no column 'file_name' (the audiofolder convention)")
+            paths = [str(folder / file_name) for file_name in table["file_name"]]
+            return table.remove_columns("file_name").add_column(audio_column, paths)
+    rows: dict[str, list[str]] = {audio_column: [], label_column: []}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        for path in _audio_files(sub):
+            rows[audio_column].append(str(path))
+            rows[label_column].append(sub.name)
+    if not rows[audio_column]:
+        raise HubtuneError(
+            f"audio folder '{folder}' has neither {' nor '.join(METADATA_FILES)} nor class sub-folders with audio files")
+    return Dataset.from_dict(rows)
+
+
+def load_audio_data_file(path: Path, audio_column: str, label_column: str) -> Dataset:
+    """A split given in `data.files`: an audio folder, or a csv/jsonl table whose audio paths are relative to it."""
+    if path.is_dir():
+        return load_audio_folder(path, audio_column, label_column)
+    table = load_table_file(path)
+    if audio_column not in table.column_names:
+        raise HubtuneError(f"data file '{path}' has no column '{audio_column}' (recipe key 'data.audio_column'); "
+                           f"columns: {', '.join(table.column_names)}")
+    resolved = [str(path.parent / value) if isinstance(value, str) else value for value in table[audio_column]]
+    return table.remove_columns(audio_column).add_column(audio_column, resolved)
+
+
+def decode(source: Any, sampling_rate: int, where: str) -> np.ndarray:
+    """A mono float32 waveform at `sampling_rate` from a path, a `{bytes, path}` dict or a `{array, sampling_rate}` dict."""
+    if isinstance(source, dict) and source.get("array") is not None:
+        data = np.asarray(source["array"], dtype=np.float32)
+        data = data.reshape(len(data), -1) if data.ndim == 2 else data.reshape(-1, 1)
+        rate, name = int(source["sampling_rate"]), where
+    else:
+        if isinstance(source, dict) and source.get("bytes"):
+            handle: Any = io.BytesIO(source["bytes"])
+            name = source.get("path") or where
+        elif isinstance(source, dict) and source.get("path"):
+            handle = name = source["path"]
+        elif isinstance(source, str):
+            handle = name = source
+        else:
+            raise HubtuneError(f"{where}: audio value {source!r} is neither a path nor audio bytes")
+        try:
+            data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+            raise HubtuneError(f"audio file '{name}' ({where}) cannot be decoded: {error}") from error
+    if data.shape[0] == 0:
+        raise HubtuneError(f"audio file '{name}' ({where}) is empty: it holds no samples")
+    waveform = data.mean(axis=1)  # mono-mix: the models take one channel
+    if rate != sampling_rate:
+        divisor = math.gcd(rate, sampling_rate)
+        waveform = resample_poly(waveform, sampling_rate // divisor, rate // divisor)
+    return waveform.astype(np.float32)
+
+
+def decode_column(dataset: Dataset, column: str, sampling_rate: int, source: str) -> list[np.ndarray]:
+    """Every row's audio, decoded, mono and resampled; a bad file is an error naming the file and row."""
+    if isinstance(dataset.features.get(column), Audio):
+        dataset = dataset.cast_column(column, Audio(decode=False))
+    return [decode(value, sampling_rate, f"{source}, row {row + 1}") for row, value in enumerate(dataset[column])]
+
+
+def crop(waveform: np.ndarray, max_samples: int | None, rng: np.random.Generator | None) -> np.ndarray:
+    """At most `max_samples`: a random window when `rng` is given (training), else the start."""
+    if max_samples is None or len(waveform) <= max_samples:
+        return waveform
+    start = int(rng.integers(0, len(waveform) - max_samples + 1)) if rng is not None else 0
+    return waveform[start:start + max_samples]

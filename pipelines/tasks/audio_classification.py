@@ -1,0 +1,80 @@
+"""Audio classification (keyword spotting, speaker or emotion classes) on wav2vec2, HuBERT, AST or a Whisper encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, EvalPrediction
+
+from pipelines.data import Splits, encode_labels, resolve_label_names
+from pipelines.metrics import load_metric
+from pipelines.modeling import from_pretrained, load_classifier
+from pipelines.run_folder import load_run_model
+from pipelines.tasks.audio_task import WAVEFORM, AudioTask, check_splits_columns, extract_features
+
+
+class AudioClassification(AudioTask):
+    name = "audio-classification"
+    pipeline_tag = "audio-classification"
+    peft_task_type = "SEQ_CLS"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._metric = None
+
+    def load_processor(self, source: str | None = None) -> Any:
+        return from_pretrained(AutoFeatureExtractor, self.config.model, source)
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        data = self.config.data
+        check_splits_columns(splits, {"audio_column": data.audio_column, "label_column": data.label_column})
+        self.label_names = label_names or resolve_label_names(data, splits)
+        prepared = {}
+        for role, dataset in splits.datasets.items():
+            source = splits.sources[role]
+            labels = encode_labels(dataset, data.label_column, self.label_names, source)["labels"]
+            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
+                                                   {"labels": labels}, source)
+        return prepared
+
+    def build_model(self) -> nn.Module:
+        return load_classifier(AutoModelForAudioClassification, self.config.model, self.label_names,
+                               "ForAudioClassification")
+
+    def load_run_model(self, run_dir: str) -> nn.Module:
+        model = load_run_model(AutoModelForAudioClassification, run_dir)
+        config = model.config
+        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
+        return model
+
+    def data_collator(self, processor: Any) -> Any:
+        def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+            batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
+            batch["labels"] = torch.tensor([row["labels"] for row in rows])
+            return batch
+
+        return collate
+
+    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        if self._metric is None:
+            self._metric = load_metric("classification")
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return self._metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids,
+                                    label_names=self.label_names)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+        model.eval()
+        results = []
+        for path, wave in zip(inputs, self.read_inputs(processor, inputs)):
+            # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
+            features = extract_features(processor, [wave]).to(model.device)
+            row = model(**features).logits.softmax(-1)[0]
+            best = int(row.argmax())
+            results.append({"input": path, "label": self.label_names[best], "score": float(row[best]),
+                            "scores": {name: float(p) for name, p in zip(self.label_names, row)}})
+        return results

@@ -1,0 +1,95 @@
+"""What the three speech tasks share: audio files as data, waveforms decoded once, features made per batch."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from pipelines.audio import crop, decode, decode_column, load_audio_data_file
+from pipelines.data import Splits, require_columns
+from pipelines.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+
+WAVEFORM = "waveform"
+
+
+def feature_extractor_of(processor: Any) -> Any:
+    return getattr(processor, "feature_extractor", processor)
+
+
+def extract_features(processor: Any, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Model inputs for a batch of waveforms at the extractor's rate.
+
+    Raw-waveform models (wav2vec2, HuBERT) are padded to the longest clip of the batch; spectrogram models
+    (Whisper, AST) keep their extractor's own default, a fixed window that their position embeddings require.
+    """
+    extractor = feature_extractor_of(processor)
+    options = {"padding": True} if extractor.model_input_names[0] == "input_values" else {}
+    return extractor(waveforms, sampling_rate=extractor.sampling_rate, return_tensors="pt", **options)
+
+
+class AudioTask(Task):
+    """Base of the speech tasks: reading audio splits and turning them into waveform datasets."""
+    input_kind = "path"  # hubtune predict takes audio files and folders
+
+    # Batches are built from the raw waveform column by the task's collator, so the Trainer must not drop it.
+    training_defaults = {"remove_unused_columns": False}
+    # Speech tasks that pair audio with a transcript must not crop it: they drop over-long clips instead.
+    crops_long_audio = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.sampling_rate = 16000  # replaced by the feature extractor's rate before any audio is read
+
+    def load_data_file(self, path: Path) -> Dataset:
+        return load_audio_data_file(path, self.config.data.audio_column, self.config.data.label_column)
+
+    @property
+    def max_samples(self) -> int | None:
+        seconds = self.config.data.max_duration_s
+        return None if seconds is None else int(seconds * self.sampling_rate)
+
+    def waveforms(self, dataset: Dataset, source: str, processor: Any) -> list[np.ndarray]:
+        self.sampling_rate = feature_extractor_of(processor).sampling_rate
+        require_columns(dataset, {"audio_column": self.config.data.audio_column}, source)
+        return decode_column(dataset, self.config.data.audio_column, self.sampling_rate, source)
+
+    def waveform_dataset(self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str) -> Dataset:
+        """A dataset of `waveform` plus `columns`; long clips cropped (randomly per epoch in training) or dropped."""
+        limit = self.max_samples
+        if limit is not None and not self.crops_long_audio:
+            keep = [i for i, wave in enumerate(waveforms) if len(wave) <= limit]
+            if len(keep) < len(waveforms):
+                logger.warning("%s: dropped %d of %d clips longer than data.max_duration_s=%s", source,
+                               len(waveforms) - len(keep), len(waveforms), self.config.data.max_duration_s)
+            waveforms = [waveforms[i] for i in keep]
+            columns = {name: [values[i] for i in keep] for name, values in columns.items()}
+        elif role != "train":
+            waveforms = [crop(wave, limit, None) for wave in waveforms]
+        dataset = Dataset.from_dict({WAVEFORM: waveforms, **columns})
+        if role == "train" and limit is not None and self.crops_long_audio:
+            rng = np.random.default_rng(self.config.seed)
+
+            def random_crop(batch: dict[str, list]) -> dict[str, list]:
+                return {**batch, WAVEFORM: [crop(np.asarray(w, dtype=np.float32), limit, rng) for w in batch[WAVEFORM]]}
+
+            dataset.set_transform(random_crop)
+        return dataset
+
+    def read_inputs(self, processor: Any, inputs: list[str]) -> list[np.ndarray]:
+        """`hubtune predict` inputs: audio file paths, decoded like the training data (crop from the start)."""
+        rate = feature_extractor_of(processor).sampling_rate
+        self.sampling_rate = rate
+        waves = [decode(path, rate, f"input '{path}'") for path in inputs]
+        return [crop(wave, self.max_samples, None) for wave in waves] if self.crops_long_audio else waves
+
+
+def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None:
+    for role, dataset in splits.datasets.items():
+        require_columns(dataset, columns, splits.sources[role])

@@ -1,0 +1,132 @@
+"""CTC speech recognition on a wav2vec2-family encoder, with a character vocabulary from the training transcripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoProcessor, EvalPrediction, Trainer,
+                          Wav2Vec2Processor)
+
+from pipelines.data import Splits
+from pipelines.metrics import load_metric
+from pipelines.modeling import from_pretrained
+from pipelines.run_folder import load_run_model
+from pipelines.tasks.audio_task import WAVEFORM, AudioTask, check_splits_columns, extract_features
+from pipelines.transcripts import build_ctc_tokenizer, transcripts
+
+IGNORE = -100  # label positions the CTC loss skips
+
+
+def pad_labels(sequences: list[list[int]]) -> torch.Tensor:
+    labels = torch.full((len(sequences), max(map(len, sequences))), IGNORE)
+    for i, sequence in enumerate(sequences):
+        labels[i, :len(sequence)] = torch.tensor(sequence)
+    return labels
+
+
+class CTCTrainer(Trainer):
+    """The Trainer, with the logits of padding frames blanked at evaluation.
+
+    Frames past a clip's end are masked in attention but still get logits (the head's bias), which greedy
+    decoding would read as letters. Filled with -100 like the Trainer's own padding between batches, their
+    argmax is id 0, the CTC blank.
+    """
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if logits is not None and inputs.get("attention_mask") is not None:
+            encoder = self.accelerator.unwrap_model(model)
+            lengths = encoder._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
+            frames = torch.arange(logits.shape[1], device=logits.device)
+            logits = logits.masked_fill((frames[None, :] >= lengths[:, None])[..., None], IGNORE)
+        return loss, logits, labels
+
+
+class SpeechRecognitionCTC(AudioTask):
+    name = "speech-recognition-ctc"
+    pipeline_tag = "automatic-speech-recognition"
+    primary_metric = "wer"
+    crops_long_audio = False
+    trainer_class = CTCTrainer
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._metric = None
+        self.tokenizer = None
+
+    def load_processor(self, source: str | None = None) -> Any:
+        if source is not None:  # a run folder holds the feature extractor and the vocabulary it was trained with
+            processor = AutoProcessor.from_pretrained(source)
+            self.tokenizer = processor.tokenizer
+            return processor
+        return from_pretrained(AutoFeatureExtractor, self.config.model)
+
+    def fit_processor(self, splits: Splits, processor: Any) -> Any:
+        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
+                                      "text_column": self.config.data.text_column})
+        self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.config.data, splits.sources["train"]))
+        return Wav2Vec2Processor(feature_extractor=processor, tokenizer=self.tokenizer)
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
+                                      "text_column": self.config.data.text_column})
+        prepared = {}
+        for role, dataset in splits.datasets.items():
+            source = splits.sources[role]
+            texts = transcripts(dataset, self.config.data, source)
+            labels = self.tokenizer(texts).input_ids
+            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
+                                                   {"labels": labels}, source)
+        return prepared
+
+    def build_model(self) -> nn.Module:
+        vocabulary = {"vocab_size": len(self.tokenizer), "pad_token_id": self.tokenizer.pad_token_id,
+                      "ctc_loss_reduction": "mean", "ctc_zero_infinity": True}
+        model_config = self.config.model
+        if model_config.from_scratch:
+            config = from_pretrained(AutoConfig, model_config, **vocabulary)
+            model = AutoModelForCTC.from_config(config)
+            model.name_or_path = model_config.checkpoint
+            return model
+        # The output layer is new (sized for this vocabulary); the encoder keeps its pretrained weights.
+        return from_pretrained(AutoModelForCTC, model_config, ignore_mismatched_sizes=True, **vocabulary)
+
+    def load_run_model(self, run_dir: str) -> nn.Module:
+        return load_run_model(AutoModelForCTC, run_dir)
+
+    def data_collator(self, processor: Any) -> Any:
+        def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+            batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
+            batch["labels"] = pad_labels([row["labels"] for row in rows])
+            return batch
+
+        return collate
+
+    def decode_labels(self, label_ids: np.ndarray) -> list[str]:
+        label_ids = np.where(label_ids == IGNORE, self.tokenizer.pad_token_id, label_ids)
+        # References are spelled out: repeated letters ("ll") must not be merged as CTC repeats are.
+        return self.tokenizer.batch_decode(label_ids, group_tokens=False, skip_special_tokens=True)
+
+    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        if self._metric is None:
+            self._metric = load_metric("speech_recognition")
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        # Padding frames hold -100 everywhere (CTCTrainer, and the Trainer between batches): argmax is the blank.
+        hypotheses = self.tokenizer.batch_decode(np.argmax(logits, axis=-1))
+        return self._metric.compute(predictions=hypotheses, references=self.decode_labels(prediction.label_ids))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+        model.eval()
+        results = []
+        for path, wave in zip(inputs, self.read_inputs(processor, inputs)):
+            logits = model(**extract_features(processor, [wave]).to(model.device)).logits
+            results.append({"input": path, "transcript": self.tokenizer.decode(logits[0].argmax(-1).tolist())})
+        return results
+
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        return f"{prediction['transcript']}\t{prediction['input']}"

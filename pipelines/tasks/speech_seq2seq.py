@@ -1,0 +1,118 @@
+"""Whisper fine-tuning: `WhisperForConditionalGeneration` under `Seq2SeqTrainer`, generation at evaluation, WER."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import (AutoModelForSpeechSeq2Seq, AutoProcessor, EvalPrediction, Seq2SeqTrainer,
+                          Seq2SeqTrainingArguments)
+
+from pipelines.data import Splits
+from pipelines.metrics import load_metric
+from pipelines.modeling import from_pretrained
+from pipelines.run_folder import load_run_model
+from pipelines.tasks.audio_task import WAVEFORM, AudioTask, check_splits_columns, extract_features
+from pipelines.tasks.speech_ctc import IGNORE, pad_labels
+from pipelines.transcripts import normalise, transcripts
+
+
+class SpeechRecognitionSeq2Seq(AudioTask):
+    name = "speech-recognition-seq2seq"
+    pipeline_tag = "automatic-speech-recognition"
+    primary_metric = "wer"
+    # Not PEFT's SEQ_2_SEQ_LM: its forward adds `input_ids`, which Whisper (audio in `input_features`) passes on
+    # to its decoder twice. The plain PeftModel forwards the Trainer's batch as it is.
+    peft_task_type = None
+    crops_long_audio = False
+    trainer_class = Seq2SeqTrainer
+    training_arguments_class = Seq2SeqTrainingArguments
+    # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax.
+    training_defaults = {**AudioTask.training_defaults, "predict_with_generate": True, "generation_max_length": 128}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._metric = None
+        self.tokenizer = None
+
+    def load_processor(self, source: str | None = None) -> Any:
+        processor = from_pretrained(AutoProcessor, self.config.model, source)
+        data = self.config.data
+        # Multilingual checkpoints are told the language and task; English-only ones know neither token.
+        if data.language:
+            processor.tokenizer.set_prefix_tokens(language=data.language, task=data.whisper_task,
+                                                  predict_timestamps=False)
+        else:
+            processor.tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
+        self.tokenizer = processor.tokenizer
+        return processor
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
+                                      "text_column": self.config.data.text_column})
+        prepared = {}
+        for role, dataset in splits.datasets.items():
+            source = splits.sources[role]
+            labels = self.tokenizer(transcripts(dataset, self.config.data, source)).input_ids
+            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
+                                                   {"labels": labels}, source)
+        return prepared
+
+    def _set_generation(self, model: nn.Module) -> nn.Module:
+        generation = model.generation_config
+        generation.forced_decoder_ids = None  # the language and task go through `language` / `task` instead
+        if self.config.data.language:
+            generation.language, generation.task = self.config.data.language, self.config.data.whisper_task
+        return model
+
+    def build_model(self) -> nn.Module:
+        model_config = self.config.model
+        if model_config.from_scratch:
+            from transformers import AutoConfig, GenerationConfig
+
+            config = from_pretrained(AutoConfig, model_config)
+            model = AutoModelForSpeechSeq2Seq.from_config(config)
+            model.generation_config = from_pretrained(GenerationConfig, model_config)
+            model.name_or_path = model_config.checkpoint
+        else:
+            model = from_pretrained(AutoModelForSpeechSeq2Seq, model_config)
+        return self._set_generation(model)
+
+    def load_run_model(self, run_dir: str) -> nn.Module:
+        return self._set_generation(load_run_model(AutoModelForSpeechSeq2Seq, run_dir))
+
+    def data_collator(self, processor: Any) -> Any:
+        start = self.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+
+        def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+            batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
+            # The model prepends the start token itself when it shifts the labels right.
+            batch["labels"] = pad_labels([row["labels"][1:] if row["labels"][0] == start else row["labels"]
+                                          for row in rows])
+            return batch
+
+        return collate
+
+    def decode(self, ids: np.ndarray) -> list[str]:
+        ids = np.where(ids == IGNORE, self.tokenizer.pad_token_id, ids)
+        return [normalise(text, self.config.data) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        if self._metric is None:
+            self._metric = load_metric("speech_recognition")
+        generated = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return self._metric.compute(predictions=self.decode(generated), references=self.decode(prediction.label_ids))
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+        model.eval()
+        features = extract_features(processor, self.read_inputs(processor, inputs)).to(model.device)
+        generated = model.generate(**features, max_new_tokens=self.config.training.get("generation_max_length") or 128)
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return [{"input": path, "transcript": text.strip()} for path, text in zip(inputs, texts)]
+
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        return f"{prediction['transcript']}\t{prediction['input']}"

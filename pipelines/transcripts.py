@@ -1,0 +1,48 @@
+"""Transcript normalisation and the CTC character vocabulary built from the training transcripts."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import Wav2Vec2CTCTokenizer
+
+from pipelines.config import DataConfig
+from pipelines.errors import HubtuneError
+
+PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
+
+
+def normalise(text: str, config: DataConfig) -> str:
+    if config.transcript_case == "lower":
+        text = text.lower()
+    elif config.transcript_case == "upper":
+        text = text.upper()
+    text = text.translate({ord(c): None for c in config.transcript_remove_chars})
+    return " ".join(text.split())
+
+
+def transcripts(dataset: Dataset, config: DataConfig, source: str) -> list[str]:
+    """The normalised transcripts of `text_column`; a missing or empty one is an error naming the row."""
+    texts = []
+    for row, value in enumerate(dataset[config.text_column]):
+        text = normalise(value, config) if isinstance(value, str) else ""
+        if not text:
+            raise HubtuneError(f"{source}, row {row + 1}: column '{config.text_column}' holds {value!r}, "
+                               "not a transcript (empty after normalisation)")
+        texts.append(text)
+    return texts
+
+
+def build_ctc_tokenizer(texts: list[str]) -> Wav2Vec2CTCTokenizer:
+    """A character tokenizer: `<pad>` (id 0, the CTC blank), `<unk>`, `|` for spaces, then every character seen."""
+    characters = sorted({c for text in texts for c in text} - {" "})
+    vocab = {token: i for i, token in enumerate([PAD, UNK, WORD_DELIMITER, *characters])}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "vocab.json"
+        path.write_text(json.dumps(vocab, ensure_ascii=False))
+        # No <s>/</s>: the tokenizer would add them outside the vocabulary (shared/ENVIRONMENT.md).
+        return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
+                                    bos_token=None, eos_token=None)
