@@ -5,7 +5,6 @@ from __future__ import annotations
 from pipelines.errors import HubtuneError
 from pipelines.tasks.audio_classification import AudioClassification
 from pipelines.tasks.base import Task
-from pipelines.tasks.audio_classification import AudioClassification
 from pipelines.tasks.image_classification import ImageClassification
 from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
 from pipelines.tasks.speech_seq2seq import SpeechRecognitionSeq2Seq

@@ -8,23 +8,25 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, EvalPrediction
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
 from pipelines.data import Splits, encode_labels, resolve_label_names
-from pipelines.metrics import load_metric
-from pipelines.modeling import from_pretrained, load_classifier
-from pipelines.run_folder import load_run_model
-from pipelines.tasks.audio_task import WAVEFORM, AudioTask, check_splits_columns, extract_features
+from pipelines.modeling import from_pretrained
+from pipelines.tasks.audio_task import (
+    WAVEFORM,
+    AudioTask,
+    check_splits_columns,
+    extract_features,
+)
+from pipelines.tasks.classifier import SingleLabelMixin
 
 
-class AudioClassification(AudioTask):
+class AudioClassification(SingleLabelMixin, AudioTask):
     name = "audio-classification"
     pipeline_tag = "audio-classification"
     peft_task_type = "SEQ_CLS"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._metric = None
+    auto_model = AutoModelForAudioClassification
+    head_suffix = "ForAudioClassification"
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoFeatureExtractor, self.config.model, source)
@@ -41,16 +43,6 @@ class AudioClassification(AudioTask):
                                                    {"labels": labels}, source)
         return prepared
 
-    def build_model(self) -> nn.Module:
-        return load_classifier(AutoModelForAudioClassification, self.config.model, self.label_names,
-                               "ForAudioClassification")
-
-    def load_run_model(self, run_dir: str) -> nn.Module:
-        model = load_run_model(AutoModelForAudioClassification, run_dir)
-        config = model.config
-        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
-        return model
-
     def data_collator(self, processor: Any) -> Any:
         def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
             batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
@@ -58,13 +50,6 @@ class AudioClassification(AudioTask):
             return batch
 
         return collate
-
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        if self._metric is None:
-            self._metric = load_metric("classification")
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return self._metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids,
-                                    label_names=self.label_names)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

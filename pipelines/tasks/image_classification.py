@@ -12,21 +12,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
 from torchvision import transforms
-from transformers import AutoImageProcessor, AutoModelForImageClassification, DefaultDataCollator, EvalPrediction
-from transformers.trainer_utils import PredictionOutput
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    DefaultDataCollator,
+    EvalPrediction,
+)
 
-from pipelines.data import Splits, encode_labels, load_table_file, require_columns, resolve_label_names
+from pipelines.data import (
+    Splits,
+    encode_labels,
+    load_table_file,
+    require_columns,
+    resolve_label_names,
+)
 from pipelines.errors import HubtuneError
-from pipelines.images import check_images, decode_checked, load_image_folder, open_rgb, resolve_image_paths, undecoded
+from pipelines.images import (
+    check_images,
+    decode_checked,
+    load_image_folder,
+    open_rgb,
+    resolve_image_paths,
+    undecoded,
+)
 from pipelines.metrics import load_metric
-from pipelines.modeling import from_pretrained, load_classifier
-from pipelines.run_folder import load_run_model
-from pipelines.tasks.base import Task, confusion_artifact
+from pipelines.modeling import from_pretrained
+from pipelines.tasks.base import Task
+from pipelines.tasks.classifier import SingleLabelMixin, logits_of
 
 TOP_K = 5
 
@@ -59,7 +75,9 @@ def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Cal
         if side is None:
             transform = processor.train_transforms if train else processor.val_transforms
         else:
-            from timm.data import create_transform  # timm only when a timm model is in use
+            from timm.data import (
+                create_transform,  # timm only when a timm model is in use
+            )
 
             transform = create_transform(**{**processor.data_config, "input_size": (3, side, side)}, is_training=train)
         return lambda images: torch.stack([transform(image) for image in images])
@@ -74,8 +92,10 @@ def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Cal
                                     **overrides)["pixel_values"]
 
 
-class ImageClassification(Task):
+class ImageClassification(SingleLabelMixin, Task):
     name = "image-classification"
+    auto_model = AutoModelForImageClassification
+    head_suffix = "ForImageClassification"
     pipeline_tag = "image-classification"
     input_kind = "path"
     # Images are decoded per batch by a dataset transform from the (undecoded) image column, which the
@@ -120,16 +140,6 @@ class ImageClassification(Task):
             prepared[role] = dataset.with_transform(transform)
         return prepared
 
-    def build_model(self) -> nn.Module:
-        return load_classifier(AutoModelForImageClassification, self.config.model, self.label_names,
-                               "ForImageClassification")
-
-    def load_run_model(self, run_dir: str) -> nn.Module:
-        model = load_run_model(AutoModelForImageClassification, run_dir)
-        config = model.config
-        self.label_names = [config.id2label[i] for i in range(config.num_labels)]
-        return model
-
     def data_collator(self, processor: Any) -> Any:
         return DefaultDataCollator()
 
@@ -139,17 +149,11 @@ class ImageClassification(Task):
         return self._metrics[name]
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        predicted = np.argmax(logits, axis=-1)
-        references = prediction.label_ids
-        results = self._metric("classification").compute(predictions=predicted, references=references,
-                                                         label_names=self.label_names)
+        results = super().compute_metrics(prediction)
         if len(self.label_names) > TOP_K:
-            results.update(self._metric("top_k_accuracy").compute(predictions=logits, references=references, k=TOP_K))
+            results.update(self._metric("top_k_accuracy").compute(predictions=logits_of(prediction.predictions),
+                                                                  references=prediction.label_ids, k=TOP_K))
         return results
-
-    def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
-        return confusion_artifact(output, self.label_names)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

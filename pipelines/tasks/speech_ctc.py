@@ -8,14 +8,26 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import (AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoProcessor, EvalPrediction, Trainer,
-                          Wav2Vec2Processor)
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModelForCTC,
+    AutoProcessor,
+    EvalPrediction,
+    Trainer,
+    Wav2Vec2Processor,
+)
 
 from pipelines.data import Splits
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import load_run_model
-from pipelines.tasks.audio_task import WAVEFORM, AudioTask, check_splits_columns, extract_features
+from pipelines.tasks.audio_task import (
+    WAVEFORM,
+    AudioTask,
+    check_splits_columns,
+    extract_features,
+)
 from pipelines.transcripts import build_ctc_tokenizer, transcripts
 
 IGNORE = -100  # label positions the CTC loss skips

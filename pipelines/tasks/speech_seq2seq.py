@@ -8,14 +8,24 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import (AutoModelForSpeechSeq2Seq, AutoProcessor, EvalPrediction, Seq2SeqTrainer,
-                          Seq2SeqTrainingArguments)
+from transformers import (
+    AutoModelForSpeechSeq2Seq,
+    AutoProcessor,
+    EvalPrediction,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+)
 
 from pipelines.data import Splits
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import load_run_model
-from pipelines.tasks.audio_task import WAVEFORM, AudioTask, check_splits_columns, extract_features
+from pipelines.tasks.audio_task import (
+    WAVEFORM,
+    AudioTask,
+    check_splits_columns,
+    extract_features,
+)
 from pipelines.tasks.speech_ctc import IGNORE, pad_labels
 from pipelines.transcripts import normalise, transcripts
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                          EvalPrediction)
-from transformers.trainer_utils import PredictionOutput
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+)
 
 from pipelines.data import Splits, encode_labels, require_columns, resolve_label_names
 from pipelines.errors import HubtuneError
-from pipelines.metrics import load_metric
-from pipelines.modeling import from_pretrained, load_classifier
-from pipelines.run_folder import label_names_of, load_run_model
-from pipelines.tasks.base import Task, confusion_artifact
-
+from pipelines.modeling import from_pretrained
+from pipelines.tasks.base import Task
+from pipelines.tasks.classifier import SingleLabelMixin
 
 # Beyond these the checkpoint's vocabulary fits the data badly (English text on an English model: ~0% and ~1.3).
 UNKNOWN_TOKEN_LIMIT = 0.05
@@ -31,14 +30,12 @@ def require_text(dataset: Dataset, column: str, source: str) -> None:
             raise HubtuneError(f"{source}, row {row + 1}: column '{column}' holds {value!r}, not text")
 
 
-class TextClassification(Task):
+class TextClassification(SingleLabelMixin, Task):
     name = "text-classification"
     pipeline_tag = "text-classification"
     peft_task_type = "SEQ_CLS"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._metric = None
+    auto_model = AutoModelForSequenceClassification
+    head_suffix = "ForSequenceClassification"
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoTokenizer, self.config.model, source)
@@ -68,24 +65,8 @@ class TextClassification(Task):
                                          remove_columns=[c for c in dataset.column_names if c != "labels"])
         return prepared
 
-    def build_model(self) -> nn.Module:
-        return load_classifier(AutoModelForSequenceClassification, self.config.model, self.label_names,
-                               "ForSequenceClassification")
-
-    def load_run_model(self, run_dir: str) -> nn.Module:
-        model = load_run_model(AutoModelForSequenceClassification, run_dir)
-        self.label_names = label_names_of(model)
-        return model
-
     def data_collator(self, processor: Any) -> Any:
         return DataCollatorWithPadding(processor, pad_to_multiple_of=8)
-
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        if self._metric is None:
-            self._metric = load_metric("classification")
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return self._metric.compute(predictions=np.argmax(logits, axis=-1), references=prediction.label_ids,
-                                    label_names=self.label_names)
 
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Unknown-token rate and word pieces per word on the training texts: a vocabulary that does not fit the
@@ -103,9 +84,6 @@ class TextClassification(Task):
             warnings.append(f"input domain looks mismatched: the tokenizer splits each word into {tokens / words:.1f} "
                             "pieces on average")
         return warnings
-
-    def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
-        return confusion_artifact(output, self.label_names)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

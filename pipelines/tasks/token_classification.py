@@ -15,17 +15,22 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
 from torch import nn
-from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                          EvalPrediction, TokenClassificationPipeline)
+from transformers import (
+    AutoModelForTokenClassification,
+    AutoTokenizer,
+    DataCollatorForTokenClassification,
+    EvalPrediction,
+    TokenClassificationPipeline,
+)
 
 from pipelines.config import DataConfig
 from pipelines.conll import read_conll
 from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
-from pipelines.modeling import from_pretrained, load_classifier
-from pipelines.run_folder import label_names_of, load_run_model
+from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import Task
+from pipelines.tasks.classifier import LabelHeadMixin
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +117,10 @@ def encode_sentences(dataset: Dataset, config: DataConfig, names: list[str], sou
     return all_words, all_ids
 
 
-class TokenClassification(Task):
+class TokenClassification(LabelHeadMixin, Task):
     name = "token-classification"
+    auto_model = AutoModelForTokenClassification
+    head_suffix = "ForTokenClassification"
     pipeline_tag = "token-classification"
     primary_metric = "f1"  # entity-level
     peft_task_type = "TOKEN_CLS"
@@ -164,15 +171,6 @@ class TokenClassification(Task):
                                data.max_length, cut_words)
             prepared[role] = Dataset.from_dict({**tokens, "labels": labels})
         return prepared
-
-    def build_model(self) -> nn.Module:
-        return load_classifier(AutoModelForTokenClassification, self.config.model, self.label_names,
-                               "ForTokenClassification")
-
-    def load_run_model(self, run_dir: str) -> nn.Module:
-        model = load_run_model(AutoModelForTokenClassification, run_dir)
-        self.label_names = label_names_of(model)
-        return model
 
     def data_collator(self, processor: Any) -> Any:
         return DataCollatorForTokenClassification(processor, pad_to_multiple_of=8)
