@@ -57,6 +57,8 @@ class ModelConfig:
     trust_remote_code: bool = False
     # Same architecture and config as `checkpoint`, random weights: the baseline that shows transfer gain.
     from_scratch: bool = False
+    # A single timm weights file (.safetensors/.pth) as `checkpoint` names no architecture: give it here.
+    timm_architecture: str | None = None
 
 
 @dataclass

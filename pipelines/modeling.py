@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -24,12 +26,45 @@ def _looks_like_path(checkpoint: str) -> bool:
     return checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") > 1
 
 
+def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
+    """A single timm weights file laid out once as a timm Hub-format folder (config.json + model.safetensors),
+    which transformers' TimmWrapper loads like any timm checkpoint from the Hub."""
+    if not architecture:
+        raise HubtuneError(f"checkpoint '{path}' is a single weights file: name its timm architecture in "
+                           "'model.timm_architecture' (e.g. resnet18)")
+    stat = path.resolve().stat()
+    identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{architecture}"
+    folder = Path.home() / ".cache" / "hubtune" / "timm" / hashlib.sha256(identity.encode()).hexdigest()[:24]
+    if not (folder / "config.json").is_file():
+        import timm
+        from timm.models import save_for_hf
+
+        try:
+            weights = timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        except (RuntimeError, ValueError, KeyError, OSError) as error:
+            raise HubtuneError(f"checkpoint file '{path}' does not load into timm '{architecture}' "
+                               f"('model.timm_architecture'): {str(error).splitlines()[0]}") from error
+        # Written aside and renamed, so an interrupted layout is never mistaken for a complete one.
+        partial = folder.with_name(folder.name + ".partial")
+        save_for_hf(weights, str(partial), safe_serialization=True)
+        # timm repeats num_classes inside model_args, which transformers' TimmWrapper passes twice.
+        config_file = partial / "config.json"
+        layout = json.loads(config_file.read_text())
+        layout.get("model_args", {}).pop("num_classes", None)
+        config_file.write_text(json.dumps(layout, indent=2))
+        partial.rename(folder)
+        logger.info("timm weights %s (%s) laid out as %s", path, architecture, folder)
+    return folder
+
+
 def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, **kwargs: Any) -> Any:
     """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line.
 
     timm's `hf-hub:org/name` spelling of a Hub id is accepted too.
     """
     checkpoint = (source or model.checkpoint).removeprefix(TIMM_HUB_PREFIX)
+    if Path(checkpoint).expanduser().is_file():
+        checkpoint = str(timm_file_as_folder(Path(checkpoint).expanduser(), model.timm_architecture))
     if _looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
         raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
     try:

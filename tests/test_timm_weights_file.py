@@ -1,0 +1,43 @@
+"""A single timm weights file as the checkpoint, with its architecture named in the recipe."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from pipelines import HubtuneError
+from pipelines.config import ModelConfig
+from pipelines.modeling import from_pretrained
+
+
+@pytest.fixture
+def weights_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the laid-out folder goes under ~/.cache/hubtune
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False)
+    path = tmp_path / "test_resnet.safetensors"
+    save_file(model.state_dict(), str(path))
+    return path, model
+
+
+def test_weights_file_loads_through_the_timm_wrapper(weights_file):
+    path, original = weights_file
+    config = ModelConfig(checkpoint=str(path), timm_architecture="test_resnet")
+    model = from_pretrained(AutoModelForImageClassification, config)
+    for name, tensor in original.state_dict().items():
+        assert torch.equal(model.timm_model.state_dict()[name], tensor), name
+    processor = from_pretrained(AutoImageProcessor, config)
+    assert hasattr(processor, "val_transforms")
+
+
+def test_weights_file_without_architecture_or_with_the_wrong_one_is_one_line(weights_file):
+    path, _ = weights_file
+    with pytest.raises(HubtuneError, match="'model.timm_architecture'"):
+        from_pretrained(AutoModelForImageClassification, ModelConfig(checkpoint=str(path)))
+    with pytest.raises(HubtuneError, match="does not load into timm 'test_efficientnet'") as caught:
+        from_pretrained(AutoModelForImageClassification,
+                        ModelConfig(checkpoint=str(path), timm_architecture="test_efficientnet"))
+    assert "\n" not in str(caught.value)
