@@ -128,7 +128,8 @@ class Recipe:
         cache = None
         if config.adapt.feature_cache:
             cache = FeatureCache(model, config, task.data_collator(processor))
-            cached_data = cache.cached(data, args.per_device_eval_batch_size)
+            with state.main_process_first():  # one rank writes the cache, the others then read it
+                cached_data = cache.cached(data, args.per_device_eval_batch_size)
         if checkpoint is None and self.output_dir.exists() and state.is_main_process:
             shutil.rmtree(self.output_dir)
         state.wait_for_everyone()
