@@ -26,7 +26,10 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
     def lines(source: Iterable[str]) -> Iterator[str]:
         return (line.rstrip("\n") for line in source if line.strip())
 
-    def paths(value: str) -> Iterator[str]:
+    def expand(value: str) -> Iterator[str]:
+        if input_kind != "path":
+            yield value
+            return
         path = Path(value)
         if path.is_dir():
             yield from (str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
@@ -39,15 +42,12 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
         if not Path(file).is_file():
             raise HubtuneError(f"input file '{file}' does not exist")
     for value in values:
-        if value == "-":
-            for line in lines(stdin):
-                yield from (paths(line) if input_kind == "path" else [line])
-        else:
-            yield from (paths(value) if input_kind == "path" else [value])
+        for item in (lines(stdin) if value == "-" else [value]):
+            yield from expand(item)
     for file in files:
         with open(file, encoding="utf-8") as handle:
             for line in lines(handle):
-                yield from (paths(line) if input_kind == "path" else [line])
+                yield from expand(line)
 
 
 class Predictor:

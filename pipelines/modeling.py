@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -47,11 +46,6 @@ def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
         # Written aside and renamed, so an interrupted layout is never mistaken for a complete one.
         partial = folder.with_name(folder.name + ".partial")
         save_for_hf(weights, str(partial), safe_serialization=True)
-        # timm repeats num_classes inside model_args, which transformers' TimmWrapper passes twice.
-        config_file = partial / "config.json"
-        layout = json.loads(config_file.read_text())
-        layout.get("model_args", {}).pop("num_classes", None)
-        config_file.write_text(json.dumps(layout, indent=2))
         partial.rename(folder)
         logger.info("timm weights %s (%s) laid out as %s", path, architecture, folder)
     return folder

@@ -10,7 +10,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from pipelines import HubtuneError
 from pipelines.config import ModelConfig
-from pipelines.modeling import from_pretrained
+from pipelines.modeling import from_pretrained, load_classifier
 
 
 @pytest.fixture
@@ -26,7 +26,9 @@ def weights_file(tmp_path, monkeypatch):
 def test_weights_file_loads_through_the_timm_wrapper(weights_file):
     path, original = weights_file
     config = ModelConfig(checkpoint=str(path), timm_architecture="test_resnet")
-    model = from_pretrained(AutoModelForImageClassification, config)
+    # Through the classifier loader the recipes use; the file's own 1,000-way head is kept at that size.
+    model = load_classifier(AutoModelForImageClassification, config, [str(i) for i in range(1000)],
+                            "ForImageClassification")
     for name, tensor in original.state_dict().items():
         assert torch.equal(model.timm_model.state_dict()[name], tensor), name
     processor = from_pretrained(AutoImageProcessor, config)

@@ -13,6 +13,7 @@ from datasets import Dataset
 from pipelines.audio import crop, decode, decode_column, load_audio_data_file
 from pipelines.data import Splits, require_columns
 from pipelines.tasks.base import Task
+from pipelines.transcripts import transcripts
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +94,23 @@ class AudioTask(Task):
 def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None:
     for role, dataset in splits.datasets.items():
         require_columns(dataset, columns, splits.sources[role])
+
+
+class TranscriptTask(AudioTask):
+    """Speech recognition: each clip's label is its transcript, normalised and tokenised by `self.tokenizer`
+    (set when the processor is loaded or fitted)."""
+
+    # Cropping a clip would cut its transcript: over-long clips are dropped instead.
+    crops_long_audio = False
+    tokenizer: Any = None
+
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
+                                      "text_column": self.config.data.text_column})
+        prepared = {}
+        for role, dataset in splits.datasets.items():
+            source = splits.sources[role]
+            labels = self.tokenizer(transcripts(dataset, self.config.data, source)).input_ids
+            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
+                                                   {"labels": labels}, source)
+        return prepared

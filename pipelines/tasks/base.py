@@ -86,8 +86,13 @@ class Task:
         return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
 
 
+def logits_of(predictions: Any) -> np.ndarray:
+    """The first output of Trainer predictions (a model may return a tuple with hidden states after it)."""
+    return predictions[0] if isinstance(predictions, tuple) else predictions
+
+
 def confusion_artifact(output: PredictionOutput, label_names: list[str]) -> dict[str, Any]:
     """The confusion matrix of single-label classifier predictions, with its label names."""
-    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-    matrix = confusion_matrix(output.label_ids, np.argmax(logits, axis=-1), labels=range(len(label_names)))
+    predicted = np.argmax(logits_of(output.predictions), axis=-1)
+    matrix = confusion_matrix(output.label_ids, predicted, labels=range(len(label_names)))
     return {"confusion_matrix": {"labels": label_names, "confusion_matrix": matrix.tolist()}}

@@ -12,12 +12,7 @@ from transformers.trainer_utils import PredictionOutput
 from pipelines.metrics import load_metric
 from pipelines.modeling import load_classifier
 from pipelines.run_folder import label_names_of, load_run_model
-from pipelines.tasks.base import confusion_artifact
-
-
-def logits_of(predictions: Any) -> np.ndarray:
-    """The logits of Trainer predictions (a model may return a tuple with hidden states after them)."""
-    return predictions[0] if isinstance(predictions, tuple) else predictions
+from pipelines.tasks.base import confusion_artifact, logits_of
 
 
 class LabelHeadMixin:

@@ -41,8 +41,8 @@ from pipelines.images import (
 )
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task
-from pipelines.tasks.classifier import SingleLabelMixin, logits_of
+from pipelines.tasks.base import Task, logits_of
+from pipelines.tasks.classifier import SingleLabelMixin
 
 TOP_K = 5
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -24,10 +23,11 @@ from pipelines.modeling import from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
     WAVEFORM,
-    AudioTask,
+    TranscriptTask,
     check_splits_columns,
     extract_features,
 )
+from pipelines.tasks.base import logits_of
 from pipelines.transcripts import build_ctc_tokenizer, transcripts
 
 IGNORE = -100  # label positions the CTC loss skips
@@ -58,17 +58,15 @@ class CTCTrainer(Trainer):
         return loss, logits, labels
 
 
-class SpeechRecognitionCTC(AudioTask):
+class SpeechRecognitionCTC(TranscriptTask):
     name = "speech-recognition-ctc"
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
-    crops_long_audio = False
     trainer_class = CTCTrainer
 
     def __init__(self, config):
         super().__init__(config)
         self._metric = None
-        self.tokenizer = None
 
     def load_processor(self, source: str | None = None) -> Any:
         if source is not None:  # a run folder holds the feature extractor and the vocabulary it was trained with
@@ -82,18 +80,6 @@ class SpeechRecognitionCTC(AudioTask):
                                       "text_column": self.config.data.text_column})
         self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.config.data, splits.sources["train"]))
         return Wav2Vec2Processor(feature_extractor=processor, tokenizer=self.tokenizer)
-
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
-                                      "text_column": self.config.data.text_column})
-        prepared = {}
-        for role, dataset in splits.datasets.items():
-            source = splits.sources[role]
-            texts = transcripts(dataset, self.config.data, source)
-            labels = self.tokenizer(texts).input_ids
-            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
-                                                   {"labels": labels}, source)
-        return prepared
 
     def build_model(self) -> nn.Module:
         vocabulary = {"vocab_size": len(self.tokenizer), "pad_token_id": self.tokenizer.pad_token_id,
@@ -126,7 +112,7 @@ class SpeechRecognitionCTC(AudioTask):
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         if self._metric is None:
             self._metric = load_metric("speech_recognition")
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        logits = logits_of(prediction.predictions)
         # Padding frames hold -100 everywhere (CTCTrainer, and the Trainer between batches): argmax is the blank.
         hypotheses = self.tokenizer.batch_decode(np.argmax(logits, axis=-1))
         return self._metric.compute(predictions=hypotheses, references=self.decode_labels(prediction.label_ids))

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset
 from torch import nn
 from transformers import (
     AutoModelForSpeechSeq2Seq,
@@ -16,37 +15,35 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
-from pipelines.data import Splits
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
     WAVEFORM,
-    AudioTask,
-    check_splits_columns,
+    TranscriptTask,
     extract_features,
 )
+from pipelines.tasks.base import logits_of
 from pipelines.tasks.speech_ctc import IGNORE, pad_labels
-from pipelines.transcripts import normalise, transcripts
+from pipelines.transcripts import normalise
 
 
-class SpeechRecognitionSeq2Seq(AudioTask):
+class SpeechRecognitionSeq2Seq(TranscriptTask):
     name = "speech-recognition-seq2seq"
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
     # Not PEFT's SEQ_2_SEQ_LM: its forward adds `input_ids`, which Whisper (audio in `input_features`) passes on
     # to its decoder twice. The plain PeftModel forwards the Trainer's batch as it is.
     peft_task_type = None
-    crops_long_audio = False
     trainer_class = Seq2SeqTrainer
     training_arguments_class = Seq2SeqTrainingArguments
     # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax.
-    training_defaults = {**AudioTask.training_defaults, "predict_with_generate": True, "generation_max_length": 128}
+    training_defaults = {**TranscriptTask.training_defaults, "predict_with_generate": True,
+                         "generation_max_length": 128}
 
     def __init__(self, config):
         super().__init__(config)
         self._metric = None
-        self.tokenizer = None
 
     def load_processor(self, source: str | None = None) -> Any:
         processor = from_pretrained(AutoProcessor, self.config.model, source)
@@ -59,17 +56,6 @@ class SpeechRecognitionSeq2Seq(AudioTask):
             processor.tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
         self.tokenizer = processor.tokenizer
         return processor
-
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
-                                      "text_column": self.config.data.text_column})
-        prepared = {}
-        for role, dataset in splits.datasets.items():
-            source = splits.sources[role]
-            labels = self.tokenizer(transcripts(dataset, self.config.data, source)).input_ids
-            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
-                                                   {"labels": labels}, source)
-        return prepared
 
     def _set_generation(self, model: nn.Module) -> nn.Module:
         generation = model.generation_config
@@ -113,7 +99,7 @@ class SpeechRecognitionSeq2Seq(AudioTask):
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         if self._metric is None:
             self._metric = load_metric("speech_recognition")
-        generated = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        generated = logits_of(prediction.predictions)
         return self._metric.compute(predictions=self.decode(generated), references=self.decode(prediction.label_ids))
 
     @torch.no_grad()

@@ -29,7 +29,7 @@ from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import Task, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class TokenClassification(LabelHeadMixin, Task):
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         if self._metric is None:
             self._metric = load_metric("ner")
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        logits = logits_of(prediction.predictions)
         predicted_ids = np.argmax(logits, axis=-1)
         predictions, references = [], []
         for predicted_row, label_row in zip(predicted_ids, prediction.label_ids):
