@@ -1,7 +1,7 @@
 """Audio input for the speech tasks: local folders and tables of paths, decoding, resampling, cropping.
 
 Decoding goes through soundfile, never `datasets.Audio(decode=True)`: datasets 5 decodes through torchcodec,
-which needs FFmpeg libraries that are often missing (shared/ENVIRONMENT.md). Hub audio columns are cast to
+which needs FFmpeg libraries that are often missing (docs/platform-notes.md). Hub audio columns are cast to
 `Audio(decode=False)` and their bytes or paths are decoded here.
 """
 

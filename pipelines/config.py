@@ -166,7 +166,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
     "save_total_limit": 2,
     "logging_steps": 10,
     # A sequence or token classifier under DDP logs doubled losses and gets doubled gradients with the
-    # default True (shared/ENVIRONMENT.md); per-device averaging is the correct choice for these tasks.
+    # default True (docs/platform-notes.md); per-device averaging is the correct choice for these tasks.
     "average_tokens_across_devices": False,
     # Every trainable parameter of these models takes part in each forward; the search costs a graph walk.
     "ddp_find_unused_parameters": False,

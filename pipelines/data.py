@@ -21,7 +21,6 @@ logger = logging.getLogger(__name__)
 
 FILE_BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t"}), ".json": ("json", {}),
                  ".jsonl": ("json", {}), ".parquet": ("parquet", {})}
-ROLES = ("train", "validation", "test")
 
 
 @dataclass

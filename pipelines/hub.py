@@ -37,17 +37,22 @@ def push_run(run_dir: Path, config: RecipeConfig, hub: HubConfig, pipeline_tag: 
     """
     if not hub.repo_id:
         raise HubtuneError("no Hub repository: set 'hub.repo_id' in the recipe or pass --repo-id")
-    (run_dir / CARD_FILE).write_text(model_card(run_dir, config, pipeline_tag))
-    files = files_to_upload(run_dir)
+    card = model_card(run_dir, config, pipeline_tag)
     if dry_run is not None:
+        # A dry run shows what would go up and leaves the run folder exactly as it was.
+        files = sorted({*(name for name in files_to_upload(run_dir) if name != CARD_FILE), CARD_FILE})
         dry_run.mkdir(parents=True, exist_ok=True)
         for name in files:
             (dry_run / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(run_dir / name, dry_run / name)
+            if name != CARD_FILE:
+                shutil.copy2(run_dir / name, dry_run / name)
+        (dry_run / CARD_FILE).write_text(card)
         manifest = {"repo_id": hub.repo_id, "private": hub.private, "files": files}
         (dry_run / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         logger.info("dry run: %d files for %s in %s", len(files), hub.repo_id, dry_run)
         return str(dry_run)
+    # The card is kept in the run folder too: the folder then documents itself as the Hub copy does.
+    (run_dir / CARD_FILE).write_text(card)
     api = HfApi()
     try:
         url = api.create_repo(hub.repo_id, private=hub.private, exist_ok=True)

@@ -45,7 +45,7 @@ def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: b
         values["eval_strategy"] = "no"
         values["load_best_model_at_end"] = False
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        # Several processes and no GPU: only `use_cpu` makes the Trainer pick gloo (shared/ENVIRONMENT.md).
+        # Several processes and no GPU: only `use_cpu` makes the Trainer pick gloo (docs/platform-notes.md).
         values.setdefault("use_cpu", True)
     try:
         return arguments_class(output_dir=str(output_dir), seed=config.seed, data_seed=config.seed, **values)

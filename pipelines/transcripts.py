@@ -43,6 +43,6 @@ def build_ctc_tokenizer(texts: list[str]) -> Wav2Vec2CTCTokenizer:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "vocab.json"
         path.write_text(json.dumps(vocab, ensure_ascii=False))
-        # No <s>/</s>: the tokenizer would add them outside the vocabulary (shared/ENVIRONMENT.md).
+        # No <s>/</s>: the tokenizer would add them outside the vocabulary (docs/platform-notes.md).
         return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
                                     bos_token=None, eos_token=None)

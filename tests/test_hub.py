@@ -76,3 +76,17 @@ def test_push_without_any_repo_id_is_exit_2(trained_run, tmp_path, capsys):
 
     assert main(["push", str(trained_run("full").run_dir), "--dry-run", str(tmp_path / "x")]) == 2
     assert "hub.repo_id" in capsys.readouterr().err
+
+
+def test_push_dry_run_leaves_the_run_folder_untouched(trained_run, tmp_path):
+    from pipelines.cli import main
+
+    run_dir = trained_run("full").run_dir
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+    before = snapshot()
+    assert main(["push", str(run_dir), "--repo-id", "me/tiny", "--dry-run", str(tmp_path / "upload")]) == 0
+    assert snapshot() == before
+    assert (tmp_path / "upload" / "README.md").is_file()
