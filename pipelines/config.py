@@ -152,6 +152,10 @@ class HubConfig:
     private: bool = True
 
 
+# `training.optim` values whose optimizers take the whole model (GaLore, APOLLO) or update inside backward
+# (LOMO) instead of taking param groups: they cannot carry hubtune's per-layer-group learning rates.
+WHOLE_MODEL_OPTIMIZERS = ("galore_", "apollo_", "lomo", "adalomo")
+
 # Keys of `training` that hubtune handles itself rather than passing to TrainingArguments.
 HUBTUNE_TRAINING_KEYS = {"resume"}
 
@@ -394,7 +398,16 @@ def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequenc
     config = _build(RecipeConfig, tree)
     config.training = training
     _validate(config)
+    _check_optimizer(config.training)
     return config
+
+
+def _check_optimizer(training: dict[str, Any]) -> None:
+    optim = str(training.get("optim", ""))
+    if optim.startswith(WHOLE_MODEL_OPTIMIZERS):
+        raise HubtuneError(f"recipe key 'training.optim': '{optim}' builds its own parameter groups from the whole "
+                           "model, so it cannot take hubtune's layer-group learning rates; choose e.g. adamw_torch, "
+                           "adafactor or an 8-bit/paged AdamW")
 
 
 def dump_recipe_config(config: RecipeConfig, path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -15,9 +14,10 @@ from datasets import Dataset
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import Trainer, TrainerCallback, TrainingArguments, get_scheduler
+from transformers.trainer_optimizer import is_optimizer_factory
 
 from pipelines.adapt.groups import LayerGroups
-from pipelines.adapt.param_groups import GroupPlan, optimizer_groups
+from pipelines.adapt.param_groups import GroupPlan, no_weight_decay_names, optimizer_groups
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.tasks.base import Task
@@ -62,6 +62,28 @@ class GroupOptimization:
     unfreeze_unit: str = "epoch"
 
 
+# Optimizer arguments by which upstream's optimizers take the whole model (or build per-parameter optimizers)
+# instead of param groups: GaLore, APOLLO, LOMO and the layer-wise variants.
+WHOLE_MODEL_OPTIMIZER_KEYS = {"params", "model", "optimizer_dict"}
+
+
+class FreshOptimizerStateAtUnfreeze(TrainerCallback):
+    """Clears a gated group's optimizer state (Adam moments, step count) at its unfreeze step.
+
+    Before that step the group's learning rate is zero but it still gets gradients, which would otherwise fill
+    its moments with history from steps it never took; clearing makes unfreezing equal to adding the group then.
+    """
+
+    def __init__(self, starts: list[int]):
+        self.starts = starts
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        for group, start in zip(optimizer.param_groups, self.starts):
+            if start > 0 and state.global_step == start:
+                for parameter in group["params"]:
+                    optimizer.state.pop(parameter, None)
+
+
 def _gated(schedule: Callable[[int], float], start_step: int) -> Callable[[int], float]:
     """The Trainer's LR schedule for one param group, held at zero until the group's start step.
 
@@ -94,17 +116,30 @@ class LayerGroupOptimizationMixin:
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
+        """The optimizer `training.optim` names (upstream's choice of class and arguments, 8-bit and paged ones
+        included), over hubtune's layer-group param groups instead of upstream's decay/no-decay pair."""
         if self.optimizer is None:
             target = self.model if model is None else model
-            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+            if self.optimizer_cls_and_kwargs is not None:
+                optimizer_cls, kwargs = self.optimizer_cls_and_kwargs
+                kwargs = dict(kwargs)
+            else:
+                optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+            if is_optimizer_factory(optimizer_cls) or WHOLE_MODEL_OPTIMIZER_KEYS & kwargs.keys():
+                raise HubtuneError(f"optimizer '{self.args.optim}' ('training.optim') builds its own parameter "
+                                   "groups, so it cannot take hubtune's layer-group learning rates")
             groups = optimizer_groups(target, self.optimization.groups, self.optimization.plans,
-                                      self.args.learning_rate, self.args.weight_decay)
+                                      self.args.learning_rate, self.args.weight_decay,
+                                      no_weight_decay_names(target))
             self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
-    def _steps_per_epoch(self) -> int:
-        batches = math.ceil(len(self.train_dataset) / (self.args.train_batch_size * self.args.world_size))
-        return max(1, batches // self.args.gradient_accumulation_steps)
+    def _update_steps_per_epoch(self) -> int:
+        # As Trainer counts them: the per-process batch count (DDP split and drop_last applied by the prepared
+        # loader), and a last partial accumulation window still makes an update step.
+        batches = len(self.get_train_dataloader())
+        accumulation = self.args.gradient_accumulation_steps
+        return max(1, batches // accumulation + int(batches % accumulation > 0))
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
@@ -117,9 +152,10 @@ class LayerGroupOptimizationMixin:
                 if not isinstance(schedule, LambdaLR):
                     raise HubtuneError(f"'adapt.unfreeze_schedule' needs a LambdaLR schedule; "
                                        f"'training.lr_scheduler_type={self.args.lr_scheduler_type}' is not one")
-                unit = 1 if self.optimization.unfreeze_unit == "step" else self._steps_per_epoch()
-                schedule = LambdaLR(optimizer, [_gated(schedule.lr_lambdas[0], round(group["unfreeze_at"] * unit))
-                                                for group in optimizer.param_groups])
+                unit = 1 if self.optimization.unfreeze_unit == "step" else self._update_steps_per_epoch()
+                starts = [round(group["unfreeze_at"] * unit) for group in optimizer.param_groups]
+                schedule = LambdaLR(optimizer, [_gated(schedule.lr_lambdas[0], start) for start in starts])
+                self.add_callback(FreshOptimizerStateAtUnfreeze(starts))
             self.lr_scheduler = schedule
             self._created_lr_scheduler = True
         return self.lr_scheduler

@@ -70,18 +70,32 @@ def plan_groups(model: nn.Module, groups: LayerGroups, adapt: AdaptConfig) -> di
     return {name: GroupPlan(scales[name], starts[name]) for name in trainable}
 
 
-def _no_decay(name: str, parameter: nn.Parameter) -> bool:
+def no_weight_decay_names(model: nn.Module) -> set[str]:
+    """Full parameter names that a module inside `model` excludes from weight decay through timm's
+    `no_weight_decay()` (e.g. a ViT's `pos_embed` and `cls_token`), wherever the module sits (TimmWrapper, PEFT)."""
+    names = set()
+    for prefix, module in model.named_modules():
+        exclude = getattr(module, "no_weight_decay", None)
+        if callable(exclude):
+            names |= {f"{prefix}.{name}" if prefix else name for name in exclude()}
+    return names
+
+
+def _no_decay(name: str, parameter: nn.Parameter, excluded: set[str]) -> bool:
     # Biases and normalisation weights (all 1-D) are not decayed, as in BERT, timm and the Trainer.
-    return parameter.ndim <= 1 or name.endswith(".bias")
+    return parameter.ndim <= 1 or name.endswith(".bias") or name in excluded
 
 
 def optimizer_groups(model: nn.Module, groups: LayerGroups, plans: dict[str, GroupPlan], base_lr: float,
-                     weight_decay: float) -> list[dict]:
-    """Torch optimizer param groups: one per (layer group, decay or not), each with its LR and schedule start."""
+                     weight_decay: float, no_decay_names: set[str] = frozenset()) -> list[dict]:
+    """Torch optimizer param groups: one per (layer group, decay or not), each with its LR and schedule start.
+
+    `no_decay_names` are undecayed whatever their shape (`no_weight_decay_names`)."""
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            buckets.setdefault((groups.group_of(name), _no_decay(name, parameter)), []).append(parameter)
+            key = (groups.group_of(name), _no_decay(name, parameter, no_decay_names))
+            buckets.setdefault(key, []).append(parameter)
     return [{"params": params, "lr": base_lr * plans[group].lr_scale,
              "weight_decay": 0.0 if no_decay else weight_decay,
              "layer_group": group, "unfreeze_at": plans[group].unfreeze_at}
