@@ -73,17 +73,23 @@ def test_rotten_tomatoes_splits_are_disjoint_and_labelled(assets, tmp_path):
 
 
 def test_feature_extraction_on_real_minilm_and_real_reviews(assets, offline_cache, tmp_path):
-    """The offline recipe's path end to end on a small slice: frozen real encoder, new head, real reviews."""
+    """The offline recipe's path end to end on a small slice: frozen real encoder (features cached), a new head
+    trained on real reviews, better than the majority class."""
     assets.write_rotten_tomatoes(tmp_path / "data")
     recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "sentiment-minilm-offline.yaml"
     folder = tmp_path / "data" / "rotten_tomatoes"
     recipe = Recipe.from_yaml(recipe_path, [
         f"data.files.train={folder / 'train.csv'}", f"data.files.validation={folder / 'validation.csv'}",
-        f"data.files.test={folder / 'test.csv'}", "data.max_train_samples=96", "data.max_eval_samples=32",
-        "data.max_test_samples=64", "adapt.strategy=freeze_backbone", "training.num_train_epochs=1",
-        "training.learning_rate=1e-3", "training.save_strategy=no", "training.disable_tqdm=true",
+        f"data.files.test={folder / 'test.csv'}", "data.max_train_samples=400", "data.max_eval_samples=32",
+        "data.max_test_samples=200", "adapt.strategy=freeze_backbone", "adapt.feature_cache=true",
+        f"adapt.feature_cache_dir={tmp_path / 'features'}", "training.num_train_epochs=30",
+        "training.learning_rate=1e-2", "training.save_strategy=no", "training.eval_strategy=no", "training.disable_tqdm=true",
         f"output_dir={tmp_path / 'run'}"])
     results = recipe.run()
     assert results["trainable_parameters"] == 384 * 2 + 2
-    assert 0.0 <= results["test_accuracy"] <= 1.0 and results["test_samples"] == 64
+    assert results["test_samples"] == 200
+    # A head on frozen MiniLM features (0.635 when measured, seeded) must beat always answering the majority
+    # class (0.578 of the test reviews are positive); a head that learned nothing scores about that.
+    majority = pd.read_csv(folder / "test.csv")["label"].value_counts(normalize=True).max()
+    assert results["test_accuracy"] >= majority + 0.03
     assert (tmp_path / "run" / "model.safetensors").is_file()
