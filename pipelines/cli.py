@@ -141,6 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HubtuneError as error:
         print(f"hubtune: error: {error}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt as interrupt:
+        # Ctrl-C: one line (with what to do next when training was running), and the shell's exit code.
+        print(f"hubtune: interrupted{': ' if str(interrupt) else ''}{interrupt}", file=sys.stderr)
+        return 130
     return 0
 
 

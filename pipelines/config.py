@@ -283,6 +283,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 def _validate(config: RecipeConfig) -> None:
     if not config.name:
         raise HubtuneError("recipe key 'name' is required")
+    if config.name in (".", "..") or any(separator in config.name for separator in "/\\"):
+        raise HubtuneError(f"recipe key 'name' must be a plain folder name (the run goes to runs/<name>), got "
+                           f"{config.name!r}; set 'output_dir' to put the run elsewhere")
     if not config.model.checkpoint:
         raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
     if config.adapt.strategy not in ADAPT_STRATEGIES:

@@ -9,3 +9,13 @@ class HubtuneError(Exception):
     def __init__(self, message: str):
         # One line, always: a multi-line message from a library we wrap is folded, never dropped.
         super().__init__(" ".join(str(message).split()))
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training, with what to do next. Still a KeyboardInterrupt for code that catches those; the
+    CLI prints the message on one line and exits with 130, as a shell does for an interrupted command."""
+
+    exit_code = 130
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

@@ -14,6 +14,7 @@ from huggingface_hub.utils import filter_repo_objects
 from pipelines.config import HubConfig, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.model_card import model_card
+from pipelines.run_guard import record_written
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def push_run(run_dir: Path, config: RecipeConfig, hub: HubConfig, pipeline_tag: 
         return str(dry_run)
     # The card is kept in the run folder too: the folder then documents itself as the Hub copy does.
     (run_dir / CARD_FILE).write_text(card)
+    record_written(run_dir, [CARD_FILE])
     api = HfApi()
     try:
         url = api.create_repo(hub.repo_id, private=hub.private, exist_ok=True)

@@ -11,6 +11,7 @@ from transformers import PrinterCallback
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.run_folder import read_run_recipe, write_json
+from pipelines.run_guard import record_written
 from pipelines.tasks import get_task
 from pipelines.training import build_trainer, training_arguments
 
@@ -95,7 +96,10 @@ class Predictor:
             trainer = build_trainer(self.task, self.model, self.processor, {}, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
             output = trainer.predict(data[split], metric_key_prefix=split)
-        write_json(self.run_dir / EVALUATE_FILE, output.metrics)
-        for name, payload in self.task.prediction_artifacts(output).items():
-            write_json(self.run_dir / f"{split}_{name}.json", payload)
+        written = {EVALUATE_FILE: output.metrics}
+        written.update({f"{split}_{name}.json": payload
+                        for name, payload in self.task.prediction_artifacts(output).items()})
+        for name, payload in written.items():
+            write_json(self.run_dir / name, payload)
+        record_written(self.run_dir, list(written))
         return output.metrics

@@ -5,24 +5,34 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from accelerate import PartialState
 from datasets import Dataset
 from torch import nn
-from transformers import TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import Trainer, TrainerCallback, set_seed
 
 from pipelines.adapt import adapt_model, format_table, parameter_table, plan_groups
 from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
 from pipelines.data import load_splits
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, RunInterrupted
 from pipelines.feature_cache import FeatureCache
 from pipelines.hub import push_run
 from pipelines.report import write_report
+from pipelines.resume import drop_incomplete, find_resumable
+from pipelines.run_guard import (
+    check_replaceable,
+    finish_run,
+    recover_interrupted_swap,
+    refuse_protected,
+    remove_run_folder,
+    staging_dir,
+    start_run,
+    swap_in,
+)
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.tasks import Task, get_task
 from pipelines.training import GroupOptimization, build_trainer, training_arguments
@@ -38,6 +48,25 @@ def _absolute_files(config: RecipeConfig) -> None:
     checkpoint = Path(config.model.checkpoint).expanduser()
     if checkpoint.exists():
         config.model.checkpoint = str(checkpoint.resolve())
+
+
+@dataclass
+class RunPlan:
+    """Where a run trains (the run folder, or a staging folder swapped in at the end) and what it resumes."""
+
+    work_dir: Path
+    replaces: bool  # work_dir is a staging folder that replaces output_dir once the run has finished
+    checkpoint: str | None = None
+    incomplete: list[Path] = field(default_factory=list)  # half-written checkpoints newer than `checkpoint`
+
+
+@dataclass
+class TrainedStage:
+    trainer: Trainer
+    model: nn.Module
+    table: list[dict]
+    results: dict[str, Any]
+    artifacts: dict[str, Any]
 
 
 class Recipe:
@@ -59,19 +88,41 @@ class Recipe:
     def output_dir(self) -> Path:
         return self.config.resolved_output_dir
 
-    def _last_checkpoint(self) -> str | None:
-        resume = self.config.training.get("resume", False)
-        existing = self.output_dir.is_dir() and any(self.output_dir.iterdir())
-        if resume:
-            checkpoint = get_last_checkpoint(str(self.output_dir)) if self.output_dir.is_dir() else None
-            if checkpoint is None:
-                raise HubtuneError(f"'training.resume' is true but '{self.output_dir}' holds no checkpoint-* folder")
-            return checkpoint
-        if existing and not self.config.overwrite:
-            raise HubtuneError(
-                f"run folder '{self.output_dir}' already exists; set 'training.resume=true' to continue it, "
-                "'overwrite=true' to replace it, or another 'output_dir'")
-        return None
+    def _plan(self) -> RunPlan:
+        """Where this run trains and from which checkpoint; refuses, before anything is written, a run that
+        would replace or resume something it must not."""
+        target = self.output_dir
+        if target.exists() and not target.is_dir():
+            raise HubtuneError(f"'output_dir' '{target}' is a file, not a folder; choose another 'output_dir'")
+        refuse_protected(target)
+        staging = staging_dir(target)
+        if self.config.training.get("resume", False):
+            # An interrupted replacement (overwrite=true) is the newest run: resume that one, then swap it in.
+            for folder, replaces in ((staging, True), (target, False)):
+                checkpoint, incomplete = find_resumable(folder)
+                if checkpoint is not None:
+                    return RunPlan(folder, replaces, str(checkpoint), incomplete)
+                if replaces and staging.exists():
+                    raise HubtuneError(f"the interrupted replacement of '{target}' saved no complete checkpoint to "
+                                       "resume from; run it again with 'overwrite=true'")
+            raise HubtuneError(f"'training.resume' is true but '{target}' holds no complete checkpoint-* folder")
+        if target.is_dir() and any(target.iterdir()):
+            if not self.config.overwrite:
+                raise HubtuneError(
+                    f"run folder '{target}' already exists; set 'training.resume=true' to continue it, "
+                    "'overwrite=true' to replace it, or another 'output_dir'")
+            check_replaceable(target)
+            return RunPlan(staging, replaces=True)
+        return RunPlan(target, replaces=False)
+
+    def _open_folder(self, plan: RunPlan, state: PartialState) -> None:
+        """Mark the folder the run trains in as hubtune's (one process writes, the others wait)."""
+        if state.is_main_process:
+            drop_incomplete(plan.incomplete)
+            if plan.replaces and plan.checkpoint is None:
+                remove_run_folder(plan.work_dir)  # what an earlier, interrupted replacement left
+            start_run(plan.work_dir)
+        state.wait_for_everyone()
 
     def _adapt(self, task: Task, model: nn.Module, strategy: str) -> tuple[nn.Module, GroupOptimization, list[dict]]:
         adapt = self.config.adapt
@@ -83,10 +134,10 @@ class Recipe:
         return model, GroupOptimization(groups, plans, unit), table
 
     def _linear_probe(self, task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset],
-                      resuming: bool) -> dict[str, Any]:
+                      plan: RunPlan) -> dict[str, Any]:
         """LP-FT's first stage: train the head alone; its metrics are kept as `probe_*`."""
-        probe_dir = self.output_dir / PROBE_DIR
-        if resuming and (probe_dir / RESULTS_FILE).is_file():
+        probe_dir = plan.work_dir / PROBE_DIR
+        if plan.checkpoint is not None and (probe_dir / RESULTS_FILE).is_file():
             # The fine-tuning stage's checkpoint already holds the probed head.
             return json.loads((probe_dir / RESULTS_FILE).read_text())
         lp_ft = self.config.adapt.lp_ft
@@ -106,37 +157,31 @@ class Recipe:
             write_json(probe_dir / RESULTS_FILE, results)
         return results
 
-    def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
-        """Train, evaluate on validation and test, and write the run folder. Returns all results."""
-        config = self.config
-        started = time.perf_counter()
-        task = get_task(config.task)(config)
-        state = PartialState()
-        checkpoint = self._last_checkpoint()
-        # Everything that can be wrong with the input is checked before the run folder is touched.
+    def _prepare_data(self, task: Task) -> tuple[Any, dict[str, Dataset]]:
         processor = task.load_processor()
-        splits = load_splits(config.data, config.seed, task.load_data_file)
+        splits = load_splits(self.config.data, self.config.seed, task.load_data_file)
         processor = task.fit_processor(splits, processor)
-        data = task.prepare(splits, processor)
-        set_seed(config.seed)
-        model = task.build_model()
+        return processor, task.prepare(splits, processor)
+
+    def _train_and_score(self, task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset],
+                         plan: RunPlan, callbacks: Sequence[TrainerCallback]) -> TrainedStage:
+        config = self.config
         lp_ft = config.adapt.strategy == "lp_ft"
         if not lp_ft:
             model, optimization, table = self._adapt(task, model, config.adapt.strategy)
-        args = training_arguments(config, self.output_dir, "validation" in data, task.training_arguments_class,
+        args = training_arguments(config, plan.work_dir, "validation" in data, task.training_arguments_class,
                                   task.training_defaults)
+        state = PartialState()
         cache = None
         if config.adapt.feature_cache:
             cache = FeatureCache(model, config, task.data_collator(processor))
             with state.main_process_first():  # one rank writes the cache, the others then read it
                 cached_data = cache.cached(data, args.per_device_eval_batch_size)
-        if checkpoint is None and self.output_dir.exists() and state.is_main_process:
-            shutil.rmtree(self.output_dir)
-        state.wait_for_everyone()
+        self._open_folder(plan, state)
 
         results: dict[str, Any] = {}
         if lp_ft:
-            results.update(self._linear_probe(task, model, processor, data, resuming=checkpoint is not None))
+            results.update(self._linear_probe(task, model, processor, data, plan))
             model, optimization, table = self._adapt(task, model, config.adapt.lp_ft.then)
         if cache is None:
             trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
@@ -149,7 +194,7 @@ class Recipe:
             backbone = cache.standing_in()
         artifacts: dict[str, Any] = {}
         with backbone:
-            train_result = trainer.train(resume_from_checkpoint=checkpoint)
+            train_result = trainer.train(resume_from_checkpoint=plan.checkpoint)
             results.update(train_result.metrics, train_samples=len(data["train"]))
             for role, prefix in (("validation", "eval"), ("test", "test")):
                 if role in data:
@@ -159,21 +204,59 @@ class Recipe:
                                       for name, payload in task.prediction_artifacts(output).items()})
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
-        results.update(trainable_parameters=trainable, total_parameters=total,
-                       trainable_share=trainable / total, wall_time_s=time.perf_counter() - started)
+        results.update(trainable_parameters=trainable, total_parameters=total, trainable_share=trainable / total)
+        return TrainedStage(trainer, model, table, results, artifacts)
 
-        trainer.save_model(str(self.output_dir))
+    def _write_run_folder(self, stage: TrainedStage, plan: RunPlan) -> None:
+        trainer, folder = stage.trainer, plan.work_dir
+        trainer.save_model(str(folder))
         trainer.save_state()
         if trainer.is_world_process_zero():
             # The label names live in the task model's config; an adapter folder does not save it itself.
-            trainer.accelerator.unwrap_model(model).config.save_pretrained(self.output_dir)
-            dump_recipe_config(config, self.output_dir / RECIPE_FILE)
-            write_json(self.output_dir / PARAMETERS_FILE, table)
-            write_json(self.output_dir / RESULTS_FILE, results)
-            for name, payload in artifacts.items():
-                write_json(self.output_dir / name, payload)
-            write_report(self.output_dir, config.name)
+            trainer.accelerator.unwrap_model(stage.model).config.save_pretrained(folder)
+            dump_recipe_config(self.config, folder / RECIPE_FILE)
+            write_json(folder / PARAMETERS_FILE, stage.table)
+            write_json(folder / RESULTS_FILE, stage.results)
+            for name, payload in stage.artifacts.items():
+                write_json(folder / name, payload)
+            write_report(folder, self.config.name)
+            finish_run(folder)
+            if plan.replaces:
+                swap_in(folder, self.output_dir)
+        trainer.accelerator.wait_for_everyone()
         logger.info("run folder: %s", self.output_dir)
-        if config.hub.push and trainer.is_world_process_zero():
-            results["hub_url"] = push_run(self.output_dir, config, config.hub, task.pipeline_tag)
-        return results
+
+    def _interrupted(self, plan: RunPlan, state: PartialState) -> RunInterrupted:
+        """What Ctrl-C leaves: the checkpoints saved so far, to resume from; or, before the first one, nothing."""
+        checkpoint, _ = find_resumable(plan.work_dir)
+        if checkpoint is not None:
+            return RunInterrupted(f"training stopped; its last complete checkpoint is '{checkpoint}'; continue it "
+                                  "with the same command and 'training.resume=true'")
+        if state.is_main_process and plan.checkpoint is None:
+            remove_run_folder(plan.work_dir)  # only this run's marker and logs: nothing to resume from
+        kept = f"'{self.output_dir}' is as it was; " if plan.replaces else ""
+        return RunInterrupted(f"training stopped before its first checkpoint (see 'training.save_strategy'); {kept}"
+                              "run the same command again to start over")
+
+    def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+        """Train, evaluate on validation and test, and write the run folder. Returns all results."""
+        started = time.perf_counter()
+        state = PartialState()
+        if state.is_main_process:
+            recover_interrupted_swap(self.output_dir)
+        state.wait_for_everyone()
+        plan = self._plan()
+        # Everything that can be wrong with the input is checked before the run folder is touched.
+        task = get_task(self.config.task)(self.config)
+        processor, data = self._prepare_data(task)
+        set_seed(self.config.seed)
+        model = task.build_model()
+        try:
+            stage = self._train_and_score(task, model, processor, data, plan, callbacks)
+        except KeyboardInterrupt:
+            raise self._interrupted(plan, state) from None
+        stage.results["wall_time_s"] = time.perf_counter() - started
+        self._write_run_folder(stage, plan)
+        if self.config.hub.push and stage.trainer.is_world_process_zero():
+            stage.results["hub_url"] = push_run(self.output_dir, self.config, self.config.hub, task.pipeline_tag)
+        return stage.results

@@ -117,14 +117,14 @@ def test_resumed_run_folder_is_complete(resumed):
 
 def test_resume_without_checkpoint_is_an_error(recipe_values, tmp_path):
     # A folder that does not exist ...
-    with pytest.raises(HubtuneError, match="no checkpoint-\\* folder") as caught:
+    with pytest.raises(HubtuneError, match="no complete checkpoint-\\* folder") as caught:
         Recipe.from_dict(copy.deepcopy(recipe_values), ["training.resume=true"]).run()
     assert recipe_values["output_dir"] in str(caught.value)
     # ... and one that holds files but no checkpoint.
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "all_results.json").write_text("{}")
-    with pytest.raises(HubtuneError, match="no checkpoint-\\* folder"):
+    with pytest.raises(HubtuneError, match="no complete checkpoint-\\* folder"):
         Recipe.from_dict(copy.deepcopy(recipe_values), ["training.resume=true"]).run()
     assert [p.name for p in run_dir.iterdir()] == ["all_results.json"]
 
@@ -154,23 +154,27 @@ def test_empty_existing_folder_is_fine(recipe_values, tmp_path):
     assert results["test_samples"] == 60
 
 
-def test_overwrite_replaces_the_folder(recipe_values, tmp_path):
+def test_overwrite_replaces_a_run_folder_hubtune_wrote(recipe_values, tmp_path):
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoint-7").mkdir(parents=True)
-    (run_dir / "stale.txt").write_text("from an old run")
+    Recipe.from_dict(copy.deepcopy(recipe_values), ["training.num_train_epochs=1", "training.learning_rate=1e-9"]).run()
+    assert json.loads((run_dir / "all_results.json").read_text())["test_accuracy"] < 0.9
+    (run_dir / "checkpoint-7").mkdir()  # a checkpoint the old run was saving when it stopped
     Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true", "training.num_train_epochs=1"]).run()
-    assert not (run_dir / "stale.txt").exists()
     assert not (run_dir / "checkpoint-7").exists()
     saved = json.loads((run_dir / "all_results.json").read_text())
     assert saved["test_accuracy"] >= 0.9
     assert (run_dir / "recipe.yaml").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging or retired folder left behind
 
 
 def test_overwrite_with_invalid_training_section_keeps_the_old_folder(recipe_values, tmp_path):
     """Bad input must be refused before the old run is deleted, also with overwrite=true."""
+    from pipelines.run_guard import finish_run, start_run
+
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    start_run(run_dir)
     (run_dir / "all_results.json").write_text('{"test_accuracy": 0.5}')
+    finish_run(run_dir)
     before = snapshot(run_dir)
     with pytest.raises(HubtuneError, match="eval_strategy|bogus"):
         Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true", "training.eval_strategy=bogus"]).run()

@@ -1,0 +1,223 @@
+"""A user's files are never lost: hubtune replaces only run folders it wrote, swaps a new run in only once it has
+finished, and every interrupted run (Ctrl-C, kill -9 while saving) resumes to the uninterrupted result."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from transformers import TrainerCallback
+
+from pipelines import HubtuneError, Recipe, load_recipe_config
+from pipelines.cli import main
+from pipelines.errors import RunInterrupted
+from pipelines.run_guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINTING = ["training.save_strategy=steps", "training.save_steps=5", "training.num_train_epochs=2"]
+STEPS = 2 * 240 // 16  # 30
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    state = json.loads((run_dir / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def quality(results: dict) -> dict[str, float]:
+    return {k: v for k, v in results.items() if k.startswith("test_") and not k.endswith(("runtime", "per_second"))}
+
+
+def assert_same_run(resumed: dict, resumed_dir: Path, straight: dict, straight_dir: Path) -> None:
+    for key, value in quality(straight).items():
+        assert math.isclose(resumed[key], value, rel_tol=1e-5, abs_tol=1e-7), key
+    straight_losses, resumed_losses = losses(straight_dir), losses(resumed_dir)
+    assert sorted(resumed_losses) == sorted(straight_losses)
+    for step, loss in straight_losses.items():
+        assert math.isclose(resumed_losses[step], loss, rel_tol=1e-5), step
+
+
+class InterruptAt(TrainerCallback):
+    """Ctrl-C right after the given optimizer step."""
+
+    def __init__(self, step: int, error: type[BaseException] = KeyboardInterrupt):
+        self.step, self.error = step, error
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise self.error("interrupted by the test")
+
+
+@pytest.fixture(scope="module")
+def straight(tiny_bert, sentiment_files, tmp_path_factory):
+    """The uninterrupted run that interrupted and resumed runs must reproduce."""
+    from conftest import make_recipe_values
+
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    results = Recipe.from_dict(make_recipe_values(tiny_bert, sentiment_files, run_dir), CHECKPOINTING).run()
+    return results, run_dir
+
+
+@pytest.fixture
+def finished_run(recipe_values) -> Path:
+    """A short finished run in `recipe_values`' output_dir."""
+    Recipe.from_dict(copy.deepcopy(recipe_values), ["training.num_train_epochs=1"]).run()
+    return Path(recipe_values["output_dir"])
+
+
+# --- where a run may write, and what it may replace ------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["cwd", "parent_of_cwd", "home"])
+def test_protected_folders_are_never_used_or_replaced(recipe_values, tmp_path, monkeypatch, where):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "notes.txt").write_text("mine")
+    monkeypatch.chdir(project / "src" if where == "parent_of_cwd" else project)
+    if where == "home":
+        monkeypatch.setenv("HOME", str(project))
+        monkeypatch.chdir(tmp_path)
+    before = snapshot(project)
+    with pytest.raises(HubtuneError) as caught:
+        Recipe.from_dict(dict(recipe_values, output_dir=str(project)), ["overwrite=true"]).run()
+    assert str(project) in str(caught.value) and "run folder of its own" in str(caught.value)
+    assert snapshot(project) == before
+
+
+def test_output_dir_that_is_a_file_is_refused_before_anything_is_written(recipe_values, tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    with pytest.raises(HubtuneError, match="is a file, not a folder") as caught:
+        Recipe.from_dict(dict(recipe_values, output_dir=str(target)), ["overwrite=true"]).run()
+    assert str(target) in str(caught.value)
+    assert target.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["results.txt"]
+
+
+@pytest.mark.parametrize("name", [".", "..", "../escaped-run", "a/b"])
+def test_names_stay_inside_runs(recipe_values, name):
+    values = {k: v for k, v in recipe_values.items() if k != "output_dir"}
+    with pytest.raises(HubtuneError, match="recipe key 'name' must be a plain folder name"):
+        load_recipe_config(values=dict(values, name=name))
+
+
+def test_folder_hubtune_did_not_write_is_never_replaced(recipe_values, tmp_path):
+    run_dir = Path(recipe_values["output_dir"])
+    run_dir.mkdir()
+    (run_dir / "thesis.tex").write_text("years of work")
+    with pytest.raises(HubtuneError, match=f"hubtune did not write it .*{MARKER}") as caught:
+        Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true"]).run()
+    assert str(run_dir) in str(caught.value)
+    assert (run_dir / "thesis.tex").read_text() == "years of work"
+
+
+def test_users_files_inside_a_run_folder_block_overwrite(finished_run, recipe_values):
+    (finished_run / "notes.txt").write_text("what I saw")
+    (finished_run / "analysis").mkdir()
+    (finished_run / "analysis" / "plot.py").write_text("print(1)")
+    before = snapshot(finished_run)
+    with pytest.raises(HubtuneError) as caught:
+        Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true"]).run()
+    message = str(caught.value)
+    assert str(finished_run / "notes.txt") in message and str(finished_run / "analysis") in message
+    assert snapshot(finished_run) == before
+
+
+def test_files_hubtune_adds_later_do_not_block_overwrite(finished_run, recipe_values, tmp_path):
+    from pipelines.inference import Predictor
+
+    Predictor(finished_run).evaluate("validation")
+    assert main(["push", str(finished_run), "--repo-id", "me/x", "--dry-run", str(tmp_path / "upload")]) == 0
+    Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true", "training.num_train_epochs=1"]).run()
+    assert not (finished_run / "evaluate_results.json").exists()
+
+
+def test_failed_overwrite_leaves_the_old_run_intact(finished_run, recipe_values):
+    before = snapshot(finished_run)
+    with pytest.raises(RuntimeError, match="interrupted by the test"):
+        Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true"]).run(
+            callbacks=[InterruptAt(3, RuntimeError)])
+    assert snapshot(finished_run) == before
+    # The next overwrite clears what the failed one left beside the run, and leaves nothing else behind.
+    Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true", "training.num_train_epochs=1"]).run()
+    assert sorted(p.name for p in finished_run.parent.iterdir()) == [finished_run.name]
+
+
+def test_a_crash_between_the_swaps_renames_is_repaired(tmp_path):
+    target = tmp_path / "run"
+    start_run(target)
+    (target / "all_results.json").write_text("{}")
+    finish_run(target)
+    retired = tmp_path / ".run.hubtune-old"
+    target.rename(retired)  # the moment after the old run was moved aside, before the new one moved in
+    recover_interrupted_swap(target)
+    assert (target / "all_results.json").is_file() and not retired.exists()
+
+
+# --- interrupted runs resume -------------------------------------------------------------------------------------
+
+def test_ctrl_c_stops_cleanly_and_resume_gives_the_uninterrupted_run(straight, recipe_values):
+    values = copy.deepcopy(recipe_values)
+    with pytest.raises(RunInterrupted) as caught:
+        Recipe.from_dict(values, CHECKPOINTING).run(callbacks=[InterruptAt(12)])
+    run_dir = Path(values["output_dir"])
+    assert str(run_dir / "checkpoint-10") in str(caught.value) and "training.resume=true" in str(caught.value)
+    assert isinstance(caught.value, KeyboardInterrupt)
+    assert not (run_dir / "all_results.json").exists()
+    resumed = Recipe.from_dict(values, [*CHECKPOINTING, "training.resume=true"]).run()
+    assert_same_run(resumed, run_dir, *straight)
+
+
+def test_ctrl_c_during_overwrite_keeps_the_old_run_and_resumes_the_new_one(straight, finished_run, recipe_values):
+    before = snapshot(finished_run)
+    with pytest.raises(RunInterrupted):
+        Recipe.from_dict(copy.deepcopy(recipe_values), [*CHECKPOINTING, "overwrite=true"]).run(
+            callbacks=[InterruptAt(7)])
+    assert snapshot(finished_run) == before
+    assert (staging_dir(finished_run) / "checkpoint-5").is_dir()
+    resumed = Recipe.from_dict(copy.deepcopy(recipe_values), [*CHECKPOINTING, "training.resume=true"]).run()
+    assert_same_run(resumed, finished_run, *straight)
+    assert not staging_dir(finished_run).exists()
+
+
+def test_kill_9_while_saving_a_checkpoint_resumes_from_the_last_complete_one(straight, recipe_values, tmp_path,
+                                                                           caplog):
+    values = copy.deepcopy(recipe_values)
+    values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(values))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    completed = subprocess.run([sys.executable, str(ROOT / "tests" / "crash_worker.py"), str(recipe_path), "15"],
+                               env=env, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == -9, completed.stderr[-2000:]
+    run_dir = Path(values["output_dir"])
+    partial = run_dir / "checkpoint-15"
+    assert partial.is_dir() and not (partial / "trainer_state.json").exists()
+    resumed = Recipe.from_dict(values, ["training.resume=true"]).run()
+    assert "checkpoint-15' is incomplete" in caplog.text
+    assert_same_run(resumed, run_dir, *straight)
+
+
+def test_cli_ctrl_c_exits_130_with_one_line_and_no_traceback(recipe_values, tmp_path, monkeypatch, capsys):
+    from transformers import Trainer
+
+    def interrupted_train(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train", interrupted_train)
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe_values))
+    assert main(["train", str(recipe_path)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("hubtune: interrupted: training stopped before its first checkpoint")
+    assert "Traceback" not in err[0]
+    # Nothing to resume from was kept, so the same command simply starts over.
+    assert not Path(recipe_values["output_dir"]).exists()
