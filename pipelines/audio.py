@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import soundfile
@@ -94,11 +94,11 @@ def decode(source: Any, sampling_rate: int, where: str) -> np.ndarray:
     return waveform.astype(np.float32)
 
 
-def decode_column(dataset: Dataset, column: str, sampling_rate: int, source: str) -> list[np.ndarray]:
+def decode_column(dataset: Dataset, column: str, sampling_rate: int, locate: Callable[[int], str]) -> list[np.ndarray]:
     """Every row's audio, decoded, mono and resampled; a bad file is an error naming the file and row."""
     if isinstance(dataset.features.get(column), Audio):
         dataset = dataset.cast_column(column, Audio(decode=False))
-    return [decode(value, sampling_rate, f"{source}, row {row + 1}") for row, value in enumerate(dataset[column])]
+    return [decode(value, sampling_rate, locate(row)) for row, value in enumerate(dataset[column])]
 
 
 def crop(waveform: np.ndarray, max_samples: int | None, rng: np.random.Generator | None) -> np.ndarray:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import datasets
+import numpy as np
 from datasets import ClassLabel, Dataset
 
 from pipelines.config import DataConfig
@@ -23,18 +24,44 @@ FILE_BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t"}), ".json": (
                  ".jsonl": ("json", {}), ".parquet": ("parquet", {})}
 
 
+# "data file 'x.csv', row 12" for a row position in a prepared split: error messages name the file's own row.
+Locate = Callable[[int], str]
+
+
 @dataclass
 class Splits:
-    """Datasets by role (`train`, `validation`, `test`), each with a human name of where it came from."""
+    """Datasets by role (`train`, `validation`, `test`), each with a human name of where it came from.
+
+    `rows` maps a split that is a subset of its source (capped by `data.max_*_samples`, or carved out of train
+    by `data.validation_fraction`) to the source's row index of each of its rows, so that messages name the
+    row a user finds in the file.
+    """
 
     datasets: dict[str, Dataset] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __contains__(self, role: str) -> bool:
         return role in self.datasets
 
     def __getitem__(self, role: str) -> Dataset:
         return self.datasets[role]
+
+    @property
+    def reference_role(self) -> str:
+        """The split whose label coding the others must follow: train, or the one a reloaded run scores."""
+        return "train" if "train" in self.datasets else next(iter(self.datasets))
+
+    def locate(self, role: str) -> Locate:
+        source, rows = self.sources[role], self.rows.get(role)
+        return lambda index: f"{source}, row {(int(rows[index]) if rows is not None else index) + 1}"
+
+    def take(self, role: str, positions: np.ndarray, source_role: str | None = None) -> None:
+        """Make `role` the rows at `positions` of split `source_role` (default: itself), keeping file rows."""
+        source_role = source_role or role
+        rows = self.rows.get(source_role)
+        self.rows[role] = rows[positions] if rows is not None else positions
+        self.datasets[role] = self.datasets[source_role].select(positions)
 
 
 def load_table_file(path: Path) -> Dataset:
@@ -97,18 +124,20 @@ def load_splits(config: DataConfig, seed: int,
         if len(dataset) == 0:
             raise HubtuneError(f"{splits.sources[role]} ({role} split) is empty")
     if "validation" not in splits and config.validation_fraction:
-        train = splits["train"].shuffle(seed=seed)
-        n_validation = max(1, round(len(train) * config.validation_fraction))
-        if n_validation >= len(train):
+        # The permutation `Dataset.shuffle(seed=seed)` draws, kept so that rows can still be named in the file.
+        order = np.random.default_rng(seed).permutation(len(splits["train"]))
+        n_validation = max(1, round(len(order) * config.validation_fraction))
+        if n_validation >= len(order):
             raise HubtuneError(f"'data.validation_fraction' {config.validation_fraction} leaves no training data")
-        splits.datasets["validation"] = train.select(range(n_validation))
-        splits.datasets["train"] = train.select(range(n_validation, len(train)))
-        splits.sources["validation"] = f"{config.validation_fraction:.0%} of {splits.sources['train']}"
+        splits.take("validation", order[:n_validation], source_role="train")
+        splits.take("train", order[n_validation:])
+        splits.sources["validation"] = f"{splits.sources['train']} (the {config.validation_fraction:.0%} carved " \
+                                       "out for validation)"
     caps = {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_test_samples}
     for role, cap in caps.items():
         if cap is not None and role in splits and len(splits[role]) > cap:
             # A random subset, not the first rows: files are often sorted by label.
-            splits.datasets[role] = splits[role].shuffle(seed=seed).select(range(cap))
+            splits.take(role, np.random.default_rng(seed).permutation(len(splits[role]))[:cap])
     return splits
 
 
@@ -120,37 +149,96 @@ def require_columns(dataset: Dataset, columns: dict[str, str | None], source: st
                 f"{source} has no column '{column}' (recipe key 'data.{key}'); columns: {', '.join(dataset.column_names)}")
 
 
+def _coding_of(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "names"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "ids"
+    return None
+
+
+def _kind_of(value: Any) -> str:
+    """'names', 'ids', or 'digit names' for strings that are numbers ("0", "1"): those read as ids."""
+    coding = _coding_of(value)
+    return "digit names" if coding == "names" and value.strip().isdigit() else str(coding)
+
+
+def label_coding(config: DataConfig, splits: Splits) -> str:
+    """How this run writes its labels, read from the train split: 'names', or 'ids' (positions in `data.labels`).
+
+    One coding per run: a split that mixes them, or names that are numbers next to names that are words ("0"
+    beside "negative"), is an error naming the file and row, never a silent guess.
+    """
+    train = splits[splits.reference_role]
+    if isinstance(train.features.get(config.label_column), ClassLabel):
+        return "names"
+    locate, first = splits.locate(splits.reference_role), None
+    for row, value in enumerate(train[config.label_column]):
+        if value is None:
+            continue
+        kind = _kind_of(value)
+        if kind == "None":
+            raise HubtuneError(f"{locate(row)}: label {value!r} in column '{config.label_column}' is neither a "
+                               "name nor an integer id")
+        if first is None:
+            first = (row, value, kind)
+        elif kind != first[2] and not (config.labels and "names" in kind and "names" in first[2]):
+            raise HubtuneError(
+                f"{locate(row)}: label {value!r} in column '{config.label_column}' is written as {kind}, but "
+                f"{locate(first[0])} holds {first[1]!r} ({first[2]}); write every label as a name, or every label "
+                "as an integer id with the names in 'data.labels'")
+    return "ids" if first is not None and first[2] == "ids" else "names"
+
+
 def resolve_label_names(config: DataConfig, splits: Splits) -> list[str]:
     """Label names in id order: the recipe's list, else the dataset's ClassLabel names, else read from train."""
+    coding = label_coding(config, splits)
     if config.labels:
         return list(config.labels)
     feature = splits["train"].features.get(config.label_column)
     if isinstance(feature, ClassLabel):
         return list(feature.names)
-    values = [v for v in splits["train"].unique(config.label_column) if v is not None]
-    if all(isinstance(v, str) for v in values):
-        return sorted(values)
+    if coding == "names":
+        return sorted(v for v in splits["train"].unique(config.label_column) if v is not None)
     raise HubtuneError(
         f"{splits.sources['train']}: column '{config.label_column}' holds label ids without names; "
         "list the names in 'data.labels' (in id order)")
 
 
-def encode_labels(dataset: Dataset, column: str, names: list[str], source: str) -> Dataset:
-    """Map the label column (names or ids) to integer ids in a `labels` column; unknown labels are errors."""
+def encode_labels(dataset: Dataset, column: str, names: list[str], locate: Locate, coding: str = "names") -> Dataset:
+    """Map the label column to integer ids in a `labels` column. Labels must be written in the run's `coding`
+    (a ClassLabel column is names by construction); an unknown label or another coding is an error."""
     feature = dataset.features[column]
     values = dataset[column]
     if isinstance(feature, ClassLabel):
-        values = [feature.names[v] for v in values]
+        values, coding = [feature.names[v] for v in values], "names"
     index = {name: i for i, name in enumerate(names)}
     ids = []
     for row, value in enumerate(values):
-        if isinstance(value, str) and value in index:
+        if _coding_of(value) not in (coding, None):
+            kind = "an integer id" if coding == "names" else "a name"
+            raise HubtuneError(
+                f"{locate(row)}: label {value!r} in column '{column}' is {kind}, but this run's labels are "
+                f"{coding} (as in its train split); write every split's labels the same way")
+        if coding == "names" and isinstance(value, str) and value in index:
             ids.append(index[value])
-        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        elif coding == "ids" and _coding_of(value) == "ids" and 0 <= value < len(names):
             ids.append(value)
         else:
             raise HubtuneError(
-                f"{source}, row {row + 1}: label {value!r} in column '{column}' is not in the label list {names}")
+                f"{locate(row)}: label {value!r} in column '{column}' is not in the label list {names}")
     if column == "labels":
         dataset = dataset.remove_columns("labels")
     return dataset.add_column("labels", ids)
+
+
+def missing_classes(names: list[str], train_ids: Iterable[int], source: str) -> list[str]:
+    """A warning (logged, and returned for the run's report) for classes no training example has."""
+    seen = set(train_ids)
+    missing = [name for i, name in enumerate(names) if i not in seen]
+    if not missing:
+        return []
+    warning = (f"{len(missing)} of {len(names)} classes have no training example in {source}: "
+               f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}; the model can hardly predict them")
+    logger.warning(warning)
+    return [warning]

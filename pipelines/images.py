@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
@@ -91,8 +91,8 @@ def decode_checked(value: dict[str, Any], where: str) -> PILImage.Image:
         raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
 
 
-def check_images(dataset: Dataset, column: str, source: str) -> None:
+def check_images(dataset: Dataset, column: str, locate: Callable[[int], str]) -> None:
     for row, value in enumerate(dataset[column]):
         if value is None:
-            raise HubtuneError(f"{source}, row {row + 1}: column '{column}' has no image")
-        decode_checked(value, f"{source}, row {row + 1}")
+            raise HubtuneError(f"{locate(row)}: column '{column}' has no image")
+        decode_checked(value, locate(row))

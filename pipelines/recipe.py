@@ -256,6 +256,8 @@ class Recipe:
         except KeyboardInterrupt:
             raise self._interrupted(plan, state) from None
         stage.results["wall_time_s"] = time.perf_counter() - started
+        if task.warnings:
+            stage.results["warnings"] = list(task.warnings)
         self._write_run_folder(stage, plan)
         if self.config.hub.push and stage.trainer.is_world_process_zero():
             stage.results["hub_url"] = push_run(self.output_dir, self.config, self.config.hub, task.pipeline_tag)

@@ -116,7 +116,10 @@ def write_report(run_dir: Path, title: str) -> Path:
     }
     rows = [(key, value) for key, value in sorted(results.items())
             if isinstance(value, (int, float)) and key.startswith(("train_", "eval_", "test_", "trainable"))]
-    lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
+    lines = [f"# {title}", ""]
+    if results.get("warnings"):
+        lines += ["## Warnings", "", *(f"- {warning}" for warning in results["warnings"]), ""]
+    lines += ["| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
               for key, value in rows]
     for heading, file in made.items():

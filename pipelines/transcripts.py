@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer
@@ -24,13 +25,13 @@ def normalise(text: str, config: DataConfig) -> str:
     return " ".join(text.split())
 
 
-def transcripts(dataset: Dataset, config: DataConfig, source: str) -> list[str]:
+def transcripts(dataset: Dataset, config: DataConfig, locate: Callable[[int], str]) -> list[str]:
     """The normalised transcripts of `text_column`; a missing or empty one is an error naming the row."""
     texts = []
     for row, value in enumerate(dataset[config.text_column]):
         text = normalise(value, config) if isinstance(value, str) else ""
         if not text:
-            raise HubtuneError(f"{source}, row {row + 1}: column '{config.text_column}' holds {value!r}, "
+            raise HubtuneError(f"{locate(row)}: column '{config.text_column}' holds {value!r}, "
                                "not a transcript (empty after normalisation)")
         texts.append(text)
     return texts

@@ -128,5 +128,5 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
     by_path = Dataset.from_dict({"audio": [{"bytes": None, "path": str(tmp_path / "a.wav")}]}).cast(audio)
     by_bytes = Dataset.from_dict({"audio": [{"bytes": (tmp_path / "b.flac").read_bytes(), "path": "b.flac"}]}).cast(audio)
     for dataset in (by_path, by_bytes):
-        (wave,) = decode_column(dataset, "audio", 16000, "hub split")
+        (wave,) = decode_column(dataset, "audio", 16000, lambda row: f"hub split, row {row + 1}")
         assert len(wave) == 1600 and wave.ndim == 1

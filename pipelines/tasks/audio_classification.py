@@ -10,7 +10,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-from pipelines.data import Splits, encode_labels, resolve_label_names
+from pipelines.data import Splits, encode_labels, label_coding, missing_classes, resolve_label_names
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.audio_task import (
     WAVEFORM,
@@ -35,11 +35,14 @@ class AudioClassification(SingleLabelMixin, AudioTask):
         data = self.config.data
         check_splits_columns(splits, {"audio_column": data.audio_column, "label_column": data.label_column})
         self.label_names = label_names or resolve_label_names(data, splits)
+        coding = label_coding(data, splits)
         prepared = {}
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
-            labels = encode_labels(dataset, data.label_column, self.label_names, source)["labels"]
-            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
+            labels = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)["labels"]
+            if role == "train":
+                self.warnings += missing_classes(self.label_names, labels, source)
+            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, splits.locate(role), processor),
                                                    {"labels": labels}, source)
         return prepared
 

@@ -11,7 +11,7 @@ import torch
 from datasets import Dataset
 
 from pipelines.audio import crop, decode, decode_column, load_audio_data_file
-from pipelines.data import Splits, require_columns
+from pipelines.data import Locate, Splits, require_columns
 from pipelines.tasks.base import Task
 from pipelines.transcripts import transcripts
 
@@ -56,10 +56,9 @@ class AudioTask(Task):
         seconds = self.config.data.max_duration_s
         return None if seconds is None else int(seconds * self.sampling_rate)
 
-    def waveforms(self, dataset: Dataset, source: str, processor: Any) -> list[np.ndarray]:
+    def waveforms(self, dataset: Dataset, locate: Locate, processor: Any) -> list[np.ndarray]:
         self.sampling_rate = feature_extractor_of(processor).sampling_rate
-        require_columns(dataset, {"audio_column": self.config.data.audio_column}, source)
-        return decode_column(dataset, self.config.data.audio_column, self.sampling_rate, source)
+        return decode_column(dataset, self.config.data.audio_column, self.sampling_rate, locate)
 
     def waveform_dataset(self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str) -> Dataset:
         """A dataset of `waveform` plus `columns`; long clips cropped (randomly per epoch in training) or dropped."""
@@ -110,7 +109,7 @@ class TranscriptTask(AudioTask):
         prepared = {}
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
-            labels = self.tokenizer(transcripts(dataset, self.config.data, source)).input_ids
-            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, source, processor),
+            labels = self.tokenizer(transcripts(dataset, self.config.data, splits.locate(role))).input_ids
+            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, splits.locate(role), processor),
                                                    {"labels": labels}, source)
         return prepared

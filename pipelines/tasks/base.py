@@ -34,6 +34,8 @@ class Task:
     def __init__(self, config: RecipeConfig):
         self.config = config
         self.label_names: list[str] = []
+        # Things about the data a user should know that do not stop the run (logged, and kept in the report).
+        self.warnings: list[str] = []
 
     def load_processor(self, source: str | None = None) -> Any:
         """Tokenizer / image processor / feature extractor from the checkpoint, or from a run folder."""

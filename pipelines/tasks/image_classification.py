@@ -26,6 +26,8 @@ from transformers import (
 from pipelines.data import (
     Splits,
     encode_labels,
+    label_coding,
+    missing_classes,
     load_table_file,
     require_columns,
     resolve_label_names,
@@ -126,11 +128,14 @@ class ImageClassification(SingleLabelMixin, Task):
         if len(self.label_names) < 2:
             raise HubtuneError(f"{splits.sources['train']}: column '{data.label_column}' has only the class "
                                f"{self.label_names}; a classifier needs at least two")
+        coding = label_coding(data, splits)
         prepared = {}
         for role, dataset in checked.items():
-            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.sources[role])
+            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)
+            if role == "train":
+                self.warnings += missing_classes(self.label_names, dataset["labels"], splits.sources[role])
             dataset = dataset.select_columns([data.image_column, "labels"])
-            check_images(dataset, data.image_column, splits.sources[role])
+            check_images(dataset, data.image_column, splits.locate(role))
             to_pixels = pixel_transform(processor, role == "train" and data.image_augment, data.image_size)
 
             def transform(batch: dict[str, list], to_pixels=to_pixels) -> dict[str, Any]:

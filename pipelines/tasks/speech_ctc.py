@@ -78,7 +78,7 @@ class SpeechRecognitionCTC(TranscriptTask):
     def fit_processor(self, splits: Splits, processor: Any) -> Any:
         check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
                                       "text_column": self.config.data.text_column})
-        self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.config.data, splits.sources["train"]))
+        self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.config.data, splits.locate("train")))
         return Wav2Vec2Processor(feature_extractor=processor, tokenizer=self.tokenizer)
 
     def build_model(self) -> nn.Module:

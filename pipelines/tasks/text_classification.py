@@ -13,7 +13,7 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
-from pipelines.data import Splits, encode_labels, require_columns, resolve_label_names
+from pipelines.data import Locate, Splits, encode_labels, label_coding, missing_classes, require_columns, resolve_label_names
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import Task
@@ -24,10 +24,10 @@ UNKNOWN_TOKEN_LIMIT = 0.05
 PIECES_PER_WORD_LIMIT = 3.0
 
 
-def require_text(dataset: Dataset, column: str, source: str) -> None:
+def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
     for row, value in enumerate(dataset[column]):
         if not isinstance(value, str):
-            raise HubtuneError(f"{source}, row {row + 1}: column '{column}' holds {value!r}, not text")
+            raise HubtuneError(f"{locate(row)}: column '{column}' holds {value!r}, not text")
 
 
 class TextClassification(SingleLabelMixin, Task):
@@ -48,7 +48,7 @@ class TextClassification(SingleLabelMixin, Task):
             require_columns(dataset, columns, splits.sources[role])
             for column in (data.text_column, data.text_pair_column):
                 if column is not None:
-                    require_text(dataset, column, splits.sources[role])
+                    require_text(dataset, column, splits.locate(role))
         self.label_names = label_names or resolve_label_names(data, splits)
         padding = "max_length" if data.pad_to_max_length else False
 
@@ -57,9 +57,12 @@ class TextClassification(SingleLabelMixin, Task):
             return processor(batch[data.text_column], pair, truncation=True, max_length=data.max_length,
                              padding=padding)
 
+        coding = label_coding(data, splits)
         prepared = {}
         for role, dataset in splits.datasets.items():
-            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.sources[role])
+            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)
+            if role == "train":
+                self.warnings += missing_classes(self.label_names, dataset["labels"], splits.sources[role])
             # In memory: no cache files for parallel ranks to race on, and these datasets are small.
             prepared[role] = dataset.map(tokenize, batched=True, keep_in_memory=True,
                                          remove_columns=[c for c in dataset.column_names if c != "labels"])

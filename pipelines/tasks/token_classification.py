@@ -25,7 +25,7 @@ from transformers import (
 
 from pipelines.config import DataConfig
 from pipelines.conll import read_conll
-from pipelines.data import Splits, load_table_file, require_columns
+from pipelines.data import Locate, Splits, load_table_file, missing_classes, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
@@ -84,14 +84,24 @@ def resolve_tag_names(config: DataConfig, splits: Splits) -> list[str]:
         "list the tag names in 'data.labels' (in id order)")
 
 
-def encode_sentences(dataset: Dataset, config: DataConfig, names: list[str], source: str) -> tuple[list[list[str]], list[list[int]]]:
+def tag_coding(dataset: Dataset, config: DataConfig) -> str:
+    """'names' or 'ids': how the train split writes its tags (a ClassLabel feature counts as names)."""
+    for tags in dataset[config.tags_column]:
+        for tag in tags if isinstance(tags, list) else []:
+            return "ids" if isinstance(tag, int) and not isinstance(tag, bool) and not isinstance(
+                getattr(dataset.features[config.tags_column], "feature", None), ClassLabel) else "names"
+    return "names"
+
+
+def encode_sentences(dataset: Dataset, config: DataConfig, names: list[str], locate: Locate,
+                     coding: str = "names") -> tuple[list[list[str]], list[list[int]]]:
     """Words and tag ids of every row, checked: lists of text, as many tags as words, every tag in the tag set."""
     feature = getattr(dataset.features[config.tags_column], "feature", None)
     class_names = feature.names if isinstance(feature, ClassLabel) else None
     index = {name: i for i, name in enumerate(names)}
     all_words, all_ids = [], []
-    for row, (words, tags) in enumerate(zip(dataset[config.tokens_column], dataset[config.tags_column]), start=1):
-        where = f"{source}, row {row}"
+    for row, (words, tags) in enumerate(zip(dataset[config.tokens_column], dataset[config.tags_column])):
+        where = locate(row)
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise HubtuneError(f"{where}: column '{config.tokens_column}' must hold a list of words, got {words!r}")
         if not words:
@@ -104,6 +114,10 @@ def encode_sentences(dataset: Dataset, config: DataConfig, names: list[str], sou
                 f"{where}: {len(words)} words in '{config.tokens_column}' but {count} tags in '{config.tags_column}'")
         ids = []
         for tag in tags:
+            if class_names is None and isinstance(tag, int) != (coding == "ids") and isinstance(tag, (int, str)):
+                raise HubtuneError(f"{where}: tag {tag!r} in column '{config.tags_column}' is written as "
+                                   f"{'an integer id' if isinstance(tag, int) else 'a name'}, but this run's tags "
+                                   f"are {coding} (as in its train split); write every split's tags the same way")
             name = class_names[tag] if class_names is not None and isinstance(tag, int) else tag
             if isinstance(name, str) and name in index:
                 ids.append(index[name])
@@ -147,8 +161,12 @@ class TokenClassification(LabelHeadMixin, Task):
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
         self.label_names = label_names or resolve_tag_names(data, splits)
-        encoded = {role: encode_sentences(dataset, data, self.label_names, splits.sources[role])
+        coding = tag_coding(splits[splits.reference_role], data)
+        encoded = {role: encode_sentences(dataset, data, self.label_names, splits.locate(role), coding)
                    for role, dataset in splits.datasets.items()}
+        if "train" in encoded:
+            self.warnings += missing_classes(self.label_names, (t for tags in encoded["train"][1] for t in tags),
+                                             splits.sources["train"])
         continuation = continuation_ids(self.label_names)
         prepared = {}
         for role, (words, tags) in encoded.items():
