@@ -350,8 +350,43 @@ def _validate(config: RecipeConfig) -> None:
         if key in types and not _fits_training_type(value, types[key]):
             expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
+    _check_training_values(config.training)
+    for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+        value = getattr(data, key)
+        if value is not None and value < 1:
+            raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null for all), got {value}")
     if not isinstance(config.training.get("resume", False), bool):
         raise HubtuneError(f"recipe key 'training.resume' must be true or false, got {config.training['resume']!r}")
+
+
+def _check_training_values(training: dict[str, Any]) -> None:
+    """Values TrainingArguments accepts but that fail later (a zero batch size in the first step, an evaluation
+    batch size at the end of the first epoch) or train nothing (zero epochs): refused at load instead."""
+    def number(key: str, default: float | None = None) -> float | None:
+        value = training.get(key, default)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
+
+    def refuse(key: str, rule: str) -> None:
+        raise HubtuneError(f"recipe key 'training.{key}' must be {rule}, got {training[key]!r}")
+
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if number(key, 1) < 1:
+            refuse(key, "at least 1")
+    max_steps = number("max_steps", -1)
+    if max_steps == 0 or max_steps < -1:
+        refuse("max_steps", "positive (or -1 to train for 'num_train_epochs')")
+    if max_steps == -1 and number("num_train_epochs", 1) <= 0:
+        refuse("num_train_epochs", "positive (the run would train nothing)")
+    if number("learning_rate", 1) <= 0:
+        refuse("learning_rate", "positive")
+    for key in ("warmup_steps", "weight_decay"):
+        if number(key, 0) < 0:
+            refuse(key, "at least 0")
+    if number("save_total_limit", 1) < 1:
+        refuse("save_total_limit", "at least 1 (or null to keep every checkpoint)")
+    for key in ("logging_steps", "eval_steps", "save_steps"):
+        if number(key, 1) <= 0:
+            refuse(key, "positive")
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -383,6 +418,8 @@ def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequenc
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise HubtuneError(f"recipe '{path}' is a directory, not a YAML file")
         if not path.is_file():
             raise HubtuneError(f"recipe file '{path}' does not exist")
         try:

@@ -44,7 +44,13 @@ PROBE_DIR = "linear_probe"
 
 def _absolute_files(config: RecipeConfig) -> None:
     # The run folder's recipe must work from any directory: `hubtune evaluate RUN` re-reads its data.
-    config.data.files = {split: str(Path(path).expanduser().resolve()) for split, path in config.data.files.items()}
+    for split, path in config.data.files.items():
+        absolute = Path(path).expanduser().resolve()
+        if not absolute.exists():
+            relative = "" if Path(path).expanduser().is_absolute() else \
+                f" (a relative path is read from the working directory '{Path.cwd()}', not from the recipe's folder)"
+            raise HubtuneError(f"data file '{absolute}' ('data.files.{split}') does not exist{relative}")
+        config.data.files[split] = str(absolute)
     checkpoint = Path(config.model.checkpoint).expanduser()
     if checkpoint.exists():
         config.model.checkpoint = str(checkpoint.resolve())

@@ -113,11 +113,60 @@ def lora_on_unknown_modules(values: dict, tmp: Path) -> list[str]:
     return ["'bert'", "adapt.lora.target_modules"]
 
 
+def training_value(key: str, value, rule: str) -> Case:
+    def case(values: dict, tmp: Path) -> list[str]:
+        values["training"][key] = value
+        return [f"'training.{key}'", rule]
+    case.__name__ = f"training_{key}_{value}"
+    return case
+
+
+def max_train_samples_zero(values: dict, tmp: Path) -> list[str]:
+    values["data"]["max_train_samples"] = 0
+    return ["'data.max_train_samples'", "at least 1"]
+
+
+def names_in_train_ids_in_test(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "test.csv", "text,label\nthe film was good,1\nawful plot,0\n")
+    values["data"]["files"]["test"] = path
+    return [path, "row 1", "integer id", "names"]
+
+
+def digit_labels_among_names(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "train.jsonl", '{"text": "the film was good", "label": "positive"}\n'
+                                       '{"text": "awful plot", "label": "negative"}\n'
+                                       '{"text": "the film was fine", "label": "1"}\n')
+    values["data"]["files"]["train"] = path
+    del values["data"]["labels"]
+    return [path, "row 3", "'1'", "digit names", "row 1"]
+
+
+def ids_and_names_in_one_split(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "validation.jsonl", '{"text": "the film was good", "label": "positive"}\n'
+                                            '{"text": "awful plot", "label": 0}\n')
+    values["data"]["files"]["validation"] = path
+    return [path, "row 2", "integer id"]
+
+
+def relative_data_path_missing(values: dict, tmp: Path) -> list[str]:
+    values["data"]["files"]["train"] = "data/no-such-train.csv"
+    return ["'data.files.train'", "does not exist", "working directory"]
+
+
 CASES: list[Case] = [
     missing_text_column, missing_label_column, label_not_in_labels, empty_split, data_file_missing,
     malformed_csv, unsupported_extension, text_cell_not_text, missing_split, unknown_recipe_key,
     unknown_training_key, unknown_strategy, wrong_type_training_value, hub_checkpoint_offline,
-    missing_checkpoint_folder, lora_on_unknown_modules,
+    missing_checkpoint_folder, lora_on_unknown_modules, max_train_samples_zero, names_in_train_ids_in_test,
+    digit_labels_among_names, ids_and_names_in_one_split, relative_data_path_missing,
+    training_value("per_device_train_batch_size", 0, "at least 1"),
+    training_value("per_device_train_batch_size", -1, "at least 1"),
+    training_value("per_device_eval_batch_size", 0, "at least 1"),
+    training_value("gradient_accumulation_steps", 0, "at least 1"),
+    training_value("num_train_epochs", 0, "train nothing"),
+    training_value("max_steps", 0, "positive"),
+    training_value("learning_rate", -0.001, "positive"),
+    training_value("save_total_limit", 0, "at least 1"),
 ]
 
 
@@ -188,3 +237,31 @@ def test_cli_predict_on_missing_run_folder(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "no-run"), "the film was good"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"hubtune: error: run folder '{tmp_path / 'no-run'}' does not exist"]
+
+
+def test_cli_recipe_that_is_a_directory(tmp_path, capsys):
+    assert main(["train", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"hubtune: error: recipe '{tmp_path}' is a directory, not a YAML file"]
+
+
+def test_row_numbers_are_the_files_rows_in_a_random_subset(recipe_values, tmp_path):
+    rows = [f"the film was good {i},positive" if i != 37 else "awful plot,neutral" for i in range(60)]
+    path = write(tmp_path / "validation.csv", "text,label\n" + "\n".join(rows) + "\n")
+    values = copy.deepcopy(recipe_values)
+    values["data"]["files"]["validation"] = path
+    values["data"]["max_eval_samples"] = 59  # a shuffled subset that still holds the bad row
+    with pytest.raises(HubtuneError) as caught:
+        Recipe.from_dict(values).run()
+    assert f"{path}', row 38:" in str(caught.value) and "'neutral'" in str(caught.value)
+
+
+def test_class_without_training_example_is_warned_in_log_and_report(recipe_values, caplog):
+    values = copy.deepcopy(recipe_values)
+    values["data"]["labels"] = ["negative", "neutral", "positive"]
+    values["training"]["num_train_epochs"] = 1
+    results = Recipe.from_dict(values).run()
+    assert any("1 of 3 classes have no training example" in w and "neutral" in w for w in results["warnings"])
+    assert "no training example" in caplog.text
+    report = (Path(values["output_dir"]) / "report.md").read_text()
+    assert "## Warnings" in report and "neutral" in report
