@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
     predict.add_argument("--output", help="write one JSON object per input to this .jsonl file")
+    predict.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     compare = commands.add_parser("compare", help="transfer report: pretrained vs random initialisation")
     compare.add_argument("recipe", help="path to a recipe YAML")
     compare.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
@@ -96,13 +97,21 @@ def _predict(args: argparse.Namespace) -> None:
         raise HubtuneError("predict needs inputs: arguments, --file F, or - for stdin")
     if args.batch_size < 1:
         raise HubtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists() and not args.overwrite:
+        raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
+    if output is not None and not output.parent.is_dir():
+        raise HubtuneError(f"--output file '{output}': folder '{output.parent}' does not exist")
     predictor = Predictor.from_run(args.run)
     # All inputs are read and checked before any prediction is written.
     inputs = list(collect_inputs(predictor.task.input_kind, args.inputs, args.file, sys.stdin))
     predictions = predictor.predict(inputs, args.batch_size)
-    if args.output:
-        Path(args.output).write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
-        print(f"{len(predictions)} predictions -> {args.output}")
+    if output is not None:
+        # Written beside and renamed: a predict that fails half way never leaves a half file in its place.
+        partial = output.with_name(f".{output.name}.partial")
+        partial.write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
+        partial.replace(output)
+        print(f"{len(predictions)} predictions -> {output}")
         return
     for prediction in predictions:
         print(json.dumps(prediction) if args.json else predictor.format_prediction(prediction))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -14,6 +15,8 @@ from pipelines.run_folder import read_run_recipe, write_json
 from pipelines.run_guard import record_written
 from pipelines.tasks import get_task
 from pipelines.training import build_trainer, training_arguments
+
+logger = logging.getLogger(__name__)
 
 EVALUATE_FILE = "evaluate_results.json"
 
@@ -39,16 +42,46 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
         else:
             raise HubtuneError(f"input '{value}' is neither a file nor a folder")
 
+    def text_lines(source: Iterable[str], name: str) -> Iterator[str]:
+        number = 0
+        try:
+            for number, line in enumerate(lines(source), start=1):
+                if "\x00" in line:
+                    raise HubtuneError(f"{name}, line {number}: holds NUL bytes, so it is binary, not text; "
+                                       "--file and - read one input per line of text")
+                yield line
+        except UnicodeDecodeError as error:
+            raise HubtuneError(f"{name}, after line {number}: not UTF-8 text ({error.reason}); --file and - read "
+                               "one input per line of text") from error
+
     for file in files:
         if not Path(file).is_file():
             raise HubtuneError(f"input file '{file}' does not exist")
     for value in values:
-        for item in (lines(stdin) if value == "-" else [value]):
+        for item in (text_lines(stdin, "standard input") if value == "-" else [value]):
             yield from expand(item)
     for file in files:
         with open(file, encoding="utf-8") as handle:
-            for line in lines(handle):
+            for line in text_lines(handle, f"input file '{file}'"):
                 yield from expand(line)
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return "\n" not in text and Path(text).is_file()
+    except OSError:  # a long text is no valid path at all ("File name too long")
+        return False
+
+
+def check_texts(inputs: Sequence[str]) -> None:
+    """Texts for a text run: a blank one is an error (a label for nothing would look confident); the path of a
+    file is classified as the text it is, with a warning, since `--file` was likely meant."""
+    for number, text in enumerate(inputs, start=1):
+        if not text.strip():
+            raise HubtuneError(f"input {number} is empty or blank: there is nothing to predict")
+        if _is_file(text):
+            logger.warning("input %d ('%s') is the path of a file, and is predicted as that text; to read one text "
+                           "per line from a file, pass --file %s", number, text, text)
 
 
 class Predictor:
@@ -76,6 +109,8 @@ class Predictor:
             raise HubtuneError("predict needs at least one input")
         if batch_size < 1:
             raise HubtuneError(f"batch size must be at least 1, got {batch_size}")
+        if self.task.input_kind == "text":
+            check_texts(inputs)
         predictions = []
         for start in range(0, len(inputs), batch_size):
             predictions += self.task.predict(self.model, self.processor, list(inputs[start:start + batch_size]))

@@ -61,9 +61,21 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
         checkpoint = str(timm_file_as_folder(Path(checkpoint).expanduser(), model.timm_architecture))
     if _looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
         raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
+    folder = Path(checkpoint).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        raise HubtuneError(f"checkpoint folder '{checkpoint}' holds no config.json, so it is not a model folder "
+                           "('model.checkpoint'): name the folder that save_pretrained wrote")
     try:
         return loader.from_pretrained(checkpoint, revision=model.revision,
                                       trust_remote_code=model.trust_remote_code, **kwargs)
+    except ValueError as error:
+        if "trust_remote_code" in str(error):
+            raise HubtuneError(f"checkpoint '{checkpoint}' runs Python code of its own (its config's auto_map); "
+                               "read that code, then set 'model.trust_remote_code=true' to allow it") from error
+        if folder.is_dir():
+            raise HubtuneError(f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: "
+                               f"{error}") from error
+        raise
     except OSError as error:
         if Path(checkpoint).expanduser().is_dir():
             raise HubtuneError(f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: {error}") from error

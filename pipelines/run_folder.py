@@ -40,18 +40,23 @@ def label_names_of(model: nn.Module) -> list[str]:
     return [config.id2label[i] for i in range(config.num_labels)]
 
 
-def load_run_model(auto_model: Any, run_dir: str | Path) -> nn.Module:
-    """The trained model: plain weights, or the base checkpoint plus the saved adapter and head."""
+def load_run_model(auto_model: Any, run_dir: str | Path, trust_remote_code: bool = False) -> nn.Module:
+    """The trained model: plain weights, or the base checkpoint plus the saved adapter and head.
+
+    `trust_remote_code` is the run's own `model.trust_remote_code`, passed explicitly: left unset, transformers
+    would ask on the terminal.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / ADAPTER_CONFIG).is_file():
-        return auto_model.from_pretrained(run_dir)
+        return auto_model.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
     from peft import PeftConfig, PeftModel
 
     adapter = PeftConfig.from_pretrained(run_dir)
-    config = AutoConfig.from_pretrained(run_dir)
+    config = AutoConfig.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
     try:
         base = auto_model.from_pretrained(adapter.base_model_name_or_path, config=config,
-                                          revision=adapter.revision, ignore_mismatched_sizes=True)
+                                          revision=adapter.revision, ignore_mismatched_sizes=True,
+                                          trust_remote_code=trust_remote_code)
     except OSError as error:
         raise HubtuneError(
             f"run folder '{run_dir}' holds a LoRA adapter whose base checkpoint "

@@ -322,7 +322,9 @@ def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
                               features=features)
     values = image_recipe(tiny_vit, {"train": "unused.csv"}, tmp_path / "run")
     values["data"].update(image_column="img", label_column="labels")
-    config = Recipe.from_dict(values).config
+    from pipelines import load_recipe_config
+
+    config = load_recipe_config(values=values)
     task = get_task("image-classification")(config)
     data = task.prepare(Splits({"train": train}, {"train": "split 'train' of Hub dataset 'x'"}), task.load_processor())
     assert task.label_names == ["red", "blue"]

@@ -26,7 +26,7 @@ class LabelHeadMixin:
         return load_classifier(self.auto_model, self.config.model, self.label_names, self.head_suffix)
 
     def load_run_model(self, run_dir: str) -> nn.Module:
-        model = load_run_model(self.auto_model, run_dir)
+        model = load_run_model(self.auto_model, run_dir, self.config.model.trust_remote_code)
         self.label_names = label_names_of(model)
         return model
 

@@ -70,7 +70,7 @@ class SpeechRecognitionCTC(TranscriptTask):
 
     def load_processor(self, source: str | None = None) -> Any:
         if source is not None:  # a run folder holds the feature extractor and the vocabulary it was trained with
-            processor = AutoProcessor.from_pretrained(source)
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=self.config.model.trust_remote_code)
             self.tokenizer = processor.tokenizer
             return processor
         return from_pretrained(AutoFeatureExtractor, self.config.model)
@@ -94,7 +94,7 @@ class SpeechRecognitionCTC(TranscriptTask):
         return from_pretrained(AutoModelForCTC, model_config, ignore_mismatched_sizes=True, **vocabulary)
 
     def load_run_model(self, run_dir: str) -> nn.Module:
-        return load_run_model(AutoModelForCTC, run_dir)
+        return load_run_model(AutoModelForCTC, run_dir, self.config.model.trust_remote_code)
 
     def data_collator(self, processor: Any) -> Any:
         def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

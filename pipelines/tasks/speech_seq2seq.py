@@ -78,7 +78,8 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
         return self._set_generation(model)
 
     def load_run_model(self, run_dir: str) -> nn.Module:
-        return self._set_generation(load_run_model(AutoModelForSpeechSeq2Seq, run_dir))
+        model = load_run_model(AutoModelForSpeechSeq2Seq, run_dir, self.config.model.trust_remote_code)
+        return self._set_generation(model)
 
     def data_collator(self, processor: Any) -> Any:
         start = self.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from typing import Any
 
 import torch
@@ -18,6 +20,8 @@ from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import Task
 from pipelines.tasks.classifier import SingleLabelMixin
+
+logger = logging.getLogger(__name__)
 
 # Beyond these the checkpoint's vocabulary fits the data badly (English text on an English model: ~0% and ~1.3).
 UNKNOWN_TOKEN_LIMIT = 0.05
@@ -91,12 +95,17 @@ class TextClassification(SingleLabelMixin, Task):
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
-        batch = processor(inputs, truncation=True, max_length=self.config.data.max_length, padding=True,
+        limit = self.config.data.max_length
+        truncated = [len(ids) > limit for ids in processor(inputs, truncation=False)["input_ids"]]
+        if any(truncated):
+            logger.warning("%d of %d inputs are longer than data.max_length=%d tokens: each is classified on its "
+                           "first %d tokens (marked \"truncated\": true)", sum(truncated), len(inputs), limit, limit)
+        batch = processor(inputs, truncation=True, max_length=limit, padding=True,
                           return_tensors="pt").to(model.device)
         probabilities = model(**batch).logits.softmax(-1)
         results = []
-        for text, row in zip(inputs, probabilities):
+        for text, row, cut in zip(inputs, probabilities, truncated):
             best = int(row.argmax())
             results.append({"input": text, "label": self.label_names[best], "score": float(row[best]),
-                            "scores": {name: float(p) for name, p in zip(self.label_names, row)}})
+                            "scores": {name: float(p) for name, p in zip(self.label_names, row)}, "truncated": cut})
         return results

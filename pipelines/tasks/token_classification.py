@@ -212,8 +212,12 @@ class TokenClassification(LabelHeadMixin, Task):
         # transformers' pipeline does the sub-token -> word -> entity grouping with character offsets; a LoRA
         # run's PEFT wrapper is unwrapped because the pipeline expects a transformers model (adapters stay active).
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        # A text longer than the model's positions is tagged whole: the pipeline cuts it into windows of that
+        # many tokens overlapping by a quarter, and each word is tagged from one window.
+        positions = getattr(base.config, "max_position_embeddings", None) or processor.model_max_length
+        processor.model_max_length = min(processor.model_max_length, positions)
         tagger = TokenClassificationPipeline(model=base, tokenizer=processor, aggregation_strategy="first",
-                                             device=base.device)
+                                             device=base.device, stride=processor.model_max_length // 4)
         results = []
         for text in inputs:
             entities = tagger(text) if text.strip() else []

@@ -1,0 +1,152 @@
+"""Loading names the fix, and predict never truncates, guesses or overwrites without saying so."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import HubtuneError, Recipe
+from pipelines.cli import main
+from pipelines.inference import Predictor
+
+REMOTE_CONFIG = '''from transformers import BertConfig
+
+
+class TinyRemoteConfig(BertConfig):
+    model_type = "tiny-remote"
+'''
+REMOTE_MODEL = '''from transformers import BertForSequenceClassification
+
+from .configuration_tinyremote import TinyRemoteConfig
+
+
+class TinyRemoteForSequenceClassification(BertForSequenceClassification):
+    config_class = TinyRemoteConfig
+'''
+
+
+@pytest.fixture(scope="module")
+def remote_code_checkpoint(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT as a checkpoint whose config names Python code of its own (auto_map), as on the Hub."""
+    folder = tmp_path_factory.mktemp("remote") / "tiny-remote"
+    shutil.copytree(tiny_bert, folder)
+    (folder / "configuration_tinyremote.py").write_text(REMOTE_CONFIG)
+    (folder / "modeling_tinyremote.py").write_text(REMOTE_MODEL)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="tiny-remote", architectures=["TinyRemoteForSequenceClassification"], auto_map={
+        "AutoConfig": "configuration_tinyremote.TinyRemoteConfig",
+        "AutoModelForSequenceClassification": "modeling_tinyremote.TinyRemoteForSequenceClassification"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sentiment_run(trained_run):
+    return trained_run("full").run_dir
+
+
+def test_folder_that_is_not_a_model_names_the_folder_and_key(recipe_values, tmp_path):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not a model")
+    with pytest.raises(HubtuneError) as caught:
+        Recipe.from_dict(dict(copy.deepcopy(recipe_values), model={"checkpoint": str(folder)})).run()
+    message = str(caught.value)
+    assert str(folder) in message and "no config.json" in message and "model.checkpoint" in message
+    assert "sentencepiece" not in message
+
+
+def test_checkpoint_with_remote_code_names_trust_remote_code(recipe_values, remote_code_checkpoint):
+    values = dict(copy.deepcopy(recipe_values), model={"checkpoint": str(remote_code_checkpoint)})
+    with pytest.raises(HubtuneError, match="set 'model.trust_remote_code=true'") as caught:
+        Recipe.from_dict(values).run()
+    assert str(remote_code_checkpoint) in str(caught.value)
+    assert not Path(values["output_dir"]).exists()
+
+
+def test_run_trained_with_remote_code_predicts_and_evaluates(recipe_values, remote_code_checkpoint, monkeypatch):
+    values = dict(copy.deepcopy(recipe_values), model={"checkpoint": str(remote_code_checkpoint),
+                                                        "trust_remote_code": True})
+    values["training"]["num_train_epochs"] = 1
+    Recipe.from_dict(values).run()
+    run_dir = Path(values["output_dir"])
+    # An interactive prompt would read stdin: make any read fail loudly.
+    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail("prompted for trust_remote_code"))
+    predictor = Predictor(run_dir)
+    assert type(predictor.model).__name__ == "TinyRemoteForSequenceClassification"
+    (prediction,) = predictor.predict(["a superb and lovely film"])
+    assert prediction["label"] in ("negative", "positive")
+    assert "test_accuracy" in predictor.evaluate("test")
+
+
+def test_binary_input_file_is_one_line_naming_it(sentiment_run, tmp_path, capsys):
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    assert main(["predict", str(sentiment_run), "--file", str(binary)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(binary) in err[0] and "not UTF-8 text" in err[0]
+    zeros = tmp_path / "zeros.dat"
+    zeros.write_bytes(b"good film\n\x00\x00\x00\n")
+    assert main(["predict", str(sentiment_run), "--file", str(zeros)]) == 2
+    err = capsys.readouterr().err
+    assert f"input file '{zeros}', line 2" in err and "binary" in err
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+def test_blank_input_is_an_error_naming_its_position(sentiment_run, blank):
+    with pytest.raises(HubtuneError, match="input 2 is empty or blank"):
+        Predictor(sentiment_run).predict(["the film was good", blank])
+
+
+def test_path_given_as_text_is_predicted_with_a_warning(sentiment_run, tmp_path, caplog):
+    path = tmp_path / "reviews.txt"
+    path.write_text("a superb film\n")
+    with caplog.at_level(logging.WARNING):
+        (prediction,) = Predictor(sentiment_run).predict([str(path)])
+    assert prediction["input"] == str(path)
+    assert "is the path of a file" in caplog.text and f"--file {path}" in caplog.text
+
+
+def test_text_longer_than_max_length_is_marked_truncated_with_a_warning(sentiment_run, caplog):
+    long_text = " ".join(["the film was good and the acting was superb"] * 10)  # far past max_length=32
+    with caplog.at_level(logging.WARNING):
+        short, long = Predictor(sentiment_run).predict(["the film was good", long_text])
+    assert short["truncated"] is False and long["truncated"] is True
+    assert "1 of 2 inputs are longer than data.max_length=32 tokens" in caplog.text
+
+
+def test_output_file_is_not_replaced_without_overwrite(sentiment_run, tmp_path, capsys):
+    output = tmp_path / "preds.jsonl"
+    output.write_text("earlier predictions\n")
+    assert main(["predict", str(sentiment_run), "the film was good", "--output", str(output)]) == 2
+    assert f"--output file '{output}' already exists" in capsys.readouterr().err
+    assert output.read_text() == "earlier predictions\n"
+    assert main(["predict", str(sentiment_run), "the film was good", "--output", str(output), "--overwrite"]) == 0
+    (row,) = [json.loads(line) for line in output.read_text().splitlines()]
+    assert row["label"] == "positive"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl"]
+
+
+def test_ner_predict_tags_a_text_longer_than_the_model_positions(tmp_path_factory):
+    from ner_helpers import build_tiny_ner_bert, ner_recipe_values, write_conll
+
+    root = tmp_path_factory.mktemp("ner-long")
+    files = {s: str(write_conll(root / f"{s}.conll", n, seed))
+             for s, n, seed in (("train", 300, 0), ("validation", 60, 1), ("test", 60, 2))}
+    run_dir = root / "run"
+    Recipe.from_dict(ner_recipe_values(build_tiny_ner_bert(root / "checkpoint"), files, run_dir)).run()
+    predictor = Predictor(run_dir)
+    sentence = "angela merkel visited berlin ."
+    (short,) = predictor.predict([sentence])
+    text = " ".join([sentence] * 20)  # about 140 word pieces; the model has 64 positions
+    (long,) = predictor.predict([text])
+    spans = [(e["type"], e["text"], e["start"]) for e in long["entities"]]
+    step = len(sentence) + 1
+    expected = [(e["type"], e["text"], e["start"] + k * step) for k in range(20) for e in short["entities"]]
+    assert spans == expected
+    assert long["entities"][-1]["end"] == len(text) - 2  # the last "berlin", before the final " ."
