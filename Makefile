@@ -1,7 +1,8 @@
 # One entry point for a fresh machine: each target creates the venv when it is missing.
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
 #   make test   - set up and run the test suite (what .ci/run calls)
-#   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128) and scripts/bench_feature_cache.py,
+#   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), scripts/bench_feature_cache.py and
+#                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
@@ -61,6 +62,7 @@ test-data:
 bench: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py
 	$(OFFLINE) $(BIN)/python scripts/bench_feature_cache.py
+	$(BIN)/python scripts/bench_cli.py
 
 fewshot-image: assets-image
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py

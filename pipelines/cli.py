@@ -11,12 +11,27 @@ from typing import Sequence
 from pipelines.errors import HubtuneError
 
 
-def _parser() -> argparse.ArgumentParser:
+# Commands that may read checkpoints or datasets from the Hub (or push to it).
+HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "export", "push")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hubtune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(prog="hubtune", description="Transfer learning recipes on the Hugging Face stack.")
+    parser.add_argument("--version", action="version", version=f"hubtune {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a recipe: hubtune train RECIPE.yaml [key=value ...]")
     train.add_argument("recipe", help="path to a recipe YAML")
-    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
+    train.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="optional dotted overrides, e.g. training.num_train_epochs=1")
     evaluate = commands.add_parser("evaluate", help="metrics of a run folder on its recipe's test split")
     evaluate.add_argument("run", help="run folder written by hubtune train")
     evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
@@ -30,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     compare = commands.add_parser("compare", help="transfer report: pretrained vs random initialisation")
     compare.add_argument("recipe", help="path to a recipe YAML")
-    compare.add_argument("overrides", nargs="*", help="dotted overrides, e.g. training.num_train_epochs=1")
+    compare.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="optional dotted overrides, e.g. training.num_train_epochs=1")
     compare.add_argument("--sizes", default="", help="comma-separated training-set sizes, e.g. 20,100,1000")
     compare.add_argument("--metric", help="test metric to compare (default: the task's, e.g. accuracy)")
     compare.add_argument("--out", help="report folder (default: runs/<name>-compare)")
@@ -48,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model to a transformers folder")
     convert.add_argument("source", help="faster-whisper model folder (model.bin, config.json, tokenizer.json)")
     convert.add_argument("target", help="new folder for the WhisperForConditionalGeneration checkpoint")
-    return parser
+    return parser, commands.choices
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -134,10 +150,25 @@ def _push(args: argparse.Namespace) -> None:
     print(where)
 
 
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """Options may stand anywhere among a command's positionals (`predict RUN --json "text"`): each command is
+    parsed on its own with argparse's intermixed parsing, which a parser with subcommands cannot do itself."""
+    parser, commands = _parser()
+    if argv and argv[0] in commands:
+        args = commands[argv[0]].parse_intermixed_args(argv[1:])
+        args.command = argv[0]
+        return args
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    if args.command in HUB_COMMANDS:
+        from pipelines.hub_access import go_offline_unless_reachable
+
+        go_offline_unless_reachable()
     if not sys.stderr.isatty():
         # Progress bars are for terminals; in CI and batch logs they are noise around the one error line.
         import datasets

@@ -50,6 +50,28 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=RecipeLoader)
 
 
+def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
+    """The first key that a YAML mapping repeats, as (dotted path, first line, second line); PyYAML itself keeps
+    the last value without a word."""
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            line = key_node.start_mark.line + 1
+            if key in lines and key != "<<":
+                return ".".join((*path, key)), lines[key], line
+            lines[key] = line
+            found = duplicate_key(value_node, (*path, key))
+            if found:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            found = duplicate_key(item, (*path[:-1], f"{path[-1] if path else ''}[{index}]"))
+            if found:
+                return found
+    return None
+
+
 @dataclass
 class ModelConfig:
     checkpoint: str = ""
@@ -422,10 +444,15 @@ def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequenc
             raise HubtuneError(f"recipe '{path}' is a directory, not a YAML file")
         if not path.is_file():
             raise HubtuneError(f"recipe file '{path}' does not exist")
+        text = path.read_text()
         try:
-            tree = read_yaml(path.read_text()) or {}
+            repeated = duplicate_key(yaml.compose(text, Loader=RecipeLoader))
+            tree = read_yaml(text) or {}
         except yaml.YAMLError as error:
             raise HubtuneError(f"recipe file '{path}' does not parse as YAML: {error}") from error
+        if repeated:
+            key, first, second = repeated
+            raise HubtuneError(f"recipe file '{path}' sets '{key}' twice (lines {first} and {second}); keep one")
         if not isinstance(tree, dict):
             raise HubtuneError(f"recipe file '{path}' must hold a mapping of sections, not {type(tree).__name__}")
     if values:
