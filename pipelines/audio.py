@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,11 +18,26 @@ import soundfile
 from datasets import Audio, Dataset
 from scipy.signal import resample_poly
 
+from pipelines.config import DataConfig, option
 from pipelines.data import load_table_file
 from pipelines.errors import HubtuneError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+
+
+@dataclass
+class AudioInputConfig(DataConfig):
+    """The data keys every speech task shares."""
+
+    audio_column: str = option("audio", "a path (relative to its csv/jsonl file), or a Hub Audio column")
+    max_duration_s: float | None = option(30.0, "longer clips are cropped (classification: at random in "
+                                                "training) or left out (speech recognition)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_duration_s is not None and self.max_duration_s <= 0:
+            raise HubtuneError(f"recipe key 'data.max_duration_s' must be positive, got {self.max_duration_s}")
 
 
 def _audio_files(folder: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""The `hubtune` command line: train, evaluate, predict, import-ct2."""
+"""The `hubtune` command line: train, evaluate, predict, compare, export, push, recipe-keys, import-ct2."""
 
 from __future__ import annotations
 
@@ -61,6 +61,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     visibility.add_argument("--private", dest="private", action="store_true", default=None)
     visibility.add_argument("--public", dest="private", action="store_false")
     push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded to DIR instead")
+    keys = commands.add_parser("recipe-keys", help="every recipe key of a task, with its help and default")
+    keys.add_argument("task", help="a task name, e.g. text-classification")
     convert = commands.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model to a transformers folder")
     convert.add_argument("source", help="faster-whisper model folder (model.bin, config.json, tokenizer.json)")
     convert.add_argument("target", help="new folder for the WhisperForConditionalGeneration checkpoint")
@@ -73,9 +75,14 @@ def _run(args: argparse.Namespace) -> None:
 
         from pipelines.recipe import Recipe
 
-        results = Recipe.from_yaml(args.recipe, args.overrides).run()
+        from pipelines.tasks import get_task
+
+        recipe = Recipe.from_yaml(args.recipe, args.overrides)
+        results = recipe.run()
         if PartialState().is_main_process:
-            headline = {k: v for k, v in results.items() if k.startswith(("test_", "eval_accuracy", "eval_f1"))}
+            summary = get_task(recipe.config.task).summary_metrics
+            headline = {k: v for k, v in results.items()
+                        if k.startswith("test_") or k.removeprefix("eval_") in summary}
             print(json.dumps(headline, indent=2))
     elif args.command == "evaluate":
         from pipelines.inference import Predictor
@@ -98,6 +105,10 @@ def _run(args: argparse.Namespace) -> None:
         _push(args)
     elif args.command == "predict":
         _predict(args)
+    elif args.command == "recipe-keys":
+        from pipelines.recipe_keys import format_keys, recipe_keys
+
+        print(format_keys(recipe_keys(args.task)))
     elif args.command == "import-ct2":
         from pipelines.ct2_import import import_ct2_whisper
 

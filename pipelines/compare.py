@@ -19,12 +19,11 @@ from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.recipe import Recipe
 from pipelines.run_folder import write_json
-from pipelines.tasks import get_task
+from pipelines.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
 
 COMPARE_FILE, REPORT_FILE, PLOT_FILE = "compare.json", "compare.md", "compare.png"
-LOWER_IS_BETTER = ("wer", "cer", "loss")  # error rates and losses: the pretrained run must be lower
 
 
 @dataclass
@@ -34,12 +33,12 @@ class TransferReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _label_warnings(config: RecipeConfig, label_names: list[str]) -> list[str]:
+def _label_warnings(config: RecipeConfig, task: Task) -> list[str]:
+    if task.head_suffix is None:
+        return []
     checkpoint = from_pretrained(AutoConfig, config.model)
-    trained_head = any(name.endswith(("ForSequenceClassification", "ForTokenClassification",
-                                      "ForImageClassification", "ForAudioClassification"))
-                       for name in checkpoint.architectures or [])
-    if not trained_head:
+    label_names = task.label_names
+    if not any(name.endswith(task.head_suffix) for name in checkpoint.architectures or []):
         return []
     theirs = {str(name).lower() for name in checkpoint.id2label.values()}
     ours = {name.lower() for name in label_names}
@@ -75,7 +74,7 @@ def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Seque
     splits = load_splits(config.data, config.seed, task.load_data_file)
     task.prepare(splits, task.fit_processor(splits, processor))
     report = TransferReport(metric=f"test_{metric}")
-    report.warnings += _label_warnings(config, task.label_names)
+    report.warnings += _label_warnings(config, task)
     report.warnings += task.domain_warnings(splits, processor)
     for init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
         results = recipe.run()
@@ -87,7 +86,7 @@ def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Seque
     by_size: dict[int, dict[str, float]] = {}
     for row in report.rows:
         by_size.setdefault(row["train_samples"], {})[row["init"]] = row[report.metric]
-    lower_is_better = report.metric.endswith(LOWER_IS_BETTER)
+    lower_is_better = report.metric.endswith(task.lower_is_better)
     for samples, scores in sorted(by_size.items()):
         pretrained_wins = (scores["pretrained"] < scores["scratch"]) if lower_is_better else \
             (scores["pretrained"] > scores["scratch"])

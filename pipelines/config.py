@@ -23,10 +23,6 @@ from pipelines.errors import HubtuneError
 
 ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora", "lp_ft")
 UNFREEZE_UNITS = ("epoch", "step")
-# seqeval's strict-mode schemes (seqeval.scheme), for `data.tag_scheme`.
-TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
-TRANSCRIPT_CASES = ("lower", "upper", "keep")
-WHISPER_TASKS = ("transcribe", "translate")
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -72,106 +68,128 @@ def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[s
     return None
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
+    """A config field with its help text, which `hubtune recipe-keys TASK` prints."""
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+def factory(make: Any, help: str) -> Any:
+    return field(default_factory=make, metadata={"help": help})
+
+
 @dataclass
 class ModelConfig:
-    checkpoint: str = ""
-    revision: str = "main"
-    trust_remote_code: bool = False
-    # Same architecture and config as `checkpoint`, random weights: the baseline that shows transfer gain.
-    from_scratch: bool = False
-    # A single timm weights file (.safetensors/.pth) as `checkpoint` names no architecture: give it here.
-    timm_architecture: str | None = None
+    checkpoint: str = option("", "a Hub id (org/name, or timm's hf-hub:org/name), a local folder, or a single "
+                                 "timm weights file")
+    revision: str = option("main", "the Hub revision (branch, tag or commit) of the checkpoint")
+    trust_remote_code: bool = option(False, "allow a checkpoint's own Python code (its config's auto_map); "
+                                            "read that code first")
+    from_scratch: bool = option(False, "same architecture and config as the checkpoint, random weights: the "
+                                       "baseline that shows what transfer gains")
+    timm_architecture: str | None = option(None, "the timm architecture of a single weights file given as "
+                                                 "'checkpoint' (e.g. resnet18)")
 
 
 @dataclass
 class DataConfig:
-    dataset: str | None = None  # a Hub dataset id; or give `files`
-    dataset_config: str | None = None
-    revision: str | None = None
-    files: dict[str, str] = field(default_factory=dict)  # split name -> local csv/json/jsonl/parquet
-    train_split: str = "train"
-    validation_split: str | None = "validation"
-    test_split: str | None = "test"
-    validation_fraction: float | None = None  # carve validation out of train when it has none
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    labels: list[str] | None = None  # label names in id order; read from the data when absent
-    max_length: int = 128
-    # Pad every example to max_length (the transformers examples' default) instead of per batch.
-    pad_to_max_length: bool = False
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    max_test_samples: int | None = None
-    # image-classification data
-    image_column: str = "image"  # Image feature, or a path relative to the csv/jsonl file
-    image_augment: bool = True  # random crop/flip (timm: its train transform) on train images
-    image_size: int | None = None  # square input side instead of the checkpoint's (e.g. for small source images)
-    # token-classification data
-    tokens_column: str = "tokens"  # a list of words per sentence
-    tags_column: str = "ner_tags"  # a list of tags (names or ClassLabel ids) per sentence
-    conll_token_column: int = 0  # CoNLL files: whitespace-separated columns, 0-based; -1 is the last
-    conll_tag_column: int = -1
-    # Tag continuation sub-tokens too (B-X becomes I-X on them) instead of scoring first sub-tokens only.
-    label_all_tokens: bool = False
-    # None: conlleval's lenient chunking (IOB1, IOB2 and IOBES alike); a name: seqeval strict mode with it.
-    tag_scheme: str | None = None
-    # speech data
-    audio_column: str = "audio"  # a path (relative to its csv/jsonl), or a Hub `Audio` column
-    max_duration_s: float | None = 30.0  # longer clips: random crop in training (classification) or dropped (ASR)
-    transcript_case: str = "lower"  # transcripts (in `text_column`) are normalised: lower, upper or keep
-    transcript_remove_chars: str = ',.?!;:"'  # characters deleted from transcripts before training and scoring
-    language: str | None = None  # Whisper: the language token (e.g. english); null for English-only models
-    whisper_task: str = "transcribe"  # Whisper: transcribe or translate
+    """Where a run's data comes from and how much of it is used; every task's data section starts with these.
+
+    Each task family adds its own keys in a subclass that lives with the task and checks itself (`validate`);
+    a key of another task's section is an error at load.
+    """
+
+    dataset: str | None = option(None, "a Hub dataset id; or give 'files'")
+    dataset_config: str | None = option(None, "the Hub dataset's configuration name")
+    revision: str | None = option(None, "the Hub dataset's revision")
+    files: dict[str, str] = factory(dict, "split name -> local file or folder (csv, tsv, json, jsonl, parquet, or "
+                                          "a task's own formats)")
+    train_split: str = option("train", "the split to train on")
+    validation_split: str | None = option("validation", "the split to validate on, or null")
+    test_split: str | None = option("test", "the split to test on, or null")
+    validation_fraction: float | None = option(None, "carve this share of train out for validation when there is "
+                                                     "no validation split")
+    max_train_samples: int | None = option(None, "use a random subset of this many training examples")
+    max_eval_samples: int | None = option(None, "use a random subset of this many validation examples")
+    max_test_samples: int | None = option(None, "use a random subset of this many test examples")
+
+    def validate(self) -> None:
+        """Raise HubtuneError naming the key when a value cannot work; subclasses add their keys' rules."""
+        if not self.dataset and not self.files:
+            raise HubtuneError("recipe section 'data' needs 'dataset' (a Hub id) or 'files' (split -> local file)")
+        if self.dataset and self.files:
+            raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
+        if self.validation_fraction is not None and not 0.0 < self.validation_fraction < 1.0:
+            raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {self.validation_fraction}")
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null for all), got {value}")
+
+
+@dataclass
+class LabelledDataConfig(DataConfig):
+    """Data with one class label per example (text, image and audio classification)."""
+
+    label_column: str = option("label", "the column of class labels: names, or integer ids with 'labels'")
+    labels: list[str] | None = option(None, "label names in id order; read from the data when absent")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise HubtuneError(f"recipe key 'data.labels' repeats a label: {self.labels}")
 
 
 @dataclass
 class LoraConfig:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    target_modules: list[str] | None = None  # None: PEFT's default for the architecture
+    r: int = option(8, "the rank of the LoRA matrices")
+    alpha: int = option(16, "LoRA's scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = option(0.1, "dropout on the LoRA branch")
+    target_modules: list[str] | None = option(None, "module names to adapt; null: PEFT's default for the "
+                                                    "architecture")
 
 
 @dataclass
 class UnfreezeScheduleConfig:
     """When each layer group starts training (its learning rate is zero before)."""
 
-    unit: str = "epoch"  # epoch | step
-    every: float | None = None  # ULMFiT top-down: head at 0, then one more group from the top every `every` units
-    at: dict[str, float] = field(default_factory=dict)  # explicit: group name or glob (block.*) -> start
+    unit: str = option("epoch", "the unit of 'every' and 'at': epoch or step")
+    every: float | None = option(None, "ULMFiT top-down: the head first, then one more group from the top every "
+                                       "this many units")
+    at: dict[str, float] = factory(dict, "explicit starts: group name or glob (block.*) -> start")
 
 
 @dataclass
 class LpFtConfig:
     """LP-FT: a linear probe (head only), then fine-tuning from the probed head."""
 
-    probe_epochs: float = 1.0
-    probe_learning_rate: float = 1e-3
-    then: str = "full"  # the fine-tuning stage's strategy: full | train_last_n (with adapt.n)
+    probe_epochs: float = option(1.0, "epochs of the linear probe")
+    probe_learning_rate: float = option(1e-3, "the linear probe's learning rate")
+    then: str = option("full", "the fine-tuning stage's strategy: full, or train_last_n (with adapt.n)")
 
 
 @dataclass
 class AdaptConfig:
-    strategy: str = "full"
-    n: int = 2  # blocks left trainable by `train_last_n`, counted from the top
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    layer_decay: float | None = None  # LR of a group = decay^(depth below the head), as BEiT/ELECTRA and timm
-    head_lr_scale: float = 1.0  # the head's LR multiplier
-    unfreeze_schedule: UnfreezeScheduleConfig | None = None
-    lp_ft: LpFtConfig = field(default_factory=LpFtConfig)
-    # freeze_backbone only: compute the frozen backbone's features once and train the head on them.
-    feature_cache: bool = False
-    feature_cache_dir: str | None = None  # default ~/.cache/hubtune/features
-    # speech: keep the convolutional feature encoder of wav2vec2-family models frozen (ignored by other models)
-    freeze_feature_encoder: bool = True
+    strategy: str = option("full", "full, freeze_backbone, train_last_n, lora or lp_ft")
+    n: int = option(2, "blocks left trainable by train_last_n, counted from the top")
+    lora: LoraConfig = factory(LoraConfig, "LoRA settings (strategy lora)")
+    layer_decay: float | None = option(None, "a group's LR = base LR x decay^(levels below the head), as BEiT, "
+                                             "ELECTRA and timm")
+    head_lr_scale: float = option(1.0, "the head's LR multiplier")
+    unfreeze_schedule: UnfreezeScheduleConfig | None = option(None, "gradual unfreezing: when each layer group "
+                                                                    "starts training")
+    lp_ft: LpFtConfig = factory(LpFtConfig, "LP-FT settings (strategy lp_ft)")
+    feature_cache: bool = option(False, "freeze_backbone only: compute the frozen backbone's features once and "
+                                        "train the head on them")
+    feature_cache_dir: str | None = option(None, "where cached features go; default ~/.cache/hubtune/features")
+    freeze_feature_encoder: bool = option(True, "speech: keep the convolutional feature encoder of wav2vec2-family "
+                                                "models frozen (ignored by other models)")
 
 
 @dataclass
 class HubConfig:
-    push: bool = False
-    repo_id: str | None = None
-    private: bool = True
+    push: bool = option(False, "push the finished run folder with its model card to the Hub")
+    repo_id: str | None = option(None, "the Hub repository to push to (org/name)")
+    private: bool = option(True, "create the repository as private")
 
 
 # `training.optim` values whose optimizers take the whole model (GaLore, APOLLO) or update inside backward
@@ -201,16 +219,17 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 
 @dataclass
 class RecipeConfig:
-    name: str = ""
-    task: str = "text-classification"
-    seed: int = 42
-    output_dir: str | None = None  # default runs/<name>
-    overwrite: bool = False  # replace an existing run folder instead of refusing
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    training: dict[str, Any] = field(default_factory=dict)
-    hub: HubConfig = field(default_factory=HubConfig)
+    name: str = option("", "the run's name; the run folder is runs/<name> unless 'output_dir' says otherwise")
+    task: str = option("text-classification", "the task; its data keys are listed by `hubtune recipe-keys TASK`")
+    seed: int = option(42, "the seed of weights, data order and subsets")
+    output_dir: str | None = option(None, "the run folder; default runs/<name>")
+    overwrite: bool = option(False, "replace an existing run folder that hubtune wrote (swapped in once the new "
+                                    "run has finished)")
+    model: ModelConfig = factory(ModelConfig, "the checkpoint")
+    data: DataConfig = factory(DataConfig, "the data; its keys depend on the task")
+    adapt: AdaptConfig = factory(AdaptConfig, "how the checkpoint is adapted")
+    training: dict[str, Any] = factory(dict, "TrainingArguments fields, plus 'resume'")
+    hub: HubConfig = factory(HubConfig, "pushing the finished run to the Hub")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -220,7 +239,7 @@ class RecipeConfig:
         return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
 
 
-def _closest(key: str, valid: typing.Iterable[str], prefix: str = "", noun: str = "keys") -> str:
+def closest(key: str, valid: typing.Iterable[str], prefix: str = "", noun: str = "keys") -> str:
     match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     if match:
         return f"; did you mean '{prefix}{match[0]}'?"
@@ -298,26 +317,16 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     for key in values:
         if key not in names:
-            raise HubtuneError(f"unknown recipe key '{prefix}{key}'{_closest(key, names, prefix)}")
+            raise HubtuneError(f"unknown recipe key '{prefix}{key}'{closest(key, names, prefix)}")
     return cls(**{key: _coerce(value, hints[key], prefix + key) for key, value in values.items()})
 
 
-def _validate(config: RecipeConfig) -> None:
-    if not config.name:
-        raise HubtuneError("recipe key 'name' is required")
-    if config.name in (".", "..") or any(separator in config.name for separator in "/\\"):
-        raise HubtuneError(f"recipe key 'name' must be a plain folder name (the run goes to runs/<name>), got "
-                           f"{config.name!r}; set 'output_dir' to put the run elsewhere")
-    if not config.model.checkpoint:
-        raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
-    if config.adapt.strategy not in ADAPT_STRATEGIES:
-        raise HubtuneError(
-            f"unknown adapt strategy '{config.adapt.strategy}' in 'adapt.strategy'"
-            f"{_closest(config.adapt.strategy, ADAPT_STRATEGIES, noun='strategies')}"
-        )
-    if config.adapt.strategy == "lora" and config.model.from_scratch:
+def _validate_adapt(adapt: AdaptConfig, from_scratch: bool) -> None:
+    if adapt.strategy not in ADAPT_STRATEGIES:
+        raise HubtuneError(f"unknown adapt strategy '{adapt.strategy}' in 'adapt.strategy'"
+                           f"{closest(adapt.strategy, ADAPT_STRATEGIES, noun='strategies')}")
+    if adapt.strategy == "lora" and from_scratch:
         raise HubtuneError("'adapt.strategy: lora' needs pretrained weights; it cannot be combined with 'model.from_scratch'")
-    adapt = config.adapt
     if adapt.layer_decay is not None and not 0.0 < adapt.layer_decay <= 1.0:
         raise HubtuneError(f"recipe key 'adapt.layer_decay' must lie in (0, 1], got {adapt.layer_decay}")
     if adapt.head_lr_scale <= 0:
@@ -336,49 +345,42 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError(f"'adapt.feature_cache' needs 'adapt.strategy: freeze_backbone', not '{adapt.strategy}'")
     if adapt.strategy == "lp_ft" and adapt.lp_ft.then not in ("full", "train_last_n"):
         raise HubtuneError(f"recipe key 'adapt.lp_ft.then' must be full or train_last_n, got '{adapt.lp_ft.then}'")
-    if config.adapt.strategy == "train_last_n" and config.adapt.n < 1:
-        raise HubtuneError(f"recipe key 'adapt.n' must be at least 1 for train_last_n, got {config.adapt.n}")
-    data = config.data
-    if not data.dataset and not data.files:
-        raise HubtuneError("recipe section 'data' needs 'dataset' (a Hub id) or 'files' (split -> local file)")
-    if data.dataset and data.files:
-        raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
-    if data.validation_fraction is not None and not 0.0 < data.validation_fraction < 1.0:
-        raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {data.validation_fraction}")
-    if data.image_size is not None and data.image_size < 1:
-        raise HubtuneError(f"recipe key 'data.image_size' must be a positive number of pixels, got {data.image_size}")
-    if data.tag_scheme is not None and data.tag_scheme not in TAG_SCHEMES:
-        raise HubtuneError(f"unknown tag scheme '{data.tag_scheme}' in 'data.tag_scheme'"
-                           f"{_closest(data.tag_scheme, TAG_SCHEMES, noun='schemes')}")
-    if data.labels is not None and len(set(data.labels)) != len(data.labels):
-        raise HubtuneError(f"recipe key 'data.labels' repeats a label: {data.labels}")
-    if config.hub.push and not config.hub.repo_id:
-        raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
-    if config.training.get("push_to_hub"):
+    if adapt.strategy == "train_last_n" and adapt.n < 1:
+        raise HubtuneError(f"recipe key 'adapt.n' must be at least 1 for train_last_n, got {adapt.n}")
+
+
+def _validate_training(training: dict[str, Any]) -> None:
+    if training.get("push_to_hub"):
         raise HubtuneError("use 'hub.push' (pushes the finished run folder), not 'training.push_to_hub'")
-    if data.max_duration_s is not None and data.max_duration_s <= 0:
-        raise HubtuneError(f"recipe key 'data.max_duration_s' must be positive, got {data.max_duration_s}")
-    for key, value, choices in (("transcript_case", data.transcript_case, TRANSCRIPT_CASES),
-                                ("whisper_task", data.whisper_task, WHISPER_TASKS)):
-        if value not in choices:
-            raise HubtuneError(f"recipe key 'data.{key}' must be one of {', '.join(choices)}, got {value!r}")
     types = _training_argument_types()
     valid = set(types) | HUBTUNE_TRAINING_KEYS
-    for key, value in config.training.items():
+    for key, value in training.items():
         if key not in valid:
-            raise HubtuneError(f"unknown recipe key 'training.{key}'{_closest(key, valid, 'training.')}")
+            raise HubtuneError(f"unknown recipe key 'training.{key}'{closest(key, valid, 'training.')}")
         if key == "output_dir":
             raise HubtuneError("set the run folder with the top-level recipe key 'output_dir', not 'training.output_dir'")
         if key in types and not _fits_training_type(value, types[key]):
             expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
-    _check_training_values(config.training)
-    for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
-        value = getattr(data, key)
-        if value is not None and value < 1:
-            raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null for all), got {value}")
-    if not isinstance(config.training.get("resume", False), bool):
-        raise HubtuneError(f"recipe key 'training.resume' must be true or false, got {config.training['resume']!r}")
+    if not isinstance(training.get("resume", False), bool):
+        raise HubtuneError(f"recipe key 'training.resume' must be true or false, got {training['resume']!r}")
+    _check_training_values(training)
+    _check_optimizer(training)
+
+
+def _validate(config: RecipeConfig) -> None:
+    if not config.name:
+        raise HubtuneError("recipe key 'name' is required")
+    if config.name in (".", "..") or any(separator in config.name for separator in "/\\"):
+        raise HubtuneError(f"recipe key 'name' must be a plain folder name (the run goes to runs/<name>), got "
+                           f"{config.name!r}; set 'output_dir' to put the run elsewhere")
+    if not config.model.checkpoint:
+        raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
+    _validate_adapt(config.adapt, config.model.from_scratch)
+    config.data.validate()
+    if config.hub.push and not config.hub.repo_id:
+        raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
+    _validate_training(config.training)
 
 
 def _check_training_values(training: dict[str, Any]) -> None:
@@ -462,11 +464,34 @@ def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequenc
         key, value = parse_override(override)
         _set_dotted(tree, key, value)
     training = {**TRAINING_DEFAULTS, **(tree.pop("training", None) or {})}
+    data = tree.pop("data", None) or {}
     config = _build(RecipeConfig, tree)
     config.training = training
+    config.data = build_data_config(config.task, data)
     _validate(config)
-    _check_optimizer(config.training)
     return config
+
+
+def build_data_config(task: str, values: Any) -> DataConfig:
+    """The `data` section as the task's own data config class: the task is read first, and a key that belongs
+    to another task's section is an error that says so."""
+    from pipelines.tasks import TASKS, get_task  # the task classes import transformers: only when loading
+
+    data_class = get_task(task).data_config
+    if not isinstance(values, dict):
+        raise HubtuneError(f"recipe section 'data' must be a mapping, got {values!r}")
+    names = [f.name for f in dataclasses.fields(data_class)]
+    for key in values:
+        if key in names:
+            continue
+        owners = sorted(name for name, other in TASKS.items()
+                        if key in {f.name for f in dataclasses.fields(other.data_config)})
+        if owners:
+            similar = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            raise HubtuneError(f"recipe key 'data.{key}' belongs to task {', '.join(owners)}, not to '{task}' "
+                               f"(recipe key 'task')" + (f"; did you mean 'data.{similar[0]}'?" if similar else ""))
+        raise HubtuneError(f"unknown recipe key 'data.{key}'{closest(key, names, 'data.')} (task '{task}')")
+    return _build(data_class, values, "data.")
 
 
 def _check_optimizer(training: dict[str, Any]) -> None:

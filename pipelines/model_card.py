@@ -47,6 +47,7 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
     metadata = {key: value for key, value in metadata.items() if value is not None}
     training = {k: v for k, v in config.training.items() if k != "resume"}
     share = results.get("trainable_share")
+    labels = getattr(config.data, "labels", None)  # speech recognition has transcripts, not labels
     lines = [
         "---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
         f"# {config.name}", "",
@@ -63,7 +64,7 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         + (f" (r={config.adapt.lora.r}, alpha={config.adapt.lora.alpha})" if is_adapter else "")
         + (f"; {results['trainable_parameters']:,} of {results['total_parameters']:,} parameters trained "
            f"({share:.2%})." if share is not None else "."),
-        f"- Labels: {', '.join(config.data.labels) if config.data.labels else 'see config.json (id2label)'}.",
+        f"- Labels: {', '.join(labels) if labels else 'see config.json (id2label)'}.",
         "",
         "| hyperparameter | value |", "|---|---|",
         *[f"| {key} | {value} |" for key, value in sorted(training.items())],

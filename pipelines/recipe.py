@@ -213,7 +213,7 @@ class Recipe:
         results.update(trainable_parameters=trainable, total_parameters=total, trainable_share=trainable / total)
         return TrainedStage(trainer, model, table, results, artifacts)
 
-    def _write_run_folder(self, stage: TrainedStage, plan: RunPlan) -> None:
+    def _write_run_folder(self, stage: TrainedStage, plan: RunPlan, task: Task) -> None:
         trainer, folder = stage.trainer, plan.work_dir
         trainer.save_model(str(folder))
         trainer.save_state()
@@ -225,7 +225,7 @@ class Recipe:
             write_json(folder / RESULTS_FILE, stage.results)
             for name, payload in stage.artifacts.items():
                 write_json(folder / name, payload)
-            write_report(folder, self.config.name)
+            write_report(folder, self.config.name, task.summary_metrics)
             finish_run(folder)
             if plan.replaces:
                 swap_in(folder, self.output_dir)
@@ -264,7 +264,7 @@ class Recipe:
         stage.results["wall_time_s"] = time.perf_counter() - started
         if task.warnings:
             stage.results["warnings"] = list(task.warnings)
-        self._write_run_folder(stage, plan)
+        self._write_run_folder(stage, plan, task)
         if self.config.hub.push and stage.trainer.is_world_process_zero():
             stage.results["hub_url"] = push_run(self.output_dir, self.config, self.config.hub, task.pipeline_tag)
         return stage.results

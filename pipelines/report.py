@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.md"
 CONFUSION_FILE = "test_confusion_matrix.json"
-SUMMARY_METRICS = ("accuracy", "f1_macro", "precision_macro", "recall_macro", "f1", "precision", "recall", "wer", "cer")
 
 
 def _history(run_dir: Path) -> list[dict[str, Any]]:
@@ -45,9 +44,8 @@ def _plot_losses(history: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def _plot_metrics(history: list[dict[str, Any]], path: Path) -> bool:
-    curves = {name: [(h["step"], h[f"eval_{name}"]) for h in history if f"eval_{name}" in h]
-              for name in SUMMARY_METRICS}
+def _plot_metrics(history: list[dict[str, Any]], path: Path, metrics: tuple[str, ...]) -> bool:
+    curves = {name: [(h["step"], h[f"eval_{name}"]) for h in history if f"eval_{name}" in h] for name in metrics}
     curves = {name: points for name, points in curves.items() if points}
     if not curves:
         return False
@@ -102,15 +100,16 @@ def _plot_confusion(run_dir: Path, path: Path) -> bool:
     return True
 
 
-def write_report(run_dir: Path, title: str) -> Path:
-    """Write plots/*.png and report.md into the run folder; returns the report's path."""
+def write_report(run_dir: Path, title: str, summary_metrics: tuple[str, ...]) -> Path:
+    """Write plots/*.png and report.md into the run folder; returns the report's path. `summary_metrics` are the
+    task's (`Task.summary_metrics`): the validation curves plotted."""
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     history = _history(run_dir)
     plots = run_dir / PLOTS_DIR
     plots.mkdir(exist_ok=True)
     made = {
         "Loss": _plot_losses(history, plots / "loss.png") and "loss.png",
-        "Validation metrics": _plot_metrics(history, plots / "metrics.png") and "metrics.png",
+        "Validation metrics": _plot_metrics(history, plots / "metrics.png", summary_metrics) and "metrics.png",
         "Test F1 per class": _plot_per_class_f1(results, plots / "per_class_f1.png") and "per_class_f1.png",
         "Confusion matrix": _plot_confusion(run_dir, plots / "confusion_matrix.png") and "confusion_matrix.png",
     }

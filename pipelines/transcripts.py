@@ -4,19 +4,38 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer
 
-from pipelines.config import DataConfig
+from pipelines.audio import AudioInputConfig
+from pipelines.config import option
 from pipelines.errors import HubtuneError
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
+TRANSCRIPT_CASES = ("lower", "upper", "keep")
 
 
-def normalise(text: str, config: DataConfig) -> str:
+@dataclass
+class TranscriptDataConfig(AudioInputConfig):
+    """Speech recognition data: audio with its transcript."""
+
+    text_column: str = option("text", "the column of transcripts")
+    transcript_case: str = option("lower", "transcripts are normalised: lower, upper or keep")
+    transcript_remove_chars: str = option(',.?!;:"', "characters deleted from transcripts before training and "
+                                                     "scoring")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.transcript_case not in TRANSCRIPT_CASES:
+            raise HubtuneError(f"recipe key 'data.transcript_case' must be one of {', '.join(TRANSCRIPT_CASES)}, "
+                               f"got {self.transcript_case!r}")
+
+
+def normalise(text: str, config: TranscriptDataConfig) -> str:
     if config.transcript_case == "lower":
         text = text.lower()
     elif config.transcript_case == "upper":
@@ -25,7 +44,7 @@ def normalise(text: str, config: DataConfig) -> str:
     return " ".join(text.split())
 
 
-def transcripts(dataset: Dataset, config: DataConfig, locate: Callable[[int], str]) -> list[str]:
+def transcripts(dataset: Dataset, config: TranscriptDataConfig, locate: Callable[[int], str]) -> list[str]:
     """The normalised transcripts of `text_column`; a missing or empty one is an error naming the row."""
     texts = []
     for row, value in enumerate(dataset[config.text_column]):

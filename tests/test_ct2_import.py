@@ -56,7 +56,7 @@ def test_real_tiny_en_transcribes_librivox(tmp_path):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     from pipelines.audio import decode
-    from pipelines.config import DataConfig
+    from pipelines.transcripts import TranscriptDataConfig
     from pipelines.metrics import load_metric
     from pipelines.transcripts import normalise
 
@@ -69,7 +69,7 @@ def test_real_tiny_en_transcribes_librivox(tmp_path):
     waves = [decode(str(LIBRIVOX / f"{name}.wav"), 16000, name) for name in names]
     with torch.no_grad():
         generated = model.generate(**processor(waves, sampling_rate=16000, return_tensors="pt"), max_new_tokens=64)
-    config = DataConfig(transcript_remove_chars=',.?!;:"-')
+    config = TranscriptDataConfig(transcript_remove_chars=',.?!;:"-')
     hypotheses = [normalise(text, config) for text in processor.batch_decode(generated, skip_special_tokens=True)]
     wer = load_metric("speech_recognition").compute(predictions=hypotheses, references=[references[n] for n in names])["wer"]
     assert wer < 0.2, list(zip(hypotheses, names))

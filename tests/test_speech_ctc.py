@@ -6,7 +6,7 @@ import pytest
 
 from pipelines import Recipe
 from pipelines.cli import main
-from pipelines.config import DataConfig
+from pipelines.transcripts import TranscriptDataConfig
 from pipelines.errors import HubtuneError
 from pipelines.inference import Predictor
 from pipelines.transcripts import build_ctc_tokenizer, normalise
@@ -42,7 +42,7 @@ def ctc_run(tiny_ctc_encoder, spelled, tmp_path_factory):
 
 
 def test_vocabulary_round_trip(tmp_path):
-    config = DataConfig()
+    config = TranscriptDataConfig()
     texts = [normalise(t, config) for t in ["Hello, World!", "it's  a   hall."]]
     assert texts == ["hello world", "it's a hall"]
     tokenizer = build_ctc_tokenizer(texts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,8 @@ from datasets import Dataset
 from torch import nn
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
+from pipelines.audio import AudioInputConfig
+from pipelines.config import LabelledDataConfig
 from pipelines.data import Splits, encode_labels, label_coding, missing_classes, resolve_label_names
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.audio_task import (
@@ -18,7 +21,12 @@ from pipelines.tasks.audio_task import (
     check_splits_columns,
     extract_features,
 )
-from pipelines.tasks.classifier import SingleLabelMixin
+from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
+
+
+@dataclass
+class AudioDataConfig(AudioInputConfig, LabelledDataConfig):
+    """Audio classification data: a clip and its class label."""
 
 
 class AudioClassification(SingleLabelMixin, AudioTask):
@@ -27,6 +35,7 @@ class AudioClassification(SingleLabelMixin, AudioTask):
     peft_task_type = "SEQ_CLS"
     auto_model = AutoModelForAudioClassification
     head_suffix = "ForAudioClassification"
+    data_config = AudioDataConfig
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoFeatureExtractor, self.config.model, source)
@@ -57,12 +66,7 @@ class AudioClassification(SingleLabelMixin, AudioTask):
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
-        results = []
-        for path, wave in zip(inputs, self.read_inputs(processor, inputs)):
-            # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
-            features = extract_features(processor, [wave]).to(model.device)
-            row = model(**features).logits.softmax(-1)[0]
-            best = int(row.argmax())
-            results.append({"input": path, "label": self.label_names[best], "score": float(row[best]),
-                            "scores": {name: float(p) for name, p in zip(self.label_names, row)}})
-        return results
+        # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
+        rows = [model(**extract_features(processor, [wave]).to(model.device)).logits.softmax(-1)[0]
+                for wave in self.read_inputs(processor, inputs)]
+        return label_predictions(inputs, rows, self.label_names)

@@ -13,7 +13,7 @@ from datasets import Dataset
 from pipelines.audio import crop, decode, decode_column, load_audio_data_file
 from pipelines.data import Locate, Splits, require_columns
 from pipelines.tasks.base import Task
-from pipelines.transcripts import transcripts
+from pipelines.transcripts import TranscriptDataConfig, transcripts
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ class AudioTask(Task):
         self.sampling_rate = 16000  # replaced by the feature extractor's rate before any audio is read
 
     def load_data_file(self, path: Path) -> Dataset:
-        return load_audio_data_file(path, self.config.data.audio_column, self.config.data.label_column)
+        # Transcript data has no class column of its own: class sub-folders, if a folder has them, go to `label`.
+        label_column = getattr(self.config.data, "label_column", "label")
+        return load_audio_data_file(path, self.config.data.audio_column, label_column)
 
     @property
     def max_samples(self) -> int | None:
@@ -102,6 +104,9 @@ class TranscriptTask(AudioTask):
     # Cropping a clip would cut its transcript: over-long clips are dropped instead.
     crops_long_audio = False
     tokenizer: Any = None
+    summary_metrics = ("wer", "cer")
+    lower_is_better = ("loss", "wer", "cer")  # error rates
+    data_config = TranscriptDataConfig
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
         check_splits_columns(splits, {"audio_column": self.config.data.audio_column,

@@ -16,26 +16,41 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
-from pipelines.config import RecipeConfig
+from pipelines.config import DataConfig, RecipeConfig
 from pipelines.data import Splits, load_table_file
+from pipelines.metrics import load_metric
 
 
 class Task:
     name: ClassVar[str]
     pipeline_tag: ClassVar[str | None] = None  # the Hub's task tag, for the model card
     primary_metric: ClassVar[str] = "accuracy"  # what `hubtune compare` reports
+    # The metrics the report plots and `hubtune train` prints (without the eval_/test_ prefix).
+    summary_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+    # Metrics (name endings) where lower is better: `hubtune compare` judges negative transfer by them.
+    lower_is_better: ClassVar[tuple[str, ...]] = ("loss",)
+    head_suffix: ClassVar[str | None] = None  # architecture names ending in it carry a trained label head
     input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
     # TrainingArguments this task needs unless the recipe's `training` section says otherwise.
     training_defaults: ClassVar[dict[str, Any]] = {}
+    # The recipe's `data` section for this task: the shared keys plus the task's own, each checking itself.
+    data_config: ClassVar[type[DataConfig]] = DataConfig
 
     def __init__(self, config: RecipeConfig):
         self.config = config
         self.label_names: list[str] = []
         # Things about the data a user should know that do not stop the run (logged, and kept in the report).
         self.warnings: list[str] = []
+        self._metrics: dict[str, Any] = {}
+
+    def metric(self, name: str) -> Any:
+        """The project's offline `evaluate` module `name`, loaded once per task (a first load takes seconds)."""
+        if name not in self._metrics:
+            self._metrics[name] = load_metric(name)
+        return self._metrics[name]
 
     def load_processor(self, source: str | None = None) -> Any:
         """Tokenizer / image processor / feature extractor from the checkpoint, or from a run folder."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
+import torch
 from torch import nn
 from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
-from pipelines.metrics import load_metric
 from pipelines.modeling import load_classifier
 from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import confusion_artifact, logits_of
@@ -19,7 +19,7 @@ class LabelHeadMixin:
     """`build_model` / `load_run_model` for a `AutoModelFor...` whose head predicts `label_names`."""
 
     auto_model: ClassVar[Any]
-    head_suffix: ClassVar[str]  # architecture names ending in it carry a trained head of this kind
+    head_suffix: ClassVar[str]
     label_names: list[str]
 
     def build_model(self) -> nn.Module:
@@ -31,16 +31,29 @@ class LabelHeadMixin:
         return model
 
 
+def label_predictions(inputs: list[str], probabilities: Sequence[torch.Tensor], label_names: list[str],
+                      top_k: int | None = None) -> list[dict[str, Any]]:
+    """`hubtune predict`'s record of one single-label prediction per input: the best label, its probability, and
+    every label's (`scores`) or, with `top_k` for label sets too large to list, the k most probable (`top`)."""
+    records = []
+    for item, row in zip(inputs, probabilities):
+        best = int(row.argmax())
+        record = {"input": item, "label": label_names[best], "score": float(row[best])}
+        if top_k is None:
+            record["scores"] = {name: float(p) for name, p in zip(label_names, row)}
+        else:
+            top = row.topk(min(top_k, len(row)))
+            record["top"] = {label_names[int(i)]: float(p) for p, i in zip(top.values, top.indices)}
+        records.append(record)
+    return records
+
+
 class SingleLabelMixin(LabelHeadMixin):
     """Single-label classification: accuracy, macro and per-class scores, and a confusion matrix per split."""
 
-    _classification_metric = None
-
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        if self._classification_metric is None:
-            self._classification_metric = load_metric("classification")
         predicted = np.argmax(logits_of(prediction.predictions), axis=-1)
-        return self._classification_metric.compute(predictions=predicted, references=prediction.label_ids,
+        return self.metric("classification").compute(predictions=predicted, references=prediction.label_ids,
                                                    label_names=self.label_names)
 
     def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:

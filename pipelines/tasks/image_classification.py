@@ -9,6 +9,7 @@ checkpoint: its `AutoImageProcessor` for transformers models, timm's `resolve_da
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from transformers import (
     EvalPrediction,
 )
 
+from pipelines.config import LabelledDataConfig, option
 from pipelines.data import (
     Splits,
     encode_labels,
@@ -41,10 +43,9 @@ from pipelines.images import (
     resolve_image_paths,
     undecoded,
 )
-from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import Task, logits_of
-from pipelines.tasks.classifier import SingleLabelMixin
+from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 TOP_K = 5
 
@@ -94,8 +95,23 @@ def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Cal
                                     **overrides)["pixel_values"]
 
 
+@dataclass
+class ImageDataConfig(LabelledDataConfig):
+    image_column: str = option("image", "an Image feature, or a path relative to the csv/jsonl file")
+    image_augment: bool = option(True, "random crop and flip of training images (timm models: their own train "
+                                       "transform)")
+    image_size: int | None = option(None, "square input side instead of the checkpoint's (e.g. for small source "
+                                          "images)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.image_size is not None and self.image_size < 1:
+            raise HubtuneError(f"recipe key 'data.image_size' must be a positive number of pixels, got {self.image_size}")
+
+
 class ImageClassification(SingleLabelMixin, Task):
     name = "image-classification"
+    data_config = ImageDataConfig
     auto_model = AutoModelForImageClassification
     head_suffix = "ForImageClassification"
     pipeline_tag = "image-classification"
@@ -103,10 +119,6 @@ class ImageClassification(SingleLabelMixin, Task):
     # Images are decoded per batch by a dataset transform from the (undecoded) image column, which the
     # Trainer would otherwise drop for not being a model input.
     training_defaults = {"remove_unused_columns": False}
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._metrics: dict[str, Any] = {}
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoImageProcessor, self.config.model, source)
@@ -148,15 +160,10 @@ class ImageClassification(SingleLabelMixin, Task):
     def data_collator(self, processor: Any) -> Any:
         return DefaultDataCollator()
 
-    def _metric(self, name: str) -> Any:
-        if name not in self._metrics:
-            self._metrics[name] = load_metric(name)
-        return self._metrics[name]
-
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         results = super().compute_metrics(prediction)
         if len(self.label_names) > TOP_K:
-            results.update(self._metric("top_k_accuracy").compute(predictions=logits_of(prediction.predictions),
+            results.update(self.metric("top_k_accuracy").compute(predictions=logits_of(prediction.predictions),
                                                                   references=prediction.label_ids, k=TOP_K))
         return results
 
@@ -170,11 +177,4 @@ class ImageClassification(SingleLabelMixin, Task):
             images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
         model.eval()
         pixels = pixel_transform(processor, False, self.config.data.image_size)(images).to(model.device)
-        probabilities = model(pixel_values=pixels).logits.softmax(-1)
-        results = []
-        for text, row in zip(inputs, probabilities):
-            best = int(row.argmax())
-            top = row.topk(min(TOP_K, len(row)))
-            results.append({"input": text, "label": self.label_names[best], "score": float(row[best]),
-                            "top": {self.label_names[int(i)]: float(p) for p, i in zip(top.values, top.indices)}})
-        return results
+        return label_predictions(inputs, model(pixel_values=pixels).logits.softmax(-1), self.label_names, TOP_K)

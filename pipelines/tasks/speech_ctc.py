@@ -18,7 +18,6 @@ from transformers import (
 )
 
 from pipelines.data import Splits
-from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
@@ -28,17 +27,8 @@ from pipelines.tasks.audio_task import (
     extract_features,
 )
 from pipelines.tasks.base import logits_of
+from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.transcripts import build_ctc_tokenizer, transcripts
-
-IGNORE = -100  # label positions the CTC loss skips
-
-
-def pad_labels(sequences: list[list[int]]) -> torch.Tensor:
-    labels = torch.full((len(sequences), max(map(len, sequences))), IGNORE)
-    for i, sequence in enumerate(sequences):
-        labels[i, :len(sequence)] = torch.tensor(sequence)
-    return labels
-
 
 class CTCTrainer(Trainer):
     """The Trainer, with the logits of padding frames blanked at evaluation.
@@ -63,10 +53,6 @@ class SpeechRecognitionCTC(TranscriptTask):
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
     trainer_class = CTCTrainer
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._metric = None
 
     def load_processor(self, source: str | None = None) -> Any:
         if source is not None:  # a run folder holds the feature extractor and the vocabulary it was trained with
@@ -110,12 +96,10 @@ class SpeechRecognitionCTC(TranscriptTask):
         return self.tokenizer.batch_decode(label_ids, group_tokens=False, skip_special_tokens=True)
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        if self._metric is None:
-            self._metric = load_metric("speech_recognition")
         logits = logits_of(prediction.predictions)
         # Padding frames hold -100 everywhere (CTCTrainer, and the Trainer between batches): argmax is the blank.
         hypotheses = self.tokenizer.batch_decode(np.argmax(logits, axis=-1))
-        return self._metric.compute(predictions=hypotheses, references=self.decode_labels(prediction.label_ids))
+        return self.metric("speech_recognition").compute(predictions=hypotheses, references=self.decode_labels(prediction.label_ids))
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

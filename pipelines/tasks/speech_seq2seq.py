@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,8 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
-from pipelines.metrics import load_metric
+from pipelines.config import option
+from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
@@ -24,12 +26,28 @@ from pipelines.tasks.audio_task import (
     extract_features,
 )
 from pipelines.tasks.base import logits_of
-from pipelines.tasks.speech_ctc import IGNORE, pad_labels
-from pipelines.transcripts import normalise
+from pipelines.tasks.collate import IGNORE, pad_labels
+from pipelines.transcripts import TranscriptDataConfig, normalise
+
+
+WHISPER_TASKS = ("transcribe", "translate")
+
+
+@dataclass
+class WhisperDataConfig(TranscriptDataConfig):
+    language: str | None = option(None, "Whisper's language token (e.g. english); null for English-only models")
+    whisper_task: str = option("transcribe", "Whisper's task: transcribe or translate")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.whisper_task not in WHISPER_TASKS:
+            raise HubtuneError(f"recipe key 'data.whisper_task' must be one of {', '.join(WHISPER_TASKS)}, got "
+                               f"{self.whisper_task!r}")
 
 
 class SpeechRecognitionSeq2Seq(TranscriptTask):
     name = "speech-recognition-seq2seq"
+    data_config = WhisperDataConfig
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
     # Not PEFT's SEQ_2_SEQ_LM: its forward adds `input_ids`, which Whisper (audio in `input_features`) passes on
@@ -40,10 +58,6 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
     # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax.
     training_defaults = {**TranscriptTask.training_defaults, "predict_with_generate": True,
                          "generation_max_length": 128}
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._metric = None
 
     def load_processor(self, source: str | None = None) -> Any:
         processor = from_pretrained(AutoProcessor, self.config.model, source)
@@ -98,10 +112,8 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
         return [normalise(text, self.config.data) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        if self._metric is None:
-            self._metric = load_metric("speech_recognition")
         generated = logits_of(prediction.predictions)
-        return self._metric.compute(predictions=self.decode(generated), references=self.decode(prediction.label_ids))
+        return self.metric("speech_recognition").compute(predictions=self.decode(generated), references=self.decode(prediction.label_ids))
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from typing import Any
 
@@ -15,17 +16,32 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
+from pipelines.config import LabelledDataConfig, option
 from pipelines.data import Locate, Splits, encode_labels, label_coding, missing_classes, require_columns, resolve_label_names
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import Task
-from pipelines.tasks.classifier import SingleLabelMixin
+from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 logger = logging.getLogger(__name__)
 
 # Beyond these the checkpoint's vocabulary fits the data badly (English text on an English model: ~0% and ~1.3).
 UNKNOWN_TOKEN_LIMIT = 0.05
 PIECES_PER_WORD_LIMIT = 3.0
+
+
+@dataclass
+class TextDataConfig(LabelledDataConfig):
+    text_column: str = option("text", "the column of texts")
+    text_pair_column: str | None = option(None, "a second text column, for pairs (NLI, paraphrase)")
+    max_length: int = option(128, "tokens per example; longer texts are cut, with a warning")
+    pad_to_max_length: bool = option(False, "pad every example to max_length (the transformers examples' "
+                                            "default) instead of per batch")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.max_length < 1:
+            raise HubtuneError(f"recipe key 'data.max_length' must be at least 1, got {self.max_length}")
 
 
 def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
@@ -40,6 +56,7 @@ class TextClassification(SingleLabelMixin, Task):
     peft_task_type = "SEQ_CLS"
     auto_model = AutoModelForSequenceClassification
     head_suffix = "ForSequenceClassification"
+    data_config = TextDataConfig
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoTokenizer, self.config.model, source)
@@ -102,10 +119,5 @@ class TextClassification(SingleLabelMixin, Task):
                            "first %d tokens (marked \"truncated\": true)", sum(truncated), len(inputs), limit, limit)
         batch = processor(inputs, truncation=True, max_length=limit, padding=True,
                           return_tensors="pt").to(model.device)
-        probabilities = model(**batch).logits.softmax(-1)
-        results = []
-        for text, row, cut in zip(inputs, probabilities, truncated):
-            best = int(row.argmax())
-            results.append({"input": text, "label": self.label_names[best], "score": float(row[best]),
-                            "scores": {name: float(p) for name, p in zip(self.label_names, row)}, "truncated": cut})
-        return results
+        records = label_predictions(inputs, model(**batch).logits.softmax(-1), self.label_names)
+        return [{**record, "truncated": cut} for record, cut in zip(records, truncated)]

@@ -8,6 +8,7 @@ the fast tokenizer's `word_ids()`, and scored per entity with seqeval (`pipeline
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,19 +24,48 @@ from transformers import (
     TokenClassificationPipeline,
 )
 
-from pipelines.config import DataConfig
+from pipelines.config import DataConfig, closest, option
 from pipelines.conll import read_conll
 from pipelines.data import Locate, Splits, load_table_file, missing_classes, require_columns
 from pipelines.errors import HubtuneError
-from pipelines.metrics import load_metric
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import Task, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin
+from pipelines.tasks.collate import IGNORE
 
 logger = logging.getLogger(__name__)
 
 CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio")
-IGNORE = -100  # the label id PyTorch's cross-entropy and the metrics skip
+
+
+# seqeval's strict-mode schemes (seqeval.scheme), for `data.tag_scheme`.
+TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
+
+
+@dataclass
+class TokensDataConfig(DataConfig):
+    tokens_column: str = option("tokens", "the column holding a list of words per sentence")
+    tags_column: str = option("ner_tags", "the column holding a list of tags (names or ClassLabel ids) per sentence")
+    labels: list[str] | None = option(None, "tag names in id order; read from the data when absent")
+    conll_token_column: int = option(0, "CoNLL files: the word's column (whitespace-separated, 0-based; -1 is "
+                                        "the last)")
+    conll_tag_column: int = option(-1, "CoNLL files: the tag's column")
+    label_all_tokens: bool = option(False, "tag continuation word pieces too (B-X becomes I-X on them) instead of "
+                                           "training on first pieces only")
+    tag_scheme: str | None = option(None, "null: conlleval's lenient chunking (IOB1, IOB2 and IOBES alike); a "
+                                          "scheme name: seqeval's strict mode with it")
+    max_length: int = option(128, "word pieces per sentence; longer sentences are cut, with a warning")
+    pad_to_max_length: bool = option(False, "pad every sentence to max_length instead of per batch")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.tag_scheme is not None and self.tag_scheme not in TAG_SCHEMES:
+            raise HubtuneError(f"unknown tag scheme '{self.tag_scheme}' in 'data.tag_scheme'"
+                               f"{closest(self.tag_scheme, TAG_SCHEMES, noun='schemes')}")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise HubtuneError(f"recipe key 'data.labels' repeats a tag: {self.labels}")
+        if self.max_length < 1:
+            raise HubtuneError(f"recipe key 'data.max_length' must be at least 1, got {self.max_length}")
 
 
 def require_fast_tokenizer(tokenizer: Any, checkpoint: str) -> None:
@@ -68,7 +98,7 @@ def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int],
     return labels
 
 
-def resolve_tag_names(config: DataConfig, splits: Splits) -> list[str]:
+def resolve_tag_names(config: TokensDataConfig, splits: Splits) -> list[str]:
     """Tag names in id order: the recipe's list, else the dataset's ClassLabel names, else read from train."""
     if config.labels:
         return list(config.labels)
@@ -84,7 +114,7 @@ def resolve_tag_names(config: DataConfig, splits: Splits) -> list[str]:
         "list the tag names in 'data.labels' (in id order)")
 
 
-def tag_coding(dataset: Dataset, config: DataConfig) -> str:
+def tag_coding(dataset: Dataset, config: TokensDataConfig) -> str:
     """'names' or 'ids': how the train split writes its tags (a ClassLabel feature counts as names)."""
     for tags in dataset[config.tags_column]:
         for tag in tags if isinstance(tags, list) else []:
@@ -93,7 +123,7 @@ def tag_coding(dataset: Dataset, config: DataConfig) -> str:
     return "names"
 
 
-def encode_sentences(dataset: Dataset, config: DataConfig, names: list[str], locate: Locate,
+def encode_sentences(dataset: Dataset, config: TokensDataConfig, names: list[str], locate: Locate,
                      coding: str = "names") -> tuple[list[list[str]], list[list[int]]]:
     """Words and tag ids of every row, checked: lists of text, as many tags as words, every tag in the tag set."""
     feature = getattr(dataset.features[config.tags_column], "feature", None)
@@ -137,11 +167,9 @@ class TokenClassification(LabelHeadMixin, Task):
     head_suffix = "ForTokenClassification"
     pipeline_tag = "token-classification"
     primary_metric = "f1"  # entity-level
+    summary_metrics = ("f1", "precision", "recall", "accuracy")
     peft_task_type = "TOKEN_CLS"
-
-    def __init__(self, config):
-        super().__init__(config)
-        self._metric = None
+    data_config = TokensDataConfig
 
     def load_processor(self, source: str | None = None) -> Any:
         tokenizer = from_pretrained(AutoTokenizer, self.config.model, source)
@@ -194,8 +222,6 @@ class TokenClassification(LabelHeadMixin, Task):
         return DataCollatorForTokenClassification(processor, pad_to_multiple_of=8)
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        if self._metric is None:
-            self._metric = load_metric("ner")
         logits = logits_of(prediction.predictions)
         predicted_ids = np.argmax(logits, axis=-1)
         predictions, references = [], []
@@ -203,7 +229,7 @@ class TokenClassification(LabelHeadMixin, Task):
             scored = label_row != IGNORE
             predictions.append([self.label_names[i] for i in predicted_row[scored]])
             references.append([self.label_names[i] for i in label_row[scored]])
-        return self._metric.compute(predictions=predictions, references=references,
+        return self.metric("ner").compute(predictions=predictions, references=references,
                                     scheme=self.config.data.tag_scheme)
 
     @torch.no_grad()

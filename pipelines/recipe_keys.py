@@ -1,0 +1,64 @@
+"""`hubtune recipe-keys TASK`: every key a recipe of that task can set, with its type, default and help."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+from pipelines.config import TRAINING_DEFAULTS, RecipeConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class RecipeKey:
+    key: str
+    type: str
+    default: str
+    help: str
+
+
+def _dataclass_in(annotation: Any) -> type | None:
+    """The dataclass an annotation holds (`X` or `X | None`), if any."""
+    candidates = typing.get_args(annotation) or (annotation,)
+    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def _default(spec: dataclasses.Field) -> str:
+    if spec.default is not dataclasses.MISSING:
+        return repr(spec.default)
+    return repr(spec.default_factory()) if spec.default_factory is not dataclasses.MISSING else "required"
+
+
+def recipe_keys(task: str) -> list[RecipeKey]:
+    """The keys of a `task` recipe in the order a recipe writes them; `data` is the task's own section."""
+    from pipelines.tasks import get_task
+
+    data_class = get_task(task).data_config
+    keys: list[RecipeKey] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for spec in dataclasses.fields(cls):
+            key, annotation = prefix + spec.name, hints[spec.name]
+            nested = data_class if cls is RecipeConfig and spec.name == "data" else _dataclass_in(annotation)
+            if nested is not None:
+                walk(nested, key + ".")
+            elif cls is RecipeConfig and spec.name == "training":
+                defaults = ", ".join(f"{k}={v}" for k, v in TRAINING_DEFAULTS.items())
+                keys.append(RecipeKey("training.*", "TrainingArguments field", f"hubtune's: {defaults}",
+                                      "any transformers TrainingArguments field, plus 'resume' (continue from the "
+                                      "last complete checkpoint)"))
+            else:
+                keys.append(RecipeKey(key, _type_name(annotation), _default(spec), spec.metadata.get("help", "")))
+
+    walk(RecipeConfig, "")
+    return keys
+
+
+def format_keys(keys: list[RecipeKey]) -> str:
+    width = max(len(k.key) for k in keys)
+    return "\n".join(f"{k.key:<{width}}  {k.help} [{k.type}, default {k.default}]" for k in keys)
