@@ -487,7 +487,7 @@ def build_data_config(task: str, values: Any) -> DataConfig:
         owners = sorted(name for name, other in TASKS.items()
                         if key in {f.name for f in dataclasses.fields(other.data_config)})
         if owners:
-            similar = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            similar = difflib.get_close_matches(key, names, n=1, cutoff=0.8)  # a typo, not a lookalike
             raise HubtuneError(f"recipe key 'data.{key}' belongs to task {', '.join(owners)}, not to '{task}' "
                                f"(recipe key 'task')" + (f"; did you mean 'data.{similar[0]}'?" if similar else ""))
         raise HubtuneError(f"unknown recipe key 'data.{key}'{closest(key, names, 'data.')} (task '{task}')")

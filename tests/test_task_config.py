@@ -1,0 +1,76 @@
+"""Each task owns its `data` section: its keys, their checks and their help; a key of another task is an error."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pipelines import HubtuneError, load_recipe_config
+from pipelines.cli import main
+from pipelines.config import DataConfig, RecipeConfig
+from pipelines.recipe_keys import recipe_keys
+from pipelines.tasks import TASKS
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[r.stem for r in RECIPES])
+def test_every_shipped_recipe_loads_with_its_tasks_data_section(recipe):
+    config = load_recipe_config(recipe)
+    assert type(config.data) is TASKS[config.task].data_config
+
+
+@pytest.mark.parametrize("key, value, owner", [
+    ("image_size", 64, "image-classification"),
+    ("tag_scheme", "IOB2", "token-classification"),
+    ("whisper_task", "translate", "speech-recognition-seq2seq"),
+    ("audio_column", "clip", "audio-classification, speech-recognition-ctc, speech-recognition-seq2seq"),
+])
+def test_a_key_of_another_task_names_that_task(recipe_values, key, value, owner):
+    with pytest.raises(HubtuneError) as caught:
+        load_recipe_config(values=recipe_values, overrides=[f"data.{key}={value}"])
+    assert str(caught.value) == (f"recipe key 'data.{key}' belongs to task {owner}, not to 'text-classification' "
+                                 "(recipe key 'task')")
+
+
+def test_each_task_checks_its_own_keys(recipe_values):
+    data = {k: v for k, v in recipe_values["data"].items() if k != "max_length"}
+    image = dict(recipe_values, task="image-classification", data=data)
+    with pytest.raises(HubtuneError, match="'data.image_size' must be a positive number of pixels"):
+        load_recipe_config(values=image, overrides=["data.image_size=0"])
+    speech = dict(recipe_values, task="speech-recognition-seq2seq", data={k: v for k, v in data.items() if k != "labels"})
+    with pytest.raises(HubtuneError, match="'data.whisper_task' must be one of transcribe, translate"):
+        load_recipe_config(values=speech, overrides=["data.whisper_task=dictate"])
+    with pytest.raises(HubtuneError, match="'data.max_duration_s' must be positive"):
+        load_recipe_config(values=speech, overrides=["data.max_duration_s=0"])
+
+
+def test_unknown_task_is_named_at_load(recipe_values):
+    with pytest.raises(HubtuneError, match="unknown task 'text-clasification' in recipe key 'task'"):
+        load_recipe_config(values=dict(recipe_values, task="text-clasification"))
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_key_has_help_and_only_the_tasks_data_keys_are_listed(task):
+    keys = {key.key: key for key in recipe_keys(task)}
+    assert all(key.help for key in keys.values()), [k for k, key in keys.items() if not key.help]
+    data_keys = {k.removeprefix("data.") for k in keys if k.startswith("data.")}
+    assert data_keys == {f.name for f in dataclasses.fields(TASKS[task].data_config)}
+    assert {"name", "model.checkpoint", "adapt.lora.r", "adapt.unfreeze_schedule.every", "training.*",
+            "hub.repo_id"} <= set(keys)
+
+
+def test_recipe_keys_command(capsys):
+    assert main(["recipe-keys", "token-classification"]) == 0
+    out = capsys.readouterr().out
+    assert "data.tag_scheme" in out and "seqeval" in out and "data.image_size" not in out
+
+
+def test_the_shared_data_keys_are_in_every_task():
+    shared = {f.name for f in dataclasses.fields(DataConfig)}
+    for task in TASKS.values():
+        assert issubclass(task.data_config, DataConfig)
+        assert shared <= {f.name for f in dataclasses.fields(task.data_config)}
+    assert dataclasses.fields(RecipeConfig)  # the recipe itself stays one dataclass
