@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe
+from run_helpers import StopAt, losses, quality
 
 STOP_AT = 10
 EPOCHS = 2
@@ -27,29 +28,6 @@ class Steps(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.steps.append(state.global_step)
-
-
-class StopAt(TrainerCallback):
-    """Simulates a crash: training stops right after the given optimizer step."""
-
-    def __init__(self, step: int):
-        self.step = step
-        self.stopped_at = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-            self.stopped_at = state.global_step
-
-
-def losses(run_dir) -> dict[int, float]:
-    state = json.loads((run_dir / "trainer_state.json").read_text())
-    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
-
-
-def quality(results: dict) -> dict[str, float]:
-    return {k: v for k, v in results.items()
-            if k.startswith("test_") and not k.endswith(("runtime", "per_second"))}
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,6 @@ finished, and every interrupted run (Ctrl-C, kill -9 while saving) resumes to th
 from __future__ import annotations
 
 import copy
-import json
-import math
 import os
 import subprocess
 import sys
@@ -19,6 +17,7 @@ from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.cli import main
 from pipelines.errors import RunInterrupted
 from pipelines.run_guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
+from run_helpers import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTING = ["training.save_strategy=steps", "training.save_steps=5", "training.num_train_epochs=2"]
@@ -27,24 +26,6 @@ STEPS = 2 * 240 // 16  # 30
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    state = json.loads((run_dir / "trainer_state.json").read_text())
-    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
-
-
-def quality(results: dict) -> dict[str, float]:
-    return {k: v for k, v in results.items() if k.startswith("test_") and not k.endswith(("runtime", "per_second"))}
-
-
-def assert_same_run(resumed: dict, resumed_dir: Path, straight: dict, straight_dir: Path) -> None:
-    for key, value in quality(straight).items():
-        assert math.isclose(resumed[key], value, rel_tol=1e-5, abs_tol=1e-7), key
-    straight_losses, resumed_losses = losses(straight_dir), losses(resumed_dir)
-    assert sorted(resumed_losses) == sorted(straight_losses)
-    for step, loss in straight_losses.items():
-        assert math.isclose(resumed_losses[step], loss, rel_tol=1e-5), step
 
 
 class InterruptAt(TrainerCallback):

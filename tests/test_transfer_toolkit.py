@@ -12,7 +12,7 @@ from transformers import BertForSequenceClassification, TrainerCallback
 
 from pipelines import HubtuneError, Recipe
 
-from test_resume import StopAt, losses, quality
+from run_helpers import StopAt, losses, quality
 
 BASE_LR = 1e-3
 

@@ -1,0 +1,43 @@
+"""Helpers for tests that interrupt, resume and compare runs. Not a test module (no `test_` prefix)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class StopAt(TrainerCallback):
+    """Simulates a crash: training stops right after the given optimizer step."""
+
+    def __init__(self, step: int):
+        self.step = step
+        self.stopped_at = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    """The logged training loss at each step of a run folder's `trainer_state.json`."""
+    state = json.loads((Path(run_dir) / "trainer_state.json").read_text())
+    return {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+
+
+def quality(results: dict) -> dict[str, float]:
+    """The test metrics of a run's results, without the timing ones."""
+    return {k: v for k, v in results.items() if k.startswith("test_") and not k.endswith(("runtime", "per_second"))}
+
+
+def assert_same_run(resumed: dict, resumed_dir: Path, straight: dict, straight_dir: Path) -> None:
+    """A resumed run ends with the uninterrupted run's test metrics and per-step losses."""
+    for key, value in quality(straight).items():
+        assert math.isclose(resumed[key], value, rel_tol=1e-5, abs_tol=1e-7), key
+    straight_losses, resumed_losses = losses(straight_dir), losses(resumed_dir)
+    assert sorted(resumed_losses) == sorted(straight_losses)
+    for step, loss in straight_losses.items():
+        assert math.isclose(resumed_losses[step], loss, rel_tol=1e-5), step
