@@ -1,11 +1,13 @@
 """The task protocol: what a task adds to the shared spine (data checks, preprocessing, model, metrics).
 
 Everything else (config, data loading, adaptation, the Trainer, the run folder, the CLI) is shared. A new
-task is one subclass of `Task` registered in `pipelines.tasks.TASKS`, plus a recipe.
+task is one module: a `Task` subclass (this ABC names what it must implement) with its `data_config` (a
+`DataConfig` subclass holding the task's own recipe keys), registered in `pipelines.tasks.TASKS`; plus a recipe.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,7 +23,9 @@ from pipelines.data import Splits, load_table_file
 from pipelines.metrics import load_metric
 
 
-class Task:
+class Task(ABC):
+    """What one task adds to the shared spine. Subclasses implement the abstract methods; the rest have defaults."""
+
     name: ClassVar[str]
     pipeline_tag: ClassVar[str | None] = None  # the Hub's task tag, for the model card
     primary_metric: ClassVar[str] = "accuracy"  # what `hubtune compare` reports
@@ -52,9 +56,9 @@ class Task:
             self._metrics[name] = load_metric(name)
         return self._metrics[name]
 
+    @abstractmethod
     def load_processor(self, source: str | None = None) -> Any:
         """Tokenizer / image processor / feature extractor from the checkpoint, or from a run folder."""
-        raise NotImplementedError
 
     def load_data_file(self, path: Path) -> Dataset:
         """One local split file (or folder) as a Dataset; tasks with formats of their own override this."""
@@ -67,23 +71,25 @@ class Task:
         """
         return processor
 
+    @abstractmethod
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
         """Check the columns and labels of every split, then preprocess; sets `self.label_names`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def build_model(self) -> nn.Module:
         """The pretrained (or from-scratch) model with a head for `self.label_names`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def load_run_model(self, run_dir: str) -> nn.Module:
         """The trained model from a run folder (with its adapter, if any)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def data_collator(self, processor: Any) -> Any:
-        raise NotImplementedError
+        """Prepared examples -> a model batch (padding, label alignment)."""
 
+    @abstractmethod
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        raise NotImplementedError
+        """The task's scores of an evaluation's predictions, through its offline `evaluate` modules."""
 
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Signs that the data lies outside the checkpoint's input domain, as plain sentences (none by default)."""
@@ -94,9 +100,9 @@ class Task:
         stores each as `<split>_<name>.json`. Most tasks have none."""
         return {}
 
+    @abstractmethod
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         """Predictions for raw inputs as given on the command line, one dict each."""
-        raise NotImplementedError
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         """One line of `hubtune predict` output for one prediction of `predict`."""
