@@ -1,6 +1,6 @@
 # One entry point for a fresh machine: each target creates the venv when it is missing.
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
-#   make test   - set up and run the test suite (what .ci/run calls)
+#   make test   - set up, lint (ruff check and format check) and run the test suite (what .ci/run calls)
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), scripts/bench_feature_cache.py and
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
@@ -15,7 +15,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # LibriVox clips with transcripts.
 SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
-.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-data bench \
+.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-data lint bench \
 	fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
@@ -50,8 +50,13 @@ demo-speech: assets-speech
 	$(OFFLINE) $(BIN)/hubtune train recipes/spoken-digits-whisper-offline.yaml overwrite=true
 	$(OFFLINE) $(BIN)/hubtune predict runs/spoken-digits-whisper-offline data/spoken_digits/test/seven/en-us-nyc_p35.wav
 
-test: install test-data
+# Lint and format check first: they take a second, the suite minutes.
+test: install test-data lint
 	$(OFFLINE) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check pipelines tests scripts
+	$(BIN)/ruff format --check pipelines tests scripts
 
 # The real tiny.en test transcribes LibriVox clips from this Debian package; without root it is skipped.
 test-data:

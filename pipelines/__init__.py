@@ -16,8 +16,12 @@ if TYPE_CHECKING:
 
 __all__ = ["HubtuneError", "Recipe", "RecipeConfig", "load_recipe_config"]
 
-_HOMES = {"HubtuneError": "pipelines.errors", "Recipe": "pipelines.recipe", "RecipeConfig": "pipelines.config",
-          "load_recipe_config": "pipelines.config"}
+_HOMES = {
+    "HubtuneError": "pipelines.errors",
+    "Recipe": "pipelines.recipe",
+    "RecipeConfig": "pipelines.config",
+    "load_recipe_config": "pipelines.config",
+}
 
 
 def __getattr__(name: str) -> Any:

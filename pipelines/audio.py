@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import soundfile
@@ -31,8 +32,9 @@ class AudioInputConfig(DataConfig):
     """The data keys every speech task shares."""
 
     audio_column: str = option("audio", "a path (relative to its csv/jsonl file), or a Hub Audio column")
-    max_duration_s: float | None = option(30.0, "longer clips are cropped (classification: at random in "
-                                                "training) or left out (speech recognition)")
+    max_duration_s: float | None = option(
+        30.0, "longer clips are cropped (classification: at random in training) or left out (speech recognition)"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -65,7 +67,8 @@ def load_audio_folder(folder: Path, audio_column: str, label_column: str) -> Dat
             rows[label_column].append(sub.name)
     if not rows[audio_column]:
         raise HubtuneError(
-            f"audio folder '{folder}' has neither {' nor '.join(METADATA_FILES)} nor class sub-folders with audio files")
+            f"audio folder '{folder}' has neither {' nor '.join(METADATA_FILES)} nor class sub-folders with audio files"
+        )
     return Dataset.from_dict(rows)
 
 
@@ -75,8 +78,10 @@ def load_audio_data_file(path: Path, audio_column: str, label_column: str) -> Da
         return load_audio_folder(path, audio_column, label_column)
     table = load_table_file(path)
     if audio_column not in table.column_names:
-        raise HubtuneError(f"data file '{path}' has no column '{audio_column}' (recipe key 'data.audio_column'); "
-                           f"columns: {', '.join(table.column_names)}")
+        raise HubtuneError(
+            f"data file '{path}' has no column '{audio_column}' (recipe key 'data.audio_column'); "
+            f"columns: {', '.join(table.column_names)}"
+        )
     resolved = [str(path.parent / value) if isinstance(value, str) else value for value in table[audio_column]]
     return table.remove_columns(audio_column).add_column(audio_column, resolved)
 
@@ -122,4 +127,4 @@ def crop(waveform: np.ndarray, max_samples: int | None, rng: np.random.Generator
     if max_samples is None or len(waveform) <= max_samples:
         return waveform
     start = int(rng.integers(0, len(waveform) - max_samples + 1)) if rng is not None else 0
-    return waveform[start:start + max_samples]
+    return waveform[start : start + max_samples]

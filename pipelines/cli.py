@@ -6,10 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from pipelines.errors import HubtuneError
-
 
 # Commands that may read checkpoints or datasets from the Hub (or push to it).
 HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "export", "push")
@@ -30,8 +29,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a recipe: hubtune train RECIPE.yaml [key=value ...]")
     train.add_argument("recipe", help="path to a recipe YAML")
-    train.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="optional dotted overrides, e.g. training.num_train_epochs=1")
+    train.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="optional dotted overrides, e.g. training.num_train_epochs=1"
+    )
     evaluate = commands.add_parser("evaluate", help="metrics of a run folder on its recipe's test split")
     evaluate.add_argument("run", help="run folder written by hubtune train")
     evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
@@ -45,8 +45,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     predict.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
     compare = commands.add_parser("compare", help="transfer report: pretrained vs random initialisation")
     compare.add_argument("recipe", help="path to a recipe YAML")
-    compare.add_argument("overrides", nargs="*", metavar="key=value",
-                         help="optional dotted overrides, e.g. training.num_train_epochs=1")
+    compare.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="optional dotted overrides, e.g. training.num_train_epochs=1"
+    )
     compare.add_argument("--sizes", default="", help="comma-separated training-set sizes, e.g. 20,100,1000")
     compare.add_argument("--metric", help="test metric to compare (default: the task's, e.g. accuracy)")
     compare.add_argument("--out", help="report folder (default: runs/<name>-compare)")
@@ -63,7 +64,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded to DIR instead")
     keys = commands.add_parser("recipe-keys", help="every recipe key of a task, with its help and default")
     keys.add_argument("task", help="a task name, e.g. text-classification")
-    convert = commands.add_parser("import-ct2", help="convert a faster-whisper (CTranslate2) model to a transformers folder")
+    convert = commands.add_parser(
+        "import-ct2", help="convert a faster-whisper (CTranslate2) model to a transformers folder"
+    )
     convert.add_argument("source", help="faster-whisper model folder (model.bin, config.json, tokenizer.json)")
     convert.add_argument("target", help="new folder for the WhisperForConditionalGeneration checkpoint")
     return parser, commands.choices
@@ -74,15 +77,13 @@ def _run(args: argparse.Namespace) -> None:
         from accelerate import PartialState
 
         from pipelines.recipe import Recipe
-
         from pipelines.tasks import get_task
 
         recipe = Recipe.from_yaml(args.recipe, args.overrides)
         results = recipe.run()
         if PartialState().is_main_process:
             summary = get_task(recipe.config.task).summary_metrics
-            headline = {k: v for k, v in results.items()
-                        if k.startswith("test_") or k.removeprefix("eval_") in summary}
+            headline = {k: v for k, v in results.items() if k.startswith("test_") or k.removeprefix("eval_") in summary}
             print(json.dumps(headline, indent=2))
     elif args.command == "evaluate":
         from pipelines.inference import Predictor
@@ -154,10 +155,14 @@ def _push(args: argparse.Namespace) -> None:
 
     run_dir = Path(args.run)
     config = read_run_recipe(run_dir)
-    hub = dataclasses.replace(config.hub, repo_id=args.repo_id or config.hub.repo_id,
-                              private=config.hub.private if args.private is None else args.private)
-    where = push_run(run_dir, config, hub, get_task(config.task).pipeline_tag,
-                     Path(args.dry_run) if args.dry_run else None)
+    hub = dataclasses.replace(
+        config.hub,
+        repo_id=args.repo_id or config.hub.repo_id,
+        private=config.hub.private if args.private is None else args.private,
+    )
+    where = push_run(
+        run_dir, config, hub, get_task(config.task).pipeline_tag, Path(args.dry_run) if args.dry_run else None
+    )
     print(where)
 
 
@@ -174,8 +179,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(list(sys.argv[1:] if argv is None else argv))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     if args.command in HUB_COMMANDS:
         from pipelines.hub_access import go_offline_unless_reachable
 

@@ -6,9 +6,10 @@ a plot and plain warnings (negative transfer, a label set or input domain that l
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 from transformers import AutoConfig
@@ -43,27 +44,40 @@ def _label_warnings(config: RecipeConfig, task: Task) -> list[str]:
     theirs = {str(name).lower() for name in checkpoint.id2label.values()}
     ours = {name.lower() for name in label_names}
     if theirs & ours and theirs != ours:
-        return [f"label set looks mismatched: the checkpoint's head was trained on {sorted(theirs)}, this recipe "
-                f"has {sorted(ours)}; shared names do not keep their trained weights (the head is new)"]
+        return [
+            f"label set looks mismatched: the checkpoint's head was trained on {sorted(theirs)}, this recipe "
+            f"has {sorted(ours)}; shared names do not keep their trained weights (the head is new)"
+        ]
     return []
 
 
-def _runs(config: RecipeConfig, sizes: Sequence[int | None], out_dir: Path,
-          overrides: Sequence[str]) -> list[tuple[str, Recipe]]:
+def _runs(
+    config: RecipeConfig, sizes: Sequence[int | None], out_dir: Path, overrides: Sequence[str]
+) -> list[tuple[str, Recipe]]:
     runs = []
     for size in sizes:
         for init in ("pretrained", "scratch"):
             name = f"{init}-{size if size else 'all'}"
-            run_overrides = [*overrides, f"model.from_scratch={str(init == 'scratch').lower()}",
-                             f"output_dir={out_dir / name}", "overwrite=true", "hub.push=false"]
+            run_overrides = [
+                *overrides,
+                f"model.from_scratch={str(init == 'scratch').lower()}",
+                f"output_dir={out_dir / name}",
+                "overwrite=true",
+                "hub.push=false",
+            ]
             if size:
                 run_overrides.append(f"data.max_train_samples={size}")
             runs.append((init, Recipe(load_recipe_config(values=config.to_dict(), overrides=run_overrides))))
     return runs
 
 
-def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Sequence[int] = (),
-            metric: str | None = None, out_dir: str | Path | None = None) -> TransferReport:
+def compare(
+    recipe_path: str | Path,
+    overrides: Sequence[str] = (),
+    sizes: Sequence[int] = (),
+    metric: str | None = None,
+    out_dir: str | Path | None = None,
+) -> TransferReport:
     config = load_recipe_config(recipe_path, overrides)
     task = get_task(config.task)(config)
     metric = metric or task.primary_metric
@@ -79,21 +93,33 @@ def compare(recipe_path: str | Path, overrides: Sequence[str] = (), sizes: Seque
     for init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
         results = recipe.run()
         if report.metric not in results:
-            raise HubtuneError(f"metric '{report.metric}' is not in the results of '{recipe.output_dir}' "
-                               f"(have: {', '.join(k for k in results if k.startswith('test_'))})")
-        report.rows.append({"train_samples": results["train_samples"], "init": init,
-                            report.metric: results[report.metric], "run": str(recipe.output_dir)})
+            raise HubtuneError(
+                f"metric '{report.metric}' is not in the results of '{recipe.output_dir}' "
+                f"(have: {', '.join(k for k in results if k.startswith('test_'))})"
+            )
+        report.rows.append(
+            {
+                "train_samples": results["train_samples"],
+                "init": init,
+                report.metric: results[report.metric],
+                "run": str(recipe.output_dir),
+            }
+        )
     by_size: dict[int, dict[str, float]] = {}
     for row in report.rows:
         by_size.setdefault(row["train_samples"], {})[row["init"]] = row[report.metric]
     lower_is_better = report.metric.endswith(task.lower_is_better)
     for samples, scores in sorted(by_size.items()):
-        pretrained_wins = (scores["pretrained"] < scores["scratch"]) if lower_is_better else \
-            (scores["pretrained"] > scores["scratch"])
+        pretrained_wins = (
+            (scores["pretrained"] < scores["scratch"])
+            if lower_is_better
+            else (scores["pretrained"] > scores["scratch"])
+        )
         if not pretrained_wins:
             report.warnings.append(
                 f"negative transfer at {samples} training examples: pretrained {report.metric} "
-                f"{scores['pretrained']:.4f} is no better than from scratch {scores['scratch']:.4f}")
+                f"{scores['pretrained']:.4f} is no better than from scratch {scores['scratch']:.4f}"
+            )
     for warning in report.warnings:
         logger.warning(warning)
     _write(report, by_size, out_dir, config.name)
@@ -114,12 +140,18 @@ def _write(report: TransferReport, by_size: dict[int, dict[str, float]], out_dir
     axis.legend()
     figure.tight_layout()
     figure.savefig(out_dir / PLOT_FILE, dpi=100)
-    lines = [f"# Transfer report: {name}", "", f"| training examples | pretrained {report.metric} | "
-             f"scratch {report.metric} | gain |", "|---|---|---|---|"]
+    lines = [
+        f"# Transfer report: {name}",
+        "",
+        f"| training examples | pretrained {report.metric} | scratch {report.metric} | gain |",
+        "|---|---|---|---|",
+    ]
     for samples in sizes:
         scores = by_size[samples]
-        lines.append(f"| {samples} | {scores['pretrained']:.4f} | {scores['scratch']:.4f} | "
-                     f"{scores['pretrained'] - scores['scratch']:+.4f} |")
+        lines.append(
+            f"| {samples} | {scores['pretrained']:.4f} | {scores['scratch']:.4f} | "
+            f"{scores['pretrained'] - scores['scratch']:+.4f} |"
+        )
     lines += ["", f"![{report.metric}]({PLOT_FILE})", ""]
     lines += [f"**Warning:** {warning}" for warning in report.warnings] or ["No warnings."]
     (out_dir / REPORT_FILE).write_text("\n".join(lines) + "\n")

@@ -34,12 +34,14 @@ class RecipeLoader(yaml.SafeLoader):
 
 RecipeLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"), list("-+0123456789.")
+)
 
 
 def read_yaml(text: str) -> Any:
@@ -79,15 +81,20 @@ def factory(make: Any, help: str) -> Any:
 
 @dataclass
 class ModelConfig:
-    checkpoint: str = option("", "a Hub id (org/name, or timm's hf-hub:org/name), a local folder, or a single "
-                                 "timm weights file")
+    checkpoint: str = option(
+        "", "a Hub id (org/name, or timm's hf-hub:org/name), a local folder, or a single timm weights file"
+    )
     revision: str = option("main", "the Hub revision (branch, tag or commit) of the checkpoint")
-    trust_remote_code: bool = option(False, "allow a checkpoint's own Python code (its config's auto_map); "
-                                            "read that code first")
-    from_scratch: bool = option(False, "same architecture and config as the checkpoint, random weights: the "
-                                       "baseline that shows what transfer gains")
-    timm_architecture: str | None = option(None, "the timm architecture of a single weights file given as "
-                                                 "'checkpoint' (e.g. resnet18)")
+    trust_remote_code: bool = option(
+        False, "allow a checkpoint's own Python code (its config's auto_map); read that code first"
+    )
+    from_scratch: bool = option(
+        False,
+        "same architecture and config as the checkpoint, random weights: the baseline that shows what transfer gains",
+    )
+    timm_architecture: str | None = option(
+        None, "the timm architecture of a single weights file given as 'checkpoint' (e.g. resnet18)"
+    )
 
 
 @dataclass
@@ -101,13 +108,15 @@ class DataConfig:
     dataset: str | None = option(None, "a Hub dataset id; or give 'files'")
     dataset_config: str | None = option(None, "the Hub dataset's configuration name")
     revision: str | None = option(None, "the Hub dataset's revision")
-    files: dict[str, str] = factory(dict, "split name -> local file or folder (csv, tsv, json, jsonl, parquet, or "
-                                          "a task's own formats)")
+    files: dict[str, str] = factory(
+        dict, "split name -> local file or folder (csv, tsv, json, jsonl, parquet, or a task's own formats)"
+    )
     train_split: str = option("train", "the split to train on")
     validation_split: str | None = option("validation", "the split to validate on, or null")
     test_split: str | None = option("test", "the split to test on, or null")
-    validation_fraction: float | None = option(None, "carve this share of train out for validation when there is "
-                                                     "no validation split")
+    validation_fraction: float | None = option(
+        None, "carve this share of train out for validation when there is no validation split"
+    )
     max_train_samples: int | None = option(None, "use a random subset of this many training examples")
     max_eval_samples: int | None = option(None, "use a random subset of this many validation examples")
     max_test_samples: int | None = option(None, "use a random subset of this many test examples")
@@ -119,7 +128,9 @@ class DataConfig:
         if self.dataset and self.files:
             raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
         if self.validation_fraction is not None and not 0.0 < self.validation_fraction < 1.0:
-            raise HubtuneError(f"recipe key 'data.validation_fraction' must lie in (0, 1), got {self.validation_fraction}")
+            raise HubtuneError(
+                f"recipe key 'data.validation_fraction' must lie in (0, 1), got {self.validation_fraction}"
+            )
         for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -144,8 +155,7 @@ class LoraConfig:
     r: int = option(8, "the rank of the LoRA matrices")
     alpha: int = option(16, "LoRA's scaling numerator (the update is scaled by alpha / r)")
     dropout: float = option(0.1, "dropout on the LoRA branch")
-    target_modules: list[str] | None = option(None, "module names to adapt; null: PEFT's default for the "
-                                                    "architecture")
+    target_modules: list[str] | None = option(None, "module names to adapt; null: PEFT's default for the architecture")
 
 
 @dataclass
@@ -153,8 +163,9 @@ class UnfreezeScheduleConfig:
     """When each layer group starts training (its learning rate is zero before)."""
 
     unit: str = option("epoch", "the unit of 'every' and 'at': epoch or step")
-    every: float | None = option(None, "ULMFiT top-down: the head first, then one more group from the top every "
-                                       "this many units")
+    every: float | None = option(
+        None, "ULMFiT top-down: the head first, then one more group from the top every this many units"
+    )
     at: dict[str, float] = factory(dict, "explicit starts: group name or glob (block.*) -> start")
 
 
@@ -172,17 +183,22 @@ class AdaptConfig:
     strategy: str = option("full", "full, freeze_backbone, train_last_n, lora or lp_ft")
     n: int = option(2, "blocks left trainable by train_last_n, counted from the top")
     lora: LoraConfig = factory(LoraConfig, "LoRA settings (strategy lora)")
-    layer_decay: float | None = option(None, "a group's LR = base LR x decay^(levels below the head), as BEiT, "
-                                             "ELECTRA and timm")
+    layer_decay: float | None = option(
+        None, "a group's LR = base LR x decay^(levels below the head), as BEiT, ELECTRA and timm"
+    )
     head_lr_scale: float = option(1.0, "the head's LR multiplier")
-    unfreeze_schedule: UnfreezeScheduleConfig | None = option(None, "gradual unfreezing: when each layer group "
-                                                                    "starts training")
+    unfreeze_schedule: UnfreezeScheduleConfig | None = option(
+        None, "gradual unfreezing: when each layer group starts training"
+    )
     lp_ft: LpFtConfig = factory(LpFtConfig, "LP-FT settings (strategy lp_ft)")
-    feature_cache: bool = option(False, "freeze_backbone only: compute the frozen backbone's features once and "
-                                        "train the head on them")
+    feature_cache: bool = option(
+        False, "freeze_backbone only: compute the frozen backbone's features once and train the head on them"
+    )
     feature_cache_dir: str | None = option(None, "where cached features go; default ~/.cache/hubtune/features")
-    freeze_feature_encoder: bool = option(True, "speech: keep the convolutional feature encoder of wav2vec2-family "
-                                                "models frozen (ignored by other models)")
+    freeze_feature_encoder: bool = option(
+        True,
+        "speech: keep the convolutional feature encoder of wav2vec2-family models frozen (ignored by other models)",
+    )
 
 
 @dataclass
@@ -223,8 +239,9 @@ class RecipeConfig:
     task: str = option("text-classification", "the task; its data keys are listed by `hubtune recipe-keys TASK`")
     seed: int = option(42, "the seed of weights, data order and subsets")
     output_dir: str | None = option(None, "the run folder; default runs/<name>")
-    overwrite: bool = option(False, "replace an existing run folder that hubtune wrote (swapped in once the new "
-                                    "run has finished)")
+    overwrite: bool = option(
+        False, "replace an existing run folder that hubtune wrote (swapped in once the new run has finished)"
+    )
     model: ModelConfig = factory(ModelConfig, "the checkpoint")
     data: DataConfig = factory(DataConfig, "the data; its keys depend on the task")
     adapt: AdaptConfig = factory(AdaptConfig, "how the checkpoint is adapted")
@@ -323,10 +340,14 @@ def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
 
 def _validate_adapt(adapt: AdaptConfig, from_scratch: bool) -> None:
     if adapt.strategy not in ADAPT_STRATEGIES:
-        raise HubtuneError(f"unknown adapt strategy '{adapt.strategy}' in 'adapt.strategy'"
-                           f"{closest(adapt.strategy, ADAPT_STRATEGIES, noun='strategies')}")
+        raise HubtuneError(
+            f"unknown adapt strategy '{adapt.strategy}' in 'adapt.strategy'"
+            f"{closest(adapt.strategy, ADAPT_STRATEGIES, noun='strategies')}"
+        )
     if adapt.strategy == "lora" and from_scratch:
-        raise HubtuneError("'adapt.strategy: lora' needs pretrained weights; it cannot be combined with 'model.from_scratch'")
+        raise HubtuneError(
+            "'adapt.strategy: lora' needs pretrained weights; it cannot be combined with 'model.from_scratch'"
+        )
     if adapt.layer_decay is not None and not 0.0 < adapt.layer_decay <= 1.0:
         raise HubtuneError(f"recipe key 'adapt.layer_decay' must lie in (0, 1], got {adapt.layer_decay}")
     if adapt.head_lr_scale <= 0:
@@ -334,7 +355,9 @@ def _validate_adapt(adapt: AdaptConfig, from_scratch: bool) -> None:
     schedule = adapt.unfreeze_schedule
     if schedule is not None:
         if schedule.unit not in UNFREEZE_UNITS:
-            raise HubtuneError(f"recipe key 'adapt.unfreeze_schedule.unit' must be epoch or step, got '{schedule.unit}'")
+            raise HubtuneError(
+                f"recipe key 'adapt.unfreeze_schedule.unit' must be epoch or step, got '{schedule.unit}'"
+            )
         if (schedule.every is None) == (not schedule.at):
             raise HubtuneError("recipe section 'adapt.unfreeze_schedule' needs exactly one of 'every' and 'at'")
         if schedule.every is not None and schedule.every <= 0:
@@ -358,7 +381,9 @@ def _validate_training(training: dict[str, Any]) -> None:
         if key not in valid:
             raise HubtuneError(f"unknown recipe key 'training.{key}'{closest(key, valid, 'training.')}")
         if key == "output_dir":
-            raise HubtuneError("set the run folder with the top-level recipe key 'output_dir', not 'training.output_dir'")
+            raise HubtuneError(
+                "set the run folder with the top-level recipe key 'output_dir', not 'training.output_dir'"
+            )
         if key in types and not _fits_training_type(value, types[key]):
             expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
@@ -372,8 +397,10 @@ def _validate(config: RecipeConfig) -> None:
     if not config.name:
         raise HubtuneError("recipe key 'name' is required")
     if config.name in (".", "..") or any(separator in config.name for separator in "/\\"):
-        raise HubtuneError(f"recipe key 'name' must be a plain folder name (the run goes to runs/<name>), got "
-                           f"{config.name!r}; set 'output_dir' to put the run elsewhere")
+        raise HubtuneError(
+            f"recipe key 'name' must be a plain folder name (the run goes to runs/<name>), got "
+            f"{config.name!r}; set 'output_dir' to put the run elsewhere"
+        )
     if not config.model.checkpoint:
         raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
     _validate_adapt(config.adapt, config.model.from_scratch)
@@ -386,6 +413,7 @@ def _validate(config: RecipeConfig) -> None:
 def _check_training_values(training: dict[str, Any]) -> None:
     """Values TrainingArguments accepts but that fail later (a zero batch size in the first step, an evaluation
     batch size at the end of the first epoch) or train nothing (zero epochs): refused at load instead."""
+
     def number(key: str, default: float | None = None) -> float | None:
         value = training.get(key, default)
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
@@ -436,8 +464,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def load_recipe_config(path: str | Path | None = None, overrides: typing.Sequence[str] = (),
-                       values: dict[str, Any] | None = None) -> RecipeConfig:
+def load_recipe_config(
+    path: str | Path | None = None, overrides: typing.Sequence[str] = (), values: dict[str, Any] | None = None
+) -> RecipeConfig:
     """Read a recipe from YAML (or a dict), apply overrides, validate. Raises HubtuneError naming the key."""
     tree: dict[str, Any] = {}
     if path is not None:
@@ -484,12 +513,15 @@ def build_data_config(task: str, values: Any) -> DataConfig:
     for key in values:
         if key in names:
             continue
-        owners = sorted(name for name, other in TASKS.items()
-                        if key in {f.name for f in dataclasses.fields(other.data_config)})
+        owners = sorted(
+            name for name, other in TASKS.items() if key in {f.name for f in dataclasses.fields(other.data_config)}
+        )
         if owners:
             similar = difflib.get_close_matches(key, names, n=1, cutoff=0.8)  # a typo, not a lookalike
-            raise HubtuneError(f"recipe key 'data.{key}' belongs to task {', '.join(owners)}, not to '{task}' "
-                               f"(recipe key 'task')" + (f"; did you mean 'data.{similar[0]}'?" if similar else ""))
+            raise HubtuneError(
+                f"recipe key 'data.{key}' belongs to task {', '.join(owners)}, not to '{task}' "
+                f"(recipe key 'task')" + (f"; did you mean 'data.{similar[0]}'?" if similar else "")
+            )
         raise HubtuneError(f"unknown recipe key 'data.{key}'{closest(key, names, 'data.')} (task '{task}')")
     return _build(data_class, values, "data.")
 
@@ -497,9 +529,11 @@ def build_data_config(task: str, values: Any) -> DataConfig:
 def _check_optimizer(training: dict[str, Any]) -> None:
     optim = str(training.get("optim", ""))
     if optim.startswith(WHOLE_MODEL_OPTIMIZERS):
-        raise HubtuneError(f"recipe key 'training.optim': '{optim}' builds its own parameter groups from the whole "
-                           "model, so it cannot take hubtune's layer-group learning rates; choose e.g. adamw_torch, "
-                           "adafactor or an 8-bit/paged AdamW")
+        raise HubtuneError(
+            f"recipe key 'training.optim': '{optim}' builds its own parameter groups from the whole "
+            "model, so it cannot take hubtune's layer-group learning rates; choose e.g. adamw_torch, "
+            "adafactor or an 8-bit/paged AdamW"
+        )
 
 
 def dump_recipe_config(config: RecipeConfig, path: Path) -> None:

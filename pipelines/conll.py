@@ -11,8 +11,7 @@ from pipelines.errors import HubtuneError
 DOCSTART = "-DOCSTART-"
 
 
-def read_conll(path: Path, tokens_column: str, tags_column: str, token_index: int = 0,
-               tag_index: int = -1) -> Dataset:
+def read_conll(path: Path, tokens_column: str, tags_column: str, token_index: int = 0, tag_index: int = -1) -> Dataset:
     """Sentences of `path` as a Dataset with a words column and a tags column (named by the recipe).
 
     Columns are whitespace-separated; `-DOCSTART-` lines are document markers, not sentences. A line
@@ -40,7 +39,8 @@ def read_conll(path: Path, tokens_column: str, tags_column: str, token_index: in
         if len(fields) < max(needed, 2):
             raise HubtuneError(
                 f"data file '{path}', line {number}: expected a token and a tag (columns "
-                f"{token_index} and {tag_index}, 'data.conll_token_column'/'data.conll_tag_column'), got {line!r}")
+                f"{token_index} and {tag_index}, 'data.conll_token_column'/'data.conll_tag_column'), got {line!r}"
+            )
         words.append(fields[token_index])
         labels.append(fields[tag_index])
     if words:

@@ -24,8 +24,12 @@ logger = logging.getLogger(__name__)
 # CTranslate2's DataType enum (include/ctranslate2/types.h).
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 BFLOAT16 = 5
-SPECIAL_TOKENS = {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-                  "pad_token": "<|endoftext|>"}
+SPECIAL_TOKENS = {
+    "unk_token": "<|endoftext|>",
+    "bos_token": "<|endoftext|>",
+    "eos_token": "<|endoftext|>",
+    "pad_token": "<|endoftext|>",
+}
 
 
 class _Reader:
@@ -42,12 +46,12 @@ class _Reader:
 
     def string(self) -> str:
         length = self.take("<H")
-        text = self.data[self.offset:self.offset + length].rstrip(b"\0").decode()
+        text = self.data[self.offset : self.offset + length].rstrip(b"\0").decode()
         self.offset += length
         return text
 
     def array(self, dtype_id: int, shape: list[int], size: int) -> np.ndarray:
-        raw = self.data[self.offset:self.offset + size]
+        raw = self.data[self.offset : self.offset + size]
         self.offset += size
         if dtype_id == BFLOAT16:  # numpy has no bfloat16: widen the 16 bits to the top of a float32
             return (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(shape)
@@ -117,14 +121,22 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray
         for i in range(_layers(variables, side)):
             source, target = f"{side}/layer_{i}", f"model.{side}.layers.{i}"
             _norm(state, variables, f"{source}/self_attention/layer_norm", f"{target}.self_attn_layer_norm")
-            _split(state, variables, f"{source}/self_attention/linear_0",
-                   [f"{target}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")])
+            _split(
+                state,
+                variables,
+                f"{source}/self_attention/linear_0",
+                [f"{target}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj")],
+            )
             _linear(state, variables, f"{source}/self_attention/linear_1", f"{target}.self_attn.out_proj")
             if side == "decoder":
                 _norm(state, variables, f"{source}/attention/layer_norm", f"{target}.encoder_attn_layer_norm")
                 _linear(state, variables, f"{source}/attention/linear_0", f"{target}.encoder_attn.q_proj")
-                _split(state, variables, f"{source}/attention/linear_1",
-                       [f"{target}.encoder_attn.{p}" for p in ("k_proj", "v_proj")])
+                _split(
+                    state,
+                    variables,
+                    f"{source}/attention/linear_1",
+                    [f"{target}.encoder_attn.{p}" for p in ("k_proj", "v_proj")],
+                )
                 _linear(state, variables, f"{source}/attention/linear_2", f"{target}.encoder_attn.out_proj")
             _norm(state, variables, f"{source}/ffn/layer_norm", f"{target}.final_layer_norm")
             _linear(state, variables, f"{source}/ffn/linear_0", f"{target}.fc1")
@@ -137,17 +149,23 @@ def whisper_config(variables: dict[str, np.ndarray], token_ids: dict[str, int]):
 
     vocab_size, d_model = variables["decoder/embeddings/weight"].shape
     return WhisperConfig(
-        vocab_size=vocab_size, d_model=d_model, num_mel_bins=variables["encoder/conv1/weight"].shape[1],
-        encoder_layers=_layers(variables, "encoder"), decoder_layers=_layers(variables, "decoder"),
+        vocab_size=vocab_size,
+        d_model=d_model,
+        num_mel_bins=variables["encoder/conv1/weight"].shape[1],
+        encoder_layers=_layers(variables, "encoder"),
+        decoder_layers=_layers(variables, "decoder"),
         encoder_attention_heads=_scalar(variables, "encoder/num_heads"),
         decoder_attention_heads=_scalar(variables, "decoder/num_heads"),
         encoder_ffn_dim=variables["encoder/layer_0/ffn/linear_0/weight"].shape[0],
         decoder_ffn_dim=variables["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=variables["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=variables["decoder/position_encodings/encodings"].shape[0],
-        decoder_start_token_id=token_ids["<|startoftranscript|>"], bos_token_id=token_ids["<|endoftext|>"],
-        eos_token_id=token_ids["<|endoftext|>"], pad_token_id=token_ids["<|endoftext|>"],
-        tie_word_embeddings=True)
+        decoder_start_token_id=token_ids["<|startoftranscript|>"],
+        bos_token_id=token_ids["<|endoftext|>"],
+        eos_token_id=token_ids["<|endoftext|>"],
+        pad_token_id=token_ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
 
 
 def generation_config(config, ct2_config: dict, token_ids: dict[str, int]):
@@ -156,19 +174,34 @@ def generation_config(config, ct2_config: dict, token_ids: dict[str, int]):
     multilingual = config.vocab_size >= 51865  # the English-only checkpoints have 51864 tokens
     language_ids = set(ct2_config.get("lang_ids", []))
     languages = {token: i for token, i in token_ids.items() if i in language_ids}
-    extra = {"lang_to_id": languages, "task_to_id": {t: token_ids[f"<|{t}|>"] for t in ("transcribe", "translate")}} \
-        if multilingual else {}
+    extra = (
+        {"lang_to_id": languages, "task_to_id": {t: token_ids[f"<|{t}|>"] for t in ("transcribe", "translate")}}
+        if multilingual
+        else {}
+    )
     return GenerationConfig(
-        decoder_start_token_id=config.decoder_start_token_id, bos_token_id=config.bos_token_id,
-        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, max_length=config.max_target_positions,
-        suppress_tokens=ct2_config.get("suppress_ids", []), begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
-        no_timestamps_token_id=token_ids["<|notimestamps|>"], is_multilingual=multilingual,
-        alignment_heads=ct2_config.get("alignment_heads", []), **extra)
+        decoder_start_token_id=config.decoder_start_token_id,
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        max_length=config.max_target_positions,
+        suppress_tokens=ct2_config.get("suppress_ids", []),
+        begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
+        no_timestamps_token_id=token_ids["<|notimestamps|>"],
+        is_multilingual=multilingual,
+        alignment_heads=ct2_config.get("alignment_heads", []),
+        **extra,
+    )
 
 
 def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
     """Convert the faster-whisper folder `source` (model.bin, config.json, tokenizer.json) into `target`."""
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     source, target = Path(source), Path(target)
     for name in ("model.bin", "tokenizer.json"):
@@ -180,19 +213,28 @@ def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
     if spec != "WhisperSpec":
         raise HubtuneError(f"'{source / 'model.bin'}' holds a CTranslate2 '{spec}', not a Whisper model")
     if any(name.endswith("weight_scale") for name in variables):
-        raise HubtuneError(f"'{source / 'model.bin'}' is quantised (int8 weights with scales); convert a float16 or "
-                           "float32 faster-whisper model (ct2-transformers-converter --quantization float16)")
+        raise HubtuneError(
+            f"'{source / 'model.bin'}' is quantised (int8 weights with scales); convert a float16 or "
+            "float32 faster-whisper model (ct2-transformers-converter --quantization float16)"
+        )
     ct2_config = json.loads((source / "config.json").read_text()) if (source / "config.json").is_file() else {}
     tokenizer = WhisperTokenizer(tokenizer_file=str(source / "tokenizer.json"), **SPECIAL_TOKENS)
-    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.get_vocab() if token.startswith("<|")}
+    token_ids = {
+        token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.get_vocab() if token.startswith("<|")
+    }
     config = whisper_config(variables, token_ids)
     config.architectures = ["WhisperForConditionalGeneration"]
     model = WhisperForConditionalGeneration(config)
-    state = {name: torch.from_numpy(np.array(value, dtype=np.float32)) for name, value in whisper_state_dict(variables).items()}
+    state = {
+        name: torch.from_numpy(np.array(value, dtype=np.float32))
+        for name, value in whisper_state_dict(variables).items()
+    }
     missing, unexpected = model.load_state_dict(state, strict=False)
     # `proj_out` is tied to the token embeddings; every other weight must come from the file.
     if unexpected or set(missing) - {"proj_out.weight"}:
-        raise HubtuneError(f"'{source}': converted weights do not fit Whisper (missing {missing}, unexpected {unexpected})")
+        raise HubtuneError(
+            f"'{source}': converted weights do not fit Whisper (missing {missing}, unexpected {unexpected})"
+        )
     model.tie_weights()
     model.generation_config = generation_config(config, ct2_config, token_ids)
     target.mkdir(parents=True, exist_ok=True)

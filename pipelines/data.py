@@ -7,9 +7,10 @@ Tasks ask this module for `train` / `validation` / `test` datasets and then chec
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import datasets
 import numpy as np
@@ -20,8 +21,13 @@ from pipelines.errors import HubtuneError
 
 logger = logging.getLogger(__name__)
 
-FILE_BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"sep": "\t"}), ".json": ("json", {}),
-                 ".jsonl": ("json", {}), ".parquet": ("parquet", {})}
+FILE_BUILDERS = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
 
 
 # "data file 'x.csv', row 12" for a row position in a prepared split: error messages name the file's own row.
@@ -69,7 +75,9 @@ def load_table_file(path: Path) -> Dataset:
     if not path.is_file():
         raise HubtuneError(f"data file '{path}' does not exist")
     if path.suffix.lower() not in FILE_BUILDERS:
-        raise HubtuneError(f"data file '{path}': unsupported extension '{path.suffix}' (use {', '.join(FILE_BUILDERS)})")
+        raise HubtuneError(
+            f"data file '{path}': unsupported extension '{path.suffix}' (use {', '.join(FILE_BUILDERS)})"
+        )
     builder, options = FILE_BUILDERS[path.suffix.lower()]
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
@@ -87,12 +95,12 @@ def _load_hub(config: DataConfig) -> dict[str, Dataset]:
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
         raise HubtuneError(
             f"Hub dataset '{config.dataset}' could not be loaded ({type(error).__name__}); offline it must be in the "
-            "local datasets cache, or give local files in 'data.files'") from error
+            "local datasets cache, or give local files in 'data.files'"
+        ) from error
     return dict(loaded)
 
 
-def load_splits(config: DataConfig, seed: int,
-                load_file: Callable[[Path], Dataset] = load_table_file) -> Splits:
+def load_splits(config: DataConfig, seed: int, load_file: Callable[[Path], Dataset] = load_table_file) -> Splits:
     """Load the recipe's splits, carve validation from train if asked, cap sizes, refuse empty splits.
 
     `load_file` reads one local split; tasks with formats of their own (CoNLL, image or audio folders)
@@ -119,7 +127,8 @@ def load_splits(config: DataConfig, seed: int,
             raise HubtuneError(
                 f"{role} split '{name}' not found in {where} (have: {', '.join(available)}); "
                 f"set 'data.{role}_split' to one of them or to null"
-                + (" or set 'data.validation_fraction'" if role == "validation" else ""))
+                + (" or set 'data.validation_fraction'" if role == "validation" else "")
+            )
     for role, dataset in splits.datasets.items():
         if len(dataset) == 0:
             raise HubtuneError(f"{splits.sources[role]} ({role} split) is empty")
@@ -131,8 +140,9 @@ def load_splits(config: DataConfig, seed: int,
             raise HubtuneError(f"'data.validation_fraction' {config.validation_fraction} leaves no training data")
         splits.take("validation", order[:n_validation], source_role="train")
         splits.take("train", order[n_validation:])
-        splits.sources["validation"] = f"{splits.sources['train']} (the {config.validation_fraction:.0%} carved " \
-                                       "out for validation)"
+        splits.sources["validation"] = (
+            f"{splits.sources['train']} (the {config.validation_fraction:.0%} carved out for validation)"
+        )
     caps = {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_test_samples}
     for role, cap in caps.items():
         if cap is not None and role in splits and len(splits[role]) > cap:
@@ -146,7 +156,8 @@ def require_columns(dataset: Dataset, columns: dict[str, str | None], source: st
     for key, column in columns.items():
         if column is not None and column not in dataset.column_names:
             raise HubtuneError(
-                f"{source} has no column '{column}' (recipe key 'data.{key}'); columns: {', '.join(dataset.column_names)}")
+                f"{source} has no column '{column}' (recipe key 'data.{key}'); columns: {', '.join(dataset.column_names)}"
+            )
 
 
 def _coding_of(value: Any) -> str | None:
@@ -178,15 +189,17 @@ def label_coding(config: DataConfig, splits: Splits) -> str:
             continue
         kind = _kind_of(value)
         if kind == "None":
-            raise HubtuneError(f"{locate(row)}: label {value!r} in column '{config.label_column}' is neither a "
-                               "name nor an integer id")
+            raise HubtuneError(
+                f"{locate(row)}: label {value!r} in column '{config.label_column}' is neither a name nor an integer id"
+            )
         if first is None:
             first = (row, value, kind)
         elif kind != first[2] and not (config.labels and "names" in kind and "names" in first[2]):
             raise HubtuneError(
                 f"{locate(row)}: label {value!r} in column '{config.label_column}' is written as {kind}, but "
                 f"{locate(first[0])} holds {first[1]!r} ({first[2]}); write every label as a name, or every label "
-                "as an integer id with the names in 'data.labels'")
+                "as an integer id with the names in 'data.labels'"
+            )
     return "ids" if first is not None and first[2] == "ids" else "names"
 
 
@@ -202,7 +215,8 @@ def resolve_label_names(config: DataConfig, splits: Splits) -> list[str]:
         return sorted(v for v in splits["train"].unique(config.label_column) if v is not None)
     raise HubtuneError(
         f"{splits.sources['train']}: column '{config.label_column}' holds label ids without names; "
-        "list the names in 'data.labels' (in id order)")
+        "list the names in 'data.labels' (in id order)"
+    )
 
 
 def encode_labels(dataset: Dataset, column: str, names: list[str], locate: Locate, coding: str = "names") -> Dataset:
@@ -219,14 +233,14 @@ def encode_labels(dataset: Dataset, column: str, names: list[str], locate: Locat
             kind = "an integer id" if coding == "names" else "a name"
             raise HubtuneError(
                 f"{locate(row)}: label {value!r} in column '{column}' is {kind}, but this run's labels are "
-                f"{coding} (as in its train split); write every split's labels the same way")
+                f"{coding} (as in its train split); write every split's labels the same way"
+            )
         if coding == "names" and isinstance(value, str) and value in index:
             ids.append(index[value])
         elif coding == "ids" and _coding_of(value) == "ids" and 0 <= value < len(names):
             ids.append(value)
         else:
-            raise HubtuneError(
-                f"{locate(row)}: label {value!r} in column '{column}' is not in the label list {names}")
+            raise HubtuneError(f"{locate(row)}: label {value!r} in column '{column}' is not in the label list {names}")
     if column == "labels":
         dataset = dataset.remove_columns("labels")
     return dataset.add_column("labels", ids)
@@ -238,7 +252,9 @@ def missing_classes(names: list[str], train_ids: Iterable[int], source: str) -> 
     missing = [name for i, name in enumerate(names) if i not in seen]
     if not missing:
         return []
-    warning = (f"{len(missing)} of {len(names)} classes have no training example in {source}: "
-               f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}; the model can hardly predict them")
+    warning = (
+        f"{len(missing)} of {len(names)} classes have no training example in {source}: "
+        f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}; the model can hardly predict them"
+    )
     logger.warning(warning)
     return [warning]

@@ -44,7 +44,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, merge: bool) -> dict[st
 
     is_adapter = isinstance(run.model, PeftModel)
     if is_adapter and not merge:
-        raise HubtuneError(f"run folder '{run_dir}' holds a LoRA adapter; pass --merge to fold it into the base weights")
+        raise HubtuneError(
+            f"run folder '{run_dir}' holds a LoRA adapter; pass --merge to fold it into the base weights"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty")
     standalone = copy.deepcopy(run.model).merge_and_unload() if is_adapter else run.model
@@ -57,11 +59,16 @@ def export_run(run_dir: str | Path, out_dir: str | Path, merge: bool) -> dict[st
             shutil.copy2(run.run_dir / name, out_dir / name)
     reloaded = run.task.load_run_model(str(out_dir))
     difference = float((_logits(reloaded, batch) - _logits(run.model, batch)).abs().max())
-    check = {"max_abs_logit_difference": difference, "probe_examples": int(len(next(iter(batch.values())))),
-             "merged_adapter": is_adapter}
+    check = {
+        "max_abs_logit_difference": difference,
+        "probe_examples": int(len(next(iter(batch.values())))),
+        "merged_adapter": is_adapter,
+    }
     write_json(out_dir / EXPORT_CHECK_FILE, check)
     if difference > TOLERANCE:
-        raise HubtuneError(f"exported model in '{out_dir}' differs from the run model by {difference:.2e} "
-                           f"(tolerance {TOLERANCE:g}); see {EXPORT_CHECK_FILE}")
+        raise HubtuneError(
+            f"exported model in '{out_dir}' differs from the run model by {difference:.2e} "
+            f"(tolerance {TOLERANCE:g}); see {EXPORT_CHECK_FILE}"
+        )
     logger.info("exported %s to %s (max logit difference %.2e)", run_dir, out_dir, difference)
     return check

@@ -12,8 +12,9 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from datasets import Dataset, load_from_disk
@@ -43,8 +44,9 @@ class CachedBackbone(nn.Module):
         self.has_pooler = has_pooler
 
     def forward(self, features: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> BaseModelOutputWithPooling:
-        return BaseModelOutputWithPooling(last_hidden_state=features[:, :1],
-                                          pooler_output=features[:, 1] if self.has_pooler else None)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=features[:, :1], pooler_output=features[:, 1] if self.has_pooler else None
+        )
 
 
 class FeatureCache:
@@ -59,9 +61,14 @@ class FeatureCache:
         self.has_pooler = False
 
     def _key(self, dataset: Dataset) -> str:
-        identity = {"checkpoint": self.config.model.checkpoint, "revision": self.config.model.revision,
-                    "from_scratch": self.config.model.from_scratch, "model": type(self.model).__name__,
-                    "data": dataset._fingerprint, "format": FORMAT_VERSION}
+        identity = {
+            "checkpoint": self.config.model.checkpoint,
+            "revision": self.config.model.revision,
+            "from_scratch": self.config.model.from_scratch,
+            "model": type(self.model).__name__,
+            "data": dataset._fingerprint,
+            "format": FORMAT_VERSION,
+        }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
     def _backbone_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,8 +109,10 @@ class FeatureCache:
         return result
 
     def collator(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return {self.input_name: torch.stack([row[self.input_name] for row in rows]),
-                "labels": torch.stack([row["labels"] for row in rows])}
+        return {
+            self.input_name: torch.stack([row[self.input_name] for row in rows]),
+            "labels": torch.stack([row["labels"] for row in rows]),
+        }
 
     @contextlib.contextmanager
     def standing_in(self) -> Iterator[None]:
@@ -129,4 +138,5 @@ class FeatureCache:
             raise HubtuneError(
                 f"'adapt.feature_cache' cannot stand in for {type(self.model).__name__}'s backbone: its head reads "
                 f"more than the first position and the pooled output (logits differ by {difference:.2e}); "
-                "set 'adapt.feature_cache: false'")
+                "set 'adapt.feature_cache: false'"
+            )

@@ -30,8 +30,9 @@ def files_to_upload(run_dir: Path) -> list[str]:
     return list(filter_repo_objects(relative, ignore_patterns=UPLOAD_IGNORE))
 
 
-def push_run(run_dir: Path, config: RecipeConfig, hub: HubConfig, pipeline_tag: str | None,
-             dry_run: Path | None = None) -> str:
+def push_run(
+    run_dir: Path, config: RecipeConfig, hub: HubConfig, pipeline_tag: str | None, dry_run: Path | None = None
+) -> str:
     """Write the model card, then upload (or, with `dry_run`, copy what would be uploaded and a manifest).
 
     The token comes from HF_TOKEN or `hf auth login`; it is never written or logged.
@@ -58,10 +59,16 @@ def push_run(run_dir: Path, config: RecipeConfig, hub: HubConfig, pipeline_tag: 
     api = HfApi()
     try:
         url = api.create_repo(hub.repo_id, private=hub.private, exist_ok=True)
-        api.upload_folder(repo_id=hub.repo_id, folder_path=str(run_dir), ignore_patterns=UPLOAD_IGNORE,
-                          commit_message=f"hubtune run {run_dir.name}")
+        api.upload_folder(
+            repo_id=hub.repo_id,
+            folder_path=str(run_dir),
+            ignore_patterns=UPLOAD_IGNORE,
+            commit_message=f"hubtune run {run_dir.name}",
+        )
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
-        raise HubtuneError(f"pushing '{run_dir}' to the Hub as '{hub.repo_id}' failed: {error}; "
-                           "the run folder is complete: retry with `hubtune push RUN`") from error
+        raise HubtuneError(
+            f"pushing '{run_dir}' to the Hub as '{hub.repo_id}' failed: {error}; "
+            "the run folder is complete: retry with `hubtune push RUN`"
+        ) from error
     logger.info("pushed %s to %s", run_dir, url)
     return str(url)

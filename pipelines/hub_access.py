@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import MutableMapping
+from collections.abc import MutableMapping
 from urllib.parse import urlsplit
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,9 @@ def go_offline_unless_reachable(environ: MutableMapping[str, str] = os.environ) 
         return False
     environ["HF_HUB_OFFLINE"] = "1"
     environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    logger.warning("the Hugging Face Hub (%s) cannot be reached: working offline from the local cache; set "
-                   "HF_HUB_OFFLINE=1 to skip this check", proxy or endpoint)
+    logger.warning(
+        "the Hugging Face Hub (%s) cannot be reached: working offline from the local cache; set "
+        "HF_HUB_OFFLINE=1 to skip this check",
+        proxy or endpoint,
+    )
     return True

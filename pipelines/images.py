@@ -8,8 +8,9 @@ reported by its path up front instead of failing an epoch half way.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
@@ -33,7 +34,8 @@ def load_image_folder(root: Path, image_column: str, label_column: str) -> Datas
     if len(classes) < 2:
         raise HubtuneError(
             f"image folder '{root}' has {len(classes)} class sub-folder(s) {classes}; an image folder needs one "
-            "sub-folder per class, at least two")
+            "sub-folder per class, at least two"
+        )
     extensions = image_extensions()
     paths: list[str] = []
     labels: list[int] = []
@@ -54,10 +56,14 @@ def resolve_image_paths(dataset: Dataset, column: str, table: Path) -> Dataset:
     paths = []
     for row, value in enumerate(dataset[column]):
         if not isinstance(value, str) or not value:
-            raise HubtuneError(f"data file '{table}', row {row + 1}: column '{column}' holds {value!r}, not an image path")
+            raise HubtuneError(
+                f"data file '{table}', row {row + 1}: column '{column}' holds {value!r}, not an image path"
+            )
         path = (table.parent / value).expanduser().resolve()
         if not path.is_file():
-            raise HubtuneError(f"data file '{table}', row {row + 1}: image '{value}' does not exist (looked for '{path}')")
+            raise HubtuneError(
+                f"data file '{table}', row {row + 1}: image '{value}' does not exist (looked for '{path}')"
+            )
         paths.append(str(path))
     return dataset.remove_columns(column).add_column(column, paths).cast_column(column, Image(decode=False))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from transformers import PrinterCallback
 
@@ -27,6 +28,7 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
     Text tasks: each value is a text, `-` reads one text per line from stdin, `--file F` one per line of F.
     Path tasks (images, audio): each value is a file or a folder (its files, sorted), `-` reads paths from stdin.
     """
+
     def lines(source: Iterable[str]) -> Iterator[str]:
         return (line.rstrip("\n") for line in source if line.strip())
 
@@ -47,18 +49,22 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
         try:
             for number, line in enumerate(lines(source), start=1):
                 if "\x00" in line:
-                    raise HubtuneError(f"{name}, line {number}: holds NUL bytes, so it is binary, not text; "
-                                       "--file and - read one input per line of text")
+                    raise HubtuneError(
+                        f"{name}, line {number}: holds NUL bytes, so it is binary, not text; "
+                        "--file and - read one input per line of text"
+                    )
                 yield line
         except UnicodeDecodeError as error:
-            raise HubtuneError(f"{name}, after line {number}: not UTF-8 text ({error.reason}); --file and - read "
-                               "one input per line of text") from error
+            raise HubtuneError(
+                f"{name}, after line {number}: not UTF-8 text ({error.reason}); --file and - read "
+                "one input per line of text"
+            ) from error
 
     for file in files:
         if not Path(file).is_file():
             raise HubtuneError(f"input file '{file}' does not exist")
     for value in values:
-        for item in (text_lines(stdin, "standard input") if value == "-" else [value]):
+        for item in text_lines(stdin, "standard input") if value == "-" else [value]:
             yield from expand(item)
     for file in files:
         with open(file, encoding="utf-8") as handle:
@@ -80,8 +86,13 @@ def check_texts(inputs: Sequence[str]) -> None:
         if not text.strip():
             raise HubtuneError(f"input {number} is empty or blank: there is nothing to predict")
         if _is_file(text):
-            logger.warning("input %d ('%s') is the path of a file, and is predicted as that text; to read one text "
-                           "per line from a file, pass --file %s", number, text, text)
+            logger.warning(
+                "input %d ('%s') is the path of a file, and is predicted as that text; to read one text "
+                "per line from a file, pass --file %s",
+                number,
+                text,
+                text,
+            )
 
 
 class Predictor:
@@ -100,7 +111,7 @@ class Predictor:
         self.model = self.task.load_run_model(str(self.run_dir))
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> "Predictor":
+    def from_run(cls, run_dir: str | Path) -> Predictor:
         return cls(run_dir)
 
     def predict(self, inputs: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
@@ -113,7 +124,7 @@ class Predictor:
             check_texts(inputs)
         predictions = []
         for start in range(0, len(inputs), batch_size):
-            predictions += self.task.predict(self.model, self.processor, list(inputs[start:start + batch_size]))
+            predictions += self.task.predict(self.model, self.processor, list(inputs[start : start + batch_size]))
         return predictions
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
@@ -126,14 +137,21 @@ class Predictor:
             raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
         data = self.task.prepare(splits, self.processor, label_names=self.task.label_names)
         with tempfile.TemporaryDirectory() as scratch:
-            args = training_arguments(self.config, Path(scratch), False, self.task.training_arguments_class,
-                                      self.task.training_defaults, report_to="none")
+            args = training_arguments(
+                self.config,
+                Path(scratch),
+                False,
+                self.task.training_arguments_class,
+                self.task.training_defaults,
+                report_to="none",
+            )
             trainer = build_trainer(self.task, self.model, self.processor, {}, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
             output = trainer.predict(data[split], metric_key_prefix=split)
         written = {EVALUATE_FILE: output.metrics}
-        written.update({f"{split}_{name}.json": payload
-                        for name, payload in self.task.prediction_artifacts(output).items()})
+        written.update(
+            {f"{split}_{name}.json": payload for name, payload in self.task.prediction_artifacts(output).items()}
+        )
         for name, payload in written.items():
             write_json(self.run_dir / name, payload)
         record_written(self.run_dir, list(written))

@@ -26,8 +26,12 @@ def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
     rows = []
     for key, value in sorted(results.items()):
         split, _, metric = key.partition("_")
-        if split in ("eval", "test") and isinstance(value, (int, float)) and not metric.endswith(SKIPPED_METRICS) \
-                and metric != "samples":
+        if (
+            split in ("eval", "test")
+            and isinstance(value, (int, float))
+            and not metric.endswith(SKIPPED_METRICS)
+            and metric != "samples"
+        ):
             rows.append((split, metric, float(value)))
     return rows
 
@@ -49,30 +53,45 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
     share = results.get("trainable_share")
     labels = getattr(config.data, "labels", None)  # speech recognition has transcripts, not labels
     lines = [
-        "---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
-        f"# {config.name}", "",
+        "---",
+        yaml.safe_dump(metadata, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {config.name}",
+        "",
         f"A `{config.task}` model fine-tuned with hubtune from "
-        + (f"`{config.model.checkpoint}` (architecture only, random initialisation)" if config.model.from_scratch
-           else f"[{config.model.checkpoint}](https://huggingface.co/{config.model.checkpoint})") + ".",
+        + (
+            f"`{config.model.checkpoint}` (architecture only, random initialisation)"
+            if config.model.from_scratch
+            else f"[{config.model.checkpoint}](https://huggingface.co/{config.model.checkpoint})"
+        )
+        + ".",
         "",
         "## Training",
         "",
         f"- Data: {_data_description(config)}; {results.get('train_samples', '?')} training examples"
-        + (f", {results['test_samples']} test examples" if "test_samples" in results else "") + ".",
+        + (f", {results['test_samples']} test examples" if "test_samples" in results else "")
+        + ".",
         f"- Adaptation: `{config.adapt.strategy}`"
         + (f" (top {config.adapt.n} blocks)" if config.adapt.strategy == "train_last_n" else "")
         + (f" (r={config.adapt.lora.r}, alpha={config.adapt.lora.alpha})" if is_adapter else "")
-        + (f"; {results['trainable_parameters']:,} of {results['total_parameters']:,} parameters trained "
-           f"({share:.2%})." if share is not None else "."),
+        + (
+            f"; {results['trainable_parameters']:,} of {results['total_parameters']:,} parameters trained "
+            f"({share:.2%})."
+            if share is not None
+            else "."
+        ),
         f"- Labels: {', '.join(labels) if labels else 'see config.json (id2label)'}.",
         "",
-        "| hyperparameter | value |", "|---|---|",
+        "| hyperparameter | value |",
+        "|---|---|",
         *[f"| {key} | {value} |" for key, value in sorted(training.items())],
         f"| seed | {config.seed} |",
         "",
         "## Results",
         "",
-        "| split | metric | value |", "|---|---|---|",
+        "| split | metric | value |",
+        "|---|---|---|",
         *[f"| {split} | {metric} | {value:.4f} |" for split, metric, value in rows],
         "",
         "## Intended use and limits",
@@ -92,6 +111,9 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         "",
     ]
     if is_adapter:
-        lines[-1:-1] = ["Load the adapter with its head: `PeftModel.from_pretrained(base_model, repo_id)`, "
-                        "or `hubtune export RUN --merge OUT` for a standalone model.", ""]
+        lines[-1:-1] = [
+            "Load the adapter with its head: `PeftModel.from_pretrained(base_model, repo_id)`, "
+            "or `hubtune export RUN --merge OUT` for a standalone model.",
+            "",
+        ]
     return "\n".join(lines)

@@ -29,8 +29,10 @@ def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
     """A single timm weights file laid out once as a timm Hub-format folder (config.json + model.safetensors),
     which transformers' TimmWrapper loads like any timm checkpoint from the Hub."""
     if not architecture:
-        raise HubtuneError(f"checkpoint '{path}' is a single weights file: name its timm architecture in "
-                           "'model.timm_architecture' (e.g. resnet18)")
+        raise HubtuneError(
+            f"checkpoint '{path}' is a single weights file: name its timm architecture in "
+            "'model.timm_architecture' (e.g. resnet18)"
+        )
     stat = path.resolve().stat()
     identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{architecture}"
     folder = Path.home() / ".cache" / "hubtune" / "timm" / hashlib.sha256(identity.encode()).hexdigest()[:24]
@@ -41,8 +43,10 @@ def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
         try:
             weights = timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
         except (RuntimeError, ValueError, KeyError, OSError) as error:
-            raise HubtuneError(f"checkpoint file '{path}' does not load into timm '{architecture}' "
-                               f"('model.timm_architecture'): {str(error).splitlines()[0]}") from error
+            raise HubtuneError(
+                f"checkpoint file '{path}' does not load into timm '{architecture}' "
+                f"('model.timm_architecture'): {str(error).splitlines()[0]}"
+            ) from error
         # Written aside and renamed, so an interrupted layout is never mistaken for a complete one.
         partial = folder.with_name(folder.name + ".partial")
         save_for_hf(weights, str(partial), safe_serialization=True)
@@ -63,28 +67,40 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
         raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
     folder = Path(checkpoint).expanduser()
     if folder.is_dir() and not (folder / "config.json").is_file():
-        raise HubtuneError(f"checkpoint folder '{checkpoint}' holds no config.json, so it is not a model folder "
-                           "('model.checkpoint'): name the folder that save_pretrained wrote")
+        raise HubtuneError(
+            f"checkpoint folder '{checkpoint}' holds no config.json, so it is not a model folder "
+            "('model.checkpoint'): name the folder that save_pretrained wrote"
+        )
     try:
-        return loader.from_pretrained(checkpoint, revision=model.revision,
-                                      trust_remote_code=model.trust_remote_code, **kwargs)
+        return loader.from_pretrained(
+            checkpoint, revision=model.revision, trust_remote_code=model.trust_remote_code, **kwargs
+        )
     except ValueError as error:
         if "trust_remote_code" in str(error):
-            raise HubtuneError(f"checkpoint '{checkpoint}' runs Python code of its own (its config's auto_map); "
-                               "read that code, then set 'model.trust_remote_code=true' to allow it") from error
+            raise HubtuneError(
+                f"checkpoint '{checkpoint}' runs Python code of its own (its config's auto_map); "
+                "read that code, then set 'model.trust_remote_code=true' to allow it"
+            ) from error
         if folder.is_dir():
-            raise HubtuneError(f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: "
-                               f"{error}") from error
+            raise HubtuneError(
+                f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: {error}"
+            ) from error
         raise
     except OSError as error:
         if Path(checkpoint).expanduser().is_dir():
-            raise HubtuneError(f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: {error}") from error
+            raise HubtuneError(
+                f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: {error}"
+            ) from error
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        how = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set" if offline
-               else "it is not in the local Hugging Face cache and the Hub could not be reached")
+        how = (
+            "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
+            if offline
+            else "it is not in the local Hugging Face cache and the Hub could not be reached"
+        )
         raise HubtuneError(
             f"checkpoint '{checkpoint}' (revision '{model.revision}') cannot be loaded: {how}; "
-            f"run `hf download {checkpoint}` where there is network, or set 'model.checkpoint' to a local folder") from error
+            f"run `hf download {checkpoint}` where there is network, or set 'model.checkpoint' to a local folder"
+        ) from error
 
 
 def _has_trained_head(config: PretrainedConfig, head_suffix: str) -> bool:
@@ -99,8 +115,9 @@ def _timm_init(timm_model: nn.Module, config: PretrainedConfig) -> None:
     """
     import timm
 
-    fresh = timm.create_model(config.architecture, pretrained=False, num_classes=config.num_labels,
-                              **(config.model_args or {}))
+    fresh = timm.create_model(
+        config.architecture, pretrained=False, num_classes=config.num_labels, **(config.model_args or {})
+    )
     timm_model.load_state_dict(fresh.state_dict())
 
 
@@ -111,8 +128,11 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
     handled by `ignore_mismatched_sizes`, the same size with other names is re-initialised here.
     """
     original = from_pretrained(AutoConfig, model)
-    labels = {"num_labels": len(label_names), "id2label": dict(enumerate(label_names)),
-              "label2id": {name: i for i, name in enumerate(label_names)}}
+    labels = {
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+        "label2id": {name: i for i, name in enumerate(label_names)},
+    }
     config = from_pretrained(AutoConfig, model, **labels)
     model_args = getattr(config, "model_args", None)
     if isinstance(model_args, dict):
@@ -129,8 +149,11 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
     classifier = from_pretrained(auto_model, model, config=config, ignore_mismatched_sizes=True)
     same_labels = [original.id2label[i] for i in sorted(original.id2label)] == label_names
     if _has_trained_head(original, head_suffix) and original.num_labels == len(label_names) and not same_labels:
-        logger.info("checkpoint head was trained on labels %s; re-initialising it for %s",
-                    list(original.id2label.values()), label_names)
+        logger.info(
+            "checkpoint head was trained on labels %s; re-initialising it for %s",
+            list(original.id2label.values()),
+            label_names,
+        )
         for name in layer_groups(classifier).head_modules:
             head = getattr(classifier, name)
             # transformers 5's init functions skip tensors flagged as loaded; these must be drawn anew.

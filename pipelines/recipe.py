@@ -6,9 +6,10 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from accelerate import PartialState
 from datasets import Dataset
@@ -23,6 +24,7 @@ from pipelines.feature_cache import FeatureCache
 from pipelines.hub import push_run
 from pipelines.report import write_report
 from pipelines.resume import drop_incomplete, find_resumable
+from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.run_guard import (
     check_replaceable,
     finish_run,
@@ -33,7 +35,6 @@ from pipelines.run_guard import (
     start_run,
     swap_in,
 )
-from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.tasks import Task, get_task
 from pipelines.training import GroupOptimization, build_trainer, training_arguments
 
@@ -47,8 +48,11 @@ def _absolute_files(config: RecipeConfig) -> None:
     for split, path in config.data.files.items():
         absolute = Path(path).expanduser().resolve()
         if not absolute.exists():
-            relative = "" if Path(path).expanduser().is_absolute() else \
-                f" (a relative path is read from the working directory '{Path.cwd()}', not from the recipe's folder)"
+            relative = (
+                ""
+                if Path(path).expanduser().is_absolute()
+                else f" (a relative path is read from the working directory '{Path.cwd()}', not from the recipe's folder)"
+            )
             raise HubtuneError(f"data file '{absolute}' ('data.files.{split}') does not exist{relative}")
         config.data.files[split] = str(absolute)
     checkpoint = Path(config.model.checkpoint).expanduser()
@@ -83,11 +87,11 @@ class Recipe:
         _absolute_files(self.config)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> "Recipe":
+    def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         return cls(load_recipe_config(path, overrides))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], overrides: Sequence[str] = ()) -> "Recipe":
+    def from_dict(cls, values: dict[str, Any], overrides: Sequence[str] = ()) -> Recipe:
         return cls(load_recipe_config(values=values, overrides=overrides))
 
     @property
@@ -109,14 +113,17 @@ class Recipe:
                 if checkpoint is not None:
                     return RunPlan(folder, replaces, str(checkpoint), incomplete)
                 if replaces and staging.exists():
-                    raise HubtuneError(f"the interrupted replacement of '{target}' saved no complete checkpoint to "
-                                       "resume from; run it again with 'overwrite=true'")
+                    raise HubtuneError(
+                        f"the interrupted replacement of '{target}' saved no complete checkpoint to "
+                        "resume from; run it again with 'overwrite=true'"
+                    )
             raise HubtuneError(f"'training.resume' is true but '{target}' holds no complete checkpoint-* folder")
         if target.is_dir() and any(target.iterdir()):
             if not self.config.overwrite:
                 raise HubtuneError(
                     f"run folder '{target}' already exists; set 'training.resume=true' to continue it, "
-                    "'overwrite=true' to replace it, or another 'output_dir'")
+                    "'overwrite=true' to replace it, or another 'output_dir'"
+                )
             check_replaceable(target)
             return RunPlan(staging, replaces=True)
         return RunPlan(target, replaces=False)
@@ -139,8 +146,9 @@ class Recipe:
         unit = adapt.unfreeze_schedule.unit if adapt.unfreeze_schedule else "epoch"
         return model, GroupOptimization(groups, plans, unit), table
 
-    def _linear_probe(self, task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset],
-                      plan: RunPlan) -> dict[str, Any]:
+    def _linear_probe(
+        self, task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset], plan: RunPlan
+    ) -> dict[str, Any]:
         """LP-FT's first stage: train the head alone; its metrics are kept as `probe_*`."""
         probe_dir = plan.work_dir / PROBE_DIR
         if plan.checkpoint is not None and (probe_dir / RESULTS_FILE).is_file():
@@ -150,10 +158,18 @@ class Recipe:
         probe, groups = adapt_model(model, AdaptConfig(), task.peft_task_type, "freeze_backbone")
         optimization = GroupOptimization(groups, plan_groups(probe, groups, AdaptConfig()))
         logger.info("LP-FT stage 1, linear probe:\n%s", format_table(parameter_table(probe, groups)))
-        args = training_arguments(self.config, probe_dir, "validation" in data, task.training_arguments_class,
-                                  task.training_defaults, num_train_epochs=lp_ft.probe_epochs, max_steps=-1,
-                                  learning_rate=lp_ft.probe_learning_rate, save_strategy="no",
-                                  load_best_model_at_end=False)
+        args = training_arguments(
+            self.config,
+            probe_dir,
+            "validation" in data,
+            task.training_arguments_class,
+            task.training_defaults,
+            num_train_epochs=lp_ft.probe_epochs,
+            max_steps=-1,
+            learning_rate=lp_ft.probe_learning_rate,
+            save_strategy="no",
+            load_best_model_at_end=False,
+        )
         trainer = build_trainer(task, probe, processor, data, args, optimization=optimization)
         metrics = dict(trainer.train().metrics)
         if "validation" in data:
@@ -169,14 +185,22 @@ class Recipe:
         processor = task.fit_processor(splits, processor)
         return processor, task.prepare(splits, processor)
 
-    def _train_and_score(self, task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset],
-                         plan: RunPlan, callbacks: Sequence[TrainerCallback]) -> TrainedStage:
+    def _train_and_score(
+        self,
+        task: Task,
+        model: nn.Module,
+        processor: Any,
+        data: dict[str, Dataset],
+        plan: RunPlan,
+        callbacks: Sequence[TrainerCallback],
+    ) -> TrainedStage:
         config = self.config
         lp_ft = config.adapt.strategy == "lp_ft"
         if not lp_ft:
             model, optimization, table = self._adapt(task, model, config.adapt.strategy)
-        args = training_arguments(config, plan.work_dir, "validation" in data, task.training_arguments_class,
-                                  task.training_defaults)
+        args = training_arguments(
+            config, plan.work_dir, "validation" in data, task.training_arguments_class, task.training_defaults
+        )
         state = PartialState()
         cache = None
         if config.adapt.feature_cache:
@@ -206,8 +230,9 @@ class Recipe:
                 if role in data:
                     output = trainer.predict(data[role], metric_key_prefix=prefix)
                     results.update(output.metrics, **{f"{prefix}_samples": len(data[role])})
-                    artifacts.update({f"{role}_{name}.json": payload
-                                      for name, payload in task.prediction_artifacts(output).items()})
+                    artifacts.update(
+                        {f"{role}_{name}.json": payload for name, payload in task.prediction_artifacts(output).items()}
+                    )
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
         results.update(trainable_parameters=trainable, total_parameters=total, trainable_share=trainable / total)
@@ -236,13 +261,17 @@ class Recipe:
         """What Ctrl-C leaves: the checkpoints saved so far, to resume from; or, before the first one, nothing."""
         checkpoint, _ = find_resumable(plan.work_dir)
         if checkpoint is not None:
-            return RunInterrupted(f"training stopped; its last complete checkpoint is '{checkpoint}'; continue it "
-                                  "with the same command and 'training.resume=true'")
+            return RunInterrupted(
+                f"training stopped; its last complete checkpoint is '{checkpoint}'; continue it "
+                "with the same command and 'training.resume=true'"
+            )
         if state.is_main_process and plan.checkpoint is None:
             remove_run_folder(plan.work_dir)  # only this run's marker and logs: nothing to resume from
         kept = f"'{self.output_dir}' is as it was; " if plan.replaces else ""
-        return RunInterrupted(f"training stopped before its first checkpoint (see 'training.save_strategy'); {kept}"
-                              "run the same command again to start over")
+        return RunInterrupted(
+            f"training stopped before its first checkpoint (see 'training.save_strategy'); {kept}"
+            "run the same command again to start over"
+        )
 
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
         """Train, evaluate on validation and test, and write the run folder. Returns all results."""

@@ -49,9 +49,15 @@ def recipe_keys(task: str) -> list[RecipeKey]:
                 walk(nested, key + ".")
             elif cls is RecipeConfig and spec.name == "training":
                 defaults = ", ".join(f"{k}={v}" for k, v in TRAINING_DEFAULTS.items())
-                keys.append(RecipeKey("training.*", "TrainingArguments field", f"hubtune's: {defaults}",
-                                      "any transformers TrainingArguments field, plus 'resume' (continue from the "
-                                      "last complete checkpoint)"))
+                keys.append(
+                    RecipeKey(
+                        "training.*",
+                        "TrainingArguments field",
+                        f"hubtune's: {defaults}",
+                        "any transformers TrainingArguments field, plus 'resume' (continue from the "
+                        "last complete checkpoint)",
+                    )
+                )
             else:
                 keys.append(RecipeKey(key, _type_name(annotation), _default(spec), spec.metadata.get("help", "")))
 

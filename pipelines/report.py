@@ -61,8 +61,11 @@ def _plot_metrics(history: list[dict[str, Any]], path: Path, metrics: tuple[str,
 
 
 def _plot_per_class_f1(results: dict[str, Any], path: Path) -> bool:
-    scores = {key.removeprefix("test_f1_"): value for key, value in results.items()
-              if key.startswith("test_f1_") and key != "test_f1_macro"}
+    scores = {
+        key.removeprefix("test_f1_"): value
+        for key, value in results.items()
+        if key.startswith("test_f1_") and key != "test_f1_macro"
+    }
     if not scores:
         return False
     figure = Figure(figsize=(max(4, 0.6 * len(scores) + 2), 4))
@@ -85,15 +88,29 @@ def _plot_confusion(run_dir: Path, path: Path) -> bool:
     figure = Figure(figsize=(size, size))
     axis = figure.subplots()
     image = axis.imshow(matrix, cmap="Blues")
-    axis.set(xticks=range(len(labels)), yticks=range(len(labels)), xticklabels=labels, yticklabels=labels,
-             xlabel="predicted", ylabel="true", title="Test confusion matrix")
+    axis.set(
+        xticks=range(len(labels)),
+        yticks=range(len(labels)),
+        xticklabels=labels,
+        yticklabels=labels,
+        xlabel="predicted",
+        ylabel="true",
+        title="Test confusion matrix",
+    )
     axis.tick_params(axis="x", labelrotation=45)
     if len(labels) <= 20:
         darkest = max(max(values) for values in matrix) or 1
         for row, values in enumerate(matrix):
             for column, count in enumerate(values):
-                axis.text(column, row, str(count), ha="center", va="center", fontsize=8,
-                          color="white" if count > darkest / 2 else "black")
+                axis.text(
+                    column,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if count > darkest / 2 else "black",
+                )
     figure.colorbar(image, ax=axis)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -113,14 +130,16 @@ def write_report(run_dir: Path, title: str, summary_metrics: tuple[str, ...]) ->
         "Test F1 per class": _plot_per_class_f1(results, plots / "per_class_f1.png") and "per_class_f1.png",
         "Confusion matrix": _plot_confusion(run_dir, plots / "confusion_matrix.png") and "confusion_matrix.png",
     }
-    rows = [(key, value) for key, value in sorted(results.items())
-            if isinstance(value, (int, float)) and key.startswith(("train_", "eval_", "test_", "trainable"))]
+    rows = [
+        (key, value)
+        for key, value in sorted(results.items())
+        if isinstance(value, (int, float)) and key.startswith(("train_", "eval_", "test_", "trainable"))
+    ]
     lines = [f"# {title}", ""]
     if results.get("warnings"):
         lines += ["## Warnings", "", *(f"- {warning}" for warning in results["warnings"]), ""]
     lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |"
-              for key, value in rows]
+    lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in rows]
     for heading, file in made.items():
         if file:
             lines += ["", f"## {heading}", "", f"![{heading}]({PLOTS_DIR}/{file})"]

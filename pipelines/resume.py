@@ -32,8 +32,11 @@ def find_resumable(folder: Path) -> tuple[Path | None, list[Path]]:
     """The newest complete `checkpoint-N` in `folder`, and the incomplete ones newer than it."""
     if not folder.is_dir():
         return None, []
-    checkpoints = sorted((p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name)),
-                         key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)), reverse=True)
+    checkpoints = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name)),
+        key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)),
+        reverse=True,
+    )
     incomplete = []
     for checkpoint in checkpoints:
         if is_complete(checkpoint):
@@ -46,6 +49,9 @@ def drop_incomplete(checkpoints: list[Path]) -> None:
     """Delete checkpoints a crash left half-written: they cannot be resumed from, and the Trainer's checkpoint
     rotation would count them as saved."""
     for checkpoint in checkpoints:
-        logger.warning("checkpoint '%s' is incomplete (the run stopped while saving it): deleting it and resuming "
-                       "from the last complete one", checkpoint)
+        logger.warning(
+            "checkpoint '%s' is incomplete (the run stopped while saving it): deleting it and resuming "
+            "from the last complete one",
+            checkpoint,
+        )
         shutil.rmtree(checkpoint)

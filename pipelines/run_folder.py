@@ -54,11 +54,16 @@ def load_run_model(auto_model: Any, run_dir: str | Path, trust_remote_code: bool
     adapter = PeftConfig.from_pretrained(run_dir)
     config = AutoConfig.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
     try:
-        base = auto_model.from_pretrained(adapter.base_model_name_or_path, config=config,
-                                          revision=adapter.revision, ignore_mismatched_sizes=True,
-                                          trust_remote_code=trust_remote_code)
+        base = auto_model.from_pretrained(
+            adapter.base_model_name_or_path,
+            config=config,
+            revision=adapter.revision,
+            ignore_mismatched_sizes=True,
+            trust_remote_code=trust_remote_code,
+        )
     except OSError as error:
         raise HubtuneError(
             f"run folder '{run_dir}' holds a LoRA adapter whose base checkpoint "
-            f"'{adapter.base_model_name_or_path}' cannot be loaded: {error}") from error
+            f"'{adapter.base_model_name_or_path}' cannot be loaded: {error}"
+        ) from error
     return PeftModel.from_pretrained(base, run_dir)

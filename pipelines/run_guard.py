@@ -68,17 +68,20 @@ def foreign_entries(folder: Path) -> list[str]:
     """Entries of a hubtune run folder that its marker does not account for (a user's notes, say)."""
     marker = _read_marker(folder) or {}
     known = set(marker.get("files", [])) | {MARKER}
-    return sorted(entry.name for entry in folder.iterdir()
-                  if entry.name not in known
-                  and not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in TRAINER_ENTRIES))
+    return sorted(
+        entry.name
+        for entry in folder.iterdir()
+        if entry.name not in known and not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in TRAINER_ENTRIES)
+    )
 
 
 def refuse_protected(folder: Path, key: str = "output_dir") -> None:
     """A run folder must be a folder of its own: never the working directory, home, a root or their parents."""
     reason = _protected_because(folder)
     if reason is not None:
-        raise HubtuneError(f"refusing to use '{folder}' ('{key}') as a run folder: {reason}; choose a run folder "
-                           "of its own")
+        raise HubtuneError(
+            f"refusing to use '{folder}' ('{key}') as a run folder: {reason}; choose a run folder of its own"
+        )
 
 
 def check_replaceable(folder: Path, key: str = "output_dir") -> None:
@@ -91,14 +94,18 @@ def check_replaceable(folder: Path, key: str = "output_dir") -> None:
     if not any(folder.iterdir()):
         return
     if _read_marker(folder) is None:
-        raise HubtuneError(f"refusing to replace '{folder}' ('{key}'): hubtune did not write it (it has no "
-                           f"{MARKER}); choose another '{key}' or move the folder away yourself")
+        raise HubtuneError(
+            f"refusing to replace '{folder}' ('{key}'): hubtune did not write it (it has no "
+            f"{MARKER}); choose another '{key}' or move the folder away yourself"
+        )
     foreign = foreign_entries(folder)
     if foreign:
         shown = ", ".join(f"'{folder / name}'" for name in foreign[:FOREIGN_SHOWN])
         more = f" and {len(foreign) - FOREIGN_SHOWN} more" if len(foreign) > FOREIGN_SHOWN else ""
-        raise HubtuneError(f"refusing to replace run folder '{folder}': it holds {shown}{more}, which hubtune did "
-                           "not write; move them out first")
+        raise HubtuneError(
+            f"refusing to replace run folder '{folder}': it holds {shown}{more}, which hubtune did "
+            "not write; move them out first"
+        )
 
 
 def remove_run_folder(folder: Path, key: str = "output_dir") -> None:

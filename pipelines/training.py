@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -22,7 +23,6 @@ from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.tasks.base import Task
 
-
 # Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
 LOCAL_TRACKERS = ("tensorboard", "trackio")
 
@@ -31,9 +31,14 @@ def installed_local_trackers() -> list[str]:
     return [name for name in LOCAL_TRACKERS if importlib.util.find_spec(name) is not None]
 
 
-def training_arguments(config: RecipeConfig, output_dir: Path, has_validation: bool,
-                       arguments_class: type[TrainingArguments] = TrainingArguments,
-                       defaults: dict[str, Any] | None = None, **overrides: Any) -> TrainingArguments:
+def training_arguments(
+    config: RecipeConfig,
+    output_dir: Path,
+    has_validation: bool,
+    arguments_class: type[TrainingArguments] = TrainingArguments,
+    defaults: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> TrainingArguments:
     """`defaults` (the task's `training_defaults`) give way to the recipe, `overrides` win over both."""
     values = dict(defaults or {})
     values.update({k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS})
@@ -90,8 +95,10 @@ def _gated(schedule: Callable[[int], float], start_step: int) -> Callable[[int],
     A plain function, not a callable object: LambdaLR leaves functions out of its state_dict, so checkpoints
     stay loadable with torch.load(weights_only=True) and resume rebuilds the same gates from the recipe.
     """
+
     def lr_lambda(step: int) -> float:
         return schedule(step) if step >= start_step else 0.0
+
     return lr_lambda
 
 
@@ -126,11 +133,18 @@ class LayerGroupOptimizationMixin:
             else:
                 optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
             if is_optimizer_factory(optimizer_cls) or WHOLE_MODEL_OPTIMIZER_KEYS & kwargs.keys():
-                raise HubtuneError(f"optimizer '{self.args.optim}' ('training.optim') builds its own parameter "
-                                   "groups, so it cannot take hubtune's layer-group learning rates")
-            groups = optimizer_groups(target, self.optimization.groups, self.optimization.plans,
-                                      self.args.learning_rate, self.args.weight_decay,
-                                      no_weight_decay_names(target))
+                raise HubtuneError(
+                    f"optimizer '{self.args.optim}' ('training.optim') builds its own parameter "
+                    "groups, so it cannot take hubtune's layer-group learning rates"
+                )
+            groups = optimizer_groups(
+                target,
+                self.optimization.groups,
+                self.optimization.plans,
+                self.args.learning_rate,
+                self.args.weight_decay,
+                no_weight_decay_names(target),
+            )
             self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
@@ -144,14 +158,19 @@ class LayerGroupOptimizationMixin:
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
             optimizer = optimizer or self.optimizer
-            schedule = get_scheduler(self.args.lr_scheduler_type, optimizer=optimizer,
-                                     num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
-                                     num_training_steps=num_training_steps,
-                                     scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
+            schedule = get_scheduler(
+                self.args.lr_scheduler_type,
+                optimizer=optimizer,
+                num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
+                num_training_steps=num_training_steps,
+                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+            )
             if any(group.get("unfreeze_at", 0) > 0 for group in optimizer.param_groups):
                 if not isinstance(schedule, LambdaLR):
-                    raise HubtuneError(f"'adapt.unfreeze_schedule' needs a LambdaLR schedule; "
-                                       f"'training.lr_scheduler_type={self.args.lr_scheduler_type}' is not one")
+                    raise HubtuneError(
+                        f"'adapt.unfreeze_schedule' needs a LambdaLR schedule; "
+                        f"'training.lr_scheduler_type={self.args.lr_scheduler_type}' is not one"
+                    )
                 unit = 1 if self.optimization.unfreeze_unit == "step" else self._update_steps_per_epoch()
                 starts = [round(group["unfreeze_at"] * unit) for group in optimizer.param_groups]
                 schedule = LambdaLR(optimizer, [_gated(schedule.lr_lambdas[0], start) for start in starts])
@@ -177,17 +196,29 @@ def frozen_modules(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def build_trainer(task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset], args: TrainingArguments,
-                  callbacks: Sequence[TrainerCallback] = (), optimization: GroupOptimization | None = None,
-                  data_collator: Callable | None = None) -> Trainer:
+def build_trainer(
+    task: Task,
+    model: nn.Module,
+    processor: Any,
+    data: dict[str, Dataset],
+    args: TrainingArguments,
+    callbacks: Sequence[TrainerCallback] = (),
+    optimization: GroupOptimization | None = None,
+    data_collator: Callable | None = None,
+) -> Trainer:
     trainer_class = task.trainer_class
     if optimization is not None:
         trainer_class = type(f"LayerGroup{trainer_class.__name__}", (LayerGroupOptimizationMixin, trainer_class), {})
     trainer = trainer_class(
-        model=model, args=args, processing_class=processor,
+        model=model,
+        args=args,
+        processing_class=processor,
         data_collator=data_collator or task.data_collator(processor),
-        train_dataset=data.get("train"), eval_dataset=data.get("validation"),
-        compute_metrics=task.compute_metrics, callbacks=list(callbacks))
+        train_dataset=data.get("train"),
+        eval_dataset=data.get("validation"),
+        compute_metrics=task.compute_metrics,
+        callbacks=list(callbacks),
+    )
     if optimization is not None:
         trainer.optimization = optimization
     return trainer

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer
@@ -25,14 +25,15 @@ class TranscriptDataConfig(AudioInputConfig):
 
     text_column: str = option("text", "the column of transcripts")
     transcript_case: str = option("lower", "transcripts are normalised: lower, upper or keep")
-    transcript_remove_chars: str = option(',.?!;:"', "characters deleted from transcripts before training and "
-                                                     "scoring")
+    transcript_remove_chars: str = option(',.?!;:"', "characters deleted from transcripts before training and scoring")
 
     def validate(self) -> None:
         super().validate()
         if self.transcript_case not in TRANSCRIPT_CASES:
-            raise HubtuneError(f"recipe key 'data.transcript_case' must be one of {', '.join(TRANSCRIPT_CASES)}, "
-                               f"got {self.transcript_case!r}")
+            raise HubtuneError(
+                f"recipe key 'data.transcript_case' must be one of {', '.join(TRANSCRIPT_CASES)}, "
+                f"got {self.transcript_case!r}"
+            )
 
 
 def normalise(text: str, config: TranscriptDataConfig) -> str:
@@ -50,8 +51,10 @@ def transcripts(dataset: Dataset, config: TranscriptDataConfig, locate: Callable
     for row, value in enumerate(dataset[config.text_column]):
         text = normalise(value, config) if isinstance(value, str) else ""
         if not text:
-            raise HubtuneError(f"{locate(row)}: column '{config.text_column}' holds {value!r}, "
-                               "not a transcript (empty after normalisation)")
+            raise HubtuneError(
+                f"{locate(row)}: column '{config.text_column}' holds {value!r}, "
+                "not a transcript (empty after normalisation)"
+            )
         texts.append(text)
     return texts
 
@@ -64,5 +67,6 @@ def build_ctc_tokenizer(texts: list[str]) -> Wav2Vec2CTCTokenizer:
         path = Path(folder) / "vocab.json"
         path.write_text(json.dumps(vocab, ensure_ascii=False))
         # No <s>/</s>: the tokenizer would add them outside the vocabulary (docs/platform-notes.md).
-        return Wav2Vec2CTCTokenizer(str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
-                                    bos_token=None, eos_token=None)
+        return Wav2Vec2CTCTokenizer(
+            str(path), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None
+        )

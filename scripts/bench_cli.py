@@ -39,12 +39,16 @@ def main() -> None:
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()}
     out = ROOT / "benchmarks"
     out.mkdir(exist_ok=True)
-    (out / "bench_cli.json").write_text(json.dumps({"median_seconds": results, "runs": RUNS, "machine": machine},
-                                                   indent=2) + "\n")
+    (out / "bench_cli.json").write_text(
+        json.dumps({"median_seconds": results, "runs": RUNS, "machine": machine}, indent=2) + "\n"
+    )
     lines = ["| command | median wall time (s) |", "|---|---|"]
     lines += [f"| `{name}` | {seconds:.3f} |" for name, seconds in results.items()]
-    lines += ["", f"Median of {RUNS} fresh processes each ({machine['machine']}, {machine['cpus']} CPUs, "
-                  f"Python {machine['python']})."]
+    lines += [
+        "",
+        f"Median of {RUNS} fresh processes each ({machine['machine']}, {machine['cpus']} CPUs, "
+        f"Python {machine['python']}).",
+    ]
     (out / "bench_cli.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

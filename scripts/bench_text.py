@@ -27,14 +27,28 @@ OUT_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 def run(pad_to_max_length: bool, args: argparse.Namespace, scratch: Path) -> dict:
     overrides = [
-        f"data.pad_to_max_length={str(pad_to_max_length).lower()}", "data.max_length=128",
-        f"data.max_train_samples={args.train_samples}", f"data.max_test_samples={args.test_samples}",
-        f"training.num_train_epochs={args.epochs}", "training.eval_strategy=no", "training.save_strategy=no",
-        "training.disable_tqdm=true", f"output_dir={scratch / ('padded' if pad_to_max_length else 'dynamic')}",
+        f"data.pad_to_max_length={str(pad_to_max_length).lower()}",
+        "data.max_length=128",
+        f"data.max_train_samples={args.train_samples}",
+        f"data.max_test_samples={args.test_samples}",
+        f"training.num_train_epochs={args.epochs}",
+        "training.eval_strategy=no",
+        "training.save_strategy=no",
+        "training.disable_tqdm=true",
+        f"output_dir={scratch / ('padded' if pad_to_max_length else 'dynamic')}",
     ]
     results = Recipe.from_yaml(RECIPE, overrides).run()
-    return {key: results[key] for key in ("train_samples_per_second", "train_runtime", "test_samples_per_second",
-                                          "test_accuracy", "test_f1_macro", "train_loss")}
+    return {
+        key: results[key]
+        for key in (
+            "train_samples_per_second",
+            "train_runtime",
+            "test_samples_per_second",
+            "test_accuracy",
+            "test_f1_macro",
+            "train_loss",
+        )
+    }
 
 
 def main() -> None:
@@ -48,9 +62,14 @@ def main() -> None:
         dynamic = run(False, args, Path(scratch))
         padded = run(True, args, Path(scratch))
     report = {
-        "setup": {"recipe": RECIPE.name, **vars(args), "torch_threads": torch.get_num_threads(),
-                  "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, no GPU"
-                  if not torch.cuda.is_available() else torch.cuda.get_device_name()},
+        "setup": {
+            "recipe": RECIPE.name,
+            **vars(args),
+            "torch_threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, no GPU"
+            if not torch.cuda.is_available()
+            else torch.cuda.get_device_name(),
+        },
         "dynamic_padding": dynamic,
         "pad_to_128": padded,
         "train_speedup": dynamic["train_samples_per_second"] / padded["train_samples_per_second"],
@@ -60,13 +79,17 @@ def main() -> None:
     OUT_DIR.mkdir(exist_ok=True)
     (OUT_DIR / "bench_text.json").write_text(json.dumps(report, indent=2) + "\n")
     rows = [("dynamic padding (multiple of 8)", dynamic), ("pad every example to 128", padded)]
-    lines = ["| padding | train samples/s | eval samples/s | test accuracy | test F1 macro |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {name} | {r['train_samples_per_second']:.1f} | {r['test_samples_per_second']:.1f} | "
-              f"{r['test_accuracy']:.4f} | {r['test_f1_macro']:.4f} |" for name, r in rows]
-    lines.append(f"\nTrain speed-up {report['train_speedup']:.2f}x, eval speed-up {report['eval_speedup']:.2f}x "
-                 f"({report['setup']['machine']}; {args.train_samples} train samples x {args.epochs} epochs, "
-                 f"{args.test_samples} test samples).")
+    lines = ["| padding | train samples/s | eval samples/s | test accuracy | test F1 macro |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {name} | {r['train_samples_per_second']:.1f} | {r['test_samples_per_second']:.1f} | "
+        f"{r['test_accuracy']:.4f} | {r['test_f1_macro']:.4f} |"
+        for name, r in rows
+    ]
+    lines.append(
+        f"\nTrain speed-up {report['train_speedup']:.2f}x, eval speed-up {report['eval_speedup']:.2f}x "
+        f"({report['setup']['machine']}; {args.train_samples} train samples x {args.epochs} epochs, "
+        f"{args.test_samples} test samples)."
+    )
     (OUT_DIR / "bench_text.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -54,32 +54,58 @@ def main() -> None:
     base = Recipe.from_yaml(args.recipe).config
     rows = []
     for per_class in args.per_class:
-        train = balanced_subset(Path(base.data.files["train"]), per_class, args.runs_dir / f"train_{per_class}.csv",
-                                base.seed)
+        train = balanced_subset(
+            Path(base.data.files["train"]), per_class, args.runs_dir / f"train_{per_class}.csv", base.seed
+        )
         for scratch in (False, True):
             name = f"{per_class}-per-class-{'scratch' if scratch else 'pretrained'}"
-            recipe = Recipe.from_yaml(args.recipe, overrides=[
-                f"name={name}", f"output_dir={args.runs_dir / name}", "overwrite=true",
-                f"data.files.train={train}", "data.validation_fraction=null", "data.max_train_samples=null",
-                'training.eval_strategy="no"', f"training.num_train_epochs={EPOCHS.get(per_class, 5)}",
-                f"model.from_scratch={str(scratch).lower()}"])
+            recipe = Recipe.from_yaml(
+                args.recipe,
+                overrides=[
+                    f"name={name}",
+                    f"output_dir={args.runs_dir / name}",
+                    "overwrite=true",
+                    f"data.files.train={train}",
+                    "data.validation_fraction=null",
+                    "data.max_train_samples=null",
+                    'training.eval_strategy="no"',
+                    f"training.num_train_epochs={EPOCHS.get(per_class, 5)}",
+                    f"model.from_scratch={str(scratch).lower()}",
+                ],
+            )
             results = recipe.run()
-            rows.append({"per_class": per_class, "init": "from scratch" if scratch else "ImageNet-pretrained",
-                         "train_samples": results["train_samples"], "epochs": EPOCHS.get(per_class, 5),
-                         "test_samples": results["test_samples"], "test_accuracy": results["test_accuracy"],
-                         "test_top_5_accuracy": results["test_top_5_accuracy"],
-                         "test_f1_macro": results["test_f1_macro"], "wall_time_s": results["wall_time_s"]})
+            rows.append(
+                {
+                    "per_class": per_class,
+                    "init": "from scratch" if scratch else "ImageNet-pretrained",
+                    "train_samples": results["train_samples"],
+                    "epochs": EPOCHS.get(per_class, 5),
+                    "test_samples": results["test_samples"],
+                    "test_accuracy": results["test_accuracy"],
+                    "test_top_5_accuracy": results["test_top_5_accuracy"],
+                    "test_f1_macro": results["test_f1_macro"],
+                    "wall_time_s": results["wall_time_s"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    setup = {"recipe": str(args.recipe), "torch_threads": torch.get_num_threads(), "checkpoint": base.model.checkpoint, "image_size": base.data.image_size,
-             "adapt": base.adapt.strategy, "learning_rate": base.training["learning_rate"],
-             "batch_size": base.training["per_device_train_batch_size"]}
+    setup = {
+        "recipe": str(args.recipe),
+        "torch_threads": torch.get_num_threads(),
+        "checkpoint": base.model.checkpoint,
+        "image_size": base.data.image_size,
+        "adapt": base.adapt.strategy,
+        "learning_rate": base.training["learning_rate"],
+        "batch_size": base.training["per_device_train_batch_size"],
+    }
     args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
     print("| images per class | init | epochs | test accuracy | top-5 | macro F1 | wall time |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['per_class']} | {row['init']} | {row['epochs']} | {row['test_accuracy']:.3f} | "
-              f"{row['test_top_5_accuracy']:.3f} | {row['test_f1_macro']:.3f} | {row['wall_time_s']:.0f} s |")
+        print(
+            f"| {row['per_class']} | {row['init']} | {row['epochs']} | {row['test_accuracy']:.3f} | "
+            f"{row['test_top_5_accuracy']:.3f} | {row['test_f1_macro']:.3f} | {row['wall_time_s']:.0f} s |"
+        )
 
 
 if __name__ == "__main__":

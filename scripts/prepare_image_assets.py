@@ -33,12 +33,28 @@ LITE0_REPEATS = (1, 2, 2, 3, 3, 4, 1)
 TOP_LEVEL = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 # The first block is depthwise-separable (no expansion conv); every other one is an inverted residual.
 FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-LATER_BLOCKS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                "_project_conv": "conv_pwl", "_bn2": "bn3"}
+LATER_BLOCKS = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
-                         "ankle_boot"]
+FASHION_MNIST_CLASSES = [
+    "tshirt_top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle_boot",
+]
 
 
 def lite0_timm_state_dict(efficientnet_pytorch: dict) -> dict:
@@ -69,7 +85,9 @@ def convert_efficientnet_lite0(hub_cache: Path) -> Path:
     model = timm.create_model(LITE0_ARCHITECTURE, pretrained=False, num_classes=1000)
     missing, unexpected = model.load_state_dict(lite0_timm_state_dict(source), strict=False)
     if unexpected or any(not key.endswith("num_batches_tracked") for key in missing):
-        sys.exit(f"prepare_image_assets: EfficientNet-Lite0 keys do not map: missing {missing}, unexpected {unexpected}")
+        sys.exit(
+            f"prepare_image_assets: EfficientNet-Lite0 keys do not map: missing {missing}, unexpected {unexpected}"
+        )
     with tempfile.TemporaryDirectory() as folder:
         save_for_hf(model, folder, safe_serialization=True)
         return install_in_hub_cache(Path(folder), LITE0_HUB_ID, hub_cache)
@@ -80,7 +98,7 @@ def read_idx(path: Path) -> np.ndarray:
     with gzip.open(path, "rb") as handle:
         raw = handle.read()
     dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
@@ -88,16 +106,22 @@ def write_fashion_mnist(data_dir: Path, train_per_class: int, seed: int = 42) ->
     from PIL import Image
 
     if not FASHION_MNIST_DIR.is_dir():
-        sys.exit(f"prepare_image_assets: {FASHION_MNIST_DIR} is missing; run `make assets` "
-                 "(apt-get install dataset-fashion-mnist)")
+        sys.exit(
+            f"prepare_image_assets: {FASHION_MNIST_DIR} is missing; run `make assets` "
+            "(apt-get install dataset-fashion-mnist)"
+        )
     rng = np.random.default_rng(seed)
     sizes = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         images = read_idx(FASHION_MNIST_DIR / f"{prefix}-images-idx3-ubyte.gz")
         labels = read_idx(FASHION_MNIST_DIR / f"{prefix}-labels-idx1-ubyte.gz")
         if split == "train":
-            chosen = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:train_per_class]
-                                     for c in range(len(FASHION_MNIST_CLASSES))])
+            chosen = np.concatenate(
+                [
+                    rng.permutation(np.flatnonzero(labels == c))[:train_per_class]
+                    for c in range(len(FASHION_MNIST_CLASSES))
+                ]
+            )
         else:
             chosen = np.arange(len(labels))
         for index in chosen:

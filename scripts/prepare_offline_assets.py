@@ -64,8 +64,11 @@ def write_rotten_tomatoes(data_dir: Path, seed: int = 42) -> dict[str, int]:
     frame = frame[frame["category"].isin(list(SENTIMENT))]
     frame = pd.DataFrame({"text": frame["text"].str.strip(), "label": frame["category"].map(SENTIMENT)})
     frame = frame.drop_duplicates("text").sample(frac=1.0, random_state=seed).reset_index(drop=True)
-    splits = {"test": frame.iloc[:TEST_SIZE], "validation": frame.iloc[TEST_SIZE:TEST_SIZE + VALIDATION_SIZE],
-              "train": frame.iloc[TEST_SIZE + VALIDATION_SIZE:]}
+    splits = {
+        "test": frame.iloc[:TEST_SIZE],
+        "validation": frame.iloc[TEST_SIZE : TEST_SIZE + VALIDATION_SIZE],
+        "train": frame.iloc[TEST_SIZE + VALIDATION_SIZE :],
+    }
     target = data_dir / "rotten_tomatoes"
     target.mkdir(parents=True, exist_ok=True)
     for name, split in splits.items():
@@ -86,8 +89,10 @@ def write_wnut16(data_dir: Path, seed: int = 42) -> dict[str, int]:
     target = data_dir / "wnut16"
     target.mkdir(parents=True, exist_ok=True)
     for name, rows in splits.items():
-        blocks = ["".join(f"{token}\t{tag}\n" for token, tag in zip(sentences[i]["tokens"], sentences[i]["tags"]))
-                  for i in rows]
+        blocks = [
+            "".join(f"{token}\t{tag}\n" for token, tag in zip(sentences[i]["tokens"], sentences[i]["tags"]))
+            for i in rows
+        ]
         (target / f"{name}.conll").write_text("\n".join(blocks))
     return {name: len(rows) for name, rows in splits.items()}
 

@@ -26,9 +26,11 @@ logger = logging.getLogger("prepare_speech_assets")
 
 WHISPER_HUB_ID = "openai/whisper-tiny.en"
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-VOICES = {"train": ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-us+f2", "en-gb+f3"],
-          "validation": ["en-029", "en-us+m5"],
-          "test": ["en-us-nyc", "en-gb-x-gbclan+f4"]}
+VOICES = {
+    "train": ["en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-us+f2", "en-gb+f3"],
+    "validation": ["en-029", "en-us+m5"],
+    "test": ["en-us-nyc", "en-gb-x-gbclan+f4"],
+}
 PITCHES = (35, 70)
 
 
@@ -46,8 +48,10 @@ def write_spoken_digits(data_dir: Path) -> dict[str, int]:
                 for pitch in PITCHES:
                     path = folder / f"{voice.replace('+', '_')}_p{pitch}.wav"
                     if not path.exists():
-                        subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-p", str(pitch), "-w", str(path), digit],
-                                       check=True)
+                        subprocess.run(
+                            ["espeak-ng", "-v", voice, "-s", "150", "-p", str(pitch), "-w", str(path), digit],
+                            check=True,
+                        )
                     counts[split] += 1
     return counts
 

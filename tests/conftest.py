@@ -59,16 +59,23 @@ def tiny_bert(tmp_path_factory) -> Path:
     words = special + POSITIVE + NEGATIVE + FILLER + ["what", "to", "too", "long", "#", "##s"]
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(words)})
     tokenizer.save_pretrained(folder)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
     rng = random.Random(100)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(40):
         labels = [rng.randrange(2) for _ in range(32)]
-        batch = tokenizer([make_sentence(rng, ["negative", "positive"][y]) for y in labels], padding=True,
-                          return_tensors="pt")
+        batch = tokenizer(
+            [make_sentence(rng, ["negative", "positive"][y]) for y in labels], padding=True, return_tensors="pt"
+        )
         loss = model(**batch, labels=torch.tensor(labels)).loss
         loss.backward()
         optimizer.step()
@@ -80,8 +87,10 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def sentiment_files(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("sentiment")
-    return {split: str(write_sentiment_csv(folder / f"{split}.csv", n, seed))
-            for split, n, seed in (("train", 240, 0), ("validation", 60, 1), ("test", 60, 2))}
+    return {
+        split: str(write_sentiment_csv(folder / f"{split}.csv", n, seed))
+        for split, n, seed in (("train", 240, 0), ("validation", 60, 1), ("test", 60, 2))
+    }
 
 
 def make_recipe_values(tiny_bert: Path, sentiment_files: dict[str, str], output_dir: Path) -> dict:
@@ -91,8 +100,14 @@ def make_recipe_values(tiny_bert: Path, sentiment_files: dict[str, str], output_
         "output_dir": str(output_dir),
         "model": {"checkpoint": str(tiny_bert)},
         "data": {"files": dict(sentiment_files), "labels": ["negative", "positive"], "max_length": 32},
-        "training": {"num_train_epochs": 4, "learning_rate": 5e-3, "per_device_train_batch_size": 16,
-                     "logging_steps": 5, "save_strategy": "no", "disable_tqdm": True},
+        "training": {
+            "num_train_epochs": 4,
+            "learning_rate": 5e-3,
+            "per_device_train_batch_size": 16,
+            "logging_steps": 5,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        },
     }
 
 

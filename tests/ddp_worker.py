@@ -32,12 +32,14 @@ def main() -> None:
         def wrapped(features):
             record["batches"].append([list(feature["input_ids"]) for feature in features])
             return collate(features)
+
         return wrapped
 
     def recording(name, function):
         def wrapped(*args, **kwargs):
             record["wrote"].append(name)
             return function(*args, **kwargs)
+
         return wrapped
 
     TextClassification.data_collator = recording_collator

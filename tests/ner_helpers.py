@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 
 FIRST_NAMES = ["anna", "john", "maria", "peter", "angela"]
-LAST_NAMES = ["smith", "merkel", "jones", "keller"]        # merkel, keller: two pieces each
-CITIES = ["berlin", "paris", "london", "rome", "madrid"]    # berlin, paris, london, madrid: two pieces each
+LAST_NAMES = ["smith", "merkel", "jones", "keller"]  # merkel, keller: two pieces each
+CITIES = ["berlin", "paris", "london", "rome", "madrid"]  # berlin, paris, london, madrid: two pieces each
 FILLER = ["the", "visited", "met", "in", "today", "and", "saw", "a", "friend", "from", "said", "was", "."]
 # Names are absent from the vocabulary on purpose: they split into these pieces.
 PIECES = ["mer", "##kel", "kel", "##ler", "ber", "##lin", "par", "##is", "lon", "##don", "mad", "##rid"]
@@ -17,8 +17,11 @@ TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
 
 def vocabulary() -> list[str]:
-    whole = [w for w in FIRST_NAMES + LAST_NAMES + CITIES if w not in {"merkel", "keller", "berlin", "paris",
-                                                                       "london", "madrid"}]
+    whole = [
+        w
+        for w in FIRST_NAMES + LAST_NAMES + CITIES
+        if w not in {"merkel", "keller", "berlin", "paris", "london", "madrid"}
+    ]
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "new", "york"] + whole + PIECES + FILLER
 
 
@@ -63,8 +66,14 @@ def build_tiny_ner_bert(folder: Path) -> Path:
     words = vocabulary()
     tokenizer = BertTokenizerFast(vocab={word: i for i, word in enumerate(words)})
     tokenizer.save_pretrained(folder)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     BertForTokenClassification(config).save_pretrained(folder)
     return folder
@@ -77,6 +86,12 @@ def ner_recipe_values(checkpoint: Path, files: dict[str, str], output_dir: Path)
         "output_dir": str(output_dir),
         "model": {"checkpoint": str(checkpoint)},
         "data": {"files": dict(files), "tags_column": "ner_tags", "conll_tag_column": 3, "max_length": 48},
-        "training": {"num_train_epochs": 6, "learning_rate": 5e-3, "per_device_train_batch_size": 16,
-                     "logging_steps": 10, "save_strategy": "no", "disable_tqdm": True},
+        "training": {
+            "num_train_epochs": 6,
+            "learning_rate": 5e-3,
+            "per_device_train_batch_size": 16,
+            "logging_steps": 10,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+        },
     }

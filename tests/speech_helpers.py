@@ -42,11 +42,23 @@ def tiny_wav2vec2_folder(folder: Path, model_class_name: str = "Wav2Vec2ForSeque
     import transformers
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor
 
-    config = Wav2Vec2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            conv_dim=(16, 16), conv_kernel=(10, 16), conv_stride=(10, 16), num_feat_extract_layers=2,
-                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, classifier_proj_size=16,
-                            feat_extract_norm="layer", do_stable_layer_norm=True, mask_time_prob=0.0,
-                            vocab_size=8)
+    config = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_kernel=(10, 16),
+        conv_stride=(10, 16),
+        num_feat_extract_layers=2,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        classifier_proj_size=16,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        mask_time_prob=0.0,
+        vocab_size=8,
+    )
     torch.manual_seed(0)
     getattr(transformers, model_class_name)(config).save_pretrained(folder)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=True).save_pretrained(folder)
@@ -124,11 +136,14 @@ def write_ct2_whisper(model, folder: Path, tokenizer_json: Path) -> Path:
 
     def fused(sources, target):
         variables[f"{target}/weight"] = np.concatenate([state[f"{s}.weight"] for s in sources])
-        variables[f"{target}/bias"] = np.concatenate([state.get(f"{s}.bias", np.zeros(config.d_model, np.float32))
-                                                      for s in sources])
+        variables[f"{target}/bias"] = np.concatenate(
+            [state.get(f"{s}.bias", np.zeros(config.d_model, np.float32)) for s in sources]
+        )
 
-    for side, count, heads in (("encoder", config.encoder_layers, config.encoder_attention_heads),
-                               ("decoder", config.decoder_layers, config.decoder_attention_heads)):
+    for side, count, heads in (
+        ("encoder", config.encoder_layers, config.encoder_attention_heads),
+        ("decoder", config.decoder_layers, config.decoder_attention_heads),
+    ):
         variables[f"{side}/num_heads"] = np.array(heads, np.int16)
         variables[f"{side}/position_encodings/encodings"] = state[f"model.{side}.embed_positions.weight"]
         norm(f"model.{side}.layer_norm", f"{side}/layer_norm")
@@ -155,8 +170,11 @@ def write_ct2_whisper(model, folder: Path, tokenizer_json: Path) -> Path:
         blob += struct.pack("<BI", 2 if value.dtype == np.int16 else 4, value.nbytes) + value.tobytes()
     blob += struct.pack("<I", 1) + _ct2_string("decoder/projection/weight") + _ct2_string("decoder/embeddings/weight")
     (folder / "model.bin").write_bytes(blob)
-    (folder / "config.json").write_text(json.dumps({"suppress_ids": [1, 2], "suppress_ids_begin": [220, 50256],
-                                                    "lang_ids": [], "alignment_heads": [[0, 0]]}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {"suppress_ids": [1, 2], "suppress_ids_begin": [220, 50256], "lang_ids": [], "alignment_heads": [[0, 0]]}
+        )
+    )
     shutil.copy(tokenizer_json, folder / "tokenizer.json")
     return folder
 
@@ -166,10 +184,23 @@ def tiny_whisper(seed: int = 0, max_source_positions: int = 100):
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    config = WhisperConfig(vocab_size=51864, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80,
-                           max_source_positions=max_source_positions, max_target_positions=64,
-                           decoder_start_token_id=50257, bos_token_id=50256, eos_token_id=50256, pad_token_id=50256)
+    config = WhisperConfig(
+        vocab_size=51864,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        num_mel_bins=80,
+        max_source_positions=max_source_positions,
+        max_target_positions=64,
+        decoder_start_token_id=50257,
+        bos_token_id=50256,
+        eos_token_id=50256,
+        pad_token_id=50256,
+    )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
     with torch.no_grad():

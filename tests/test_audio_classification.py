@@ -8,20 +8,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from speech_helpers import TONES, tiny_wav2vec2_folder, write_manifest, write_tone_folder
 
 from pipelines import Recipe
 from pipelines.audio import decode, load_audio_data_file
 from pipelines.cli import main
 from pipelines.errors import HubtuneError
 from pipelines.inference import Predictor
-from speech_helpers import TONES, tiny_wav2vec2_folder, write_manifest, write_tone_folder
 
 
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory):
     root = tmp_path_factory.mktemp("tones")
-    return {split: str(write_tone_folder(root / split, n, seed))
-            for split, n, seed in (("train", 24, 0), ("validation", 6, 1), ("test", 9, 2))}
+    return {
+        split: str(write_tone_folder(root / split, n, seed))
+        for split, n, seed in (("train", 24, 0), ("validation", 6, 1), ("test", 9, 2))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +32,22 @@ def tiny_wav2vec2(tmp_path_factory):
 
 
 def recipe(checkpoint, files, output_dir, **data):
-    return {"name": "tones", "task": "audio-classification", "output_dir": str(output_dir),
-            "model": {"checkpoint": str(checkpoint)},
-            "data": {"files": dict(files), "max_duration_s": 0.5, **data},
-            "training": {"num_train_epochs": 8, "learning_rate": 3e-3, "per_device_train_batch_size": 8,
-                         "logging_steps": 5, "save_strategy": "no", "disable_tqdm": True, "warmup_steps": 0}}
+    return {
+        "name": "tones",
+        "task": "audio-classification",
+        "output_dir": str(output_dir),
+        "model": {"checkpoint": str(checkpoint)},
+        "data": {"files": dict(files), "max_duration_s": 0.5, **data},
+        "training": {
+            "num_train_epochs": 8,
+            "learning_rate": 3e-3,
+            "per_device_train_batch_size": 8,
+            "logging_steps": 5,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "warmup_steps": 0,
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +102,14 @@ def test_reload_predicts_like_the_run(tone_run, tones, capsys):
 def test_csv_of_paths_with_lora(tiny_wav2vec2, tones, tmp_path):
     rows = [{"path": f"{label}/{label}_{i}.wav", "label": label} for label in TONES for i in range(6)]
     train = write_manifest(Path(tones["train"]) / "manifest.csv", rows)
-    values = recipe(tiny_wav2vec2, {"train": str(train)}, tmp_path / "run", audio_column="path",
-                    validation_split=None, test_split=None)
+    values = recipe(
+        tiny_wav2vec2,
+        {"train": str(train)},
+        tmp_path / "run",
+        audio_column="path",
+        validation_split=None,
+        test_split=None,
+    )
     values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj", "v_proj"]}}
     values["training"]["num_train_epochs"] = 1
     Recipe.from_dict(values).run()
@@ -126,7 +145,9 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
     # Arrow structs cast to `Audio`, as a Hub parquet split arrives (encoding through `Audio` needs torchcodec).
     audio = Features({"audio": Audio()})
     by_path = Dataset.from_dict({"audio": [{"bytes": None, "path": str(tmp_path / "a.wav")}]}).cast(audio)
-    by_bytes = Dataset.from_dict({"audio": [{"bytes": (tmp_path / "b.flac").read_bytes(), "path": "b.flac"}]}).cast(audio)
+    by_bytes = Dataset.from_dict({"audio": [{"bytes": (tmp_path / "b.flac").read_bytes(), "path": "b.flac"}]}).cast(
+        audio
+    )
     for dataset in (by_path, by_bytes):
         (wave,) = decode_column(dataset, "audio", 16000, lambda row: f"hub split, row {row + 1}")
         assert len(wave) == 1600 and wave.ndim == 1

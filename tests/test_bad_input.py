@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import yaml
@@ -35,8 +35,10 @@ def missing_label_column(values: dict, tmp: Path) -> list[str]:
 
 
 def label_not_in_labels(values: dict, tmp: Path) -> list[str]:
-    path = write(tmp / "validation.csv",
-                 "text,label\nthe film was good,positive\nthe film was fine,neutral\nawful plot,negative\n")
+    path = write(
+        tmp / "validation.csv",
+        "text,label\nthe film was good,positive\nthe film was fine,neutral\nawful plot,negative\n",
+    )
     values["data"]["files"]["validation"] = path
     return [path, "row 2", "'neutral'", "'label'"]
 
@@ -66,8 +68,9 @@ def unsupported_extension(values: dict, tmp: Path) -> list[str]:
 
 
 def text_cell_not_text(values: dict, tmp: Path) -> list[str]:
-    path = write(tmp / "train.jsonl", '{"text": "the film was good", "label": "positive"}\n'
-                                       '{"text": 42, "label": "negative"}\n')
+    path = write(
+        tmp / "train.jsonl", '{"text": "the film was good", "label": "positive"}\n{"text": 42, "label": "negative"}\n'
+    )
     values["data"]["files"]["train"] = path
     return [path, "row 2", "'text'"]
 
@@ -117,6 +120,7 @@ def training_value(key: str, value, rule: str) -> Case:
     def case(values: dict, tmp: Path) -> list[str]:
         values["training"][key] = value
         return [f"'training.{key}'", rule]
+
     case.__name__ = f"training_{key}_{value}"
     return case
 
@@ -133,17 +137,22 @@ def names_in_train_ids_in_test(values: dict, tmp: Path) -> list[str]:
 
 
 def digit_labels_among_names(values: dict, tmp: Path) -> list[str]:
-    path = write(tmp / "train.jsonl", '{"text": "the film was good", "label": "positive"}\n'
-                                       '{"text": "awful plot", "label": "negative"}\n'
-                                       '{"text": "the film was fine", "label": "1"}\n')
+    path = write(
+        tmp / "train.jsonl",
+        '{"text": "the film was good", "label": "positive"}\n'
+        '{"text": "awful plot", "label": "negative"}\n'
+        '{"text": "the film was fine", "label": "1"}\n',
+    )
     values["data"]["files"]["train"] = path
     del values["data"]["labels"]
     return [path, "row 3", "'1'", "digit names", "row 1"]
 
 
 def ids_and_names_in_one_split(values: dict, tmp: Path) -> list[str]:
-    path = write(tmp / "validation.jsonl", '{"text": "the film was good", "label": "positive"}\n'
-                                            '{"text": "awful plot", "label": 0}\n')
+    path = write(
+        tmp / "validation.jsonl",
+        '{"text": "the film was good", "label": "positive"}\n{"text": "awful plot", "label": 0}\n',
+    )
     values["data"]["files"]["validation"] = path
     return [path, "row 2", "integer id"]
 
@@ -154,11 +163,27 @@ def relative_data_path_missing(values: dict, tmp: Path) -> list[str]:
 
 
 CASES: list[Case] = [
-    missing_text_column, missing_label_column, label_not_in_labels, empty_split, data_file_missing,
-    malformed_csv, unsupported_extension, text_cell_not_text, missing_split, unknown_recipe_key,
-    unknown_training_key, unknown_strategy, wrong_type_training_value, hub_checkpoint_offline,
-    missing_checkpoint_folder, lora_on_unknown_modules, max_train_samples_zero, names_in_train_ids_in_test,
-    digit_labels_among_names, ids_and_names_in_one_split, relative_data_path_missing,
+    missing_text_column,
+    missing_label_column,
+    label_not_in_labels,
+    empty_split,
+    data_file_missing,
+    malformed_csv,
+    unsupported_extension,
+    text_cell_not_text,
+    missing_split,
+    unknown_recipe_key,
+    unknown_training_key,
+    unknown_strategy,
+    wrong_type_training_value,
+    hub_checkpoint_offline,
+    missing_checkpoint_folder,
+    lora_on_unknown_modules,
+    max_train_samples_zero,
+    names_in_train_ids_in_test,
+    digit_labels_among_names,
+    ids_and_names_in_one_split,
+    relative_data_path_missing,
     training_value("per_device_train_batch_size", 0, "at least 1"),
     training_value("per_device_train_batch_size", -1, "at least 1"),
     training_value("per_device_eval_batch_size", 0, "at least 1"),

@@ -103,9 +103,21 @@ def test_python_dash_m_pipelines_trains(recipe_values, tmp_path):
     recipe.write_text(yaml.safe_dump(recipe_values))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        [sys.executable, "-m", "pipelines", "train", str(recipe), "training.num_train_epochs=1",
-         "adapt.strategy=freeze_backbone"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "train",
+            str(recipe),
+            "training.num_train_epochs=1",
+            "adapt.strategy=freeze_backbone",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     run = Path(recipe_values["output_dir"])
     results = json.loads((run / "all_results.json").read_text())

@@ -22,10 +22,11 @@ HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate")
 
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["predict", "--help"]])
 def test_help_and_version_import_no_heavy_library(argv):
-    script = (f"import sys\nfrom pipelines.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
-              f"print('LOADED', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))")
-    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                               cwd=ROOT)
+    script = (
+        f"import sys\nfrom pipelines.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"print('LOADED', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip().splitlines()[-1] == "LOADED []"
 
@@ -52,27 +53,35 @@ def test_package_names_still_import_lazily():
         from pipelines import Recipes  # noqa: F401
 
 
-@pytest.mark.parametrize("argv", [
-    ["--json", "the film was good", "awful plot"],
-    ["the film was good", "--batch-size", "1", "awful plot", "--json"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--json", "the film was good", "awful plot"],
+        ["the film was good", "--batch-size", "1", "awful plot", "--json"],
+    ],
+)
 def test_options_between_the_run_and_the_inputs(trained_run, capsys, argv):
     run_dir = str(trained_run("full").run_dir)
     capsys.readouterr()  # the training's own log lines, when the run was trained for this test
     assert main(["predict", run_dir, *argv]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert [(row["input"], row["label"]) for row in rows] == [("the film was good", "positive"),
-                                                              ("awful plot", "negative")]
+    assert [(row["input"], row["label"]) for row in rows] == [
+        ("the film was good", "positive"),
+        ("awful plot", "negative"),
+    ]
 
 
 def test_repeated_recipe_key_names_the_key_and_both_lines(tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("name: x\nmodel:\n  checkpoint: a/b\ntraining:\n  learning_rate: 1.0e-4\n"
-                      "  num_train_epochs: 2\n  learning_rate: 5.0e-5\n")
+    recipe.write_text(
+        "name: x\nmodel:\n  checkpoint: a/b\ntraining:\n  learning_rate: 1.0e-4\n"
+        "  num_train_epochs: 2\n  learning_rate: 5.0e-5\n"
+    )
     assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"hubtune: error: recipe file '{recipe}' sets 'training.learning_rate' twice (lines 5 and 7); "
-                   "keep one"]
+    assert err == [
+        f"hubtune: error: recipe file '{recipe}' sets 'training.learning_rate' twice (lines 5 and 7); keep one"
+    ]
 
 
 def test_repeated_section_is_refused_too(recipe_values, tmp_path):

@@ -29,7 +29,11 @@ def test_compare_trains_both_inits_at_each_size_and_writes_the_report(recipe_val
     report = json.loads((out / "compare.json").read_text())
     assert report["metric"] == "test_accuracy"
     assert sorted((row["train_samples"], row["init"]) for row in report["rows"]) == [
-        (16, "pretrained"), (16, "scratch"), (240, "pretrained"), (240, "scratch")]
+        (16, "pretrained"),
+        (16, "scratch"),
+        (240, "pretrained"),
+        (240, "scratch"),
+    ]
     score = {(row["train_samples"], row["init"]): row["test_accuracy"] for row in report["rows"]}
     # The tiny checkpoint was pretrained on the same cues: with 16 examples it must beat random weights.
     assert score[(16, "pretrained")] > score[(16, "scratch")]
@@ -37,7 +41,10 @@ def test_compare_trains_both_inits_at_each_size_and_writes_the_report(recipe_val
     table = (out / "compare.md").read_text()
     assert f"| 16 | {score[(16, 'pretrained')]:.4f} | {score[(16, 'scratch')]:.4f} |" in table
     for row in report["rows"]:
-        assert json.loads((tmp_path / row["run"] / "all_results.json").read_text())["test_accuracy"] == row["test_accuracy"]
+        assert (
+            json.loads((tmp_path / row["run"] / "all_results.json").read_text())["test_accuracy"]
+            == row["test_accuracy"]
+        )
 
 
 def test_negative_transfer_is_a_warning(recipe_values, tmp_path, monkeypatch):
@@ -63,9 +70,15 @@ def test_unknown_words_are_an_input_domain_warning(recipe_values, tiny_bert):
 
 def test_a_trained_head_on_an_overlapping_label_set_is_a_warning(recipe_values, tmp_path):
     folder = tmp_path / "three-way"
-    config = BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=37, architectures=["BertForSequenceClassification"],
-                        id2label={0: "negative", 1: "neutral", 2: "positive"})
+    config = BertConfig(
+        vocab_size=40,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+        architectures=["BertForSequenceClassification"],
+        id2label={0: "negative", 1: "neutral", 2: "positive"},
+    )
     config.save_pretrained(folder)
     recipe = load_recipe_config(values=recipe_values, overrides=[f"model.checkpoint={folder}"])
     from pipelines.tasks import get_task

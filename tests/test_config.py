@@ -28,8 +28,13 @@ def test_yaml_file_loads_into_typed_sections(tmp_path):
         "seed": 7,
         "output_dir": str(tmp_path / "out"),
         "model": {"checkpoint": "/models/tiny", "from_scratch": False},
-        "data": {"files": {"train": "a.csv", "test": "b.csv"}, "labels": ["neg", "pos"], "max_length": 48,
-                 "validation_split": None, "validation_fraction": 0.25},
+        "data": {
+            "files": {"train": "a.csv", "test": "b.csv"},
+            "labels": ["neg", "pos"],
+            "max_length": 48,
+            "validation_split": None,
+            "validation_fraction": 0.25,
+        },
         "adapt": {"strategy": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0, "target_modules": ["query"]}},
         "training": {"learning_rate": 1e-3, "num_train_epochs": 2},
     }
@@ -64,19 +69,22 @@ def test_default_output_dir_is_runs_slash_name(minimal):
 
 def test_dotted_overrides_get_yaml_types(tmp_path, minimal):
     path = write_yaml(tmp_path / "recipe.yaml", {**minimal, "training": {"num_train_epochs": 4}})
-    config = load_recipe_config(path, overrides=[
-        "training.num_train_epochs=7",
-        "data.max_length=64",
-        "overwrite=true",
-        "model.from_scratch=false",
-        "adapt.strategy=lora",
-        "adapt.lora.target_modules=[query, value]",
-        "adapt.lora.dropout=0",
-        "data.validation_split=null",
-        "data.labels=[neg, pos]",
-        "hub.repo_id=me/tiny",
-        "training.resume=false",
-    ])
+    config = load_recipe_config(
+        path,
+        overrides=[
+            "training.num_train_epochs=7",
+            "data.max_length=64",
+            "overwrite=true",
+            "model.from_scratch=false",
+            "adapt.strategy=lora",
+            "adapt.lora.target_modules=[query, value]",
+            "adapt.lora.dropout=0",
+            "data.validation_split=null",
+            "data.labels=[neg, pos]",
+            "hub.repo_id=me/tiny",
+            "training.resume=false",
+        ],
+    )
     assert config.training["num_train_epochs"] == 7 and type(config.training["num_train_epochs"]) is int
     assert config.data.max_length == 64 and type(config.data.max_length) is int
     assert config.overwrite is True
@@ -101,8 +109,9 @@ def test_overrides_apply_in_order_and_win_over_values(minimal):
 def test_overrides_do_not_mutate_the_callers_values(minimal):
     values = {**minimal, "training": {"num_train_epochs": 4}}
     before = copy.deepcopy(values)
-    load_recipe_config(values=values, overrides=["data.max_length=16", "training.num_train_epochs=1",
-                                                  "model.revision=v2"])
+    load_recipe_config(
+        values=values, overrides=["data.max_length=16", "training.num_train_epochs=1", "model.revision=v2"]
+    )
     # A dict recipe is often reused (one base, several runs); an override must not leak into it.
     assert values == before
     # And so a second load of the same dict without overrides sees the original values.
@@ -112,16 +121,19 @@ def test_overrides_do_not_mutate_the_callers_values(minimal):
     assert again.model.revision == "main"
 
 
-@pytest.mark.parametrize(("override", "key", "suggestion"), [
-    ("nmae=x", "nmae", "name"),
-    ("outptu_dir=/tmp/x", "outptu_dir", "output_dir"),
-    ("adapt.strategi=lora", "adapt.strategi", "adapt.strategy"),
-    ("data.text_colum=sentence", "data.text_colum", "data.text_column"),
-    ("model.chekpoint=/x", "model.chekpoint", "model.checkpoint"),
-    ("adapt.lora.target_module=[query]", "adapt.lora.target_module", "adapt.lora.target_modules"),
-    ("training.learning_rat=0.1", "training.learning_rat", "training.learning_rate"),
-    ("training.num_train_epoch=2", "training.num_train_epoch", "training.num_train_epochs"),
-])
+@pytest.mark.parametrize(
+    ("override", "key", "suggestion"),
+    [
+        ("nmae=x", "nmae", "name"),
+        ("outptu_dir=/tmp/x", "outptu_dir", "output_dir"),
+        ("adapt.strategi=lora", "adapt.strategi", "adapt.strategy"),
+        ("data.text_colum=sentence", "data.text_colum", "data.text_column"),
+        ("model.chekpoint=/x", "model.chekpoint", "model.checkpoint"),
+        ("adapt.lora.target_module=[query]", "adapt.lora.target_module", "adapt.lora.target_modules"),
+        ("training.learning_rat=0.1", "training.learning_rat", "training.learning_rate"),
+        ("training.num_train_epoch=2", "training.num_train_epoch", "training.num_train_epochs"),
+    ],
+)
 def test_unknown_key_names_full_dotted_key_and_closest(minimal, override, key, suggestion):
     with pytest.raises(HubtuneError) as caught:
         load_recipe_config(values=minimal, overrides=[override])
@@ -131,13 +143,19 @@ def test_unknown_key_names_full_dotted_key_and_closest(minimal, override, key, s
     assert "\n" not in message
 
 
-@pytest.mark.parametrize(("tree_patch", "key", "suggestion"), [
-    ({"seeed": 1}, "seeed", "seed"),
-    ({"adapt": {"strategi": "lora"}}, "adapt.strategi", "adapt.strategy"),
-    ({"data": {"files": {"train": "a.csv"}, "max_lenght": 12}}, "data.max_lenght", "data.max_length"),
-    ({"training": {"per_device_train_batchsize": 8}}, "training.per_device_train_batchsize",
-     "training.per_device_train_batch_size"),
-])
+@pytest.mark.parametrize(
+    ("tree_patch", "key", "suggestion"),
+    [
+        ({"seeed": 1}, "seeed", "seed"),
+        ({"adapt": {"strategi": "lora"}}, "adapt.strategi", "adapt.strategy"),
+        ({"data": {"files": {"train": "a.csv"}, "max_lenght": 12}}, "data.max_lenght", "data.max_length"),
+        (
+            {"training": {"per_device_train_batchsize": 8}},
+            "training.per_device_train_batchsize",
+            "training.per_device_train_batch_size",
+        ),
+    ],
+)
 def test_unknown_key_in_yaml_file(tmp_path, minimal, tree_patch, key, suggestion):
     path = write_yaml(tmp_path / "recipe.yaml", {**minimal, **tree_patch})
     with pytest.raises(HubtuneError, match=f"unknown recipe key '{key}'; did you mean '{suggestion}'"):
@@ -153,19 +171,22 @@ def test_unknown_key_without_close_match_lists_valid_keys(minimal):
         assert valid in message
 
 
-@pytest.mark.parametrize(("override", "key"), [
-    ("data.max_length=abc", "data.max_length"),
-    ("adapt.n=true", "adapt.n"),
-    ("adapt.lora.r=2.5", "adapt.lora.r"),
-    ("seed=[1, 2]", "seed"),
-    ("overwrite=1", "overwrite"),
-    ("model.from_scratch=maybe", "model.from_scratch"),
-    ("data.labels=negative", "data.labels"),
-    ("data.files=train.csv", "data.files"),
-    ("model=3", "model"),
-    ("adapt.lora.target_modules=[query, 3]", "adapt.lora.target_modules[1]"),
-    ("training.resume=3", "training.resume"),
-])
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.max_length=abc", "data.max_length"),
+        ("adapt.n=true", "adapt.n"),
+        ("adapt.lora.r=2.5", "adapt.lora.r"),
+        ("seed=[1, 2]", "seed"),
+        ("overwrite=1", "overwrite"),
+        ("model.from_scratch=maybe", "model.from_scratch"),
+        ("data.labels=negative", "data.labels"),
+        ("data.files=train.csv", "data.files"),
+        ("model=3", "model"),
+        ("adapt.lora.target_modules=[query, 3]", "adapt.lora.target_modules[1]"),
+        ("training.resume=3", "training.resume"),
+    ],
+)
 def test_wrong_type_names_the_key(minimal, override, key):
     with pytest.raises(HubtuneError) as caught:
         load_recipe_config(values=minimal, overrides=[override])
@@ -199,17 +220,20 @@ def test_unknown_adapt_strategy_without_close_match_lists_them(minimal):
         assert strategy in message
 
 
-@pytest.mark.parametrize(("patch", "key"), [
-    ({"name": ""}, "name"),
-    ({"model": {}}, "model.checkpoint"),
-    ({"data": {}}, "data"),
-    ({"data": {"dataset": "imdb", "files": {"train": "a.csv"}}}, "data"),
-    ({"data": {"files": {"train": "a.csv"}, "validation_fraction": 1.5}}, "data.validation_fraction"),
-    ({"data": {"files": {"train": "a.csv"}, "labels": ["a", "b", "a"]}}, "data.labels"),
-    ({"adapt": {"strategy": "train_last_n", "n": 0}}, "adapt.n"),
-    ({"adapt": {"strategy": "lora"}, "model": {"checkpoint": "/m", "from_scratch": True}}, "model.from_scratch"),
-    ({"training": {"output_dir": "/tmp/x"}}, "output_dir"),
-])
+@pytest.mark.parametrize(
+    ("patch", "key"),
+    [
+        ({"name": ""}, "name"),
+        ({"model": {}}, "model.checkpoint"),
+        ({"data": {}}, "data"),
+        ({"data": {"dataset": "imdb", "files": {"train": "a.csv"}}}, "data"),
+        ({"data": {"files": {"train": "a.csv"}, "validation_fraction": 1.5}}, "data.validation_fraction"),
+        ({"data": {"files": {"train": "a.csv"}, "labels": ["a", "b", "a"]}}, "data.labels"),
+        ({"adapt": {"strategy": "train_last_n", "n": 0}}, "adapt.n"),
+        ({"adapt": {"strategy": "lora"}, "model": {"checkpoint": "/m", "from_scratch": True}}, "model.from_scratch"),
+        ({"training": {"output_dir": "/tmp/x"}}, "output_dir"),
+    ],
+)
 def test_invalid_combinations(minimal, patch, key):
     with pytest.raises(HubtuneError) as caught:
         load_recipe_config(values={**minimal, **patch})
@@ -244,8 +268,10 @@ def test_recipe_file_that_is_not_a_mapping(tmp_path):
 def test_dumped_recipe_round_trips(tmp_path, minimal):
     from pipelines.config import dump_recipe_config
 
-    config = load_recipe_config(values=minimal, overrides=["adapt.strategy=lora", "adapt.lora.target_modules=[query]",
-                                                           "training.num_train_epochs=2"])
+    config = load_recipe_config(
+        values=minimal,
+        overrides=["adapt.strategy=lora", "adapt.lora.target_modules=[query]", "training.num_train_epochs=2"],
+    )
     dump_recipe_config(config, tmp_path / "recipe.yaml")
     assert load_recipe_config(tmp_path / "recipe.yaml").to_dict() == config.to_dict()
 
@@ -253,8 +279,10 @@ def test_dumped_recipe_round_trips(tmp_path, minimal):
 def test_yaml_1_2_scalars_no_stays_a_string_and_exponent_floats_are_numbers(tmp_path):
     """PyYAML's YAML 1.1 would read `no` as False (an invalid strategy) and `1e-4` as a string."""
     path = tmp_path / "recipe.yaml"
-    path.write_text("name: x\nmodel: {checkpoint: a}\ndata: {files: {train: t.csv}}\n"
-                    "training: {eval_strategy: no, learning_rate: 1e-4, disable_tqdm: true}\n")
+    path.write_text(
+        "name: x\nmodel: {checkpoint: a}\ndata: {files: {train: t.csv}}\n"
+        "training: {eval_strategy: no, learning_rate: 1e-4, disable_tqdm: true}\n"
+    )
     config = load_recipe_config(path, ["training.save_strategy=no", "training.weight_decay=1e-2"])
     assert config.training["eval_strategy"] == "no" and config.training["save_strategy"] == "no"
     assert config.training["learning_rate"] == 1e-4 and config.training["weight_decay"] == 0.01

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from speech_helpers import faster_whisper_tokenizer, tiny_whisper, write_ct2_whisper
 
 from pipelines.cli import main
 from pipelines.ct2_import import import_ct2_whisper
-from speech_helpers import faster_whisper_tokenizer, tiny_whisper, write_ct2_whisper
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
@@ -31,7 +31,10 @@ def test_converted_logits_equal_the_reference(tmp_path):
     assert converted.proj_out.weight.data_ptr() == converted.model.decoder.embed_tokens.weight.data_ptr()
     processor = WhisperProcessor.from_pretrained(tmp_path / "hf")
     assert processor.feature_extractor.nb_max_frames == 200  # the window follows max_source_positions
-    assert processor.tokenizer.decode(processor.tokenizer("hello world").input_ids, skip_special_tokens=True) == "hello world"
+    assert (
+        processor.tokenizer.decode(processor.tokenizer("hello world").input_ids, skip_special_tokens=True)
+        == "hello world"
+    )
     assert converted.generation_config.no_timestamps_token_id == 50362
 
 
@@ -56,20 +59,23 @@ def test_real_tiny_en_transcribes_librivox(tmp_path):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     from pipelines.audio import decode
-    from pipelines.transcripts import TranscriptDataConfig
     from pipelines.metrics import load_metric
-    from pipelines.transcripts import normalise
+    from pipelines.transcripts import TranscriptDataConfig, normalise
 
     target = import_ct2_whisper(package.get_model_path(), tmp_path / "tiny.en")
     model = WhisperForConditionalGeneration.from_pretrained(target).eval()
     processor = WhisperProcessor.from_pretrained(target)
-    references = {line.split("(")[-1].rstrip(")\n"): line.split("</s>")[0].replace("<s>", "").strip()
-                  for line in (LIBRIVOX / "transcription").read_text().splitlines()}
+    references = {
+        line.split("(")[-1].rstrip(")\n"): line.split("</s>")[0].replace("<s>", "").strip()
+        for line in (LIBRIVOX / "transcription").read_text().splitlines()
+    }
     names = sorted(references)
     waves = [decode(str(LIBRIVOX / f"{name}.wav"), 16000, name) for name in names]
     with torch.no_grad():
         generated = model.generate(**processor(waves, sampling_rate=16000, return_tensors="pt"), max_new_tokens=64)
     config = TranscriptDataConfig(transcript_remove_chars=',.?!;:"-')
     hypotheses = [normalise(text, config) for text in processor.batch_decode(generated, skip_special_tokens=True)]
-    wer = load_metric("speech_recognition").compute(predictions=hypotheses, references=[references[n] for n in names])["wer"]
+    wer = load_metric("speech_recognition").compute(predictions=hypotheses, references=[references[n] for n in names])[
+        "wer"
+    ]
     assert wer < 0.2, list(zip(hypotheses, names))

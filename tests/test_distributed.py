@@ -37,9 +37,20 @@ def test_two_process_ddp_splits_data_writes_once_and_matches_one_process(recipe_
     accelerate = Path(sys.executable).with_name("accelerate")
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     completed = subprocess.run(
-        [str(accelerate), "launch", "--config_file", str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"),
-         str(ROOT / "tests" / "ddp_worker.py"), str(recipe_path), str(records)],
-        env=env, capture_output=True, text=True, timeout=300)
+        [
+            str(accelerate),
+            "launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"),
+            str(ROOT / "tests" / "ddp_worker.py"),
+            str(recipe_path),
+            str(records),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
@@ -48,8 +59,9 @@ def test_two_process_ddp_splits_data_writes_once_and_matches_one_process(recipe_
     train_size = ranks[0]["results"]["train_samples"]
     first_epoch = [[tuple(ids) for batch in r["batches"] for ids in batch][: train_size // 2] for r in ranks]
     assert Counter(first_epoch[0]) != Counter(first_epoch[1])
-    single = Recipe.from_dict(dict(recipe_values, output_dir=str(tmp_path / "single-run")),
-                              ["training.eval_strategy=no"])
+    single = Recipe.from_dict(
+        dict(recipe_values, output_dir=str(tmp_path / "single-run")), ["training.eval_strategy=no"]
+    )
     single_results = single.run()
     all_train = Counter(tuple(ids) for ids in _tokenized_train(single))
     assert Counter(first_epoch[0]) + Counter(first_epoch[1]) == all_train

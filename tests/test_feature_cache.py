@@ -22,8 +22,10 @@ def test_cached_head_training_matches_the_uncached_route(recipe_values, tmp_path
     cache_dir = tmp_path / "features"
     common = ["adapt.strategy=freeze_backbone", "training.num_train_epochs=3"]
     plain = Recipe.from_dict(dict(recipe_values, output_dir=str(tmp_path / "plain")), common)
-    cached = Recipe.from_dict(dict(recipe_values, output_dir=str(tmp_path / "cached")),
-                              [*common, "adapt.feature_cache=true", f"adapt.feature_cache_dir={cache_dir}"])
+    cached = Recipe.from_dict(
+        dict(recipe_values, output_dir=str(tmp_path / "cached")),
+        [*common, "adapt.feature_cache=true", f"adapt.feature_cache_dir={cache_dir}"],
+    )
     plain_results, cached_results = plain.run(), cached.run()
     assert cached_results["test_accuracy"] == plain_results["test_accuracy"] >= 0.9
     assert cached_results["test_loss"] == pytest.approx(plain_results["test_loss"], abs=1e-3)
@@ -40,8 +42,10 @@ def test_cached_head_training_matches_the_uncached_route(recipe_values, tmp_path
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-3)
 
     # A second run on the same data reads the cache instead of running the backbone again.
-    again = Recipe.from_dict(dict(recipe_values, output_dir=str(tmp_path / "again")),
-                             [*common, "adapt.feature_cache=true", f"adapt.feature_cache_dir={cache_dir}"])
+    again = Recipe.from_dict(
+        dict(recipe_values, output_dir=str(tmp_path / "again")),
+        [*common, "adapt.feature_cache=true", f"adapt.feature_cache_dir={cache_dir}"],
+    )
     with caplog.at_level(logging.INFO, logger="pipelines.feature_cache"):
         again_results = again.run()
     assert "feature cache hit" in caplog.text and "computing backbone features" not in caplog.text

@@ -25,8 +25,9 @@ def test_push_uploads_the_run_folder_without_checkpoints(recipe_values, monkeypa
             calls["upload"] = (repo_id, folder_path, ignore_patterns)
 
     monkeypatch.setattr(hub_module, "HfApi", RecordingApi)
-    recipe = Recipe.from_dict(recipe_values, ["hub.push=true", "hub.repo_id=me/tiny", "hub.private=false",
-                                              "training.num_train_epochs=1"])
+    recipe = Recipe.from_dict(
+        recipe_values, ["hub.push=true", "hub.repo_id=me/tiny", "hub.private=false", "training.num_train_epochs=1"]
+    )
     results = recipe.run()
     assert results["hub_url"] == "https://huggingface.co/me/tiny"
     assert calls["create"] == ("me/tiny", False, True)

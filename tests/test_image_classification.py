@@ -19,8 +19,14 @@ from PIL import Image
 from pipelines import HubtuneError, Recipe
 from pipelines.inference import Predictor
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (220, 220, 30),
-           "cyan": (30, 210, 210), "magenta": (210, 30, 210)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 30),
+    "blue": (30, 30, 220),
+    "yellow": (220, 220, 30),
+    "cyan": (30, 210, 210),
+    "magenta": (210, 30, 210),
+}
 SIZES = {"train": 10, "validation": 3, "test": 4}  # per class
 
 
@@ -56,8 +62,9 @@ def tiny_vit(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-vit")
     torch.manual_seed(0)
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64)
+    config = ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+    )
     ViTForImageClassification(config).save_pretrained(folder)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
     return folder
@@ -79,8 +86,9 @@ def tiny_timm(tmp_path_factory) -> Path:
     import timm
 
     torch.manual_seed(0)
-    return save_timm_checkpoint(timm.create_model("test_resnet", num_classes=10),
-                                tmp_path_factory.mktemp("tiny-timm"), 32)
+    return save_timm_checkpoint(
+        timm.create_model("test_resnet", num_classes=10), tmp_path_factory.mktemp("tiny-timm"), 32
+    )
 
 
 def image_recipe(checkpoint: Path, files: dict[str, str], output_dir: Path, **training) -> dict:
@@ -90,9 +98,16 @@ def image_recipe(checkpoint: Path, files: dict[str, str], output_dir: Path, **tr
         "output_dir": str(output_dir),
         "model": {"checkpoint": str(checkpoint)},
         "data": {"files": dict(files)},
-        "training": {"num_train_epochs": 6, "learning_rate": 3e-3, "per_device_train_batch_size": 8,
-                     "per_device_eval_batch_size": 32, "logging_steps": 5, "save_strategy": "no",
-                     "disable_tqdm": True, **training},
+        "training": {
+            "num_train_epochs": 6,
+            "learning_rate": 3e-3,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 32,
+            "logging_steps": 5,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            **training,
+        },
     }
 
 
@@ -299,7 +314,10 @@ def test_cli_predict_and_missing_image(vit_run, image_folders, capsys):
     label, score, shown = capsys.readouterr().out.strip().split("\t")
     assert label == "yellow" and 0 < float(score) <= 1 and shown == str(image)
     assert main(["predict", str(run_dir), "no-such.png"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == "hubtune: error: input 'no-such.png' is neither a file nor a folder"
+    assert (
+        capsys.readouterr().err.strip().splitlines()[-1]
+        == "hubtune: error: input 'no-such.png' is neither a file nor a folder"
+    )
 
 
 def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
@@ -318,8 +336,9 @@ def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
         return {"bytes": buffer.getvalue(), "path": None}
 
     features = Features({"img": ImageFeature(), "labels": ClassLabel(names=["red", "blue"])})
-    train = Dataset.from_dict({"img": [encoded(COLOURS["red"]), encoded(COLOURS["blue"], "L")], "labels": [0, 1]},
-                              features=features)
+    train = Dataset.from_dict(
+        {"img": [encoded(COLOURS["red"]), encoded(COLOURS["blue"], "L")], "labels": [0, 1]}, features=features
+    )
     values = image_recipe(tiny_vit, {"train": "unused.csv"}, tmp_path / "run")
     values["data"].update(image_column="img", label_column="labels")
     from pipelines import load_recipe_config
@@ -330,5 +349,7 @@ def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
     assert task.label_names == ["red", "blue"]
     assert data["train"][:2]["pixel_values"].shape == (2, 3, 32, 32)
     broken = Dataset.from_dict({"img": [{"bytes": b"not an image", "path": None}], "labels": [0]}, features=features)
-    with pytest.raises(HubtuneError, match=r"split 'train' of Hub dataset 'x', row 1: embedded image cannot be decoded"):
+    with pytest.raises(
+        HubtuneError, match=r"split 'train' of Hub dataset 'x', row 1: embedded image cannot be decoded"
+    ):
         task.prepare(Splits({"train": broken}, {"train": "split 'train' of Hub dataset 'x'"}), task.load_processor())

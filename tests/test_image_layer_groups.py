@@ -15,8 +15,11 @@ EXPECTED = {
     "test_vit": (["embeddings", *[f"block.{i}" for i in range(6)], "head"], "head", []),
     "test_efficientnet": (["embeddings", *[f"block.{i}" for i in range(5)], "head"], "classifier", []),
     # ConvNeXt's final norm sits in its head module, after the stages, before the classifier.
-    "test_convnext": (["embeddings", *[f"block.{i}" for i in range(4)], "neck", "head"], "head.fc",
-                      ["head.norm.weight", "head.norm.bias"]),
+    "test_convnext": (
+        ["embeddings", *[f"block.{i}" for i in range(4)], "neck", "head"],
+        "head.fc",
+        ["head.norm.weight", "head.norm.bias"],
+    ),
 }
 
 
@@ -35,8 +38,9 @@ def test_timm_groups_follow_group_matcher(architecture):
     assert set(groups.by_parameter) == {p for p, _ in model.named_parameters()}
     # The stem is exactly what the model's own matcher calls its stem.
     stem = model.group_matcher(coarse=True)["stem"]
-    assert {p for p, g in groups.by_parameter.items() if g == "embeddings"} == \
-        {p for p, _ in model.named_parameters() if re.match(stem, p)}
+    assert {p for p, g in groups.by_parameter.items() if g == "embeddings"} == {
+        p for p, _ in model.named_parameters() if re.match(stem, p)
+    }
 
 
 def test_timm_wrapper_groups_and_freezing():
@@ -64,15 +68,19 @@ def test_timm_from_scratch_uses_timm_initialisation(tmp_path):
     """transformers' init would redraw convolutions with std 0.02; from scratch must mean timm's own init."""
     import timm
     from timm.models import save_for_hf
+    from transformers import AutoModelForImageClassification
 
     from pipelines.config import ModelConfig
     from pipelines.modeling import load_classifier
-    from transformers import AutoModelForImageClassification
 
     torch.manual_seed(0)
     save_for_hf(timm.create_model("test_efficientnet", num_classes=5), tmp_path, safe_serialization=True)
-    model = load_classifier(AutoModelForImageClassification, ModelConfig(checkpoint=str(tmp_path), from_scratch=True),
-                            ["a", "b", "c"], "ForImageClassification")
+    model = load_classifier(
+        AutoModelForImageClassification,
+        ModelConfig(checkpoint=str(tmp_path), from_scratch=True),
+        ["a", "b", "c"],
+        "ForImageClassification",
+    )
     reference = timm.create_model("test_efficientnet", num_classes=3)
     for name in ("conv_stem.weight", "blocks.3.0.conv_pw.weight", "classifier.weight"):
         ours, theirs = model.timm_model.get_parameter(name), reference.get_parameter(name)

@@ -8,8 +8,12 @@ import peft
 import pytest
 import torch
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
-from transformers import (BertConfig, BertForSequenceClassification, DistilBertConfig,
-                          DistilBertForSequenceClassification)
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from pipelines import HubtuneError
 from pipelines.adapt import adapt_model, layer_groups, parameter_table
@@ -19,15 +23,26 @@ from pipelines.metrics import load_metric
 
 def tiny_bert_model(layers: int = 3) -> BertForSequenceClassification:
     torch.manual_seed(0)
-    return BertForSequenceClassification(BertConfig(
-        vocab_size=40, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=32, num_labels=3))
+    return BertForSequenceClassification(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+            num_labels=3,
+        )
+    )
 
 
 def tiny_distilbert_model(layers: int = 4) -> DistilBertForSequenceClassification:
     torch.manual_seed(0)
-    return DistilBertForSequenceClassification(DistilBertConfig(
-        vocab_size=40, dim=16, n_layers=layers, n_heads=2, hidden_dim=32, max_position_embeddings=32, num_labels=3))
+    return DistilBertForSequenceClassification(
+        DistilBertConfig(
+            vocab_size=40, dim=16, n_layers=layers, n_heads=2, hidden_dim=32, max_position_embeddings=32, num_labels=3
+        )
+    )
 
 
 def test_bert_groups():
@@ -72,8 +87,16 @@ def test_distilbert_groups():
 def test_base_model_without_head():
     from transformers import BertModel
 
-    model = BertModel(BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                 intermediate_size=32, max_position_embeddings=32))
+    model = BertModel(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=32,
+        )
+    )
     groups = layer_groups(model)
     assert groups.names == ["embeddings", "block.0", "block.1", "neck"]
     assert groups.head_modules == []
@@ -84,16 +107,22 @@ def test_model_without_blocks_is_an_error():
         layer_groups(torch.nn.Linear(3, 3))
 
 
-@pytest.mark.parametrize(("build", "targets", "head"), [
-    (tiny_bert_model, ["query", "value"], ["classifier"]),
-    (tiny_distilbert_model, ["q_lin", "v_lin"], ["pre_classifier", "classifier"]),
-])
+@pytest.mark.parametrize(
+    ("build", "targets", "head"),
+    [
+        (tiny_bert_model, ["query", "value"], ["classifier"]),
+        (tiny_distilbert_model, ["q_lin", "v_lin"], ["pre_classifier", "classifier"]),
+    ],
+)
 def test_group_of_under_peft(build, targets, head):
     model = build()
     groups = layer_groups(model)
-    wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=4, target_modules=targets,
-                                                         modules_to_save=list(groups.head_modules),
-                                                         task_type="SEQ_CLS"))
+    wrapped = peft.get_peft_model(
+        model,
+        peft.LoraConfig(
+            r=2, lora_alpha=4, target_modules=targets, modules_to_save=list(groups.head_modules), task_type="SEQ_CLS"
+        ),
+    )
     seen = {"lora": 0, "saved": 0, "base_layer": 0}
     for name, _ in wrapped.named_parameters():
         assert name.startswith("base_model.model.")
@@ -134,11 +163,14 @@ def test_lora_parameter_table_has_no_unassigned_rows():
         assert table[block]["trainable"] == 2 * (2 * 16 + 16 * 2)  # query and value: A (2x16) and B (16x2)
 
 
-@pytest.mark.parametrize(("strategy", "n", "trainable"), [
-    ("full", 2, {"embeddings", "block.0", "block.1", "block.2", "neck", "head"}),
-    ("freeze_backbone", 2, {"head"}),
-    ("train_last_n", 2, {"block.1", "block.2", "neck", "head"}),
-])
+@pytest.mark.parametrize(
+    ("strategy", "n", "trainable"),
+    [
+        ("full", 2, {"embeddings", "block.0", "block.1", "block.2", "neck", "head"}),
+        ("freeze_backbone", 2, {"head"}),
+        ("train_last_n", 2, {"block.1", "block.2", "neck", "head"}),
+    ],
+)
 def test_freezing_strategies(strategy, n, trainable):
     model, groups = adapt_model(tiny_bert_model(layers=3), AdaptConfig(strategy=strategy, n=n), None)
     for name, parameter in model.named_parameters():
@@ -164,25 +196,29 @@ def test_metric_equals_sklearn(classification_metric):
     assert result["accuracy"] == pytest.approx(accuracy_score(references, predictions))
     assert result["f1_macro"] == pytest.approx(f1_score(references, predictions, average="macro", zero_division=0))
     assert result["precision_macro"] == pytest.approx(
-        precision_score(references, predictions, average="macro", zero_division=0))
+        precision_score(references, predictions, average="macro", zero_division=0)
+    )
     assert result["recall_macro"] == pytest.approx(recall_score(references, predictions, average="macro"))
     per_class_f1 = f1_score(references, predictions, average=None, labels=[0, 1, 2], zero_division=0)
     for i, name in enumerate(names):
         assert result[f"f1_{name}"] == pytest.approx(per_class_f1[i])
     assert result["precision_pos"] == 0.0
     assert {key for key in result if key.startswith(("precision_", "recall_", "f1_"))} == {
-        f"{kind}_{suffix}" for kind in ("precision", "recall", "f1") for suffix in ("macro", *names)}
+        f"{kind}_{suffix}" for kind in ("precision", "recall", "f1") for suffix in ("macro", *names)
+    }
     assert 0.3 < result["accuracy"] < 1.0
 
 
 def test_metric_scores_every_named_class_even_unseen(classification_metric):
     # Label 2 appears neither in references nor predictions: still scored (as 0), and the macro mean counts it.
-    result = classification_metric.compute(predictions=[0, 1, 1, 0], references=[0, 1, 0, 0],
-                                           label_names=["a", "b", "c"])
+    result = classification_metric.compute(
+        predictions=[0, 1, 1, 0], references=[0, 1, 0, 0], label_names=["a", "b", "c"]
+    )
     assert result["accuracy"] == 0.75
     assert result["f1_c"] == 0.0
     assert result["f1_macro"] == pytest.approx(
-        f1_score([0, 1, 0, 0], [0, 1, 1, 0], labels=[0, 1, 2], average="macro", zero_division=0))
+        f1_score([0, 1, 0, 0], [0, 1, 1, 0], labels=[0, 1, 2], average="macro", zero_division=0)
+    )
 
 
 def test_metric_without_label_names_uses_ids(classification_metric):

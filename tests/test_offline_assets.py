@@ -45,9 +45,12 @@ def offline_cache(hub_cache, monkeypatch):
 
 
 def test_minilm_loads_by_hub_id_offline_with_a_new_head(assets, offline_cache):
-    model = load_classifier(__import__("transformers").AutoModelForSequenceClassification,
-                            ModelConfig(checkpoint=assets.MINILM_HUB_ID), ["negative", "positive"],
-                            "ForSequenceClassification")
+    model = load_classifier(
+        __import__("transformers").AutoModelForSequenceClassification,
+        ModelConfig(checkpoint=assets.MINILM_HUB_ID),
+        ["negative", "positive"],
+        "ForSequenceClassification",
+    )
     assert model.config.hidden_size == 384 and model.config.num_hidden_layers == 6
     assert model.config.id2label == {0: "negative", 1: "positive"}
     groups = layer_groups(model)
@@ -56,9 +59,12 @@ def test_minilm_loads_by_hub_id_offline_with_a_new_head(assets, offline_cache):
 
 def test_a_missing_hub_id_is_one_clear_line(offline_cache):
     with pytest.raises(HubtuneError, match="not in the local Hugging Face cache"):
-        load_classifier(__import__("transformers").AutoModelForSequenceClassification,
-                        ModelConfig(checkpoint="sentence-transformers/no-such-model"), ["a", "b"],
-                        "ForSequenceClassification")
+        load_classifier(
+            __import__("transformers").AutoModelForSequenceClassification,
+            ModelConfig(checkpoint="sentence-transformers/no-such-model"),
+            ["a", "b"],
+            "ForSequenceClassification",
+        )
 
 
 def test_rotten_tomatoes_splits_are_disjoint_and_labelled(assets, tmp_path):
@@ -78,13 +84,26 @@ def test_feature_extraction_on_real_minilm_and_real_reviews(assets, offline_cach
     assets.write_rotten_tomatoes(tmp_path / "data")
     recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "sentiment-minilm-offline.yaml"
     folder = tmp_path / "data" / "rotten_tomatoes"
-    recipe = Recipe.from_yaml(recipe_path, [
-        f"data.files.train={folder / 'train.csv'}", f"data.files.validation={folder / 'validation.csv'}",
-        f"data.files.test={folder / 'test.csv'}", "data.max_train_samples=400", "data.max_eval_samples=32",
-        "data.max_test_samples=200", "adapt.strategy=freeze_backbone", "adapt.feature_cache=true",
-        f"adapt.feature_cache_dir={tmp_path / 'features'}", "training.num_train_epochs=30",
-        "training.learning_rate=1e-2", "training.save_strategy=no", "training.eval_strategy=no", "training.disable_tqdm=true",
-        f"output_dir={tmp_path / 'run'}"])
+    recipe = Recipe.from_yaml(
+        recipe_path,
+        [
+            f"data.files.train={folder / 'train.csv'}",
+            f"data.files.validation={folder / 'validation.csv'}",
+            f"data.files.test={folder / 'test.csv'}",
+            "data.max_train_samples=400",
+            "data.max_eval_samples=32",
+            "data.max_test_samples=200",
+            "adapt.strategy=freeze_backbone",
+            "adapt.feature_cache=true",
+            f"adapt.feature_cache_dir={tmp_path / 'features'}",
+            "training.num_train_epochs=30",
+            "training.learning_rate=1e-2",
+            "training.save_strategy=no",
+            "training.eval_strategy=no",
+            "training.disable_tqdm=true",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
     results = recipe.run()
     assert results["trainable_parameters"] == 384 * 2 + 2
     assert results["test_samples"] == 200

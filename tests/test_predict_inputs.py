@@ -17,7 +17,12 @@ def test_collect_inputs_for_text_tasks_reads_args_stdin_and_files(tmp_path):
     listing.write_text("awful plot\n\n  \nthe film was good\n")
     stdin = io.StringIO("from stdin one\nfrom stdin two\n")
     assert list(collect_inputs("text", ["first", "-"], [str(listing)], stdin)) == [
-        "first", "from stdin one", "from stdin two", "awful plot", "the film was good"]
+        "first",
+        "from stdin one",
+        "from stdin two",
+        "awful plot",
+        "the film was good",
+    ]
 
 
 def test_collect_inputs_for_path_tasks_expands_folders_and_checks_paths(tmp_path):
@@ -50,8 +55,7 @@ def test_cli_predict_from_file_and_stdin_to_jsonl(trained_run, tmp_path, monkeyp
     listing.write_text("the film was good\nawful plot\n")
     monkeypatch.setattr("sys.stdin", io.StringIO("a superb cast\n"))
     out = tmp_path / "predictions.jsonl"
-    assert main(["predict", str(run_dir), "-", "--file", str(listing), "--batch-size", "2",
-                 "--output", str(out)]) == 0
+    assert main(["predict", str(run_dir), "-", "--file", str(listing), "--batch-size", "2", "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["input"] for r in rows] == ["a superb cast", "the film was good", "awful plot"]
     assert [r["label"] for r in rows] == ["positive", "positive", "negative"]

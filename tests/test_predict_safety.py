@@ -14,20 +14,20 @@ from pipelines import HubtuneError, Recipe
 from pipelines.cli import main
 from pipelines.inference import Predictor
 
-REMOTE_CONFIG = '''from transformers import BertConfig
+REMOTE_CONFIG = """from transformers import BertConfig
 
 
 class TinyRemoteConfig(BertConfig):
     model_type = "tiny-remote"
-'''
-REMOTE_MODEL = '''from transformers import BertForSequenceClassification
+"""
+REMOTE_MODEL = """from transformers import BertForSequenceClassification
 
 from .configuration_tinyremote import TinyRemoteConfig
 
 
 class TinyRemoteForSequenceClassification(BertForSequenceClassification):
     config_class = TinyRemoteConfig
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,14 @@ def remote_code_checkpoint(tiny_bert, tmp_path_factory) -> Path:
     (folder / "configuration_tinyremote.py").write_text(REMOTE_CONFIG)
     (folder / "modeling_tinyremote.py").write_text(REMOTE_MODEL)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="tiny-remote", architectures=["TinyRemoteForSequenceClassification"], auto_map={
-        "AutoConfig": "configuration_tinyremote.TinyRemoteConfig",
-        "AutoModelForSequenceClassification": "modeling_tinyremote.TinyRemoteForSequenceClassification"})
+    config.update(
+        model_type="tiny-remote",
+        architectures=["TinyRemoteForSequenceClassification"],
+        auto_map={
+            "AutoConfig": "configuration_tinyremote.TinyRemoteConfig",
+            "AutoModelForSequenceClassification": "modeling_tinyremote.TinyRemoteForSequenceClassification",
+        },
+    )
     (folder / "config.json").write_text(json.dumps(config))
     return folder
 
@@ -70,8 +75,9 @@ def test_checkpoint_with_remote_code_names_trust_remote_code(recipe_values, remo
 
 
 def test_run_trained_with_remote_code_predicts_and_evaluates(recipe_values, remote_code_checkpoint, monkeypatch):
-    values = dict(copy.deepcopy(recipe_values), model={"checkpoint": str(remote_code_checkpoint),
-                                                        "trust_remote_code": True})
+    values = dict(
+        copy.deepcopy(recipe_values), model={"checkpoint": str(remote_code_checkpoint), "trust_remote_code": True}
+    )
     values["training"]["num_train_epochs"] = 1
     Recipe.from_dict(values).run()
     run_dir = Path(values["output_dir"])
@@ -136,8 +142,10 @@ def test_ner_predict_tags_a_text_longer_than_the_model_positions(tmp_path_factor
     from ner_helpers import build_tiny_ner_bert, ner_recipe_values, write_conll
 
     root = tmp_path_factory.mktemp("ner-long")
-    files = {s: str(write_conll(root / f"{s}.conll", n, seed))
-             for s, n, seed in (("train", 300, 0), ("validation", 60, 1), ("test", 60, 2))}
+    files = {
+        s: str(write_conll(root / f"{s}.conll", n, seed))
+        for s, n, seed in (("train", 300, 0), ("validation", 60, 1), ("test", 60, 2))
+    }
     run_dir = root / "run"
     Recipe.from_dict(ner_recipe_values(build_tiny_ner_bert(root / "checkpoint"), files, run_dir)).run()
     predictor = Predictor(run_dir)

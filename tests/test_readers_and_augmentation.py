@@ -13,9 +13,11 @@ from PIL import Image
 
 from pipelines.data import load_table_file
 
-ROWS = [{"text": "the film was good, really", "label": "positive"},
-        {"text": 'awful "plot"\tand dull', "label": "negative"},
-        {"text": "lovely cast", "label": "positive"}]
+ROWS = [
+    {"text": "the film was good, really", "label": "positive"},
+    {"text": 'awful "plot"\tand dull', "label": "negative"},
+    {"text": "lovely cast", "label": "positive"},
+]
 
 
 def write_table(path: Path) -> Path:

@@ -8,11 +8,11 @@ import math
 
 import pytest
 import torch
+from run_helpers import StopAt, losses, quality
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe
-from run_helpers import StopAt, losses, quality
 
 STOP_AT = 10
 EPOCHS = 2
@@ -47,10 +47,17 @@ def resumed(tiny_bert, sentiment_files, tmp_path_factory):
     }
     # A new Recipe object on the same folder, as after a crash and a fresh `hubtune train ... training.resume=true`.
     steps = Steps()
-    final = Recipe.from_dict(make_recipe_values(tiny_bert, sentiment_files, resumed_dir),
-                             CHECKPOINTING + ["training.resume=true"]).run(callbacks=[steps])
-    return {"straight_dir": straight_dir, "straight": straight, "resumed_dir": resumed_dir, "resumed": final,
-            "interrupted": interrupted, "resumed_steps": steps.steps}
+    final = Recipe.from_dict(
+        make_recipe_values(tiny_bert, sentiment_files, resumed_dir), CHECKPOINTING + ["training.resume=true"]
+    ).run(callbacks=[steps])
+    return {
+        "straight_dir": straight_dir,
+        "straight": straight,
+        "resumed_dir": resumed_dir,
+        "resumed": final,
+        "interrupted": interrupted,
+        "resumed_steps": steps.steps,
+    }
 
 
 def test_interruption_really_happened(resumed):
@@ -108,7 +115,9 @@ def test_resume_without_checkpoint_is_an_error(recipe_values, tmp_path):
 
 
 def snapshot(folder) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()
+    }
 
 
 def test_existing_run_folder_is_refused_and_untouched(recipe_values, tmp_path):

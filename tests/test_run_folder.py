@@ -11,8 +11,14 @@ from pipelines import HubtuneError, load_recipe_config
 from pipelines.inference import EVALUATE_FILE, Predictor
 from pipelines.tasks import get_task
 
-TEXTS = ["the film was good", "awful plot", "a really boring movie", "superb acting and a lovely cast",
-         "the story was dull", "what a great film"]
+TEXTS = [
+    "the film was good",
+    "awful plot",
+    "a really boring movie",
+    "superb acting and a lovely cast",
+    "the story was dull",
+    "what a great film",
+]
 EXPECTED = ["positive", "negative", "negative", "positive", "negative", "positive"]
 RUNTIME_KEYS = ("runtime", "per_second")
 
@@ -74,8 +80,9 @@ def test_evaluate_reproduces_the_test_metrics(trained_run, strategy):
     saved = json.loads((run.run_dir / "all_results.json").read_text())
     metrics = Predictor(run.run_dir).evaluate()
     # Every quality metric the run recorded for its test split (not timings, not the sample count).
-    compared = [key for key in saved if key.startswith("test_") and not key.endswith(RUNTIME_KEYS)
-                and key != "test_samples"]
+    compared = [
+        key for key in saved if key.startswith("test_") and not key.endswith(RUNTIME_KEYS) and key != "test_samples"
+    ]
     assert {"test_loss", "test_accuracy", "test_f1_macro", "test_f1_negative", "test_f1_positive"} <= set(compared)
     for key in compared:
         assert key in metrics, key
@@ -95,10 +102,24 @@ def test_all_results_contents(trained_run):
     run = trained_run("full")
     saved = json.loads((run.run_dir / "all_results.json").read_text())
     assert saved == pytest.approx(run.results)
-    for key in ("train_loss", "train_runtime", "train_samples_per_second", "train_samples",
-                "eval_loss", "eval_accuracy", "eval_f1_macro", "eval_samples",
-                "test_loss", "test_accuracy", "test_f1_macro", "test_samples",
-                "trainable_parameters", "total_parameters", "trainable_share", "wall_time_s"):
+    for key in (
+        "train_loss",
+        "train_runtime",
+        "train_samples_per_second",
+        "train_samples",
+        "eval_loss",
+        "eval_accuracy",
+        "eval_f1_macro",
+        "eval_samples",
+        "test_loss",
+        "test_accuracy",
+        "test_f1_macro",
+        "test_samples",
+        "trainable_parameters",
+        "total_parameters",
+        "trainable_share",
+        "wall_time_s",
+    ):
         assert key in saved, key
     assert saved["train_samples"] == 240 and saved["eval_samples"] == 60 and saved["test_samples"] == 60
     assert saved["train_samples_per_second"] > 0
@@ -114,8 +135,15 @@ def test_all_results_contents(trained_run):
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_run_folder_layout_and_recipe(trained_run, strategy):
     run = trained_run(strategy)
-    for name in ("recipe.yaml", "all_results.json", "parameters.json", "trainer_state.json", "config.json",
-                 "tokenizer.json", "tokenizer_config.json"):
+    for name in (
+        "recipe.yaml",
+        "all_results.json",
+        "parameters.json",
+        "trainer_state.json",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ):
         assert (run.run_dir / name).is_file(), name
     weights = "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"
     assert (run.run_dir / weights).is_file()

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from run_helpers import assert_same_run
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.cli import main
 from pipelines.errors import RunInterrupted
 from pipelines.run_guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
-from run_helpers import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTING = ["training.save_strategy=steps", "training.save_steps=5", "training.num_train_epochs=2"]
@@ -57,6 +57,7 @@ def finished_run(recipe_values) -> Path:
 
 
 # --- where a run may write, and what it may replace ------------------------------------------------------------
+
 
 @pytest.mark.parametrize("where", ["cwd", "parent_of_cwd", "home"])
 def test_protected_folders_are_never_used_or_replaced(recipe_values, tmp_path, monkeypatch, where):
@@ -124,8 +125,7 @@ def test_files_hubtune_adds_later_do_not_block_overwrite(finished_run, recipe_va
 def test_failed_overwrite_leaves_the_old_run_intact(finished_run, recipe_values):
     before = snapshot(finished_run)
     with pytest.raises(RuntimeError, match="interrupted by the test"):
-        Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true"]).run(
-            callbacks=[InterruptAt(3, RuntimeError)])
+        Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true"]).run(callbacks=[InterruptAt(3, RuntimeError)])
     assert snapshot(finished_run) == before
     # The next overwrite clears what the failed one left beside the run, and leaves nothing else behind.
     Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true", "training.num_train_epochs=1"]).run()
@@ -145,6 +145,7 @@ def test_a_crash_between_the_swaps_renames_is_repaired(tmp_path):
 
 # --- interrupted runs resume -------------------------------------------------------------------------------------
 
+
 def test_ctrl_c_stops_cleanly_and_resume_gives_the_uninterrupted_run(straight, recipe_values):
     values = copy.deepcopy(recipe_values)
     with pytest.raises(RunInterrupted) as caught:
@@ -161,7 +162,8 @@ def test_ctrl_c_during_overwrite_keeps_the_old_run_and_resumes_the_new_one(strai
     before = snapshot(finished_run)
     with pytest.raises(RunInterrupted):
         Recipe.from_dict(copy.deepcopy(recipe_values), [*CHECKPOINTING, "overwrite=true"]).run(
-            callbacks=[InterruptAt(7)])
+            callbacks=[InterruptAt(7)]
+        )
     assert snapshot(finished_run) == before
     assert (staging_dir(finished_run) / "checkpoint-5").is_dir()
     resumed = Recipe.from_dict(copy.deepcopy(recipe_values), [*CHECKPOINTING, "training.resume=true"]).run()
@@ -169,15 +171,19 @@ def test_ctrl_c_during_overwrite_keeps_the_old_run_and_resumes_the_new_one(strai
     assert not staging_dir(finished_run).exists()
 
 
-def test_kill_9_while_saving_a_checkpoint_resumes_from_the_last_complete_one(straight, recipe_values, tmp_path,
-                                                                           caplog):
+def test_kill_9_while_saving_a_checkpoint_resumes_from_the_last_complete_one(straight, recipe_values, tmp_path, caplog):
     values = copy.deepcopy(recipe_values)
     values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(values))
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    completed = subprocess.run([sys.executable, str(ROOT / "tests" / "crash_worker.py"), str(recipe_path), "15"],
-                               env=env, capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "crash_worker.py"), str(recipe_path), "15"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == -9, completed.stderr[-2000:]
     run_dir = Path(values["output_dir"])
     partial = run_dir / "checkpoint-15"

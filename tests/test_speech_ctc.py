@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from speech_helpers import tiny_wav2vec2_folder, write_spelled_split
 
 from pipelines import Recipe
 from pipelines.cli import main
-from pipelines.transcripts import TranscriptDataConfig
 from pipelines.errors import HubtuneError
 from pipelines.inference import Predictor
-from pipelines.transcripts import build_ctc_tokenizer, normalise
-from speech_helpers import tiny_wav2vec2_folder, write_spelled_split
+from pipelines.transcripts import TranscriptDataConfig, build_ctc_tokenizer, normalise
 
 
 @pytest.fixture(scope="module")
 def spelled(tmp_path_factory):
     root = tmp_path_factory.mktemp("spelled")
-    return {split: str(write_spelled_split(root / split, n, seed))
-            for split, n, seed in (("train", 48, 0), ("validation", 8, 1), ("test", 12, 2))}
+    return {
+        split: str(write_spelled_split(root / split, n, seed))
+        for split, n, seed in (("train", 48, 0), ("validation", 8, 1), ("test", 12, 2))
+    }
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +27,26 @@ def tiny_ctc_encoder(tmp_path_factory):
 
 
 def ctc_recipe(checkpoint, files, output_dir, epochs=40):
-    return {"name": "spelled", "task": "speech-recognition-ctc", "output_dir": str(output_dir),
-            "model": {"checkpoint": str(checkpoint)}, "data": {"files": dict(files), "max_duration_s": 5},
-            # The tiny encoder is random: its conv features must train too for CTC to converge in seconds.
-            "adapt": {"freeze_feature_encoder": False},
-            "training": {"num_train_epochs": epochs, "learning_rate": 2e-2, "per_device_train_batch_size": 8,
-                         "per_device_eval_batch_size": 8, "logging_steps": 10, "save_strategy": "no",
-                         "eval_strategy": "no", "disable_tqdm": True, "warmup_steps": 0}}
+    return {
+        "name": "spelled",
+        "task": "speech-recognition-ctc",
+        "output_dir": str(output_dir),
+        "model": {"checkpoint": str(checkpoint)},
+        "data": {"files": dict(files), "max_duration_s": 5},
+        # The tiny encoder is random: its conv features must train too for CTC to converge in seconds.
+        "adapt": {"freeze_feature_encoder": False},
+        "training": {
+            "num_train_epochs": epochs,
+            "learning_rate": 2e-2,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 8,
+            "logging_steps": 10,
+            "save_strategy": "no",
+            "eval_strategy": "no",
+            "disable_tqdm": True,
+            "warmup_steps": 0,
+        },
+    }
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import random
 
 import pytest
 import soundfile
+from speech_helpers import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
 
 from pipelines import Recipe
 from pipelines.cli import main
 from pipelines.errors import HubtuneError
 from pipelines.inference import Predictor
-from speech_helpers import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
 
 
 def write_word_split(folder, n, seed):
@@ -44,12 +44,24 @@ def words(tmp_path_factory):
 
 
 def whisper_recipe(checkpoint, files, output_dir):
-    return {"name": "words", "task": "speech-recognition-seq2seq", "output_dir": str(output_dir),
-            "model": {"checkpoint": str(checkpoint)},
-            "data": {"files": dict(files), "validation_split": None, "max_duration_s": 2},
-            "training": {"num_train_epochs": 20, "learning_rate": 5e-3, "per_device_train_batch_size": 6,
-                         "per_device_eval_batch_size": 9, "logging_steps": 10, "save_strategy": "no",
-                         "disable_tqdm": True, "warmup_steps": 0, "generation_max_length": 8}}
+    return {
+        "name": "words",
+        "task": "speech-recognition-seq2seq",
+        "output_dir": str(output_dir),
+        "model": {"checkpoint": str(checkpoint)},
+        "data": {"files": dict(files), "validation_split": None, "max_duration_s": 2},
+        "training": {
+            "num_train_epochs": 20,
+            "learning_rate": 5e-3,
+            "per_device_train_batch_size": 6,
+            "per_device_eval_batch_size": 9,
+            "logging_steps": 10,
+            "save_strategy": "no",
+            "disable_tqdm": True,
+            "warmup_steps": 0,
+            "generation_max_length": 8,
+        },
+    }
 
 
 @pytest.fixture(scope="module")

@@ -60,12 +60,14 @@ def test_parameter_table(trained_run, strategy, tiny_bert):
     assert run.results["trainable_parameters"] == sum(row["trainable"] for row in rows)
     assert run.results["total_parameters"] == sum(row["total"] for row in rows)
     assert run.results["trainable_share"] == pytest.approx(
-        run.results["trainable_parameters"] / run.results["total_parameters"])
+        run.results["trainable_parameters"] / run.results["total_parameters"]
+    )
 
     weights = checkpoint_weights(tiny_bert)
     head_size = weights["classifier.weight"].numel() + weights["classifier.bias"].numel()
-    checkpoint_sizes = {g: sum(t.numel() for t in ts.values())
-                        for g, ts in by_group(weights, groups_of_checkpoint(tiny_bert)).items()}
+    checkpoint_sizes = {
+        g: sum(t.numel() for t in ts.values()) for g, ts in by_group(weights, groups_of_checkpoint(tiny_bert)).items()
+    }
     if strategy == "full":
         assert all(row["trainable"] == row["total"] for row in rows)
         assert {g: table[g]["total"] for g in GROUPS} == checkpoint_sizes
@@ -97,8 +99,10 @@ def test_frozen_groups_are_bitwise_unchanged(trained_run, strategy, tiny_bert):
     for group in before:
         assert before[group].keys() == after[group].keys()
 
-    frozen = {"freeze_backbone": ["embeddings", "block.0", "block.1", "neck"],
-              "train_last_n": ["embeddings", "block.0"]}[strategy]
+    frozen = {
+        "freeze_backbone": ["embeddings", "block.0", "block.1", "neck"],
+        "train_last_n": ["embeddings", "block.0"],
+    }[strategy]
     for group in frozen:
         for name, tensor in before[group].items():
             assert torch.equal(tensor, after[group][name]), f"{strategy}: frozen {group} parameter {name} changed"
@@ -144,16 +148,20 @@ def test_lora_run_folder_holds_adapter_with_head(trained_run, tiny_bert):
     for block in (0, 1):
         for module in ("query", "value"):
             for matrix in ("lora_A", "lora_B"):
-                assert any(f"layer.{block}.attention.self.{module}.{matrix}" in name for name in saved), \
-                    (block, module, matrix)
+                assert any(f"layer.{block}.attention.self.{module}.{matrix}" in name for name in saved), (
+                    block,
+                    module,
+                    matrix,
+                )
     # Nothing else of the base model is duplicated into the adapter file.
     assert not any("embeddings" in name or "pooler" in name for name in saved)
 
 
 def test_lora_target_modules_override(recipe_values):
     # Only the query projection gets an adapter when the recipe says so.
-    recipe = Recipe.from_dict(recipe_values, overrides=["adapt.strategy=lora",
-                                                       "adapt.lora.target_modules=[query]", "adapt.lora.r=2"])
+    recipe = Recipe.from_dict(
+        recipe_values, overrides=["adapt.strategy=lora", "adapt.lora.target_modules=[query]", "adapt.lora.r=2"]
+    )
     from pipelines.tasks import get_task
 
     task = get_task("text-classification")(recipe.config)
@@ -173,18 +181,21 @@ def test_new_label_names_reinitialise_the_checkpoint_head(recipe_values, tiny_be
 
     original = checkpoint_weights(tiny_bert)
     model_config = ModelConfig(checkpoint=str(tiny_bert))
-    kept = load_classifier(AutoModelForSequenceClassification, model_config, ["LABEL_0", "LABEL_1"],
-                           "ForSequenceClassification")
+    kept = load_classifier(
+        AutoModelForSequenceClassification, model_config, ["LABEL_0", "LABEL_1"], "ForSequenceClassification"
+    )
     assert torch.equal(kept.classifier.weight, original["classifier.weight"])
 
-    renamed = load_classifier(AutoModelForSequenceClassification, model_config, ["negative", "positive"],
-                              "ForSequenceClassification")
+    renamed = load_classifier(
+        AutoModelForSequenceClassification, model_config, ["negative", "positive"], "ForSequenceClassification"
+    )
     assert renamed.config.id2label == {0: "negative", 1: "positive"}
     assert not torch.equal(renamed.classifier.weight, original["classifier.weight"])
     assert not torch.equal(renamed.classifier.bias, original["classifier.bias"])
     # The backbone is still the pretrained one.
-    assert torch.equal(renamed.bert.embeddings.word_embeddings.weight,
-                       original["bert.embeddings.word_embeddings.weight"])
+    assert torch.equal(
+        renamed.bert.embeddings.word_embeddings.weight, original["bert.embeddings.word_embeddings.weight"]
+    )
 
 
 def test_train_last_n_larger_than_depth_is_an_error(tiny_bert):

@@ -22,17 +22,21 @@ def test_every_shipped_recipe_loads_with_its_tasks_data_section(recipe):
     assert type(config.data) is TASKS[config.task].data_config
 
 
-@pytest.mark.parametrize("key, value, owner", [
-    ("image_size", 64, "image-classification"),
-    ("tag_scheme", "IOB2", "token-classification"),
-    ("whisper_task", "translate", "speech-recognition-seq2seq"),
-    ("audio_column", "clip", "audio-classification, speech-recognition-ctc, speech-recognition-seq2seq"),
-])
+@pytest.mark.parametrize(
+    "key, value, owner",
+    [
+        ("image_size", 64, "image-classification"),
+        ("tag_scheme", "IOB2", "token-classification"),
+        ("whisper_task", "translate", "speech-recognition-seq2seq"),
+        ("audio_column", "clip", "audio-classification, speech-recognition-ctc, speech-recognition-seq2seq"),
+    ],
+)
 def test_a_key_of_another_task_names_that_task(recipe_values, key, value, owner):
     with pytest.raises(HubtuneError) as caught:
         load_recipe_config(values=recipe_values, overrides=[f"data.{key}={value}"])
-    assert str(caught.value) == (f"recipe key 'data.{key}' belongs to task {owner}, not to 'text-classification' "
-                                 "(recipe key 'task')")
+    assert str(caught.value) == (
+        f"recipe key 'data.{key}' belongs to task {owner}, not to 'text-classification' (recipe key 'task')"
+    )
 
 
 def test_each_task_checks_its_own_keys(recipe_values):
@@ -40,7 +44,9 @@ def test_each_task_checks_its_own_keys(recipe_values):
     image = dict(recipe_values, task="image-classification", data=data)
     with pytest.raises(HubtuneError, match="'data.image_size' must be a positive number of pixels"):
         load_recipe_config(values=image, overrides=["data.image_size=0"])
-    speech = dict(recipe_values, task="speech-recognition-seq2seq", data={k: v for k, v in data.items() if k != "labels"})
+    speech = dict(
+        recipe_values, task="speech-recognition-seq2seq", data={k: v for k, v in data.items() if k != "labels"}
+    )
     with pytest.raises(HubtuneError, match="'data.whisper_task' must be one of transcribe, translate"):
         load_recipe_config(values=speech, overrides=["data.whisper_task=dictate"])
     with pytest.raises(HubtuneError, match="'data.max_duration_s' must be positive"):
@@ -58,8 +64,14 @@ def test_every_key_has_help_and_only_the_tasks_data_keys_are_listed(task):
     assert all(key.help for key in keys.values()), [k for k, key in keys.items() if not key.help]
     data_keys = {k.removeprefix("data.") for k in keys if k.startswith("data.")}
     assert data_keys == {f.name for f in dataclasses.fields(TASKS[task].data_config)}
-    assert {"name", "model.checkpoint", "adapt.lora.r", "adapt.unfreeze_schedule.every", "training.*",
-            "hub.repo_id"} <= set(keys)
+    assert {
+        "name",
+        "model.checkpoint",
+        "adapt.lora.r",
+        "adapt.unfreeze_schedule.every",
+        "training.*",
+        "hub.repo_id",
+    } <= set(keys)
 
 
 def test_recipe_keys_command(capsys):

@@ -27,8 +27,9 @@ def test_weights_file_loads_through_the_timm_wrapper(weights_file):
     path, original = weights_file
     config = ModelConfig(checkpoint=str(path), timm_architecture="test_resnet")
     # Through the classifier loader the recipes use; the file's own 1,000-way head is kept at that size.
-    model = load_classifier(AutoModelForImageClassification, config, [str(i) for i in range(1000)],
-                            "ForImageClassification")
+    model = load_classifier(
+        AutoModelForImageClassification, config, [str(i) for i in range(1000)], "ForImageClassification"
+    )
     for name, tensor in original.state_dict().items():
         assert torch.equal(model.timm_model.state_dict()[name], tensor), name
     processor = from_pretrained(AutoImageProcessor, config)
@@ -40,6 +41,7 @@ def test_weights_file_without_architecture_or_with_the_wrong_one_is_one_line(wei
     with pytest.raises(HubtuneError, match="'model.timm_architecture'"):
         from_pretrained(AutoModelForImageClassification, ModelConfig(checkpoint=str(path)))
     with pytest.raises(HubtuneError, match="does not load into timm 'test_efficientnet'") as caught:
-        from_pretrained(AutoModelForImageClassification,
-                        ModelConfig(checkpoint=str(path), timm_architecture="test_efficientnet"))
+        from_pretrained(
+            AutoModelForImageClassification, ModelConfig(checkpoint=str(path), timm_architecture="test_efficientnet")
+        )
     assert "\n" not in str(caught.value)

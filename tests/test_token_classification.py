@@ -28,8 +28,10 @@ F1_FLOOR = {"full": 0.9, "train_last_n": 0.75, "lora": 0.5, "freeze_backbone": 0
 @pytest.fixture(scope="module")
 def ner_world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ner")
-    files = {s: str(write_conll(root / f"{s}.conll", n, seed))
-             for s, n, seed in (("train", 300, 0), ("validation", 60, 1), ("test", 60, 2))}
+    files = {
+        s: str(write_conll(root / f"{s}.conll", n, seed))
+        for s, n, seed in (("train", 300, 0), ("validation", 60, 1), ("test", 60, 2))
+    }
     return {"root": root, "checkpoint": build_tiny_ner_bert(root / "tiny-ner-bert"), "files": files}
 
 
@@ -73,8 +75,9 @@ def test_full_fine_tuning_learns_entities(ner_run, ner_world):
     from pipelines.conll import read_conll
 
     test = read_conll(Path(ner_world["files"]["test"]), "tokens", "ner_tags", 0, 3)
-    baseline = load_metric("ner").compute(predictions=[["O"] * len(t) for t in test["ner_tags"]],
-                                          references=test["ner_tags"])
+    baseline = load_metric("ner").compute(
+        predictions=[["O"] * len(t) for t in test["ner_tags"]], references=test["ner_tags"]
+    )
     assert baseline["f1"] == 0.0 and baseline["accuracy"] < results["test_accuracy"]
 
 
@@ -89,8 +92,9 @@ def test_run_folder_keeps_the_tag_set(ner_run):
 def test_reload_gives_the_trained_model(ner_run, strategy):
     run = ner_run(strategy)
     reloaded = Predictor(run["run_dir"])
-    batch = reloaded.processor(["angela merkel visited berlin", "john met a friend in new york"], padding=True,
-                               return_tensors="pt")
+    batch = reloaded.processor(
+        ["angela merkel visited berlin", "john met a friend in new york"], padding=True, return_tensors="pt"
+    )
     trained = run["model"].eval()
     with torch.no_grad():
         assert torch.allclose(trained(**batch).logits, reloaded.model.eval()(**batch).logits, atol=1e-5)

@@ -13,8 +13,8 @@ from ner_helpers import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conl
 
 from pipelines import HubtuneError, Recipe
 from pipelines.cli import main
-from pipelines.conll import read_conll
 from pipelines.config import load_recipe_config
+from pipelines.conll import read_conll
 from pipelines.data import load_splits
 from pipelines.metrics import load_metric
 from pipelines.tasks.token_classification import TokenClassification, align_labels, continuation_ids
@@ -34,15 +34,19 @@ def tokenizer(ner_checkpoint):
 
 @pytest.fixture
 def ner_values(ner_checkpoint, tmp_path) -> dict:
-    files = {s: str(write_conll(tmp_path / f"{s}.conll", n, seed))
-             for s, n, seed in (("train", 40, 0), ("validation", 10, 1), ("test", 10, 2))}
+    files = {
+        s: str(write_conll(tmp_path / f"{s}.conll", n, seed))
+        for s, n, seed in (("train", 40, 0), ("validation", 10, 1), ("test", 10, 2))
+    }
     return ner_recipe_values(ner_checkpoint, files, tmp_path / "run")
 
 
 def test_read_conll_skips_docstart_and_reads_the_tag_column(tmp_path):
     path = tmp_path / "eng.conll"
-    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\n\n"
-                    "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n-DOCSTART- -X- -X- O\n\nBRUSSELS NNP B-NP B-LOC\n")
+    path.write_text(
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\n\n\n"
+        "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n-DOCSTART- -X- -X- O\n\nBRUSSELS NNP B-NP B-LOC\n"
+    )
     dataset = read_conll(path, "tokens", "ner_tags", 0, -1)
     assert dataset["tokens"] == [["EU", "rejects", "German"], ["Peter", "Blackburn"], ["BRUSSELS"]]
     assert dataset["ner_tags"] == [["B-ORG", "O", "B-MISC"], ["B-PER", "I-PER"], ["B-LOC"]]
@@ -122,14 +126,17 @@ def test_tag_names_from_data_put_o_first(ner_values):
     task = TokenClassification(recipe)
     from transformers import AutoTokenizer
 
-    task.prepare(load_splits(recipe.data, 0, task.load_data_file),
-                 AutoTokenizer.from_pretrained(recipe.model.checkpoint))
+    task.prepare(
+        load_splits(recipe.data, 0, task.load_data_file), AutoTokenizer.from_pretrained(recipe.model.checkpoint)
+    )
     assert task.label_names == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
 
 def test_json_lines_with_a_tags_column(ner_values, tokenizer, tmp_path):
-    rows = [{"tokens": ["anna", "visited", "new", "york"], "tags": ["B-PER", "O", "B-LOC", "I-LOC"]},
-            {"tokens": ["the", "friend"], "tags": ["O", "O"]}]
+    rows = [
+        {"tokens": ["anna", "visited", "new", "york"], "tags": ["B-PER", "O", "B-LOC", "I-LOC"]},
+        {"tokens": ["the", "friend"], "tags": ["O", "O"]},
+    ]
     values = copy.deepcopy(ner_values)
     values["data"]["files"] = {"train": str(write_jsonl(tmp_path / "train.jsonl", rows))}
     values["data"].update(tags_column="tags", validation_split=None, test_split=None)
@@ -146,8 +153,10 @@ def test_label_all_tokens_spreads_tags_in_training_only(ner_values, tokenizer):
 
     sentence = {"tokens": [["angela", "merkel", "in", "berlin"]], "ner_tags": [["B-PER", "I-PER", "O", "B-LOC"]]}
     task = TokenClassification(load_recipe_config(values=ner_values, overrides=["data.label_all_tokens=true"]))
-    splits = Splits({role: Dataset.from_dict(sentence) for role in ("train", "validation")},
-                    {"train": "train rows", "validation": "validation rows"})
+    splits = Splits(
+        {role: Dataset.from_dict(sentence) for role in ("train", "validation")},
+        {"train": "train rows", "validation": "validation rows"},
+    )
     prepared = task.prepare(splits, tokenizer, label_names=TAGS)
     # [CLS] angela mer ##kel in ber ##lin [SEP]
     assert prepared["train"]["labels"] == [[-100, 1, 2, 2, 0, 3, 4, -100]]
@@ -161,8 +170,9 @@ def test_hub_style_classlabel_tags_and_truncation_warning(ner_values, tokenizer,
 
     features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=TAGS))})
     long = ["the"] * 60 + ["berlin"]
-    train = Dataset.from_dict({"tokens": [["anna", "met", "john"], long], "ner_tags": [[1, 0, 1], [0] * 60 + [3]]},
-                              features=features)
+    train = Dataset.from_dict(
+        {"tokens": [["anna", "met", "john"], long], "ner_tags": [[1, 0, 1], [0] * 60 + [3]]}, features=features
+    )
     task = TokenClassification(load_recipe_config(values=ner_values, overrides=["data.max_length=16"]))
     with caplog.at_level(logging.WARNING):
         prepared = task.prepare(Splits({"train": train}, {"train": "hub train"}), tokenizer)
@@ -186,8 +196,13 @@ def test_slow_tokenizer_is_a_clear_error(ner_values, tmp_path):
 
 def tag_not_in_tag_set(values: dict, tmp: Path) -> list[str]:
     path = tmp / "validation.jsonl"
-    write_jsonl(path, [{"tokens": ["anna", "met"], "ner_tags": ["B-PER", "O"]},
-                       {"tokens": ["john", "in", "rome"], "ner_tags": ["B-PER", "O", "B-CITY"]}])
+    write_jsonl(
+        path,
+        [
+            {"tokens": ["anna", "met"], "ner_tags": ["B-PER", "O"]},
+            {"tokens": ["john", "in", "rome"], "ner_tags": ["B-PER", "O", "B-CITY"]},
+        ],
+    )
     values["data"]["files"]["validation"] = str(path)
     values["data"]["labels"] = TAGS
     return [str(path), "row 2", "'B-CITY'", "'ner_tags'"]
@@ -195,8 +210,13 @@ def tag_not_in_tag_set(values: dict, tmp: Path) -> list[str]:
 
 def ragged_tokens_and_tags(values: dict, tmp: Path) -> list[str]:
     path = tmp / "train.jsonl"
-    write_jsonl(path, [{"tokens": ["anna", "met"], "ner_tags": ["B-PER", "O"]},
-                       {"tokens": ["john", "in", "rome"], "ner_tags": ["B-PER", "O"]}])
+    write_jsonl(
+        path,
+        [
+            {"tokens": ["anna", "met"], "ner_tags": ["B-PER", "O"]},
+            {"tokens": ["john", "in", "rome"], "ner_tags": ["B-PER", "O"]},
+        ],
+    )
     values["data"]["files"]["train"] = str(path)
     return [str(path), "row 2", "3 words", "2 tags"]
 

@@ -7,12 +7,11 @@ import math
 
 import pytest
 import torch
+from run_helpers import StopAt, losses, quality
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification, TrainerCallback
 
 from pipelines import HubtuneError, Recipe
-
-from run_helpers import StopAt, losses, quality
 
 BASE_LR = 1e-3
 
@@ -43,14 +42,22 @@ class SnapshotAtEpochEnd(TrainerCallback):
 
 def test_layer_decay_and_head_scale_set_each_groups_learning_rate(recipe_values):
     recorder = RecordLearningRates()
-    recipe = Recipe.from_dict(recipe_values, [
-        "adapt.layer_decay=0.5", "adapt.head_lr_scale=10", f"training.learning_rate={BASE_LR}",
-        "training.lr_scheduler_type=constant", "training.weight_decay=0.01", "training.num_train_epochs=1"])
+    recipe = Recipe.from_dict(
+        recipe_values,
+        [
+            "adapt.layer_decay=0.5",
+            "adapt.head_lr_scale=10",
+            f"training.learning_rate={BASE_LR}",
+            "training.lr_scheduler_type=constant",
+            "training.weight_decay=0.01",
+            "training.num_train_epochs=1",
+        ],
+    )
     results = recipe.run(callbacks=[recorder])
     first = recorder.by_step[0]
     # Two blocks: embeddings are 3 levels below the head, block.0 two, block.1 one; neck at the top.
-    assert first["embeddings"] == pytest.approx(BASE_LR * 0.5 ** 3)
-    assert first["block.0"] == pytest.approx(BASE_LR * 0.5 ** 2)
+    assert first["embeddings"] == pytest.approx(BASE_LR * 0.5**3)
+    assert first["block.0"] == pytest.approx(BASE_LR * 0.5**2)
     assert first["block.1"] == pytest.approx(BASE_LR * 0.5)
     assert first["neck"] == pytest.approx(BASE_LR)
     assert first["head"] == pytest.approx(BASE_LR * 10)
@@ -65,9 +72,15 @@ def test_layer_decay_and_head_scale_set_each_groups_learning_rate(recipe_values)
 
 def test_top_down_unfreezing_holds_lower_groups_until_their_epoch(recipe_values, tiny_bert):
     recorder, snapshots = RecordLearningRates(), SnapshotAtEpochEnd()
-    recipe = Recipe.from_dict(recipe_values, [
-        "adapt.unfreeze_schedule.every=1", f"training.learning_rate={BASE_LR}", "training.num_train_epochs=4",
-        "training.lr_scheduler_type=constant"])
+    recipe = Recipe.from_dict(
+        recipe_values,
+        [
+            "adapt.unfreeze_schedule.every=1",
+            f"training.learning_rate={BASE_LR}",
+            "training.num_train_epochs=4",
+            "training.lr_scheduler_type=constant",
+        ],
+    )
     results = recipe.run(callbacks=[recorder, snapshots])
     steps_per_epoch = 240 // 16
     starts = {"head": 0, "neck": 0, "block.1": 1, "block.0": 2, "embeddings": 3}
@@ -90,8 +103,13 @@ def test_top_down_unfreezing_holds_lower_groups_until_their_epoch(recipe_values,
 
 
 def test_resume_across_an_unfreeze_point_matches_the_uninterrupted_run(recipe_values, tmp_path):
-    schedule = ["adapt.unfreeze_schedule.unit=step", "adapt.unfreeze_schedule.at={block.0: 12, embeddings: 20}",
-                "training.save_strategy=steps", "training.save_steps=5", "training.num_train_epochs=2"]
+    schedule = [
+        "adapt.unfreeze_schedule.unit=step",
+        "adapt.unfreeze_schedule.at={block.0: 12, embeddings: 20}",
+        "training.save_strategy=steps",
+        "training.save_steps=5",
+        "training.num_train_epochs=2",
+    ]
     straight = Recipe.from_dict(dict(recipe_values, output_dir=str(tmp_path / "straight")), schedule)
     straight_results = straight.run()
     stopped_dir = str(tmp_path / "stopped")
@@ -124,8 +142,9 @@ def test_lp_ft_probes_the_head_then_fine_tunes_from_it(recipe_values, tiny_bert)
             self.backbone = model.bert.encoder.layer[0].output.dense.weight.detach().clone()
 
     start = HeadAtStart()
-    recipe = Recipe.from_dict(recipe_values, ["adapt.strategy=lp_ft", "adapt.lp_ft.probe_epochs=2",
-                                              "adapt.lp_ft.probe_learning_rate=5e-3"])
+    recipe = Recipe.from_dict(
+        recipe_values, ["adapt.strategy=lp_ft", "adapt.lp_ft.probe_epochs=2", "adapt.lp_ft.probe_learning_rate=5e-3"]
+    )
     results = recipe.run(callbacks=[start])
     assert results["probe_eval_accuracy"] >= 0.9 and results["test_accuracy"] >= 0.9
     assert (recipe.output_dir / "linear_probe" / "all_results.json").is_file()
@@ -134,8 +153,9 @@ def test_lp_ft_probes_the_head_then_fine_tunes_from_it(recipe_values, tiny_bert)
     original = BertForSequenceClassification.from_pretrained(tiny_bert)
     assert torch.equal(start.backbone, original.bert.encoder.layer[0].output.dense.weight)
     fresh = Recipe.from_dict(recipe_values)
-    from pipelines.tasks.text_classification import TextClassification
     from transformers import set_seed
+
+    from pipelines.tasks.text_classification import TextClassification
 
     task = TextClassification(fresh.config)
     task.label_names = ["negative", "positive"]

@@ -15,12 +15,12 @@ from pipelines.config import AdaptConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GroupPlan", "LayerGroups", "adapt_model", "format_table", "layer_groups", "parameter_table",
-           "plan_groups"]
+__all__ = ["GroupPlan", "LayerGroups", "adapt_model", "format_table", "layer_groups", "parameter_table", "plan_groups"]
 
 
-def adapt_model(model: nn.Module, config: AdaptConfig, peft_task_type: str | None,
-                strategy: str | None = None) -> tuple[nn.Module, LayerGroups]:
+def adapt_model(
+    model: nn.Module, config: AdaptConfig, peft_task_type: str | None, strategy: str | None = None
+) -> tuple[nn.Module, LayerGroups]:
     """Apply a strategy (the recipe's unless given); returns the model to train (PEFT-wrapped for LoRA) and
     its groups."""
     strategy = strategy or config.strategy

@@ -20,8 +20,17 @@ from pipelines.errors import HubtuneError
 
 # PEFT wraps modules and renames parameters; these path segments mark where its wrapping begins.
 PEFT_PREFIX = "base_model.model."
-PEFT_SEGMENTS = ("base_layer", "lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_dropout",
-                 "lora_magnitude_vector", "modules_to_save", "original_module")
+PEFT_SEGMENTS = (
+    "base_layer",
+    "lora_A",
+    "lora_B",
+    "lora_embedding_A",
+    "lora_embedding_B",
+    "lora_dropout",
+    "lora_magnitude_vector",
+    "modules_to_save",
+    "original_module",
+)
 
 
 @dataclass
@@ -46,9 +55,11 @@ class LayerGroups:
 
 
 def _blocks_container(base: nn.Module) -> tuple[str, nn.ModuleList]:
-    candidates = [(name, module) for name, module in base.named_modules()
-                  if isinstance(module, nn.ModuleList) and len(module) > 0
-                  and len({type(child) for child in module}) == 1]
+    candidates = [
+        (name, module)
+        for name, module in base.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(child) for child in module}) == 1
+    ]
     if not candidates:
         raise HubtuneError(f"cannot find the transformer blocks of {type(base).__name__}: no nn.ModuleList of layers")
     return max(candidates, key=lambda item: sum(p.numel() for p in item[1].parameters()))
@@ -57,8 +68,11 @@ def _blocks_container(base: nn.Module) -> tuple[str, nn.ModuleList]:
 def _timm_model(model: nn.Module) -> tuple[str, nn.Module] | None:
     """The timm model inside `model` (transformers' TimmWrapper keeps it in `timm_model`) and its path."""
     for path, module in (("", model), ("timm_model", getattr(model, "timm_model", None))):
-        if isinstance(module, nn.Module) and callable(getattr(module, "group_matcher", None)) \
-                and callable(getattr(module, "get_classifier", None)):
+        if (
+            isinstance(module, nn.Module)
+            and callable(getattr(module, "group_matcher", None))
+            and callable(getattr(module, "get_classifier", None))
+        ):
             return path, module
     return None
 
@@ -74,10 +88,17 @@ def _timm_layer_groups(model: nn.Module, path: str, timm_model: nn.Module) -> La
 
     prefix = f"{path}." if path else ""
     classifier = timm_model.get_classifier()
-    head_names = {f"{name}.{p}" for name, module in timm_model.named_modules() if module is classifier
-                  for p, _ in module.named_parameters()}
-    head_modules = [prefix + name for name, module in timm_model.named_modules()
-                    if module is classifier and name and next(module.parameters(), None) is not None]
+    head_names = {
+        f"{name}.{p}"
+        for name, module in timm_model.named_modules()
+        if module is classifier
+        for p, _ in module.named_parameters()
+    }
+    head_modules = [
+        prefix + name
+        for name, module in timm_model.named_modules()
+        if module is classifier and name and next(module.parameters(), None) is not None
+    ]
     matcher = timm_model.group_matcher(coarse=True)
     stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
     ordered = [names for _, names in sorted(group_parameters(timm_model, matcher).items())]
@@ -123,15 +144,18 @@ def layer_groups(model: nn.Module) -> LayerGroups:
     seen_block = False
     for name, _ in model.named_parameters():
         if name.startswith(blocks_path + "."):
-            index = name[len(blocks_path) + 1:].split(".")[0]
+            index = name[len(blocks_path) + 1 :].split(".")[0]
             by_parameter[name] = f"block.{index}"
             seen_block = True
         elif not base_path or name.startswith(base_path + "."):
             by_parameter[name] = "neck" if seen_block else "embeddings"
         else:
             by_parameter[name] = "head"
-    head_modules = [name for name, _ in model.named_children() if base_path and name != base_path
-                    and any(p for p in by_parameter if p.startswith(name + "."))]
+    head_modules = [
+        name
+        for name, _ in model.named_children()
+        if base_path and name != base_path and any(p for p in by_parameter if p.startswith(name + "."))
+    ]
     names = ["embeddings", *[f"block.{i}" for i in range(len(blocks))], "neck", "head"]
     present = set(by_parameter.values())
     return LayerGroups([n for n in names if n in present], by_parameter, head_modules, len(blocks))

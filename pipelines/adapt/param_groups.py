@@ -54,8 +54,10 @@ def unfreeze_starts(groups: LayerGroups, adapt: AdaptConfig, trainable: set[str]
     for pattern, start in schedule.at.items():
         matched = [name for name in trainable if fnmatch.fnmatchcase(name, pattern)]
         if not matched:
-            raise HubtuneError(f"recipe key 'adapt.unfreeze_schedule.at.{pattern}' names no trainable layer group "
-                               f"(trainable: {', '.join(n for n in groups.names if n in trainable)})")
+            raise HubtuneError(
+                f"recipe key 'adapt.unfreeze_schedule.at.{pattern}' names no trainable layer group "
+                f"(trainable: {', '.join(n for n in groups.names if n in trainable)})"
+            )
         if start < 0:
             raise HubtuneError(f"recipe key 'adapt.unfreeze_schedule.at.{pattern}' must be >= 0, got {start}")
         for name in matched:
@@ -86,8 +88,14 @@ def _no_decay(name: str, parameter: nn.Parameter, excluded: set[str]) -> bool:
     return parameter.ndim <= 1 or name.endswith(".bias") or name in excluded
 
 
-def optimizer_groups(model: nn.Module, groups: LayerGroups, plans: dict[str, GroupPlan], base_lr: float,
-                     weight_decay: float, no_decay_names: set[str] = frozenset()) -> list[dict]:
+def optimizer_groups(
+    model: nn.Module,
+    groups: LayerGroups,
+    plans: dict[str, GroupPlan],
+    base_lr: float,
+    weight_decay: float,
+    no_decay_names: set[str] = frozenset(),
+) -> list[dict]:
     """Torch optimizer param groups: one per (layer group, decay or not), each with its LR and schedule start.
 
     `no_decay_names` are undecayed whatever their shape (`no_weight_decay_names`)."""
@@ -96,7 +104,13 @@ def optimizer_groups(model: nn.Module, groups: LayerGroups, plans: dict[str, Gro
         if parameter.requires_grad:
             key = (groups.group_of(name), _no_decay(name, parameter, no_decay_names))
             buckets.setdefault(key, []).append(parameter)
-    return [{"params": params, "lr": base_lr * plans[group].lr_scale,
-             "weight_decay": 0.0 if no_decay else weight_decay,
-             "layer_group": group, "unfreeze_at": plans[group].unfreeze_at}
-            for (group, no_decay), params in buckets.items()]
+    return [
+        {
+            "params": params,
+            "lr": base_lr * plans[group].lr_scale,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "layer_group": group,
+            "unfreeze_at": plans[group].unfreeze_at,
+        }
+        for (group, no_decay), params in buckets.items()
+    ]

@@ -15,9 +15,16 @@ def parameter_table(model: nn.Module, groups: LayerGroups, plans: dict[str, Grou
     for name, parameter in model.named_parameters():
         group = groups.group_of(name)
         plan = plans.get(group)
-        row = rows.setdefault(group, {"group": group, "trainable": 0, "total": 0,
-                                      "lr_scale": plan.lr_scale if plan else None,
-                                      "unfreeze_at": plan.unfreeze_at if plan else None})
+        row = rows.setdefault(
+            group,
+            {
+                "group": group,
+                "trainable": 0,
+                "total": 0,
+                "lr_scale": plan.lr_scale if plan else None,
+                "unfreeze_at": plan.unfreeze_at if plan else None,
+            },
+        )
         row["total"] += parameter.numel()
         if parameter.requires_grad:
             row["trainable"] += parameter.numel()
@@ -33,5 +40,7 @@ def format_table(rows: list[dict]) -> str:
         share = row["trainable"] / row["total"] if row["total"] else 0.0
         scale = f"{row['lr_scale']:.4g}" if row.get("lr_scale") is not None else "-"
         start = f"{row['unfreeze_at']:g}" if row.get("unfreeze_at") is not None else "-"
-        lines.append(f"{row['group']:<12} {row['trainable']:>12,} {row['total']:>12,} {share:>7.1%} {scale:>9} {start:>9}")
+        lines.append(
+            f"{row['group']:<12} {row['trainable']:>12,} {row['total']:>12,} {share:>7.1%} {scale:>9} {start:>9}"
+        )
     return "\n".join(lines)

@@ -11,9 +11,17 @@ from pipelines.tasks.speech_seq2seq import SpeechRecognitionSeq2Seq
 from pipelines.tasks.text_classification import TextClassification
 from pipelines.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (
-    TextClassification, TokenClassification, ImageClassification, AudioClassification, SpeechRecognitionCTC,
-    SpeechRecognitionSeq2Seq)}
+TASKS: dict[str, type[Task]] = {
+    task.name: task
+    for task in (
+        TextClassification,
+        TokenClassification,
+        ImageClassification,
+        AudioClassification,
+        SpeechRecognitionCTC,
+        SpeechRecognitionSeq2Seq,
+    )
+}
 
 
 def get_task(name: str) -> type[Task]:

@@ -51,8 +51,9 @@ class AudioClassification(SingleLabelMixin, AudioTask):
             labels = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)["labels"]
             if role == "train":
                 self.warnings += missing_classes(self.label_names, labels, source)
-            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, splits.locate(role), processor),
-                                                   {"labels": labels}, source)
+            prepared[role] = self.waveform_dataset(
+                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source
+            )
         return prepared
 
     def data_collator(self, processor: Any) -> Any:
@@ -67,6 +68,8 @@ class AudioClassification(SingleLabelMixin, AudioTask):
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
         # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
-        rows = [model(**extract_features(processor, [wave]).to(model.device)).logits.softmax(-1)[0]
-                for wave in self.read_inputs(processor, inputs)]
+        rows = [
+            model(**extract_features(processor, [wave]).to(model.device)).logits.softmax(-1)[0]
+            for wave in self.read_inputs(processor, inputs)
+        ]
         return label_predictions(inputs, rows, self.label_names)

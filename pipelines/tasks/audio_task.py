@@ -37,6 +37,7 @@ def extract_features(processor: Any, waveforms: list[np.ndarray]) -> dict[str, t
 
 class AudioTask(Task):
     """Base of the speech tasks: reading audio splits and turning them into waveform datasets."""
+
     input_kind = "path"  # hubtune predict takes audio files and folders
 
     # Batches are built from the raw waveform column by the task's collator, so the Trainer must not drop it.
@@ -62,14 +63,21 @@ class AudioTask(Task):
         self.sampling_rate = feature_extractor_of(processor).sampling_rate
         return decode_column(dataset, self.config.data.audio_column, self.sampling_rate, locate)
 
-    def waveform_dataset(self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str) -> Dataset:
+    def waveform_dataset(
+        self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str
+    ) -> Dataset:
         """A dataset of `waveform` plus `columns`; long clips cropped (randomly per epoch in training) or dropped."""
         limit = self.max_samples
         if limit is not None and not self.crops_long_audio:
             keep = [i for i, wave in enumerate(waveforms) if len(wave) <= limit]
             if len(keep) < len(waveforms):
-                logger.warning("%s: dropped %d of %d clips longer than data.max_duration_s=%s", source,
-                               len(waveforms) - len(keep), len(waveforms), self.config.data.max_duration_s)
+                logger.warning(
+                    "%s: dropped %d of %d clips longer than data.max_duration_s=%s",
+                    source,
+                    len(waveforms) - len(keep),
+                    len(waveforms),
+                    self.config.data.max_duration_s,
+                )
             waveforms = [waveforms[i] for i in keep]
             columns = {name: [values[i] for i in keep] for name, values in columns.items()}
         elif role != "train":
@@ -109,12 +117,14 @@ class TranscriptTask(AudioTask):
     data_config = TranscriptDataConfig
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
-                                      "text_column": self.config.data.text_column})
+        check_splits_columns(
+            splits, {"audio_column": self.config.data.audio_column, "text_column": self.config.data.text_column}
+        )
         prepared = {}
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
             labels = self.tokenizer(transcripts(dataset, self.config.data, splits.locate(role))).input_ids
-            prepared[role] = self.waveform_dataset(role, self.waveforms(dataset, splits.locate(role), processor),
-                                                   {"labels": labels}, source)
+            prepared[role] = self.waveform_dataset(
+                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source
+            )
         return prepared

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -31,8 +32,9 @@ class LabelHeadMixin:
         return model
 
 
-def label_predictions(inputs: list[str], probabilities: Sequence[torch.Tensor], label_names: list[str],
-                      top_k: int | None = None) -> list[dict[str, Any]]:
+def label_predictions(
+    inputs: list[str], probabilities: Sequence[torch.Tensor], label_names: list[str], top_k: int | None = None
+) -> list[dict[str, Any]]:
     """`hubtune predict`'s record of one single-label prediction per input: the best label, its probability, and
     every label's (`scores`) or, with `top_k` for label sets too large to list, the k most probable (`top`)."""
     records = []
@@ -53,8 +55,9 @@ class SingleLabelMixin(LabelHeadMixin):
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         predicted = np.argmax(logits_of(prediction.predictions), axis=-1)
-        return self.metric("classification").compute(predictions=predicted, references=prediction.label_ids,
-                                                   label_names=self.label_names)
+        return self.metric("classification").compute(
+            predictions=predicted, references=prediction.label_ids, label_names=self.label_names
+        )
 
     def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
         return confusion_artifact(output, self.label_names)

@@ -12,5 +12,5 @@ def pad_labels(sequences: list[list[int]]) -> torch.Tensor:
     """Label sequences of different lengths as one tensor, padded with IGNORE."""
     labels = torch.full((len(sequences), max(map(len, sequences))), IGNORE)
     for i, sequence in enumerate(sequences):
-        labels[i, :len(sequence)] = torch.tensor(sequence)
+        labels[i, : len(sequence)] = torch.tensor(sequence)
     return labels

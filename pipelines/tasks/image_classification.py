@@ -9,9 +9,10 @@ checkpoint: its `AutoImageProcessor` for transformers models, timm's `resolve_da
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from datasets import Dataset
@@ -29,8 +30,8 @@ from pipelines.data import (
     Splits,
     encode_labels,
     label_coding,
-    missing_classes,
     load_table_file,
+    missing_classes,
     require_columns,
     resolve_label_names,
 )
@@ -89,24 +90,30 @@ def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Cal
         return lambda images: processor(images, return_tensors="pt", **overrides)["pixel_values"]
     # The augmentation of transformers' run_image_classification example; the checkpoint's own processor
     # then resizes and normalises as at evaluation.
-    augment = transforms.Compose([transforms.RandomResizedCrop(side or _crop_size(processor)),
-                                  transforms.RandomHorizontalFlip()])
-    return lambda images: processor([augment(image) for image in images], return_tensors="pt",
-                                    **overrides)["pixel_values"]
+    augment = transforms.Compose(
+        [transforms.RandomResizedCrop(side or _crop_size(processor)), transforms.RandomHorizontalFlip()]
+    )
+    return lambda images: processor([augment(image) for image in images], return_tensors="pt", **overrides)[
+        "pixel_values"
+    ]
 
 
 @dataclass
 class ImageDataConfig(LabelledDataConfig):
     image_column: str = option("image", "an Image feature, or a path relative to the csv/jsonl file")
-    image_augment: bool = option(True, "random crop and flip of training images (timm models: their own train "
-                                       "transform)")
-    image_size: int | None = option(None, "square input side instead of the checkpoint's (e.g. for small source "
-                                          "images)")
+    image_augment: bool = option(
+        True, "random crop and flip of training images (timm models: their own train transform)"
+    )
+    image_size: int | None = option(
+        None, "square input side instead of the checkpoint's (e.g. for small source images)"
+    )
 
     def validate(self) -> None:
         super().validate()
         if self.image_size is not None and self.image_size < 1:
-            raise HubtuneError(f"recipe key 'data.image_size' must be a positive number of pixels, got {self.image_size}")
+            raise HubtuneError(
+                f"recipe key 'data.image_size' must be a positive number of pixels, got {self.image_size}"
+            )
 
 
 class ImageClassification(SingleLabelMixin, Task):
@@ -138,8 +145,10 @@ class ImageClassification(SingleLabelMixin, Task):
             checked[role] = undecoded(dataset, data.image_column, splits.sources[role])
         self.label_names = label_names or resolve_label_names(data, splits)
         if len(self.label_names) < 2:
-            raise HubtuneError(f"{splits.sources['train']}: column '{data.label_column}' has only the class "
-                               f"{self.label_names}; a classifier needs at least two")
+            raise HubtuneError(
+                f"{splits.sources['train']}: column '{data.label_column}' has only the class "
+                f"{self.label_names}; a classifier needs at least two"
+            )
         coding = label_coding(data, splits)
         prepared = {}
         for role, dataset in checked.items():
@@ -163,8 +172,11 @@ class ImageClassification(SingleLabelMixin, Task):
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         results = super().compute_metrics(prediction)
         if len(self.label_names) > TOP_K:
-            results.update(self.metric("top_k_accuracy").compute(predictions=logits_of(prediction.predictions),
-                                                                  references=prediction.label_ids, k=TOP_K))
+            results.update(
+                self.metric("top_k_accuracy").compute(
+                    predictions=logits_of(prediction.predictions), references=prediction.label_ids, k=TOP_K
+                )
+            )
         return results
 
     @torch.no_grad()

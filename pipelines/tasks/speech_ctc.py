@@ -30,6 +30,7 @@ from pipelines.tasks.base import logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.transcripts import build_ctc_tokenizer, transcripts
 
+
 class CTCTrainer(Trainer):
     """The Trainer, with the logits of padding frames blanked at evaluation.
 
@@ -62,14 +63,19 @@ class SpeechRecognitionCTC(TranscriptTask):
         return from_pretrained(AutoFeatureExtractor, self.config.model)
 
     def fit_processor(self, splits: Splits, processor: Any) -> Any:
-        check_splits_columns(splits, {"audio_column": self.config.data.audio_column,
-                                      "text_column": self.config.data.text_column})
+        check_splits_columns(
+            splits, {"audio_column": self.config.data.audio_column, "text_column": self.config.data.text_column}
+        )
         self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.config.data, splits.locate("train")))
         return Wav2Vec2Processor(feature_extractor=processor, tokenizer=self.tokenizer)
 
     def build_model(self) -> nn.Module:
-        vocabulary = {"vocab_size": len(self.tokenizer), "pad_token_id": self.tokenizer.pad_token_id,
-                      "ctc_loss_reduction": "mean", "ctc_zero_infinity": True}
+        vocabulary = {
+            "vocab_size": len(self.tokenizer),
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "ctc_loss_reduction": "mean",
+            "ctc_zero_infinity": True,
+        }
         model_config = self.config.model
         if model_config.from_scratch:
             config = from_pretrained(AutoConfig, model_config, **vocabulary)
@@ -99,7 +105,9 @@ class SpeechRecognitionCTC(TranscriptTask):
         logits = logits_of(prediction.predictions)
         # Padding frames hold -100 everywhere (CTCTrainer, and the Trainer between batches): argmax is the blank.
         hypotheses = self.tokenizer.batch_decode(np.argmax(logits, axis=-1))
-        return self.metric("speech_recognition").compute(predictions=hypotheses, references=self.decode_labels(prediction.label_ids))
+        return self.metric("speech_recognition").compute(
+            predictions=hypotheses, references=self.decode_labels(prediction.label_ids)
+        )
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from pipelines.tasks.base import logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.transcripts import TranscriptDataConfig, normalise
 
-
 WHISPER_TASKS = ("transcribe", "translate")
 
 
@@ -41,8 +40,9 @@ class WhisperDataConfig(TranscriptDataConfig):
     def validate(self) -> None:
         super().validate()
         if self.whisper_task not in WHISPER_TASKS:
-            raise HubtuneError(f"recipe key 'data.whisper_task' must be one of {', '.join(WHISPER_TASKS)}, got "
-                               f"{self.whisper_task!r}")
+            raise HubtuneError(
+                f"recipe key 'data.whisper_task' must be one of {', '.join(WHISPER_TASKS)}, got {self.whisper_task!r}"
+            )
 
 
 class SpeechRecognitionSeq2Seq(TranscriptTask):
@@ -56,16 +56,20 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
     trainer_class = Seq2SeqTrainer
     training_arguments_class = Seq2SeqTrainingArguments
     # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax.
-    training_defaults = {**TranscriptTask.training_defaults, "predict_with_generate": True,
-                         "generation_max_length": 128}
+    training_defaults = {
+        **TranscriptTask.training_defaults,
+        "predict_with_generate": True,
+        "generation_max_length": 128,
+    }
 
     def load_processor(self, source: str | None = None) -> Any:
         processor = from_pretrained(AutoProcessor, self.config.model, source)
         data = self.config.data
         # Multilingual checkpoints are told the language and task; English-only ones know neither token.
         if data.language:
-            processor.tokenizer.set_prefix_tokens(language=data.language, task=data.whisper_task,
-                                                  predict_timestamps=False)
+            processor.tokenizer.set_prefix_tokens(
+                language=data.language, task=data.whisper_task, predict_timestamps=False
+            )
         else:
             processor.tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
         self.tokenizer = processor.tokenizer
@@ -101,19 +105,24 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
         def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
             batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
             # The model prepends the start token itself when it shifts the labels right.
-            batch["labels"] = pad_labels([row["labels"][1:] if row["labels"][0] == start else row["labels"]
-                                          for row in rows])
+            batch["labels"] = pad_labels(
+                [row["labels"][1:] if row["labels"][0] == start else row["labels"] for row in rows]
+            )
             return batch
 
         return collate
 
     def decode(self, ids: np.ndarray) -> list[str]:
         ids = np.where(ids == IGNORE, self.tokenizer.pad_token_id, ids)
-        return [normalise(text, self.config.data) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        return [
+            normalise(text, self.config.data) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        ]
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         generated = logits_of(prediction.predictions)
-        return self.metric("speech_recognition").compute(predictions=self.decode(generated), references=self.decode(prediction.label_ids))
+        return self.metric("speech_recognition").compute(
+            predictions=self.decode(generated), references=self.decode(prediction.label_ids)
+        )
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
 from typing import Any
 
 import torch
@@ -17,7 +16,15 @@ from transformers import (
 )
 
 from pipelines.config import LabelledDataConfig, option
-from pipelines.data import Locate, Splits, encode_labels, label_coding, missing_classes, require_columns, resolve_label_names
+from pipelines.data import (
+    Locate,
+    Splits,
+    encode_labels,
+    label_coding,
+    missing_classes,
+    require_columns,
+    resolve_label_names,
+)
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import Task
@@ -35,8 +42,9 @@ class TextDataConfig(LabelledDataConfig):
     text_column: str = option("text", "the column of texts")
     text_pair_column: str | None = option(None, "a second text column, for pairs (NLI, paraphrase)")
     max_length: int = option(128, "tokens per example; longer texts are cut, with a warning")
-    pad_to_max_length: bool = option(False, "pad every example to max_length (the transformers examples' "
-                                            "default) instead of per batch")
+    pad_to_max_length: bool = option(
+        False, "pad every example to max_length (the transformers examples' default) instead of per batch"
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -63,8 +71,11 @@ class TextClassification(SingleLabelMixin, Task):
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
         data = self.config.data
-        columns = {"text_column": data.text_column, "text_pair_column": data.text_pair_column,
-                   "label_column": data.label_column}
+        columns = {
+            "text_column": data.text_column,
+            "text_pair_column": data.text_pair_column,
+            "label_column": data.label_column,
+        }
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
             for column in (data.text_column, data.text_pair_column):
@@ -75,8 +86,9 @@ class TextClassification(SingleLabelMixin, Task):
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
             pair = batch[data.text_pair_column] if data.text_pair_column else None
-            return processor(batch[data.text_column], pair, truncation=True, max_length=data.max_length,
-                             padding=padding)
+            return processor(
+                batch[data.text_column], pair, truncation=True, max_length=data.max_length, padding=padding
+            )
 
         coding = label_coding(data, splits)
         prepared = {}
@@ -85,8 +97,12 @@ class TextClassification(SingleLabelMixin, Task):
             if role == "train":
                 self.warnings += missing_classes(self.label_names, dataset["labels"], splits.sources[role])
             # In memory: no cache files for parallel ranks to race on, and these datasets are small.
-            prepared[role] = dataset.map(tokenize, batched=True, keep_in_memory=True,
-                                         remove_columns=[c for c in dataset.column_names if c != "labels"])
+            prepared[role] = dataset.map(
+                tokenize,
+                batched=True,
+                keep_in_memory=True,
+                remove_columns=[c for c in dataset.column_names if c != "labels"],
+            )
         return prepared
 
     def data_collator(self, processor: Any) -> Any:
@@ -102,11 +118,15 @@ class TextClassification(SingleLabelMixin, Task):
         unknown = sum(ids.count(processor.unk_token_id) for ids in pieces) if processor.unk_token_id is not None else 0
         warnings = []
         if tokens and unknown / tokens > UNKNOWN_TOKEN_LIMIT:
-            warnings.append(f"input domain looks mismatched: {unknown / tokens:.1%} of the training tokens are "
-                            "unknown to the checkpoint's tokenizer")
+            warnings.append(
+                f"input domain looks mismatched: {unknown / tokens:.1%} of the training tokens are "
+                "unknown to the checkpoint's tokenizer"
+            )
         if words and tokens / words > PIECES_PER_WORD_LIMIT:
-            warnings.append(f"input domain looks mismatched: the tokenizer splits each word into {tokens / words:.1f} "
-                            "pieces on average")
+            warnings.append(
+                f"input domain looks mismatched: the tokenizer splits each word into {tokens / words:.1f} "
+                "pieces on average"
+            )
         return warnings
 
     @torch.no_grad()
@@ -115,9 +135,14 @@ class TextClassification(SingleLabelMixin, Task):
         limit = self.config.data.max_length
         truncated = [len(ids) > limit for ids in processor(inputs, truncation=False)["input_ids"]]
         if any(truncated):
-            logger.warning("%d of %d inputs are longer than data.max_length=%d tokens: each is classified on its "
-                           "first %d tokens (marked \"truncated\": true)", sum(truncated), len(inputs), limit, limit)
-        batch = processor(inputs, truncation=True, max_length=limit, padding=True,
-                          return_tensors="pt").to(model.device)
+            logger.warning(
+                "%d of %d inputs are longer than data.max_length=%d tokens: each is classified on its "
+                'first %d tokens (marked "truncated": true)',
+                sum(truncated),
+                len(inputs),
+                limit,
+                limit,
+            )
+        batch = processor(inputs, truncation=True, max_length=limit, padding=True, return_tensors="pt").to(model.device)
         records = label_predictions(inputs, model(**batch).logits.softmax(-1), self.label_names)
         return [{**record, "truncated": cut} for record, cut in zip(records, truncated)]

@@ -8,9 +8,10 @@ the fast tokenizer's `word_ids()`, and scored per entity with seqeval (`pipeline
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,21 +48,27 @@ class TokensDataConfig(DataConfig):
     tokens_column: str = option("tokens", "the column holding a list of words per sentence")
     tags_column: str = option("ner_tags", "the column holding a list of tags (names or ClassLabel ids) per sentence")
     labels: list[str] | None = option(None, "tag names in id order; read from the data when absent")
-    conll_token_column: int = option(0, "CoNLL files: the word's column (whitespace-separated, 0-based; -1 is "
-                                        "the last)")
+    conll_token_column: int = option(
+        0, "CoNLL files: the word's column (whitespace-separated, 0-based; -1 is the last)"
+    )
     conll_tag_column: int = option(-1, "CoNLL files: the tag's column")
-    label_all_tokens: bool = option(False, "tag continuation word pieces too (B-X becomes I-X on them) instead of "
-                                           "training on first pieces only")
-    tag_scheme: str | None = option(None, "null: conlleval's lenient chunking (IOB1, IOB2 and IOBES alike); a "
-                                          "scheme name: seqeval's strict mode with it")
+    label_all_tokens: bool = option(
+        False, "tag continuation word pieces too (B-X becomes I-X on them) instead of training on first pieces only"
+    )
+    tag_scheme: str | None = option(
+        None,
+        "null: conlleval's lenient chunking (IOB1, IOB2 and IOBES alike); a scheme name: seqeval's strict mode with it",
+    )
     max_length: int = option(128, "word pieces per sentence; longer sentences are cut, with a warning")
     pad_to_max_length: bool = option(False, "pad every sentence to max_length instead of per batch")
 
     def validate(self) -> None:
         super().validate()
         if self.tag_scheme is not None and self.tag_scheme not in TAG_SCHEMES:
-            raise HubtuneError(f"unknown tag scheme '{self.tag_scheme}' in 'data.tag_scheme'"
-                               f"{closest(self.tag_scheme, TAG_SCHEMES, noun='schemes')}")
+            raise HubtuneError(
+                f"unknown tag scheme '{self.tag_scheme}' in 'data.tag_scheme'"
+                f"{closest(self.tag_scheme, TAG_SCHEMES, noun='schemes')}"
+            )
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise HubtuneError(f"recipe key 'data.labels' repeats a tag: {self.labels}")
         if self.max_length < 1:
@@ -72,7 +79,8 @@ def require_fast_tokenizer(tokenizer: Any, checkpoint: str) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise HubtuneError(
             f"checkpoint '{checkpoint}' has only a slow tokenizer ({type(tokenizer).__name__}); token classification "
-            "aligns tags to sub-tokens with word_ids(), which needs a fast (tokenizers-backed) tokenizer")
+            "aligns tags to sub-tokens with word_ids(), which needs a fast (tokenizers-backed) tokenizer"
+        )
 
 
 def continuation_ids(label_names: Sequence[str]) -> list[int]:
@@ -81,8 +89,9 @@ def continuation_ids(label_names: Sequence[str]) -> list[int]:
     return [index.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(label_names)]
 
 
-def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int],
-                 continuation: Sequence[int] | None = None) -> list[int]:
+def align_labels(
+    word_ids: Sequence[int | None], word_labels: Sequence[int], continuation: Sequence[int] | None = None
+) -> list[int]:
     """Sub-token labels from word labels: the first piece of a word gets the word's tag, special tokens -100,
     continuation pieces -100, or with `continuation` (label_all_tokens) the word's continuation tag."""
     labels = []
@@ -111,20 +120,27 @@ def resolve_tag_names(config: TokensDataConfig, splits: Splits) -> list[str]:
         return sorted(seen, key=lambda tag: (tag != "O", tag[2:], tag))
     raise HubtuneError(
         f"{splits.sources['train']}: column '{config.tags_column}' holds tag ids without names; "
-        "list the tag names in 'data.labels' (in id order)")
+        "list the tag names in 'data.labels' (in id order)"
+    )
 
 
 def tag_coding(dataset: Dataset, config: TokensDataConfig) -> str:
     """'names' or 'ids': how the train split writes its tags (a ClassLabel feature counts as names)."""
     for tags in dataset[config.tags_column]:
         for tag in tags if isinstance(tags, list) else []:
-            return "ids" if isinstance(tag, int) and not isinstance(tag, bool) and not isinstance(
-                getattr(dataset.features[config.tags_column], "feature", None), ClassLabel) else "names"
+            return (
+                "ids"
+                if isinstance(tag, int)
+                and not isinstance(tag, bool)
+                and not isinstance(getattr(dataset.features[config.tags_column], "feature", None), ClassLabel)
+                else "names"
+            )
     return "names"
 
 
-def encode_sentences(dataset: Dataset, config: TokensDataConfig, names: list[str], locate: Locate,
-                     coding: str = "names") -> tuple[list[list[str]], list[list[int]]]:
+def encode_sentences(
+    dataset: Dataset, config: TokensDataConfig, names: list[str], locate: Locate, coding: str = "names"
+) -> tuple[list[list[str]], list[list[int]]]:
     """Words and tag ids of every row, checked: lists of text, as many tags as words, every tag in the tag set."""
     feature = getattr(dataset.features[config.tags_column], "feature", None)
     class_names = feature.names if isinstance(feature, ClassLabel) else None
@@ -141,21 +157,27 @@ def encode_sentences(dataset: Dataset, config: TokensDataConfig, names: list[str
         if not isinstance(tags, list) or len(tags) != len(words):
             count = len(tags) if isinstance(tags, list) else repr(tags)
             raise HubtuneError(
-                f"{where}: {len(words)} words in '{config.tokens_column}' but {count} tags in '{config.tags_column}'")
+                f"{where}: {len(words)} words in '{config.tokens_column}' but {count} tags in '{config.tags_column}'"
+            )
         ids = []
         for tag in tags:
             if class_names is None and isinstance(tag, int) != (coding == "ids") and isinstance(tag, (int, str)):
-                raise HubtuneError(f"{where}: tag {tag!r} in column '{config.tags_column}' is written as "
-                                   f"{'an integer id' if isinstance(tag, int) else 'a name'}, but this run's tags "
-                                   f"are {coding} (as in its train split); write every split's tags the same way")
+                raise HubtuneError(
+                    f"{where}: tag {tag!r} in column '{config.tags_column}' is written as "
+                    f"{'an integer id' if isinstance(tag, int) else 'a name'}, but this run's tags "
+                    f"are {coding} (as in its train split); write every split's tags the same way"
+                )
             name = class_names[tag] if class_names is not None and isinstance(tag, int) else tag
             if isinstance(name, str) and name in index:
                 ids.append(index[name])
-            elif class_names is None and isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(names):
+            elif (
+                class_names is None and isinstance(name, int) and not isinstance(name, bool) and 0 <= name < len(names)
+            ):
                 ids.append(name)
             else:
                 raise HubtuneError(
-                    f"{where}: tag {name!r} in column '{config.tags_column}' is not in the tag set {names}")
+                    f"{where}: tag {name!r} in column '{config.tags_column}' is not in the tag set {names}"
+                )
         all_words.append(words)
         all_ids.append(ids)
     return all_words, all_ids
@@ -179,7 +201,9 @@ class TokenClassification(LabelHeadMixin, Task):
     def load_data_file(self, path: Path) -> Dataset:
         data = self.config.data
         if path.suffix.lower() in CONLL_SUFFIXES:
-            return read_conll(path, data.tokens_column, data.tags_column, data.conll_token_column, data.conll_tag_column)
+            return read_conll(
+                path, data.tokens_column, data.tags_column, data.conll_token_column, data.conll_tag_column
+            )
         return load_table_file(path)
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
@@ -190,16 +214,24 @@ class TokenClassification(LabelHeadMixin, Task):
             require_columns(dataset, columns, splits.sources[role])
         self.label_names = label_names or resolve_tag_names(data, splits)
         coding = tag_coding(splits[splits.reference_role], data)
-        encoded = {role: encode_sentences(dataset, data, self.label_names, splits.locate(role), coding)
-                   for role, dataset in splits.datasets.items()}
+        encoded = {
+            role: encode_sentences(dataset, data, self.label_names, splits.locate(role), coding)
+            for role, dataset in splits.datasets.items()
+        }
         if "train" in encoded:
-            self.warnings += missing_classes(self.label_names, (t for tags in encoded["train"][1] for t in tags),
-                                             splits.sources["train"])
+            self.warnings += missing_classes(
+                self.label_names, (t for tags in encoded["train"][1] for t in tags), splits.sources["train"]
+            )
         continuation = continuation_ids(self.label_names)
         prepared = {}
         for role, (words, tags) in encoded.items():
-            tokens = processor(words, is_split_into_words=True, truncation=True, max_length=data.max_length,
-                               padding="max_length" if data.pad_to_max_length else False)
+            tokens = processor(
+                words,
+                is_split_into_words=True,
+                truncation=True,
+                max_length=data.max_length,
+                padding="max_length" if data.pad_to_max_length else False,
+            )
             # Only training tags continuation pieces: evaluation stays one tag per word, the unit entities are made of.
             spread = continuation if data.label_all_tokens and role == "train" else None
             labels = []
@@ -212,9 +244,15 @@ class TokenClassification(LabelHeadMixin, Task):
                     cut_words += len(word_labels) - kept
                 labels.append(align_labels(word_ids, word_labels, spread))
             if cut_sentences:
-                logger.warning("%s: %d of %d sentences are longer than data.max_length=%d tokens; %d words were cut "
-                               "off (not trained on, not scored)", splits.sources[role], cut_sentences, len(tags),
-                               data.max_length, cut_words)
+                logger.warning(
+                    "%s: %d of %d sentences are longer than data.max_length=%d tokens; %d words were cut "
+                    "off (not trained on, not scored)",
+                    splits.sources[role],
+                    cut_sentences,
+                    len(tags),
+                    data.max_length,
+                    cut_words,
+                )
             prepared[role] = Dataset.from_dict({**tokens, "labels": labels})
         return prepared
 
@@ -229,8 +267,9 @@ class TokenClassification(LabelHeadMixin, Task):
             scored = label_row != IGNORE
             predictions.append([self.label_names[i] for i in predicted_row[scored]])
             references.append([self.label_names[i] for i in label_row[scored]])
-        return self.metric("ner").compute(predictions=predictions, references=references,
-                                    scheme=self.config.data.tag_scheme)
+        return self.metric("ner").compute(
+            predictions=predictions, references=references, scheme=self.config.data.tag_scheme
+        )
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
@@ -242,18 +281,35 @@ class TokenClassification(LabelHeadMixin, Task):
         # many tokens overlapping by a quarter, and each word is tagged from one window.
         positions = getattr(base.config, "max_position_embeddings", None) or processor.model_max_length
         processor.model_max_length = min(processor.model_max_length, positions)
-        tagger = TokenClassificationPipeline(model=base, tokenizer=processor, aggregation_strategy="first",
-                                             device=base.device, stride=processor.model_max_length // 4)
+        tagger = TokenClassificationPipeline(
+            model=base,
+            tokenizer=processor,
+            aggregation_strategy="first",
+            device=base.device,
+            stride=processor.model_max_length // 4,
+        )
         results = []
         for text in inputs:
             entities = tagger(text) if text.strip() else []
-            results.append({"input": text, "entities": [
-                {"type": entity["entity_group"], "text": text[entity["start"]:entity["end"]],
-                 "start": int(entity["start"]), "end": int(entity["end"]), "score": float(entity["score"])}
-                for entity in entities]})
+            results.append(
+                {
+                    "input": text,
+                    "entities": [
+                        {
+                            "type": entity["entity_group"],
+                            "text": text[entity["start"] : entity["end"]],
+                            "start": int(entity["start"]),
+                            "end": int(entity["end"]),
+                            "score": float(entity["score"]),
+                        }
+                        for entity in entities
+                    ],
+                }
+            )
         return results
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
-        entities = "; ".join(f"{e['type']} \"{e['text']}\" {e['start']}-{e['end']} {e['score']:.3f}"
-                             for e in prediction["entities"])
+        entities = "; ".join(
+            f'{e["type"]} "{e["text"]}" {e["start"]}-{e["end"]} {e["score"]:.3f}' for e in prediction["entities"]
+        )
         return f"{prediction['input']}\t{entities or '(no entities)'}"

@@ -31,7 +31,8 @@ class Classification(evaluate.Metric):
         names = list(label_names) if label_names else sorted(set(references) | set(predictions))
         label_ids = list(range(len(names))) if label_names else names
         precision, recall, f1, _ = precision_recall_fscore_support(
-            references, predictions, labels=label_ids, average=None, zero_division=0)
+            references, predictions, labels=label_ids, average=None, zero_division=0
+        )
         result = {
             "accuracy": float(accuracy_score(references, predictions)),
             "precision_macro": float(precision.mean()),

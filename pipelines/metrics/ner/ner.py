@@ -33,10 +33,12 @@ class Ner(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({
-                "predictions": datasets.Sequence(datasets.Value("string")),
-                "references": datasets.Sequence(datasets.Value("string")),
-            }),
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("string")),
+                    "references": datasets.Sequence(datasets.Value("string")),
+                }
+            ),
         )
 
     def _compute(self, predictions, references, scheme=None):
@@ -49,8 +51,12 @@ class Ner(evaluate.Metric):
             warnings.simplefilter("ignore", RuntimeWarning)
             report = classification_report(references, predictions, output_dict=True, zero_division=0, **options)
         micro = report.pop("micro avg")
-        result = {"precision": float(micro["precision"]), "recall": float(micro["recall"]),
-                  "f1": float(micro["f1-score"]), "accuracy": float(accuracy_score(references, predictions))}
+        result = {
+            "precision": float(micro["precision"]),
+            "recall": float(micro["recall"]),
+            "f1": float(micro["f1-score"]),
+            "accuracy": float(accuracy_score(references, predictions)),
+        }
         for name, scores in report.items():
             if name.endswith(" avg"):
                 continue

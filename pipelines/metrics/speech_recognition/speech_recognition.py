@@ -23,9 +23,13 @@ class SpeechRecognition(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value("string"), "references": datasets.Value("string")}),
+            features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}
+            ),
         )
 
     def _compute(self, predictions, references):
-        return {"wer": float(jiwer.wer(list(references), list(predictions))),
-                "cer": float(jiwer.cer(list(references), list(predictions)))}
+        return {
+            "wer": float(jiwer.wer(list(references), list(predictions))),
+            "cer": float(jiwer.cer(list(references), list(predictions))),
+        }
