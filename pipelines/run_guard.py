@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from pipelines.errors import HubtuneError
+from pipelines.resume import TRAINER_STATE
 
 logger = logging.getLogger(__name__)
 
@@ -144,15 +145,29 @@ def recover_interrupted_swap(target: Path) -> None:
         logger.warning("restored '%s' from an interrupted replacement", target)
 
 
+def _retarget_best_checkpoint(staging: Path, target: Path) -> None:
+    """The Trainer records its best checkpoint by path; after the swap that path lies under `target`, where a
+    resumed run must find it (the Trainer forgets a best checkpoint whose folder is gone)."""
+    for state_file in [target / TRAINER_STATE, *target.glob(f"checkpoint-*/{TRAINER_STATE}")]:
+        if not state_file.is_file():
+            continue
+        state = json.loads(state_file.read_text())
+        best = state.get("best_model_checkpoint")
+        if best and Path(best).parent == staging:
+            state["best_model_checkpoint"] = str(target / Path(best).name)
+            state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+
+
 def swap_in(staging: Path, target: Path) -> None:
     """Put the finished run in `staging` at `target`; the old run there is deleted only after the swap."""
-    if not target.exists():
+    if target.exists():
+        retired = _retired_dir(target)
+        if retired.exists():
+            remove_run_folder(retired)
+        target.rename(retired)
         staging.rename(target)
-        return
-    retired = _retired_dir(target)
-    if retired.exists():
-        remove_run_folder(retired)
-    target.rename(retired)
-    staging.rename(target)
-    shutil.rmtree(retired)
-    logger.info("replaced the earlier run in '%s'", target)
+        shutil.rmtree(retired)
+        logger.info("replaced the earlier run in '%s'", target)
+    else:
+        staging.rename(target)
+    _retarget_best_checkpoint(staging, target)

@@ -4,6 +4,7 @@ finished, and every interrupted run (Ctrl-C, kill -9 while saving) resumes to th
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -208,3 +209,17 @@ def test_cli_ctrl_c_exits_130_with_one_line_and_no_traceback(recipe_values, tmp_
     assert "Traceback" not in err[0]
     # Nothing to resume from was kept, so the same command simply starts over.
     assert not Path(recipe_values["output_dir"]).exists()
+
+
+def test_best_checkpoint_is_found_after_the_swap(finished_run, recipe_values):
+    overrides = [
+        "overwrite=true",
+        "training.num_train_epochs=2",
+        "training.save_strategy=epoch",
+        "training.load_best_model_at_end=true",
+        "training.metric_for_best_model=accuracy",
+    ]
+    Recipe.from_dict(copy.deepcopy(recipe_values), overrides).run()
+    states = [finished_run / "trainer_state.json", *finished_run.glob("checkpoint-*/trainer_state.json")]
+    best = {json.loads(path.read_text())["best_model_checkpoint"] for path in states}
+    assert len(best) == 1 and Path(best.pop()).parent == finished_run
