@@ -16,6 +16,7 @@ from transformers import AutoConfig
 
 from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.errors import HubtuneError
+from pipelines.modeling import has_weights, missing_weights
 
 RECIPE_FILE = "recipe.yaml"
 RESULTS_FILE = "all_results.json"
@@ -48,7 +49,19 @@ def load_run_model(auto_model: Any, run_dir: str | Path, trust_remote_code: bool
     """
     run_dir = Path(run_dir)
     if not (run_dir / ADAPTER_CONFIG).is_file():
-        return auto_model.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+        if not (run_dir / "config.json").is_file():
+            raise HubtuneError(f"run folder '{run_dir}' holds no config.json: the model was never saved there")
+        if not has_weights(run_dir):
+            raise missing_weights(run_dir, "run folder")
+        try:
+            return auto_model.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+        except ValueError as error:
+            if "trust_remote_code" not in str(error):
+                raise
+            raise HubtuneError(
+                f"run folder '{run_dir}' holds a model that runs Python code of its own (its config's auto_map); "
+                f"read that code, then set 'model.trust_remote_code: true' in its {RECIPE_FILE}"
+            ) from error
     from peft import PeftConfig, PeftModel
 
     adapter = PeftConfig.from_pretrained(run_dir)
