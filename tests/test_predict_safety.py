@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import shutil
@@ -194,3 +195,12 @@ def test_remote_code_run_whose_recipe_forbids_it_names_the_key(recipe_values, re
     with pytest.raises(HubtuneError, match="trust_remote_code") as caught:
         Predictor(run_dir)
     assert str(run_dir) in str(caught.value)
+
+
+def test_non_utf8_standard_input_is_one_line_naming_its_line(sentiment_run, monkeypatch, capsys):
+    # As Python opens the real stdin: undecodable bytes become lone surrogates rather than an error.
+    stdin = io.TextIOWrapper(io.BytesIO(b"good film\n\xff\xfe bad\n"), encoding="utf-8", errors="surrogateescape")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(["predict", str(sentiment_run), "-"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "standard input, line 2: not UTF-8 text" in err[0]
