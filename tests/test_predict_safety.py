@@ -182,16 +182,22 @@ def test_run_folder_without_weights_is_one_line_naming_it(sentiment_run, tmp_pat
     assert len(err) == 1 and f"run folder '{run_dir}' holds a config.json but no model weights" in err[0]
 
 
-def test_remote_code_run_whose_recipe_forbids_it_names_the_key(recipe_values, remote_code_checkpoint, monkeypatch):
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_remote_code_run_whose_recipe_forbids_it_names_the_key(
+    recipe_values, remote_code_checkpoint, monkeypatch, strategy
+):
     values = dict(
         copy.deepcopy(recipe_values), model={"checkpoint": str(remote_code_checkpoint), "trust_remote_code": True}
     )
     values["training"]["max_steps"] = 1
-    Recipe.from_dict(values).run()
+    lora = ["adapt.lora.target_modules=[query,value]"] if strategy == "lora" else []
+    Recipe.from_dict(values, overrides=[f"adapt.strategy={strategy}", *lora]).run()
     run_dir = Path(values["output_dir"])
+    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail("prompted for trust_remote_code"))
+    (prediction,) = Predictor(run_dir).predict(["a superb and lovely film"])
+    assert prediction["label"] in ("negative", "positive")
     recipe = run_dir / "recipe.yaml"
     recipe.write_text(recipe.read_text().replace("trust_remote_code: true", "trust_remote_code: false"))
-    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail("prompted for trust_remote_code"))
     with pytest.raises(HubtuneError, match="trust_remote_code") as caught:
         Predictor(run_dir)
     assert str(run_dir) in str(caught.value)
