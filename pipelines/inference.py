@@ -53,6 +53,14 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
                         f"{name}, line {number}: holds NUL bytes, so it is binary, not text; "
                         "--file and - read one input per line of text"
                     )
+                try:
+                    line.encode("utf-8")
+                except UnicodeEncodeError as error:
+                    # Python reads stdin with errors="surrogateescape": bytes that are not UTF-8 arrive as
+                    # lone surrogates instead of raising, and would be predicted as garbage text.
+                    raise HubtuneError(
+                        f"{name}, line {number}: not UTF-8 text; --file and - read one input per line of text"
+                    ) from error
                 yield line
         except UnicodeDecodeError as error:
             raise HubtuneError(

@@ -55,6 +55,18 @@ def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
     return folder
 
 
+def has_weights(folder: Path) -> bool:
+    """Whether a model folder holds weights in a format transformers 5 loads (safetensors, or torch .bin)."""
+    return any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
+
+
+def missing_weights(folder: Path, what: str) -> HubtuneError:
+    return HubtuneError(
+        f"{what} '{folder}' holds a config.json but no model weights (model.safetensors or pytorch_model.bin): "
+        "it was saved without its weights, or the copy is incomplete"
+    )
+
+
 def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, **kwargs: Any) -> Any:
     """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line.
 
@@ -87,9 +99,12 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
             ) from error
         raise
     except OSError as error:
-        if Path(checkpoint).expanduser().is_dir():
+        # Only model classes have `from_config`; a tokenizer or config load fails for other reasons.
+        if folder.is_dir() and hasattr(loader, "from_config") and not has_weights(folder):
+            raise missing_weights(folder, "checkpoint folder ('model.checkpoint')") from error
+        if folder.is_dir():
             raise HubtuneError(
-                f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: {error}"
+                f"checkpoint folder '{checkpoint}' ('model.checkpoint') cannot be loaded by {loader.__name__}: {error}"
             ) from error
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
         how = (

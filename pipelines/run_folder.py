@@ -16,6 +16,7 @@ from transformers import AutoConfig
 
 from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.errors import HubtuneError
+from pipelines.modeling import has_weights, missing_weights
 
 RECIPE_FILE = "recipe.yaml"
 RESULTS_FILE = "all_results.json"
@@ -47,8 +48,28 @@ def load_run_model(auto_model: Any, run_dir: str | Path, trust_remote_code: bool
     would ask on the terminal.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / ADAPTER_CONFIG).is_file():
-        return auto_model.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+    try:
+        if (run_dir / ADAPTER_CONFIG).is_file():
+            return _load_adapter_model(auto_model, run_dir, trust_remote_code)
+        return _load_full_model(auto_model, run_dir, trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise HubtuneError(
+            f"run folder '{run_dir}' holds a model that runs Python code of its own (its config's auto_map); "
+            f"read that code, then set 'model.trust_remote_code: true' in its {RECIPE_FILE}"
+        ) from error
+
+
+def _load_full_model(auto_model: Any, run_dir: Path, trust_remote_code: bool) -> nn.Module:
+    if not (run_dir / "config.json").is_file():
+        raise HubtuneError(f"run folder '{run_dir}' holds no config.json: the model was never saved there")
+    if not has_weights(run_dir):
+        raise missing_weights(run_dir, "run folder")
+    return auto_model.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
+
+
+def _load_adapter_model(auto_model: Any, run_dir: Path, trust_remote_code: bool) -> nn.Module:
     from peft import PeftConfig, PeftModel
 
     adapter = PeftConfig.from_pretrained(run_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import shutil
@@ -158,3 +159,54 @@ def test_ner_predict_tags_a_text_longer_than_the_model_positions(tmp_path_factor
     expected = [(e["type"], e["text"], e["start"] + k * step) for k in range(20) for e in short["entities"]]
     assert spans == expected
     assert long["entities"][-1]["end"] == len(text) - 2  # the last "berlin", before the final " ."
+
+
+def _without_weights(folder: Path) -> Path:
+    for weights in [*folder.glob("*.safetensors"), *folder.glob("*.bin")]:
+        weights.unlink()
+    return folder
+
+
+def test_checkpoint_folder_without_weights_names_the_folder_and_key(recipe_values, tiny_bert, tmp_path):
+    folder = _without_weights(Path(shutil.copytree(tiny_bert, tmp_path / "config-only")))
+    values = dict(copy.deepcopy(recipe_values), model={"checkpoint": str(folder)})
+    with pytest.raises(HubtuneError, match="holds a config.json but no model weights") as caught:
+        Recipe.from_dict(values).run()
+    assert f"checkpoint folder ('model.checkpoint') '{folder}'" in str(caught.value)
+
+
+def test_run_folder_without_weights_is_one_line_naming_it(sentiment_run, tmp_path, capsys):
+    run_dir = _without_weights(Path(shutil.copytree(sentiment_run, tmp_path / "run")))
+    assert main(["predict", str(run_dir), "the film was good"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"run folder '{run_dir}' holds a config.json but no model weights" in err[0]
+
+
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_remote_code_run_whose_recipe_forbids_it_names_the_key(
+    recipe_values, remote_code_checkpoint, monkeypatch, strategy
+):
+    values = dict(
+        copy.deepcopy(recipe_values), model={"checkpoint": str(remote_code_checkpoint), "trust_remote_code": True}
+    )
+    values["training"]["max_steps"] = 1
+    lora = ["adapt.lora.target_modules=[query,value]"] if strategy == "lora" else []
+    Recipe.from_dict(values, overrides=[f"adapt.strategy={strategy}", *lora]).run()
+    run_dir = Path(values["output_dir"])
+    monkeypatch.setattr("builtins.input", lambda *args: pytest.fail("prompted for trust_remote_code"))
+    (prediction,) = Predictor(run_dir).predict(["a superb and lovely film"])
+    assert prediction["label"] in ("negative", "positive")
+    recipe = run_dir / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("trust_remote_code: true", "trust_remote_code: false"))
+    with pytest.raises(HubtuneError, match="trust_remote_code") as caught:
+        Predictor(run_dir)
+    assert str(run_dir) in str(caught.value)
+
+
+def test_non_utf8_standard_input_is_one_line_naming_its_line(sentiment_run, monkeypatch, capsys):
+    # As Python opens the real stdin: undecodable bytes become lone surrogates rather than an error.
+    stdin = io.TextIOWrapper(io.BytesIO(b"good film\n\xff\xfe bad\n"), encoding="utf-8", errors="surrogateescape")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(["predict", str(sentiment_run), "-"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "standard input, line 2: not UTF-8 text" in err[0]
