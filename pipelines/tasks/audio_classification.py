@@ -29,7 +29,7 @@ class AudioDataConfig(AudioInputConfig, LabelledDataConfig):
     """Audio classification data: a clip and its class label."""
 
 
-class AudioClassification(SingleLabelMixin, AudioTask):
+class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
     name = "audio-classification"
     pipeline_tag = "audio-classification"
     peft_task_type = "SEQ_CLS"
@@ -41,7 +41,7 @@ class AudioClassification(SingleLabelMixin, AudioTask):
         return from_pretrained(AutoFeatureExtractor, self.config.model, source)
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        data = self.config.data
+        data = self.data
         check_splits_columns(splits, {"audio_column": data.audio_column, "label_column": data.label_column})
         self.label_names = label_names or resolve_label_names(data, splits)
         coding = label_coding(data, splits)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from datasets import Dataset
 
-from pipelines.audio import crop, decode, decode_column, load_audio_data_file
+from pipelines.audio import AudioInputConfig, crop, decode, decode_column, load_audio_data_file
 from pipelines.data import Locate, Splits, require_columns
 from pipelines.tasks.base import Task
 from pipelines.transcripts import TranscriptDataConfig, transcripts
@@ -35,7 +35,11 @@ def extract_features(processor: Any, waveforms: list[np.ndarray]) -> dict[str, t
     return extractor(waveforms, sampling_rate=extractor.sampling_rate, return_tensors="pt", **options)
 
 
-class AudioTask(Task):
+AudioDataT = TypeVar("AudioDataT", bound=AudioInputConfig)
+TranscriptDataT = TypeVar("TranscriptDataT", bound=TranscriptDataConfig)
+
+
+class AudioTask(Task[AudioDataT]):
     """Base of the speech tasks: reading audio splits and turning them into waveform datasets."""
 
     input_kind = "path"  # hubtune predict takes audio files and folders
@@ -51,17 +55,17 @@ class AudioTask(Task):
 
     def load_data_file(self, path: Path) -> Dataset:
         # Transcript data has no class column of its own: class sub-folders, if a folder has them, go to `label`.
-        label_column = getattr(self.config.data, "label_column", "label")
-        return load_audio_data_file(path, self.config.data.audio_column, label_column)
+        label_column = getattr(self.data, "label_column", "label")
+        return load_audio_data_file(path, self.data.audio_column, label_column)
 
     @property
     def max_samples(self) -> int | None:
-        seconds = self.config.data.max_duration_s
+        seconds = self.data.max_duration_s
         return None if seconds is None else int(seconds * self.sampling_rate)
 
     def waveforms(self, dataset: Dataset, locate: Locate, processor: Any) -> list[np.ndarray]:
         self.sampling_rate = feature_extractor_of(processor).sampling_rate
-        return decode_column(dataset, self.config.data.audio_column, self.sampling_rate, locate)
+        return decode_column(dataset, self.data.audio_column, self.sampling_rate, locate)
 
     def waveform_dataset(
         self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str
@@ -76,7 +80,7 @@ class AudioTask(Task):
                     source,
                     len(waveforms) - len(keep),
                     len(waveforms),
-                    self.config.data.max_duration_s,
+                    self.data.max_duration_s,
                 )
             waveforms = [waveforms[i] for i in keep]
             columns = {name: [values[i] for i in keep] for name, values in columns.items()}
@@ -105,7 +109,7 @@ def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None
         require_columns(dataset, columns, splits.sources[role])
 
 
-class TranscriptTask(AudioTask):
+class TranscriptTask(AudioTask[TranscriptDataT]):
     """Speech recognition: each clip's label is its transcript, normalised and tokenised by `self.tokenizer`
     (set when the processor is loaded or fitted)."""
 
@@ -117,13 +121,11 @@ class TranscriptTask(AudioTask):
     data_config = TranscriptDataConfig
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        check_splits_columns(
-            splits, {"audio_column": self.config.data.audio_column, "text_column": self.config.data.text_column}
-        )
+        check_splits_columns(splits, {"audio_column": self.data.audio_column, "text_column": self.data.text_column})
         prepared = {}
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
-            labels = self.tokenizer(transcripts(dataset, self.config.data, splits.locate(role))).input_ids
+            labels = self.tokenizer(transcripts(dataset, self.data, splits.locate(role))).input_ids
             prepared[role] = self.waveform_dataset(
                 role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source
             )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 from datasets import Dataset
@@ -22,8 +22,10 @@ from pipelines.config import DataConfig, RecipeConfig
 from pipelines.data import Splits, load_table_file
 from pipelines.metrics import load_metric
 
+DataT = TypeVar("DataT", bound=DataConfig)
 
-class Task(ABC):
+
+class Task(ABC, Generic[DataT]):
     """What one task adds to the shared spine. Subclasses implement the abstract methods; the rest have defaults."""
 
     name: ClassVar[str]
@@ -49,6 +51,11 @@ class Task(ABC):
         # Things about the data a user should know that do not stop the run (logged, and kept in the report).
         self.warnings: list[str] = []
         self._metrics: dict[str, Any] = {}
+
+    @property
+    def data(self) -> DataT:
+        """The recipe's `data` section, as this task's own `data_config` class (the loader built it so)."""
+        return cast(DataT, self.config.data)
 
     def metric(self, name: str) -> Any:
         """The project's offline `evaluate` module `name`, loaded once per task (a first load takes seconds)."""

@@ -116,7 +116,7 @@ class ImageDataConfig(LabelledDataConfig):
             )
 
 
-class ImageClassification(SingleLabelMixin, Task):
+class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
     name = "image-classification"
     data_config = ImageDataConfig
     auto_model = AutoModelForImageClassification
@@ -131,13 +131,13 @@ class ImageClassification(SingleLabelMixin, Task):
         return from_pretrained(AutoImageProcessor, self.config.model, source)
 
     def load_data_file(self, path: Path) -> Dataset:
-        data = self.config.data
+        data = self.data
         if path.is_dir():
             return load_image_folder(path, data.image_column, data.label_column)
         return resolve_image_paths(load_table_file(path), data.image_column, path)
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        data = self.config.data
+        data = self.data
         columns = {"image_column": data.image_column, "label_column": data.label_column}
         checked = {}
         for role, dataset in splits.datasets.items():
@@ -188,5 +188,5 @@ class ImageClassification(SingleLabelMixin, Task):
                 raise HubtuneError(f"image '{text}' does not exist")
             images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
         model.eval()
-        pixels = pixel_transform(processor, False, self.config.data.image_size)(images).to(model.device)
+        pixels = pixel_transform(processor, False, self.data.image_size)(images).to(model.device)
         return label_predictions(inputs, model(pixel_values=pixels).logits.softmax(-1), self.label_names, TOP_K)

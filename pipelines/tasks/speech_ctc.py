@@ -28,7 +28,7 @@ from pipelines.tasks.audio_task import (
 )
 from pipelines.tasks.base import logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
-from pipelines.transcripts import build_ctc_tokenizer, transcripts
+from pipelines.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
 
 
 class CTCTrainer(Trainer):
@@ -49,7 +49,7 @@ class CTCTrainer(Trainer):
         return loss, logits, labels
 
 
-class SpeechRecognitionCTC(TranscriptTask):
+class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
     name = "speech-recognition-ctc"
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
@@ -63,10 +63,8 @@ class SpeechRecognitionCTC(TranscriptTask):
         return from_pretrained(AutoFeatureExtractor, self.config.model)
 
     def fit_processor(self, splits: Splits, processor: Any) -> Any:
-        check_splits_columns(
-            splits, {"audio_column": self.config.data.audio_column, "text_column": self.config.data.text_column}
-        )
-        self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.config.data, splits.locate("train")))
+        check_splits_columns(splits, {"audio_column": self.data.audio_column, "text_column": self.data.text_column})
+        self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.data, splits.locate("train")))
         return Wav2Vec2Processor(feature_extractor=processor, tokenizer=self.tokenizer)
 
     def build_model(self) -> nn.Module:

@@ -45,7 +45,7 @@ class WhisperDataConfig(TranscriptDataConfig):
             )
 
 
-class SpeechRecognitionSeq2Seq(TranscriptTask):
+class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     name = "speech-recognition-seq2seq"
     data_config = WhisperDataConfig
     pipeline_tag = "automatic-speech-recognition"
@@ -64,7 +64,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
 
     def load_processor(self, source: str | None = None) -> Any:
         processor = from_pretrained(AutoProcessor, self.config.model, source)
-        data = self.config.data
+        data = self.data
         # Multilingual checkpoints are told the language and task; English-only ones know neither token.
         if data.language:
             processor.tokenizer.set_prefix_tokens(
@@ -78,8 +78,8 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
     def _set_generation(self, model: nn.Module) -> nn.Module:
         generation = model.generation_config
         generation.forced_decoder_ids = None  # the language and task go through `language` / `task` instead
-        if self.config.data.language:
-            generation.language, generation.task = self.config.data.language, self.config.data.whisper_task
+        if self.data.language:
+            generation.language, generation.task = self.data.language, self.data.whisper_task
         return model
 
     def build_model(self) -> nn.Module:
@@ -114,9 +114,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask):
 
     def decode(self, ids: np.ndarray) -> list[str]:
         ids = np.where(ids == IGNORE, self.tokenizer.pad_token_id, ids)
-        return [
-            normalise(text, self.config.data) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        ]
+        return [normalise(text, self.data) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         generated = logits_of(prediction.predictions)

@@ -58,7 +58,7 @@ def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
             raise HubtuneError(f"{locate(row)}: column '{column}' holds {value!r}, not text")
 
 
-class TextClassification(SingleLabelMixin, Task):
+class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
     name = "text-classification"
     pipeline_tag = "text-classification"
     peft_task_type = "SEQ_CLS"
@@ -70,7 +70,7 @@ class TextClassification(SingleLabelMixin, Task):
         return from_pretrained(AutoTokenizer, self.config.model, source)
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        data = self.config.data
+        data = self.data
         columns = {
             "text_column": data.text_column,
             "text_pair_column": data.text_pair_column,
@@ -111,7 +111,7 @@ class TextClassification(SingleLabelMixin, Task):
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Unknown-token rate and word pieces per word on the training texts: a vocabulary that does not fit the
         data (another language or script, code, emoji-heavy text) shows in both."""
-        texts = splits["train"][self.config.data.text_column][:2000]
+        texts = splits["train"][self.data.text_column][:2000]
         pieces = processor(texts, add_special_tokens=False)["input_ids"]
         tokens = sum(len(ids) for ids in pieces)
         words = sum(len(text.split()) for text in texts)
@@ -132,7 +132,7 @@ class TextClassification(SingleLabelMixin, Task):
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
-        limit = self.config.data.max_length
+        limit = self.data.max_length
         truncated = [len(ids) > limit for ids in processor(inputs, truncation=False)["input_ids"]]
         if any(truncated):
             logger.warning(

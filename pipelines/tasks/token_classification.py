@@ -183,7 +183,7 @@ def encode_sentences(
     return all_words, all_ids
 
 
-class TokenClassification(LabelHeadMixin, Task):
+class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
     name = "token-classification"
     auto_model = AutoModelForTokenClassification
     head_suffix = "ForTokenClassification"
@@ -199,7 +199,7 @@ class TokenClassification(LabelHeadMixin, Task):
         return tokenizer
 
     def load_data_file(self, path: Path) -> Dataset:
-        data = self.config.data
+        data = self.data
         if path.suffix.lower() in CONLL_SUFFIXES:
             return read_conll(
                 path, data.tokens_column, data.tags_column, data.conll_token_column, data.conll_tag_column
@@ -207,7 +207,7 @@ class TokenClassification(LabelHeadMixin, Task):
         return load_table_file(path)
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        data = self.config.data
+        data = self.data
         require_fast_tokenizer(processor, self.config.model.checkpoint)
         columns = {"tokens_column": data.tokens_column, "tags_column": data.tags_column}
         for role, dataset in splits.datasets.items():
@@ -267,9 +267,7 @@ class TokenClassification(LabelHeadMixin, Task):
             scored = label_row != IGNORE
             predictions.append([self.label_names[i] for i in predicted_row[scored]])
             references.append([self.label_names[i] for i in label_row[scored]])
-        return self.metric("ner").compute(
-            predictions=predictions, references=references, scheme=self.config.data.tag_scheme
-        )
+        return self.metric("ner").compute(predictions=predictions, references=references, scheme=self.data.tag_scheme)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
