@@ -304,7 +304,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner, where)
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise HubtuneError(f"recipe key '{where}' must be a mapping, got {value!r}")
         return _build(annotation, value, where + ".")
@@ -414,7 +414,7 @@ def _check_training_values(training: dict[str, Any]) -> None:
     """Values TrainingArguments accepts but that fail later (a zero batch size in the first step, an evaluation
     batch size at the end of the first epoch) or train nothing (zero epochs): refused at load instead."""
 
-    def number(key: str, default: float | None = None) -> float | None:
+    def number(key: str, default: float) -> float:
         value = training.get(key, default)
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 

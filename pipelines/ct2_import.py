@@ -13,6 +13,7 @@ import logging
 import re
 import struct
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -220,7 +221,9 @@ def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
     ct2_config = json.loads((source / "config.json").read_text()) if (source / "config.json").is_file() else {}
     tokenizer = WhisperTokenizer(tokenizer_file=str(source / "tokenizer.json"), **SPECIAL_TOKENS)
     token_ids = {
-        token: tokenizer.convert_tokens_to_ids(token) for token in tokenizer.get_vocab() if token.startswith("<|")
+        token: cast(int, tokenizer.convert_tokens_to_ids(token))  # one token in, one id out
+        for token in tokenizer.get_vocab()
+        if token.startswith("<|")
     }
     config = whisper_config(variables, token_ids)
     config.architectures = ["WhisperForConditionalGeneration"]

@@ -7,7 +7,7 @@ Tasks ask this module for `train` / `validation` / `test` datasets and then chec
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 from datasets import ClassLabel, Dataset
 
-from pipelines.config import DataConfig
+from pipelines.config import DataConfig, LabelledDataConfig
 from pipelines.errors import HubtuneError
 
 logger = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def load_splits(config: DataConfig, seed: int, load_file: Callable[[Path], Datas
     return splits
 
 
-def require_columns(dataset: Dataset, columns: dict[str, str | None], source: str) -> None:
+def require_columns(dataset: Dataset, columns: Mapping[str, str | None], source: str) -> None:
     """`columns` maps recipe key -> column name; a missing one is an error naming both."""
     for key, column in columns.items():
         if column is not None and column not in dataset.column_names:
@@ -174,7 +174,7 @@ def _kind_of(value: Any) -> str:
     return "digit names" if coding == "names" and value.strip().isdigit() else str(coding)
 
 
-def label_coding(config: DataConfig, splits: Splits) -> str:
+def label_coding(config: LabelledDataConfig, splits: Splits) -> str:
     """How this run writes its labels, read from the train split: 'names', or 'ids' (positions in `data.labels`).
 
     One coding per run: a split that mixes them, or names that are numbers next to names that are words ("0"
@@ -203,7 +203,7 @@ def label_coding(config: DataConfig, splits: Splits) -> str:
     return "ids" if first is not None and first[2] == "ids" else "names"
 
 
-def resolve_label_names(config: DataConfig, splits: Splits) -> list[str]:
+def resolve_label_names(config: LabelledDataConfig, splits: Splits) -> list[str]:
     """Label names in id order: the recipe's list, else the dataset's ClassLabel names, else read from train."""
     coding = label_coding(config, splits)
     if config.labels:

@@ -23,6 +23,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from pipelines.config import RecipeConfig
 from pipelines.errors import HubtuneError
+from pipelines.tasks.base import TaskModel
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class CachedBackbone(nn.Module):
         self.has_pooler = has_pooler
 
     def forward(self, features: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> BaseModelOutputWithPooling:
+        if features is None:
+            raise ValueError("the cached backbone takes the stored 'features' and nothing else")
         return BaseModelOutputWithPooling(
             last_hidden_state=features[:, :1], pooler_output=features[:, 1] if self.has_pooler else None
         )
@@ -52,7 +55,7 @@ class CachedBackbone(nn.Module):
 class FeatureCache:
     """Cached features for each split of a frozen-backbone run, and the swap that trains the head on them."""
 
-    def __init__(self, model: nn.Module, config: RecipeConfig, collate: Callable[[list], dict]):
+    def __init__(self, model: TaskModel, config: RecipeConfig, collate: Callable[[list], dict]):
         self.model, self.config, self.collate = model, config, collate
         self.prefix = model.base_model_prefix
         self.backbone = getattr(model, self.prefix)

@@ -82,7 +82,7 @@ def describe(value: dict[str, Any]) -> str:
 
 def open_rgb(value: dict[str, Any]) -> PILImage.Image:
     """Decode one undecoded image value; grayscale, palette and alpha images become RGB."""
-    image = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    image: PILImage.Image = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent pixels keep arbitrary colour values; over white they look as they do on screen.
         image = PILImage.alpha_composite(PILImage.new("RGBA", image.size, WHITE), image.convert("RGBA"))

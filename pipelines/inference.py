@@ -163,4 +163,4 @@ class Predictor:
         for name, payload in written.items():
             write_json(self.run_dir / name, payload)
         record_written(self.run_dir, list(written))
-        return output.metrics
+        return dict(output.metrics or {})

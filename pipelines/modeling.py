@@ -143,7 +143,7 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
     handled by `ignore_mismatched_sizes`, the same size with other names is re-initialised here.
     """
     original = from_pretrained(AutoConfig, model)
-    labels = {
+    labels: dict[str, Any] = {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: i for i, name in enumerate(label_names)},

@@ -213,6 +213,7 @@ class Recipe:
         if lp_ft:
             results.update(self._linear_probe(task, model, processor, data, plan))
             model, optimization, table = self._adapt(task, model, config.adapt.lp_ft.then)
+        backbone: contextlib.AbstractContextManager[None]
         if cache is None:
             trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
             backbone = contextlib.nullcontext()
@@ -229,7 +230,7 @@ class Recipe:
             for role, prefix in (("validation", "eval"), ("test", "test")):
                 if role in data:
                     output = trainer.predict(data[role], metric_key_prefix=prefix)
-                    results.update(output.metrics, **{f"{prefix}_samples": len(data[role])})
+                    results.update(output.metrics or {}, **{f"{prefix}_samples": len(data[role])})
                     artifacts.update(
                         {f"{role}_{name}.json": payload for name, payload in task.prediction_artifacts(output).items()}
                     )

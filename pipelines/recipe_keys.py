@@ -20,7 +20,7 @@ class RecipeKey:
 def _dataclass_in(annotation: Any) -> type | None:
     """The dataclass an annotation holds (`X` or `X | None`), if any."""
     candidates = typing.get_args(annotation) or (annotation,)
-    return next((c for c in candidates if dataclasses.is_dataclass(c)), None)
+    return next((c for c in candidates if isinstance(c, type) and dataclasses.is_dataclass(c)), None)
 
 
 def _type_name(annotation: Any) -> str:

@@ -19,8 +19,14 @@ CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 
 
+def checkpoint_step(folder: Path) -> int | None:
+    """N for a `checkpoint-N` folder name, else None."""
+    match = CHECKPOINT_NAME.match(folder.name)
+    return int(match.group(1)) if match else None
+
+
 def is_complete(checkpoint: Path) -> bool:
-    step = int(CHECKPOINT_NAME.match(checkpoint.name).group(1))
+    step = checkpoint_step(checkpoint)
     try:
         state = json.loads((checkpoint / TRAINER_STATE).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
@@ -32,12 +38,9 @@ def find_resumable(folder: Path) -> tuple[Path | None, list[Path]]:
     """The newest complete `checkpoint-N` in `folder`, and the incomplete ones newer than it."""
     if not folder.is_dir():
         return None, []
-    checkpoints = sorted(
-        (p for p in folder.iterdir() if p.is_dir() and CHECKPOINT_NAME.match(p.name)),
-        key=lambda p: int(CHECKPOINT_NAME.match(p.name).group(1)),
-        reverse=True,
-    )
-    incomplete = []
+    steps = {p: step for p in folder.iterdir() if p.is_dir() and (step := checkpoint_step(p)) is not None}
+    checkpoints = sorted(steps, key=steps.__getitem__, reverse=True)
+    incomplete: list[Path] = []
     for checkpoint in checkpoints:
         if is_complete(checkpoint):
             return checkpoint, incomplete

@@ -35,7 +35,7 @@ def write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-def label_names_of(model: nn.Module) -> list[str]:
+def label_names_of(model: Any) -> list[str]:
     """The label names of a loaded run model, in id order, from its config's `id2label`."""
     config = model.config
     return [config.id2label[i] for i in range(config.num_labels)]
@@ -72,7 +72,7 @@ def _load_full_model(auto_model: Any, run_dir: Path, trust_remote_code: bool) ->
 def _load_adapter_model(auto_model: Any, run_dir: Path, trust_remote_code: bool) -> nn.Module:
     from peft import PeftConfig, PeftModel
 
-    adapter = PeftConfig.from_pretrained(run_dir)
+    adapter = PeftConfig.from_pretrained(str(run_dir))
     config = AutoConfig.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
     try:
         base = auto_model.from_pretrained(

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from datasets import Dataset
@@ -102,7 +102,13 @@ def _gated(schedule: Callable[[int], float], start_step: int) -> Callable[[int],
     return lr_lambda
 
 
-class LayerGroupOptimizationMixin:
+if TYPE_CHECKING:  # the mixin is only ever combined with a Trainer class (`build_trainer`)
+    _TrainerBase = Trainer
+else:
+    _TrainerBase = object
+
+
+class LayerGroupOptimizationMixin(_TrainerBase):
     """Trainer mixin: optimizer groups by layer group (LR decay, head scale, no decay for biases and norms), a
     per-group LR gate for gradual unfreezing, and frozen parts kept in eval mode.
 
@@ -163,7 +169,8 @@ class LayerGroupOptimizationMixin:
                 optimizer=optimizer,
                 num_warmup_steps=self.args.get_warmup_steps(num_training_steps),
                 num_training_steps=num_training_steps,
-                scheduler_specific_kwargs=self.args.lr_scheduler_kwargs,
+                # TrainingArguments has already parsed a JSON string given here into a dict.
+                scheduler_specific_kwargs=cast(dict | None, self.args.lr_scheduler_kwargs),
             )
             if any(group.get("unfreeze_at", 0) > 0 for group in optimizer.param_groups):
                 if not isinstance(schedule, LambdaLR):
@@ -208,7 +215,11 @@ def build_trainer(
 ) -> Trainer:
     trainer_class = task.trainer_class
     if optimization is not None:
-        trainer_class = type(f"LayerGroup{trainer_class.__name__}", (LayerGroupOptimizationMixin, trainer_class), {})
+        trainer_class = type(
+            f"LayerGroup{trainer_class.__name__}",
+            (LayerGroupOptimizationMixin, trainer_class),
+            {"optimization": optimization},
+        )
     trainer = trainer_class(
         model=model,
         args=args,
@@ -219,6 +230,4 @@ def build_trainer(
         compute_metrics=task.compute_metrics,
         callbacks=list(callbacks),
     )
-    if optimization is not None:
-        trainer.optimization = optimization
     return trainer

@@ -31,6 +31,7 @@ def adapt_model(
         freeze(model, groups, trainable_groups(strategy, groups, config.n))
     # wav2vec2-family: the convolutional feature encoder is pretrained on raw audio and fine-tuning it rarely
     # helps (the wav2vec2 paper and the transformers examples keep it frozen). LoRA has frozen it already.
-    if config.freeze_feature_encoder and strategy != "lora" and hasattr(model, "freeze_feature_encoder"):
-        model.freeze_feature_encoder()
+    freeze_encoder = getattr(model, "freeze_feature_encoder", None)
+    if config.freeze_feature_encoder and strategy != "lora" and callable(freeze_encoder):
+        freeze_encoder()
     return model, groups

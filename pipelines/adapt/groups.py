@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 from transformers import PreTrainedModel
@@ -77,7 +78,7 @@ def _timm_model(model: nn.Module) -> tuple[str, nn.Module] | None:
     return None
 
 
-def _timm_layer_groups(model: nn.Module, path: str, timm_model: nn.Module) -> LayerGroups:
+def _timm_layer_groups(model: nn.Module, path: str, timm_model: Any) -> LayerGroups:
     """Groups from timm's own `group_matcher` (coarse: one group per stage).
 
     timm orders its groups stem, stages, then everything unmatched (the classifier, and sometimes a final

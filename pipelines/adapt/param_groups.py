@@ -6,6 +6,7 @@ shape: the layer groups decide, the optimizer only sees groups with `lr_scale` a
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from torch import nn
@@ -83,7 +84,7 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def _no_decay(name: str, parameter: nn.Parameter, excluded: set[str]) -> bool:
+def _no_decay(name: str, parameter: nn.Parameter, excluded: AbstractSet[str]) -> bool:
     # Biases and normalisation weights (all 1-D) are not decayed, as in BERT, timm and the Trainer.
     return parameter.ndim <= 1 or name.endswith(".bias") or name in excluded
 
@@ -94,7 +95,7 @@ def optimizer_groups(
     plans: dict[str, GroupPlan],
     base_lr: float,
     weight_decay: float,
-    no_decay_names: set[str] = frozenset(),
+    no_decay_names: AbstractSet[str] = frozenset(),
 ) -> list[dict]:
     """Torch optimizer param groups: one per (layer group, decay or not), each with its LR and schedule start.
 

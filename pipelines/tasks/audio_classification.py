@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import Dataset
-from torch import nn
-from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
+from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, BatchFeature
 
 from pipelines.audio import AudioInputConfig
 from pipelines.config import LabelledDataConfig
@@ -21,6 +20,7 @@ from pipelines.tasks.audio_task import (
     check_splits_columns,
     extract_features,
 )
+from pipelines.tasks.base import TaskModel
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 
@@ -57,7 +57,7 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
         return prepared
 
     def data_collator(self, processor: Any) -> Any:
-        def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        def collate(rows: list[dict[str, Any]]) -> BatchFeature:
             batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
             batch["labels"] = torch.tensor([row["labels"] for row in rows])
             return batch
@@ -65,7 +65,7 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
         return collate
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
         # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
         rows = [

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import torch
 from datasets import Dataset
+from transformers import BatchFeature
 
 from pipelines.audio import AudioInputConfig, crop, decode, decode_column, load_audio_data_file
 from pipelines.data import Locate, Splits, require_columns
@@ -24,7 +24,7 @@ def feature_extractor_of(processor: Any) -> Any:
     return getattr(processor, "feature_extractor", processor)
 
 
-def extract_features(processor: Any, waveforms: list[np.ndarray]) -> dict[str, torch.Tensor]:
+def extract_features(processor: Any, waveforms: list[np.ndarray]) -> BatchFeature:
     """Model inputs for a batch of waveforms at the extractor's rate.
 
     Raw-waveform models (wav2vec2, HuBERT) are padded to the longest clip of the batch; spectrogram models

@@ -14,7 +14,6 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 import numpy as np
 from datasets import Dataset
 from sklearn.metrics import confusion_matrix
-from torch import nn
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
@@ -23,6 +22,9 @@ from pipelines.data import Splits, load_table_file
 from pipelines.metrics import load_metric
 
 DataT = TypeVar("DataT", bound=DataConfig)
+# A transformers model, or a PEFT model wrapping one. Their attributes (config, device, generate, ...) are
+# dynamic, which torch's `nn.Module` typing cannot express, so the type checker takes them as they come.
+TaskModel = Any
 
 
 class Task(ABC, Generic[DataT]):
@@ -83,11 +85,11 @@ class Task(ABC, Generic[DataT]):
         """Check the columns and labels of every split, then preprocess; sets `self.label_names`."""
 
     @abstractmethod
-    def build_model(self) -> nn.Module:
+    def build_model(self) -> TaskModel:
         """The pretrained (or from-scratch) model with a head for `self.label_names`."""
 
     @abstractmethod
-    def load_run_model(self, run_dir: str) -> nn.Module:
+    def load_run_model(self, run_dir: str) -> TaskModel:
         """The trained model from a run folder (with its adapter, if any)."""
 
     @abstractmethod
@@ -108,7 +110,7 @@ class Task(ABC, Generic[DataT]):
         return {}
 
     @abstractmethod
-    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         """Predictions for raw inputs as given on the command line, one dict each."""
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:

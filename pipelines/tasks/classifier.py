@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
 from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
+from pipelines.config import RecipeConfig
 from pipelines.modeling import load_classifier
 from pipelines.run_folder import label_names_of, load_run_model
-from pipelines.tasks.base import confusion_artifact, logits_of
+from pipelines.tasks.base import TaskModel, confusion_artifact, logits_of
 
 
 class LabelHeadMixin:
@@ -21,12 +21,13 @@ class LabelHeadMixin:
 
     auto_model: ClassVar[Any]
     head_suffix: ClassVar[str]
+    config: RecipeConfig
     label_names: list[str]
 
-    def build_model(self) -> nn.Module:
+    def build_model(self) -> TaskModel:
         return load_classifier(self.auto_model, self.config.model, self.label_names, self.head_suffix)
 
-    def load_run_model(self, run_dir: str) -> nn.Module:
+    def load_run_model(self, run_dir: str) -> TaskModel:
         model = load_run_model(self.auto_model, run_dir, self.config.model.trust_remote_code)
         self.label_names = label_names_of(model)
         return model
@@ -52,6 +53,10 @@ def label_predictions(
 
 class SingleLabelMixin(LabelHeadMixin):
     """Single-label classification: accuracy, macro and per-class scores, and a confusion matrix per split."""
+
+    if TYPE_CHECKING:  # provided by Task, which every class using this mixin also derives from
+
+        def metric(self, name: str) -> Any: ...
 
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         predicted = np.argmax(logits_of(prediction.predictions), axis=-1)

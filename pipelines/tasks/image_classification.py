@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from torch import nn
 from torchvision import transforms
 from transformers import (
     AutoImageProcessor,
@@ -45,7 +44,7 @@ from pipelines.images import (
     undecoded,
 )
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task, logits_of
+from pipelines.tasks.base import Task, TaskModel, logits_of
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 TOP_K = 5
@@ -180,7 +179,7 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
         return results
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         images = []
         for text in inputs:
             path = Path(text).expanduser()

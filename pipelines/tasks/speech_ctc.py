@@ -6,12 +6,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from transformers import (
     AutoConfig,
     AutoFeatureExtractor,
     AutoModelForCTC,
     AutoProcessor,
+    BatchFeature,
     EvalPrediction,
     Trainer,
     Wav2Vec2Processor,
@@ -26,7 +26,7 @@ from pipelines.tasks.audio_task import (
     check_splits_columns,
     extract_features,
 )
-from pipelines.tasks.base import logits_of
+from pipelines.tasks.base import TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
 
@@ -67,7 +67,7 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.data, splits.locate("train")))
         return Wav2Vec2Processor(feature_extractor=processor, tokenizer=self.tokenizer)
 
-    def build_model(self) -> nn.Module:
+    def build_model(self) -> TaskModel:
         vocabulary = {
             "vocab_size": len(self.tokenizer),
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -83,11 +83,11 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         # The output layer is new (sized for this vocabulary); the encoder keeps its pretrained weights.
         return from_pretrained(AutoModelForCTC, model_config, ignore_mismatched_sizes=True, **vocabulary)
 
-    def load_run_model(self, run_dir: str) -> nn.Module:
+    def load_run_model(self, run_dir: str) -> TaskModel:
         return load_run_model(AutoModelForCTC, run_dir, self.config.model.trust_remote_code)
 
     def data_collator(self, processor: Any) -> Any:
-        def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        def collate(rows: list[dict[str, Any]]) -> BatchFeature:
             batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
             batch["labels"] = pad_labels([row["labels"] for row in rows])
             return batch
@@ -104,11 +104,11 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         # Padding frames hold -100 everywhere (CTCTrainer, and the Trainer between batches): argmax is the blank.
         hypotheses = self.tokenizer.batch_decode(np.argmax(logits, axis=-1))
         return self.metric("speech_recognition").compute(
-            predictions=hypotheses, references=self.decode_labels(prediction.label_ids)
+            predictions=hypotheses, references=self.decode_labels(np.asarray(prediction.label_ids))
         )
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
         results = []
         for path, wave in zip(inputs, self.read_inputs(processor, inputs)):

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from transformers import (
     AutoModelForSpeechSeq2Seq,
     AutoProcessor,
+    BatchFeature,
     EvalPrediction,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
@@ -25,7 +25,7 @@ from pipelines.tasks.audio_task import (
     TranscriptTask,
     extract_features,
 )
-from pipelines.tasks.base import logits_of
+from pipelines.tasks.base import TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.transcripts import TranscriptDataConfig, normalise
 
@@ -75,14 +75,14 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
         self.tokenizer = processor.tokenizer
         return processor
 
-    def _set_generation(self, model: nn.Module) -> nn.Module:
+    def _set_generation(self, model: TaskModel) -> TaskModel:
         generation = model.generation_config
         generation.forced_decoder_ids = None  # the language and task go through `language` / `task` instead
         if self.data.language:
             generation.language, generation.task = self.data.language, self.data.whisper_task
         return model
 
-    def build_model(self) -> nn.Module:
+    def build_model(self) -> TaskModel:
         model_config = self.config.model
         if model_config.from_scratch:
             from transformers import AutoConfig, GenerationConfig
@@ -95,14 +95,14 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             model = from_pretrained(AutoModelForSpeechSeq2Seq, model_config)
         return self._set_generation(model)
 
-    def load_run_model(self, run_dir: str) -> nn.Module:
+    def load_run_model(self, run_dir: str) -> TaskModel:
         model = load_run_model(AutoModelForSpeechSeq2Seq, run_dir, self.config.model.trust_remote_code)
         return self._set_generation(model)
 
     def data_collator(self, processor: Any) -> Any:
         start = self.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
 
-        def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        def collate(rows: list[dict[str, Any]]) -> BatchFeature:
             batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
             # The model prepends the start token itself when it shifts the labels right.
             batch["labels"] = pad_labels(
@@ -119,11 +119,11 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
         generated = logits_of(prediction.predictions)
         return self.metric("speech_recognition").compute(
-            predictions=self.decode(generated), references=self.decode(prediction.label_ids)
+            predictions=self.decode(generated), references=self.decode(np.asarray(prediction.label_ids))
         )
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
         features = extract_features(processor, self.read_inputs(processor, inputs)).to(model.device)
         generated = model.generate(**features, max_new_tokens=self.config.training.get("generation_max_length") or 128)

@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 from datasets import Dataset
-from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -27,7 +26,7 @@ from pipelines.data import (
 )
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import Task, TaskModel
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 logger = logging.getLogger(__name__)
@@ -130,7 +129,7 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
         return warnings
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
         limit = self.data.max_length
         truncated = [len(ids) > limit for ids in processor(inputs, truncation=False)["input_ids"]]

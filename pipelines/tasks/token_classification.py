@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
-from torch import nn
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -30,7 +29,7 @@ from pipelines.conll import read_conll
 from pipelines.data import Locate, Splits, load_table_file, missing_classes, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task, logits_of
+from pipelines.tasks.base import Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin
 from pipelines.tasks.collate import IGNORE
 
@@ -270,7 +269,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
         return self.metric("ner").compute(predictions=predictions, references=references, scheme=self.data.tag_scheme)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
+    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
         # transformers' pipeline does the sub-token -> word -> entity grouping with character offsets; a LoRA
         # run's PEFT wrapper is unwrapped because the pipeline expects a transformers model (adapters stay active).
@@ -295,7 +294,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
                     "entities": [
                         {
                             "type": entity["entity_group"],
-                            "text": text[entity["start"] : entity["end"]],
+                            "text": text[int(entity["start"]) : int(entity["end"])],
                             "start": int(entity["start"]),
                             "end": int(entity["end"]),
                             "score": float(entity["score"]),
