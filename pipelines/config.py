@@ -48,6 +48,16 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=RecipeLoader)
 
 
+def read_recipe_yaml(text: str) -> tuple[Any, tuple[str, int, int] | None]:
+    """The recipe's values and its first repeated key (`duplicate_key`), from one parse of the text."""
+    loader = RecipeLoader(text)
+    try:
+        node = loader.get_single_node()
+        return (loader.construct_document(node) if node is not None else None), duplicate_key(node)
+    finally:
+        loader.dispose()
+
+
 def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
     """The first key that a YAML mapping repeats, as (dotted path, first line, second line); PyYAML itself keeps
     the last value without a word."""
@@ -68,6 +78,12 @@ def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[s
             if found:
                 return found
     return None
+
+
+def require_one_of(key: str, value: Any, choices: typing.Sequence[str]) -> None:
+    """`value` of recipe key `key` must be one of `choices`."""
+    if value not in choices:
+        raise HubtuneError(f"recipe key '{key}' must be one of {', '.join(choices)}, got {value!r}")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs: Any) -> Any:
@@ -477,8 +493,8 @@ def load_recipe_config(
             raise HubtuneError(f"recipe file '{path}' does not exist")
         text = path.read_text()
         try:
-            repeated = duplicate_key(yaml.compose(text, Loader=RecipeLoader))
-            tree = read_yaml(text) or {}
+            tree, repeated = read_recipe_yaml(text)
+            tree = tree or {}
         except yaml.YAMLError as error:
             raise HubtuneError(f"recipe file '{path}' does not parse as YAML: {error}") from error
         if repeated:

@@ -168,10 +168,10 @@ def _coding_of(value: Any) -> str | None:
     return None
 
 
-def _kind_of(value: Any) -> str:
+def _kind_of(value: Any) -> str | None:
     """'names', 'ids', or 'digit names' for strings that are numbers ("0", "1"): those read as ids."""
     coding = _coding_of(value)
-    return "digit names" if coding == "names" and value.strip().isdigit() else str(coding)
+    return "digit names" if coding == "names" and value.strip().isdigit() else coding
 
 
 def label_coding(config: LabelledDataConfig, splits: Splits) -> str:
@@ -188,7 +188,7 @@ def label_coding(config: LabelledDataConfig, splits: Splits) -> str:
         if value is None:
             continue
         kind = _kind_of(value)
-        if kind == "None":
+        if kind is None:
             raise HubtuneError(
                 f"{locate(row)}: label {value!r} in column '{config.label_column}' is neither a name nor an integer id"
             )
@@ -203,16 +203,19 @@ def label_coding(config: LabelledDataConfig, splits: Splits) -> str:
     return "ids" if first is not None and first[2] == "ids" else "names"
 
 
-def resolve_label_names(config: LabelledDataConfig, splits: Splits) -> list[str]:
-    """Label names in id order: the recipe's list, else the dataset's ClassLabel names, else read from train."""
+def resolve_labels(config: LabelledDataConfig, splits: Splits, known: list[str] | None = None) -> tuple[list[str], str]:
+    """The label names in id order and the run's label coding (`label_coding`). The names are `known` (a reloaded
+    run's), else the recipe's list, else the dataset's ClassLabel names, else read from train."""
     coding = label_coding(config, splits)
+    if known:
+        return list(known), coding
     if config.labels:
-        return list(config.labels)
+        return list(config.labels), coding
     feature = splits["train"].features.get(config.label_column)
     if isinstance(feature, ClassLabel):
-        return list(feature.names)
+        return list(feature.names), coding
     if coding == "names":
-        return sorted(v for v in splits["train"].unique(config.label_column) if v is not None)
+        return sorted(v for v in splits["train"].unique(config.label_column) if v is not None), coding
     raise HubtuneError(
         f"{splits.sources['train']}: column '{config.label_column}' holds label ids without names; "
         "list the names in 'data.labels' (in id order)"

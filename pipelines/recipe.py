@@ -27,9 +27,9 @@ from pipelines.resume import drop_incomplete, find_resumable
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.run_guard import (
     check_replaceable,
+    check_usable,
     finish_run,
     recover_interrupted_swap,
-    refuse_protected,
     remove_run_folder,
     staging_dir,
     start_run,
@@ -102,9 +102,7 @@ class Recipe:
         """Where this run trains and from which checkpoint; refuses, before anything is written, a run that
         would replace or resume something it must not."""
         target = self.output_dir
-        if target.exists() and not target.is_dir():
-            raise HubtuneError(f"'output_dir' '{target}' is a file, not a folder; choose another 'output_dir'")
-        refuse_protected(target)
+        check_usable(target)
         staging = staging_dir(target)
         if self.config.training.get("resume", False):
             # An interrupted replacement (overwrite=true) is the newest run: resume that one, then swap it in.

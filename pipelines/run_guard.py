@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipelines.errors import HubtuneError
 from pipelines.resume import TRAINER_STATE
+from pipelines.run_folder import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def _read_marker(folder: Path) -> dict | None:
 
 def _write_marker(folder: Path, marker: dict) -> None:
     partial = folder / f"{MARKER}.partial"
-    partial.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    write_json(partial, marker)
     partial.replace(folder / MARKER)
 
 
@@ -76,8 +77,11 @@ def foreign_entries(folder: Path) -> list[str]:
     )
 
 
-def refuse_protected(folder: Path, key: str = "output_dir") -> None:
-    """A run folder must be a folder of its own: never the working directory, home, a root or their parents."""
+def check_usable(folder: Path, key: str = "output_dir") -> None:
+    """A run folder must be a folder (not a file) of its own: never the working directory, home, a root or
+    their parents."""
+    if folder.exists() and not folder.is_dir():
+        raise HubtuneError(f"'{key}' '{folder}' is a file, not a folder; choose another '{key}'")
     reason = _protected_because(folder)
     if reason is not None:
         raise HubtuneError(
@@ -89,9 +93,7 @@ def check_replaceable(folder: Path, key: str = "output_dir") -> None:
     """Refuse, naming the folder (and `key`, the recipe key that chose it), unless hubtune may replace it."""
     if not folder.exists():
         return
-    if not folder.is_dir():
-        raise HubtuneError(f"'{key}' '{folder}' is a file, not a folder; choose another '{key}'")
-    refuse_protected(folder, key)
+    check_usable(folder, key)
     if not any(folder.iterdir()):
         return
     if _read_marker(folder) is None:
@@ -155,7 +157,7 @@ def _retarget_best_checkpoint(staging: Path, target: Path) -> None:
         best = state.get("best_model_checkpoint")
         if best and Path(best).parent == staging:
             state["best_model_checkpoint"] = str(target / Path(best).name)
-            state_file.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+            write_json(state_file, state)
 
 
 def swap_in(staging: Path, target: Path) -> None:

@@ -12,7 +12,7 @@ from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer
 
 from pipelines.audio import AudioInputConfig
-from pipelines.config import option
+from pipelines.config import option, require_one_of
 from pipelines.errors import HubtuneError
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
@@ -29,11 +29,7 @@ class TranscriptDataConfig(AudioInputConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.transcript_case not in TRANSCRIPT_CASES:
-            raise HubtuneError(
-                f"recipe key 'data.transcript_case' must be one of {', '.join(TRANSCRIPT_CASES)}, "
-                f"got {self.transcript_case!r}"
-            )
+        require_one_of("data.transcript_case", self.transcript_case, TRANSCRIPT_CASES)
 
 
 def normalise(text: str, config: TranscriptDataConfig) -> str:

@@ -12,7 +12,7 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, 
 
 from pipelines.audio import AudioInputConfig
 from pipelines.config import LabelledDataConfig
-from pipelines.data import Splits, encode_labels, label_coding, missing_classes, resolve_label_names
+from pipelines.data import Splits, encode_labels, missing_classes, resolve_labels
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.audio_task import (
     WAVEFORM,
@@ -43,8 +43,7 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
         data = self.data
         check_splits_columns(splits, {"audio_column": data.audio_column, "label_column": data.label_column})
-        self.label_names = label_names or resolve_label_names(data, splits)
-        coding = label_coding(data, splits)
+        self.label_names, coding = resolve_labels(data, splits, label_names)
         prepared = {}
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]

@@ -28,11 +28,10 @@ from pipelines.config import LabelledDataConfig, option
 from pipelines.data import (
     Splits,
     encode_labels,
-    label_coding,
     load_table_file,
     missing_classes,
     require_columns,
-    resolve_label_names,
+    resolve_labels,
 )
 from pipelines.errors import HubtuneError
 from pipelines.images import (
@@ -142,13 +141,12 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
             checked[role] = undecoded(dataset, data.image_column, splits.sources[role])
-        self.label_names = label_names or resolve_label_names(data, splits)
+        self.label_names, coding = resolve_labels(data, splits, label_names)
         if len(self.label_names) < 2:
             raise HubtuneError(
                 f"{splits.sources['train']}: column '{data.label_column}' has only the class "
                 f"{self.label_names}; a classifier needs at least two"
             )
-        coding = label_coding(data, splits)
         prepared = {}
         for role, dataset in checked.items():
             dataset = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)

@@ -16,8 +16,7 @@ from transformers import (
     Seq2SeqTrainingArguments,
 )
 
-from pipelines.config import option
-from pipelines.errors import HubtuneError
+from pipelines.config import option, require_one_of
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
@@ -39,10 +38,7 @@ class WhisperDataConfig(TranscriptDataConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.whisper_task not in WHISPER_TASKS:
-            raise HubtuneError(
-                f"recipe key 'data.whisper_task' must be one of {', '.join(WHISPER_TASKS)}, got {self.whisper_task!r}"
-            )
+        require_one_of("data.whisper_task", self.whisper_task, WHISPER_TASKS)
 
 
 class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):

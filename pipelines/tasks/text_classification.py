@@ -19,10 +19,9 @@ from pipelines.data import (
     Locate,
     Splits,
     encode_labels,
-    label_coding,
     missing_classes,
     require_columns,
-    resolve_label_names,
+    resolve_labels,
 )
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
@@ -80,7 +79,7 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
             for column in (data.text_column, data.text_pair_column):
                 if column is not None:
                     require_text(dataset, column, splits.locate(role))
-        self.label_names = label_names or resolve_label_names(data, splits)
+        self.label_names, coding = resolve_labels(data, splits, label_names)
         padding = "max_length" if data.pad_to_max_length else False
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -89,7 +88,6 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
                 batch[data.text_column], pair, truncation=True, max_length=data.max_length, padding=padding
             )
 
-        coding = label_coding(data, splits)
         prepared = {}
         for role, dataset in splits.datasets.items():
             dataset = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)
