@@ -67,6 +67,12 @@ def missing_weights(folder: Path, what: str) -> HubtuneError:
     )
 
 
+def _unloadable_folder(checkpoint: str, loader: Any, error: Exception) -> HubtuneError:
+    return HubtuneError(
+        f"checkpoint folder '{checkpoint}' ('model.checkpoint') cannot be loaded by {loader.__name__}: {error}"
+    )
+
+
 def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, **kwargs: Any) -> Any:
     """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line.
 
@@ -94,18 +100,14 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
                 "read that code, then set 'model.trust_remote_code=true' to allow it"
             ) from error
         if folder.is_dir():
-            raise HubtuneError(
-                f"checkpoint folder '{checkpoint}' cannot be loaded by {loader.__name__}: {error}"
-            ) from error
+            raise _unloadable_folder(checkpoint, loader, error) from error
         raise
     except OSError as error:
         # Only model classes have `from_config`; a tokenizer or config load fails for other reasons.
         if folder.is_dir() and hasattr(loader, "from_config") and not has_weights(folder):
             raise missing_weights(folder, "checkpoint folder ('model.checkpoint')") from error
         if folder.is_dir():
-            raise HubtuneError(
-                f"checkpoint folder '{checkpoint}' ('model.checkpoint') cannot be loaded by {loader.__name__}: {error}"
-            ) from error
+            raise _unloadable_folder(checkpoint, loader, error) from error
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
         how = (
             "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
