@@ -34,11 +34,10 @@ class TransferReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _label_warnings(config: RecipeConfig, task: Task) -> list[str]:
+def _label_warnings(config: RecipeConfig, task: Task, label_names: list[str]) -> list[str]:
     if task.head_suffix is None:
         return []
     checkpoint = from_pretrained(AutoConfig, config.model)
-    label_names = task.label_names
     if not any(name.endswith(task.head_suffix) for name in checkpoint.architectures or []):
         return []
     theirs = {str(name).lower() for name in checkpoint.id2label.values()}
@@ -86,9 +85,9 @@ def compare(
         raise HubtuneError("compare trains from random weights too; use another 'adapt.strategy' than lora")
     processor = task.load_processor()
     splits = load_splits(config.data, config.seed, task.load_data_file)
-    task.prepare(splits, task.fit_processor(splits, processor))
+    prepared = task.prepare(splits, task.fit_processor(splits, processor))
     report = TransferReport(metric=f"test_{metric}")
-    report.warnings += _label_warnings(config, task)
+    report.warnings += _label_warnings(config, task, prepared.label_names)
     report.warnings += task.domain_warnings(splits, processor)
     for init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
         results = recipe.run()

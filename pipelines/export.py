@@ -26,7 +26,7 @@ def _probe_batch(run: Predictor) -> dict[str, torch.Tensor]:
     splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file)
     role = next(role for role in ("test", "validation", "train") if role in splits)
     splits.datasets = {role: splits[role].select(range(min(PROBE_SIZE, len(splits[role]))))}
-    data = run.task.prepare(splits, run.processor, label_names=run.task.label_names)
+    data = run.task.prepare(splits, run.processor, label_names=run.label_names)
     return run.task.data_collator(run.processor)([data[role][i] for i in range(len(data[role]))])
 
 

@@ -117,6 +117,7 @@ class Predictor:
         self.task = get_task(self.config.task)(self.config)
         self.processor = self.task.load_processor(str(self.run_dir))
         self.model = self.task.load_run_model(str(self.run_dir))
+        self.label_names = self.task.trained_label_names(self.model)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
@@ -143,7 +144,7 @@ class Predictor:
         splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file)
         if split not in splits:
             raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
-        data = self.task.prepare(splits, self.processor, label_names=self.task.label_names)
+        data = self.task.prepare(splits, self.processor, label_names=self.label_names)
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(
                 self.config,
@@ -153,12 +154,12 @@ class Predictor:
                 self.task.training_defaults,
                 report_to="none",
             )
-            trainer = build_trainer(self.task, self.model, self.processor, {}, args)
+            trainer = build_trainer(self.task, self.model, data, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
             output = trainer.predict(data[split], metric_key_prefix=split)
         written = {EVALUATE_FILE: output.metrics}
         written.update(
-            {f"{split}_{name}.json": payload for name, payload in self.task.prediction_artifacts(output).items()}
+            {f"{split}_{name}.json": payload for name, payload in self.task.prediction_artifacts(output, data).items()}
         )
         for name, payload in written.items():
             write_json(self.run_dir / name, payload)

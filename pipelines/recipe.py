@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import PartialState
-from datasets import Dataset
 from torch import nn
 from transformers import Trainer, TrainerCallback, set_seed
 
@@ -35,7 +34,7 @@ from pipelines.run_guard import (
     start_run,
     swap_in,
 )
-from pipelines.tasks import Task, get_task
+from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.training import GroupOptimization, build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
@@ -144,9 +143,7 @@ class Recipe:
         unit = adapt.unfreeze_schedule.unit if adapt.unfreeze_schedule else "epoch"
         return model, GroupOptimization(groups, plans, unit), table
 
-    def _linear_probe(
-        self, task: Task, model: nn.Module, processor: Any, data: dict[str, Dataset], plan: RunPlan
-    ) -> dict[str, Any]:
+    def _linear_probe(self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan) -> dict[str, Any]:
         """LP-FT's first stage: train the head alone; its metrics are kept as `probe_*`."""
         probe_dir = plan.work_dir / PROBE_DIR
         if plan.checkpoint is not None and (probe_dir / RESULTS_FILE).is_file():
@@ -168,7 +165,7 @@ class Recipe:
             save_strategy="no",
             load_best_model_at_end=False,
         )
-        trainer = build_trainer(task, probe, processor, data, args, optimization=optimization)
+        trainer = build_trainer(task, probe, data, args, optimization=optimization)
         metrics = dict(trainer.train().metrics)
         if "validation" in data:
             metrics.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"))
@@ -177,18 +174,16 @@ class Recipe:
             write_json(probe_dir / RESULTS_FILE, results)
         return results
 
-    def _prepare_data(self, task: Task) -> tuple[Any, dict[str, Dataset]]:
+    def _prepare_data(self, task: Task) -> PreparedData:
         processor = task.load_processor()
         splits = load_splits(self.config.data, self.config.seed, task.load_data_file)
-        processor = task.fit_processor(splits, processor)
-        return processor, task.prepare(splits, processor)
+        return task.prepare(splits, task.fit_processor(splits, processor))
 
     def _train_and_score(
         self,
         task: Task,
         model: nn.Module,
-        processor: Any,
-        data: dict[str, Dataset],
+        data: PreparedData,
         plan: RunPlan,
         callbacks: Sequence[TrainerCallback],
     ) -> TrainedStage:
@@ -202,35 +197,39 @@ class Recipe:
         state = PartialState()
         cache = None
         if config.adapt.feature_cache:
-            cache = FeatureCache(model, config, task.data_collator(processor))
+            cache = FeatureCache(model, config, task.data_collator(data.processor))
             with state.main_process_first():  # one rank writes the cache, the others then read it
-                cached_data = cache.cached(data, args.per_device_eval_batch_size)
+                cached_data = cache.cached(data.datasets, args.per_device_eval_batch_size)
         self._open_folder(plan, state)
 
         results: dict[str, Any] = {}
         if lp_ft:
-            results.update(self._linear_probe(task, model, processor, data, plan))
+            results.update(self._linear_probe(task, model, data, plan))
             model, optimization, table = self._adapt(task, model, config.adapt.lp_ft.then)
         backbone: contextlib.AbstractContextManager[None]
+        datasets = data.datasets
         if cache is None:
-            trainer = build_trainer(task, model, processor, data, args, callbacks, optimization)
+            trainer = build_trainer(task, model, data, args, callbacks, optimization)
             backbone = contextlib.nullcontext()
         else:
             # Training and the final scores run on the cached features: the cache checked that the head on
             # them gives the full model's logits. The full model (real backbone) is what gets saved.
-            data = cached_data
-            trainer = build_trainer(task, model, processor, data, args, callbacks, optimization, cache.collator)
+            datasets = cached_data
+            trainer = build_trainer(task, model, data, args, callbacks, optimization, cache.collator, datasets)
             backbone = cache.standing_in()
         artifacts: dict[str, Any] = {}
         with backbone:
             train_result = trainer.train(resume_from_checkpoint=plan.checkpoint)
-            results.update(train_result.metrics, train_samples=len(data["train"]))
+            results.update(train_result.metrics, train_samples=len(datasets["train"]))
             for role, prefix in (("validation", "eval"), ("test", "test")):
-                if role in data:
-                    output = trainer.predict(data[role], metric_key_prefix=prefix)
-                    results.update(output.metrics or {}, **{f"{prefix}_samples": len(data[role])})
+                if role in datasets:
+                    output = trainer.predict(datasets[role], metric_key_prefix=prefix)
+                    results.update(output.metrics or {}, **{f"{prefix}_samples": len(datasets[role])})
                     artifacts.update(
-                        {f"{role}_{name}.json": payload for name, payload in task.prediction_artifacts(output).items()}
+                        {
+                            f"{role}_{name}.json": payload
+                            for name, payload in task.prediction_artifacts(output, data).items()
+                        }
                     )
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
@@ -282,16 +281,16 @@ class Recipe:
         plan = self._plan()
         # Everything that can be wrong with the input is checked before the run folder is touched.
         task = get_task(self.config.task)(self.config)
-        processor, data = self._prepare_data(task)
+        data = self._prepare_data(task)
         set_seed(self.config.seed)
-        model = task.build_model()
+        model = task.build_model(data)
         try:
-            stage = self._train_and_score(task, model, processor, data, plan, callbacks)
+            stage = self._train_and_score(task, model, data, plan, callbacks)
         except KeyboardInterrupt:
             raise self._interrupted(plan, state) from None
         stage.results["wall_time_s"] = time.perf_counter() - started
-        if task.warnings:
-            stage.results["warnings"] = list(task.warnings)
+        if data.warnings:
+            stage.results["warnings"] = list(data.warnings)
         self._write_run_folder(stage, plan, task)
         if self.config.hub.push and stage.trainer.is_world_process_zero():
             stage.results["hub_url"] = push_run(self.output_dir, self.config, self.config.hub, task.pipeline_tag)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -21,7 +22,7 @@ from pipelines.adapt.groups import LayerGroups
 from pipelines.adapt.param_groups import GroupPlan, no_weight_decay_names, optimizer_groups
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import PreparedData, Task
 
 # Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
 LOCAL_TRACKERS = ("tensorboard", "trackio")
@@ -206,13 +207,15 @@ def frozen_modules(model: nn.Module) -> list[nn.Module]:
 def build_trainer(
     task: Task,
     model: nn.Module,
-    processor: Any,
-    data: dict[str, Dataset],
+    prepared: PreparedData,
     args: TrainingArguments,
     callbacks: Sequence[TrainerCallback] = (),
     optimization: GroupOptimization | None = None,
     data_collator: Callable | None = None,
+    datasets: dict[str, Dataset] | None = None,
 ) -> Trainer:
+    """The task's Trainer on `prepared` data; `datasets` (with their `data_collator`) stand in for the prepared
+    splits where a run trains on something else, such as cached backbone features."""
     trainer_class = task.trainer_class
     if optimization is not None:
         trainer_class = type(
@@ -220,14 +223,15 @@ def build_trainer(
             (LayerGroupOptimizationMixin, trainer_class),
             {"optimization": optimization},
         )
+    datasets = prepared.datasets if datasets is None else datasets
     trainer = trainer_class(
         model=model,
         args=args,
-        processing_class=processor,
-        data_collator=data_collator or task.data_collator(processor),
-        train_dataset=data.get("train"),
-        eval_dataset=data.get("validation"),
-        compute_metrics=task.compute_metrics,
+        processing_class=prepared.processor,
+        data_collator=data_collator or task.data_collator(prepared.processor),
+        train_dataset=datasets.get("train"),
+        eval_dataset=datasets.get("validation"),
+        compute_metrics=functools.partial(task.compute_metrics, prepared=prepared),
         callbacks=list(callbacks),
     )
     return trainer

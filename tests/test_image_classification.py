@@ -144,7 +144,7 @@ def test_confusion_matrix_saved_as_data(vit_run):
 def test_vit_reload_predicts_and_evaluates(vit_run, image_folders, tmp_path):
     run_dir, results = vit_run
     run = Predictor(run_dir)
-    assert run.task.label_names == sorted(COLOURS)
+    assert run.label_names == sorted(COLOURS)
     assert run.evaluate("test")["test_accuracy"] == pytest.approx(results["test_accuracy"])
     test = Path(image_folders["test"])
     inputs = [str(test / name / "0.png") for name in sorted(COLOURS)]
@@ -346,7 +346,7 @@ def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
     config = load_recipe_config(values=values)
     task = get_task("image-classification")(config)
     data = task.prepare(Splits({"train": train}, {"train": "split 'train' of Hub dataset 'x'"}), task.load_processor())
-    assert task.label_names == ["red", "blue"]
+    assert data.label_names == ["red", "blue"]
     assert data["train"][:2]["pixel_values"].shape == (2, 3, 32, 32)
     broken = Dataset.from_dict({"img": [{"bytes": b"not an image", "path": None}], "labels": [0]}, features=features)
     with pytest.raises(

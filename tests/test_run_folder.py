@@ -26,7 +26,6 @@ RUNTIME_KEYS = ("runtime", "per_second")
 def in_memory_predictions(run, texts):
     """The trained model object (as the Trainer finished with it) with the checkpoint's own tokenizer."""
     task = get_task(run.recipe.config.task)(run.recipe.config)
-    task.label_names = ["negative", "positive"]
     return task.predict(run.model, task.load_processor(), texts)
 
 
@@ -60,7 +59,7 @@ def test_lora_reload_goes_through_peft_with_the_trained_head(trained_run, tiny_b
     run = trained_run("lora")
     loaded = Predictor(run.run_dir)
     assert isinstance(loaded.model, PeftModel)
-    assert loaded.task.label_names == ["negative", "positive"]
+    assert loaded.label_names == ["negative", "positive"]
     # The head copy PEFT trains is the one restored, equal to the in-memory trained head.
     trained_head = dict(run.model.named_parameters())
     loaded_head = dict(loaded.model.named_parameters())

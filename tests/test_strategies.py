@@ -162,11 +162,11 @@ def test_lora_target_modules_override(recipe_values):
     recipe = Recipe.from_dict(
         recipe_values, overrides=["adapt.strategy=lora", "adapt.lora.target_modules=[query]", "adapt.lora.r=2"]
     )
-    from pipelines.tasks import get_task
+    from pipelines.tasks import PreparedData, get_task
 
     task = get_task("text-classification")(recipe.config)
-    task.label_names = ["negative", "positive"]
-    model, groups = adapt_model(task.build_model(), recipe.config.adapt, task.peft_task_type)
+    labelled = PreparedData({}, None, ["negative", "positive"])
+    model, groups = adapt_model(task.build_model(labelled), recipe.config.adapt, task.peft_task_type)
     lora = [name for name, p in model.named_parameters() if "lora_" in name]
     assert lora and all(".query." in name for name in lora)
     assert all(p.shape[0] == 2 for name, p in model.named_parameters() if "lora_A" in name)

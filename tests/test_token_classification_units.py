@@ -126,10 +126,10 @@ def test_tag_names_from_data_put_o_first(ner_values):
     task = TokenClassification(recipe)
     from transformers import AutoTokenizer
 
-    task.prepare(
+    prepared = task.prepare(
         load_splits(recipe.data, 0, task.load_data_file), AutoTokenizer.from_pretrained(recipe.model.checkpoint)
     )
-    assert task.label_names == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    assert prepared.label_names == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
 
 
 def test_json_lines_with_a_tags_column(ner_values, tokenizer, tmp_path):
@@ -142,7 +142,7 @@ def test_json_lines_with_a_tags_column(ner_values, tokenizer, tmp_path):
     values["data"].update(tags_column="tags", validation_split=None, test_split=None)
     task = TokenClassification(load_recipe_config(values=values))
     prepared = task.prepare(load_splits(task.config.data, 0, task.load_data_file), tokenizer)
-    assert task.label_names == ["O", "B-LOC", "I-LOC", "B-PER"]
+    assert prepared.label_names == ["O", "B-LOC", "I-LOC", "B-PER"]
     assert prepared["train"]["labels"] == [[-100, 3, 0, 1, 2, -100], [-100, 0, 0, -100]]
 
 
@@ -176,7 +176,7 @@ def test_hub_style_classlabel_tags_and_truncation_warning(ner_values, tokenizer,
     task = TokenClassification(load_recipe_config(values=ner_values, overrides=["data.max_length=16"]))
     with caplog.at_level(logging.WARNING):
         prepared = task.prepare(Splits({"train": train}, {"train": "hub train"}), tokenizer)
-    assert task.label_names == TAGS
+    assert prepared.label_names == TAGS
     assert prepared["train"]["labels"][0] == [-100, 1, 0, 1, -100]
     assert len(prepared["train"]["input_ids"][1]) == 16
     # 14 of 61 words fit between [CLS] and [SEP]: 47 cut.

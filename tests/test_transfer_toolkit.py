@@ -155,10 +155,10 @@ def test_lp_ft_probes_the_head_then_fine_tunes_from_it(recipe_values, tiny_bert)
     fresh = Recipe.from_dict(recipe_values)
     from transformers import set_seed
 
+    from pipelines.tasks import PreparedData
     from pipelines.tasks.text_classification import TextClassification
 
     task = TextClassification(fresh.config)
-    task.label_names = ["negative", "positive"]
     set_seed(fresh.config.seed)
-    initial_head = task.build_model().classifier.weight
+    initial_head = task.build_model(PreparedData({}, None, ["negative", "positive"])).classifier.weight
     assert not torch.equal(start.head, initial_head)

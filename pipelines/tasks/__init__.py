@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pipelines.errors import HubtuneError
 from pipelines.tasks.audio_classification import AudioClassification
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import PreparedData, Task
 from pipelines.tasks.image_classification import ImageClassification
 from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
 from pipelines.tasks.speech_seq2seq import SpeechRecognitionSeq2Seq
 from pipelines.tasks.text_classification import TextClassification
 from pipelines.tasks.token_classification import TokenClassification
+
+__all__ = ["TASKS", "PreparedData", "Task", "get_task"]
 
 TASKS: dict[str, type[Task]] = {
     task.name: task

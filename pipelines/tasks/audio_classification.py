@@ -7,20 +7,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import Dataset
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, BatchFeature
 
 from pipelines.audio import AudioInputConfig
 from pipelines.config import LabelledDataConfig
 from pipelines.data import Splits, encode_labels, missing_classes, resolve_labels
 from pipelines.modeling import from_pretrained
+from pipelines.run_folder import label_names_of
 from pipelines.tasks.audio_task import (
     WAVEFORM,
     AudioTask,
     check_splits_columns,
     extract_features,
 )
-from pipelines.tasks.base import TaskModel
+from pipelines.tasks.base import PreparedData, TaskModel
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 
@@ -40,20 +40,20 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoFeatureExtractor, self.config.model, source)
 
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data
         check_splits_columns(splits, {"audio_column": data.audio_column, "label_column": data.label_column})
-        self.label_names, coding = resolve_labels(data, splits, label_names)
-        prepared = {}
+        names, coding = resolve_labels(data, splits, label_names)
+        result = PreparedData({}, processor, names)
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
-            labels = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)["labels"]
+            labels = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)["labels"]
             if role == "train":
-                self.warnings += missing_classes(self.label_names, labels, source)
-            prepared[role] = self.waveform_dataset(
-                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source
+                result.warnings += missing_classes(names, labels, source)
+            result.datasets[role] = self.waveform_dataset(
+                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source, processor
             )
-        return prepared
+        return result
 
     def data_collator(self, processor: Any) -> Any:
         def collate(rows: list[dict[str, Any]]) -> BatchFeature:
@@ -71,4 +71,4 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
             model(**extract_features(processor, [wave]).to(model.device)).logits.softmax(-1)[0]
             for wave in self.read_inputs(processor, inputs)
         ]
-        return label_predictions(inputs, rows, self.label_names)
+        return label_predictions(inputs, rows, label_names_of(model))

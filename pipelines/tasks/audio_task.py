@@ -12,7 +12,7 @@ from transformers import BatchFeature
 
 from pipelines.audio import AudioInputConfig, crop, decode, decode_column, load_audio_data_file
 from pipelines.data import Locate, Splits, require_columns
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import PreparedData, Task
 from pipelines.transcripts import TranscriptDataConfig, transcripts
 
 logger = logging.getLogger(__name__)
@@ -49,29 +49,24 @@ class AudioTask(Task[AudioDataT]):
     # Speech tasks that pair audio with a transcript must not crop it: they drop over-long clips instead.
     crops_long_audio = True
 
-    def __init__(self, config):
-        super().__init__(config)
-        self.sampling_rate = 16000  # replaced by the feature extractor's rate before any audio is read
-
     def load_data_file(self, path: Path) -> Dataset:
         # Transcript data has no class column of its own: class sub-folders, if a folder has them, go to `label`.
         label_column = getattr(self.data, "label_column", "label")
         return load_audio_data_file(path, self.data.audio_column, label_column)
 
-    @property
-    def max_samples(self) -> int | None:
+    def max_samples(self, processor: Any) -> int | None:
+        """`data.max_duration_s` in samples at the processor's rate."""
         seconds = self.data.max_duration_s
-        return None if seconds is None else int(seconds * self.sampling_rate)
+        return None if seconds is None else int(seconds * feature_extractor_of(processor).sampling_rate)
 
     def waveforms(self, dataset: Dataset, locate: Locate, processor: Any) -> list[np.ndarray]:
-        self.sampling_rate = feature_extractor_of(processor).sampling_rate
-        return decode_column(dataset, self.data.audio_column, self.sampling_rate, locate)
+        return decode_column(dataset, self.data.audio_column, feature_extractor_of(processor).sampling_rate, locate)
 
     def waveform_dataset(
-        self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str
+        self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str, processor: Any
     ) -> Dataset:
         """A dataset of `waveform` plus `columns`; long clips cropped (randomly per epoch in training) or dropped."""
-        limit = self.max_samples
+        limit = self.max_samples(processor)
         if limit is not None and not self.crops_long_audio:
             keep = [i for i, wave in enumerate(waveforms) if len(wave) <= limit]
             if len(keep) < len(waveforms):
@@ -99,9 +94,8 @@ class AudioTask(Task[AudioDataT]):
     def read_inputs(self, processor: Any, inputs: list[str]) -> list[np.ndarray]:
         """`hubtune predict` inputs: audio file paths, decoded like the training data (crop from the start)."""
         rate = feature_extractor_of(processor).sampling_rate
-        self.sampling_rate = rate
         waves = [decode(path, rate, f"input '{path}'") for path in inputs]
-        return [crop(wave, self.max_samples, None) for wave in waves] if self.crops_long_audio else waves
+        return [crop(wave, self.max_samples(processor), None) for wave in waves] if self.crops_long_audio else waves
 
 
 def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None:
@@ -110,23 +104,22 @@ def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None
 
 
 class TranscriptTask(AudioTask[TranscriptDataT]):
-    """Speech recognition: each clip's label is its transcript, normalised and tokenised by `self.tokenizer`
-    (set when the processor is loaded or fitted)."""
+    """Speech recognition: each clip's label is its transcript, normalised and tokenised by the processor's
+    tokenizer."""
 
     # Cropping a clip would cut its transcript: over-long clips are dropped instead.
     crops_long_audio = False
-    tokenizer: Any = None
     summary_metrics = ("wer", "cer")
     lower_is_better = ("loss", "wer", "cer")  # error rates
     data_config = TranscriptDataConfig
 
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         check_splits_columns(splits, {"audio_column": self.data.audio_column, "text_column": self.data.text_column})
-        prepared = {}
+        result = PreparedData({}, processor)
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
-            labels = self.tokenizer(transcripts(dataset, self.data, splits.locate(role))).input_ids
-            prepared[role] = self.waveform_dataset(
-                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source
+            labels = processor.tokenizer(transcripts(dataset, self.data, splits.locate(role))).input_ids
+            result.datasets[role] = self.waveform_dataset(
+                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source, processor
             )
-        return prepared
+        return result

@@ -8,6 +8,7 @@ task is one module: a `Task` subclass (this ABC names what it must implement) wi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
@@ -25,6 +26,27 @@ DataT = TypeVar("DataT", bound=DataConfig)
 # A transformers model, or a PEFT model wrapping one. Their attributes (config, device, generate, ...) are
 # dynamic, which torch's `nn.Module` typing cannot express, so the type checker takes them as they come.
 TaskModel = Any
+
+
+@dataclass
+class PreparedData:
+    """What `Task.prepare` makes of a run's data, handed to every later step (model, Trainer, metrics).
+
+    Everything a task learns from the data travels here, not on the task: a task object holds only its recipe,
+    so its methods work in any order and on any data (a run folder's, a new file's).
+    """
+
+    datasets: dict[str, Dataset]  # role (train / validation / test) -> preprocessed examples
+    processor: Any  # the tokenizer / image processor / feature extractor that preprocessed them
+    label_names: list[str] = field(default_factory=list)  # in id order; empty where labels are transcripts
+    # Things about the data a user should know that do not stop the run (logged, and kept in the report).
+    warnings: list[str] = field(default_factory=list)
+
+    def __getitem__(self, role: str) -> Dataset:
+        return self.datasets[role]
+
+    def __contains__(self, role: object) -> bool:
+        return role in self.datasets
 
 
 class Task(ABC, Generic[DataT]):
@@ -49,9 +71,6 @@ class Task(ABC, Generic[DataT]):
 
     def __init__(self, config: RecipeConfig):
         self.config = config
-        self.label_names: list[str] = []
-        # Things about the data a user should know that do not stop the run (logged, and kept in the report).
-        self.warnings: list[str] = []
         self._metrics: dict[str, Any] = {}
 
     @property
@@ -81,30 +100,39 @@ class Task(ABC, Generic[DataT]):
         return processor
 
     @abstractmethod
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
-        """Check the columns and labels of every split, then preprocess; sets `self.label_names`."""
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
+        """Check the columns and labels of every split, then preprocess.
+
+        `label_names` fixes the label set (a trained model's); without it the labels are read from the data.
+        """
 
     @abstractmethod
-    def build_model(self) -> TaskModel:
-        """The pretrained (or from-scratch) model with a head for `self.label_names`."""
+    def build_model(self, prepared: PreparedData) -> TaskModel:
+        """The pretrained (or from-scratch) model with a head for `prepared.label_names`."""
 
     @abstractmethod
     def load_run_model(self, run_dir: str) -> TaskModel:
         """The trained model from a run folder (with its adapter, if any)."""
+
+    def trained_label_names(self, model: TaskModel) -> list[str]:
+        """The label set a trained model predicts, for preparing new data the way it was trained (none by default:
+        transcription has no fixed label set)."""
+        return []
 
     @abstractmethod
     def data_collator(self, processor: Any) -> Any:
         """Prepared examples -> a model batch (padding, label alignment)."""
 
     @abstractmethod
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        """The task's scores of an evaluation's predictions, through its offline `evaluate` modules."""
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
+        """The task's scores of an evaluation's predictions (of `prepared` data), through its offline `evaluate`
+        modules."""
 
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Signs that the data lies outside the checkpoint's input domain, as plain sentences (none by default)."""
         return []
 
-    def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
+    def prediction_artifacts(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
         """Data (name -> JSON payload) kept from a split's predictions, e.g. a confusion matrix; the run folder
         stores each as `<split>_<name>.json`. Most tasks have none."""
         return {}

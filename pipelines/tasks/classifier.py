@@ -13,24 +13,24 @@ from transformers.trainer_utils import PredictionOutput
 from pipelines.config import RecipeConfig
 from pipelines.modeling import load_classifier
 from pipelines.run_folder import label_names_of, load_run_model
-from pipelines.tasks.base import TaskModel, confusion_artifact, logits_of
+from pipelines.tasks.base import PreparedData, TaskModel, confusion_artifact, logits_of
 
 
 class LabelHeadMixin:
-    """`build_model` / `load_run_model` for a `AutoModelFor...` whose head predicts `label_names`."""
+    """`build_model` / `load_run_model` for a `AutoModelFor...` whose head predicts the prepared label names."""
 
     auto_model: ClassVar[Any]
     head_suffix: ClassVar[str]
     config: RecipeConfig
-    label_names: list[str]
 
-    def build_model(self) -> TaskModel:
-        return load_classifier(self.auto_model, self.config.model, self.label_names, self.head_suffix)
+    def build_model(self, prepared: PreparedData) -> TaskModel:
+        return load_classifier(self.auto_model, self.config.model, prepared.label_names, self.head_suffix)
 
     def load_run_model(self, run_dir: str) -> TaskModel:
-        model = load_run_model(self.auto_model, run_dir, self.config.model.trust_remote_code)
-        self.label_names = label_names_of(model)
-        return model
+        return load_run_model(self.auto_model, run_dir, self.config.model.trust_remote_code)
+
+    def trained_label_names(self, model: TaskModel) -> list[str]:
+        return label_names_of(model)
 
 
 def label_predictions(
@@ -58,11 +58,11 @@ class SingleLabelMixin(LabelHeadMixin):
 
         def metric(self, name: str) -> Any: ...
 
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
         predicted = np.argmax(logits_of(prediction.predictions), axis=-1)
         return self.metric("classification").compute(
-            predictions=predicted, references=prediction.label_ids, label_names=self.label_names
+            predictions=predicted, references=prediction.label_ids, label_names=prepared.label_names
         )
 
-    def prediction_artifacts(self, output: PredictionOutput) -> dict[str, Any]:
-        return confusion_artifact(output, self.label_names)
+    def prediction_artifacts(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
+        return confusion_artifact(output, prepared.label_names)

@@ -43,7 +43,8 @@ from pipelines.images import (
     undecoded,
 )
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task, TaskModel, logits_of
+from pipelines.run_folder import label_names_of
+from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 TOP_K = 5
@@ -134,24 +135,24 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
             return load_image_folder(path, data.image_column, data.label_column)
         return resolve_image_paths(load_table_file(path), data.image_column, path)
 
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data
         columns = {"image_column": data.image_column, "label_column": data.label_column}
         checked = {}
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
             checked[role] = undecoded(dataset, data.image_column, splits.sources[role])
-        self.label_names, coding = resolve_labels(data, splits, label_names)
-        if len(self.label_names) < 2:
+        names, coding = resolve_labels(data, splits, label_names)
+        if len(names) < 2:
             raise HubtuneError(
                 f"{splits.sources['train']}: column '{data.label_column}' has only the class "
-                f"{self.label_names}; a classifier needs at least two"
+                f"{names}; a classifier needs at least two"
             )
-        prepared = {}
+        result = PreparedData({}, processor, names)
         for role, dataset in checked.items():
-            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)
+            dataset = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)
             if role == "train":
-                self.warnings += missing_classes(self.label_names, dataset["labels"], splits.sources[role])
+                result.warnings += missing_classes(names, dataset["labels"], splits.sources[role])
             dataset = dataset.select_columns([data.image_column, "labels"])
             check_images(dataset, data.image_column, splits.locate(role))
             to_pixels = pixel_transform(processor, role == "train" and data.image_augment, data.image_size)
@@ -160,15 +161,15 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
                 images = [open_rgb(value) for value in batch[data.image_column]]
                 return {"pixel_values": to_pixels(images), "labels": batch["labels"]}
 
-            prepared[role] = dataset.with_transform(transform)
-        return prepared
+            result.datasets[role] = dataset.with_transform(transform)
+        return result
 
     def data_collator(self, processor: Any) -> Any:
         return DefaultDataCollator()
 
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        results = super().compute_metrics(prediction)
-        if len(self.label_names) > TOP_K:
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
+        results = super().compute_metrics(prediction, prepared)
+        if len(prepared.label_names) > TOP_K:
             results.update(
                 self.metric("top_k_accuracy").compute(
                     predictions=logits_of(prediction.predictions), references=prediction.label_ids, k=TOP_K
@@ -186,4 +187,4 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
             images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
         model.eval()
         pixels = pixel_transform(processor, False, self.data.image_size)(images).to(model.device)
-        return label_predictions(inputs, model(pixel_values=pixels).logits.softmax(-1), self.label_names, TOP_K)
+        return label_predictions(inputs, model(pixel_values=pixels).logits.softmax(-1), label_names_of(model), TOP_K)

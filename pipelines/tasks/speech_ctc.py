@@ -26,7 +26,7 @@ from pipelines.tasks.audio_task import (
     check_splits_columns,
     extract_features,
 )
-from pipelines.tasks.base import TaskModel, logits_of
+from pipelines.tasks.base import PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
 
@@ -57,20 +57,19 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
 
     def load_processor(self, source: str | None = None) -> Any:
         if source is not None:  # a run folder holds the feature extractor and the vocabulary it was trained with
-            processor = AutoProcessor.from_pretrained(source, trust_remote_code=self.config.model.trust_remote_code)
-            self.tokenizer = processor.tokenizer
-            return processor
+            return AutoProcessor.from_pretrained(source, trust_remote_code=self.config.model.trust_remote_code)
         return from_pretrained(AutoFeatureExtractor, self.config.model)
 
     def fit_processor(self, splits: Splits, processor: Any) -> Any:
         check_splits_columns(splits, {"audio_column": self.data.audio_column, "text_column": self.data.text_column})
-        self.tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.data, splits.locate("train")))
-        return Wav2Vec2Processor(feature_extractor=processor, tokenizer=self.tokenizer)
+        tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.data, splits.locate("train")))
+        return Wav2Vec2Processor(feature_extractor=processor, tokenizer=tokenizer)
 
-    def build_model(self) -> TaskModel:
+    def build_model(self, prepared: PreparedData) -> TaskModel:
+        tokenizer = prepared.processor.tokenizer
         vocabulary = {
-            "vocab_size": len(self.tokenizer),
-            "pad_token_id": self.tokenizer.pad_token_id,
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
             "ctc_loss_reduction": "mean",
             "ctc_zero_infinity": True,
         }
@@ -94,17 +93,19 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
 
         return collate
 
-    def decode_labels(self, label_ids: np.ndarray) -> list[str]:
-        label_ids = np.where(label_ids == IGNORE, self.tokenizer.pad_token_id, label_ids)
+    @staticmethod
+    def decode_labels(tokenizer: Any, label_ids: np.ndarray) -> list[str]:
+        label_ids = np.where(label_ids == IGNORE, tokenizer.pad_token_id, label_ids)
         # References are spelled out: repeated letters ("ll") must not be merged as CTC repeats are.
-        return self.tokenizer.batch_decode(label_ids, group_tokens=False, skip_special_tokens=True)
+        return tokenizer.batch_decode(label_ids, group_tokens=False, skip_special_tokens=True)
 
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
+        tokenizer = prepared.processor.tokenizer
         logits = logits_of(prediction.predictions)
         # Padding frames hold -100 everywhere (CTCTrainer, and the Trainer between batches): argmax is the blank.
-        hypotheses = self.tokenizer.batch_decode(np.argmax(logits, axis=-1))
+        hypotheses = tokenizer.batch_decode(np.argmax(logits, axis=-1))
         return self.metric("speech_recognition").compute(
-            predictions=hypotheses, references=self.decode_labels(np.asarray(prediction.label_ids))
+            predictions=hypotheses, references=self.decode_labels(tokenizer, np.asarray(prediction.label_ids))
         )
 
     @torch.no_grad()
@@ -113,7 +114,7 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         results = []
         for path, wave in zip(inputs, self.read_inputs(processor, inputs)):
             logits = model(**extract_features(processor, [wave]).to(model.device)).logits
-            results.append({"input": path, "transcript": self.tokenizer.decode(logits[0].argmax(-1).tolist())})
+            results.append({"input": path, "transcript": processor.tokenizer.decode(logits[0].argmax(-1).tolist())})
         return results
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from pipelines.tasks.audio_task import (
     TranscriptTask,
     extract_features,
 )
-from pipelines.tasks.base import TaskModel, logits_of
+from pipelines.tasks.base import PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.transcripts import TranscriptDataConfig, normalise
 
@@ -68,7 +68,6 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             )
         else:
             processor.tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
-        self.tokenizer = processor.tokenizer
         return processor
 
     def _set_generation(self, model: TaskModel) -> TaskModel:
@@ -78,7 +77,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             generation.language, generation.task = self.data.language, self.data.whisper_task
         return model
 
-    def build_model(self) -> TaskModel:
+    def build_model(self, prepared: PreparedData) -> TaskModel:
         model_config = self.config.model
         if model_config.from_scratch:
             from transformers import AutoConfig, GenerationConfig
@@ -96,7 +95,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
         return self._set_generation(model)
 
     def data_collator(self, processor: Any) -> Any:
-        start = self.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+        start = processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
 
         def collate(rows: list[dict[str, Any]]) -> BatchFeature:
             batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
@@ -108,14 +107,16 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
 
         return collate
 
-    def decode(self, ids: np.ndarray) -> list[str]:
-        ids = np.where(ids == IGNORE, self.tokenizer.pad_token_id, ids)
-        return [normalise(text, self.data) for text in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    def decode(self, tokenizer: Any, ids: np.ndarray) -> list[str]:
+        ids = np.where(ids == IGNORE, tokenizer.pad_token_id, ids)
+        return [normalise(text, self.data) for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
+        tokenizer = prepared.processor.tokenizer
         generated = logits_of(prediction.predictions)
         return self.metric("speech_recognition").compute(
-            predictions=self.decode(generated), references=self.decode(np.asarray(prediction.label_ids))
+            predictions=self.decode(tokenizer, generated),
+            references=self.decode(tokenizer, np.asarray(prediction.label_ids)),
         )
 
     @torch.no_grad()
@@ -123,7 +124,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
         model.eval()
         features = extract_features(processor, self.read_inputs(processor, inputs)).to(model.device)
         generated = model.generate(**features, max_new_tokens=self.config.training.get("generation_max_length") or 128)
-        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        texts = processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
         return [{"input": path, "transcript": text.strip()} for path, text in zip(inputs, texts)]
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:

@@ -25,7 +25,8 @@ from pipelines.data import (
 )
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task, TaskModel
+from pipelines.run_folder import label_names_of
+from pipelines.tasks.base import PreparedData, Task, TaskModel
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoTokenizer, self.config.model, source)
 
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data
         columns = {
             "text_column": data.text_column,
@@ -79,7 +80,8 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
             for column in (data.text_column, data.text_pair_column):
                 if column is not None:
                     require_text(dataset, column, splits.locate(role))
-        self.label_names, coding = resolve_labels(data, splits, label_names)
+        names, coding = resolve_labels(data, splits, label_names)
+        result = PreparedData({}, processor, names)
         padding = "max_length" if data.pad_to_max_length else False
 
         def tokenize(batch: dict[str, list]) -> dict[str, list]:
@@ -88,19 +90,18 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
                 batch[data.text_column], pair, truncation=True, max_length=data.max_length, padding=padding
             )
 
-        prepared = {}
         for role, dataset in splits.datasets.items():
-            dataset = encode_labels(dataset, data.label_column, self.label_names, splits.locate(role), coding)
+            dataset = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)
             if role == "train":
-                self.warnings += missing_classes(self.label_names, dataset["labels"], splits.sources[role])
+                result.warnings += missing_classes(names, dataset["labels"], splits.sources[role])
             # In memory: no cache files for parallel ranks to race on, and these datasets are small.
-            prepared[role] = dataset.map(
+            result.datasets[role] = dataset.map(
                 tokenize,
                 batched=True,
                 keep_in_memory=True,
                 remove_columns=[c for c in dataset.column_names if c != "labels"],
             )
-        return prepared
+        return result
 
     def data_collator(self, processor: Any) -> Any:
         return DataCollatorWithPadding(processor, pad_to_multiple_of=8)
@@ -141,5 +142,5 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
                 limit,
             )
         batch = processor(inputs, truncation=True, max_length=limit, padding=True, return_tensors="pt").to(model.device)
-        records = label_predictions(inputs, model(**batch).logits.softmax(-1), self.label_names)
+        records = label_predictions(inputs, model(**batch).logits.softmax(-1), label_names_of(model))
         return [{**record, "truncated": cut} for record, cut in zip(records, truncated)]

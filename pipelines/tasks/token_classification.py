@@ -29,7 +29,7 @@ from pipelines.conll import read_conll
 from pipelines.data import Locate, Splits, load_table_file, missing_classes, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
-from pipelines.tasks.base import Task, TaskModel, logits_of
+from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin
 from pipelines.tasks.collate import IGNORE
 
@@ -205,24 +205,24 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
             )
         return load_table_file(path)
 
-    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> dict[str, Dataset]:
+    def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data
         require_fast_tokenizer(processor, self.config.model.checkpoint)
         columns = {"tokens_column": data.tokens_column, "tags_column": data.tags_column}
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
-        self.label_names = label_names or resolve_tag_names(data, splits)
+        names = label_names or resolve_tag_names(data, splits)
         coding = tag_coding(splits[splits.reference_role], data)
         encoded = {
-            role: encode_sentences(dataset, data, self.label_names, splits.locate(role), coding)
+            role: encode_sentences(dataset, data, names, splits.locate(role), coding)
             for role, dataset in splits.datasets.items()
         }
+        result = PreparedData({}, processor, names)
         if "train" in encoded:
-            self.warnings += missing_classes(
-                self.label_names, (t for tags in encoded["train"][1] for t in tags), splits.sources["train"]
+            result.warnings += missing_classes(
+                names, (t for tags in encoded["train"][1] for t in tags), splits.sources["train"]
             )
-        continuation = continuation_ids(self.label_names)
-        prepared = {}
+        continuation = continuation_ids(names)
         for role, (words, tags) in encoded.items():
             tokens = processor(
                 words,
@@ -252,20 +252,21 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
                     data.max_length,
                     cut_words,
                 )
-            prepared[role] = Dataset.from_dict({**tokens, "labels": labels})
-        return prepared
+            result.datasets[role] = Dataset.from_dict({**tokens, "labels": labels})
+        return result
 
     def data_collator(self, processor: Any) -> Any:
         return DataCollatorForTokenClassification(processor, pad_to_multiple_of=8)
 
-    def compute_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
+        names = prepared.label_names
         logits = logits_of(prediction.predictions)
         predicted_ids = np.argmax(logits, axis=-1)
         predictions, references = [], []
         for predicted_row, label_row in zip(predicted_ids, prediction.label_ids):
             scored = label_row != IGNORE
-            predictions.append([self.label_names[i] for i in predicted_row[scored]])
-            references.append([self.label_names[i] for i in label_row[scored]])
+            predictions.append([names[i] for i in predicted_row[scored]])
+            references.append([names[i] for i in label_row[scored]])
         return self.metric("ner").compute(predictions=predictions, references=references, scheme=self.data.tag_scheme)
 
     @torch.no_grad()
