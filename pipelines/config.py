@@ -136,6 +136,9 @@ class DataConfig:
     max_train_samples: int | None = option(None, "use a random subset of this many training examples")
     max_eval_samples: int | None = option(None, "use a random subset of this many validation examples")
     max_test_samples: int | None = option(None, "use a random subset of this many test examples")
+    preprocessing_num_workers: int | None = option(
+        None, "processes that preprocess the data (tokenising, checking files); null: one"
+    )
 
     def validate(self) -> None:
         """Raise HubtuneError naming the key when a value cannot work; subclasses add their keys' rules."""
@@ -147,10 +150,10 @@ class DataConfig:
             raise HubtuneError(
                 f"recipe key 'data.validation_fraction' must lie in (0, 1), got {self.validation_fraction}"
             )
-        for key in ("max_train_samples", "max_eval_samples", "max_test_samples"):
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples", "preprocessing_num_workers"):
             value = getattr(self, key)
             if value is not None and value < 1:
-                raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null for all), got {value}")
+                raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null), got {value}")
 
 
 @dataclass

@@ -14,7 +14,9 @@ from typing import Any
 
 import datasets
 import numpy as np
-from datasets import ClassLabel, Dataset
+import pyarrow.compute as pc
+from accelerate import PartialState
+from datasets import ClassLabel, Dataset, Value
 
 from pipelines.config import DataConfig, LabelledDataConfig
 from pipelines.errors import HubtuneError
@@ -149,6 +151,33 @@ def load_splits(config: DataConfig, seed: int, load_file: Callable[[Path], Datas
             # A random subset, not the first rows: files are often sorted by label.
             splits.take(role, np.random.default_rng(seed).permutation(len(splits[role]))[:cap])
     return splits
+
+
+def map_cached(dataset: Dataset, function: Callable, config: DataConfig, description: str, **options: Any) -> Dataset:
+    """`Dataset.map(batched=True)` kept on disk by datasets, keyed by the data's fingerprint and the function's
+    hash: a second run on the same data with the same processor reads it back instead of redoing it. Under
+    `accelerate launch` the main process writes it first and the other ranks then read it.
+
+    A dataset held in memory (built from Python lists) has no cache folder; it is mapped in memory as before.
+    """
+    with PartialState().main_process_first():
+        return dataset.map(
+            function, batched=True, num_proc=config.preprocessing_num_workers, desc=description, **options
+        )
+
+
+def first_missing_text(dataset: Dataset, column: str) -> int | None:
+    """The position of the first row whose `column` holds no text, or None. A string column is checked by
+    Arrow without turning a million rows into Python strings; other columns row by row."""
+    feature = dataset.features[column]
+    if isinstance(feature, Value) and feature.dtype in ("string", "large_string"):
+        missing = pc.is_null(dataset.with_format("arrow")[column])
+        position = pc.index(missing, True).as_py()
+        return None if position < 0 else position
+    for row, value in enumerate(dataset[column]):
+        if not isinstance(value, str):
+            return row
+    return None
 
 
 def require_columns(dataset: Dataset, columns: Mapping[str, str | None], source: str) -> None:

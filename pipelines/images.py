@@ -1,8 +1,9 @@
 """Image files for image classification: class-per-folder trees, path columns, and decoding checks.
 
 Images stay undecoded in the datasets (`Image(decode=False)`: a path or bytes) and are opened per batch, so
-a large set never sits decoded in memory; every one is decoded once before training, so a corrupt file is
-reported by its path up front instead of failing an epoch half way.
+a large set never sits decoded in memory. Before training every file's header is read and its structure
+verified (no pixels decoded, in parallel with `data.preprocessing_num_workers`), so an unreadable or cut-off
+file is reported by its path up front instead of failing an epoch half way.
 """
 
 from __future__ import annotations
@@ -97,8 +98,24 @@ def decode_checked(value: dict[str, Any], where: str) -> PILImage.Image:
         raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
 
 
-def check_images(dataset: Dataset, column: str, locate: Callable[[int], str]) -> None:
-    for row, value in enumerate(dataset[column]):
-        if value is None:
-            raise HubtuneError(f"{locate(row)}: column '{column}' has no image")
-        decode_checked(value, locate(row))
+def verify_header(value: dict[str, Any], where: str) -> None:
+    """Read the image's header and verify its structure (PIL's `verify`: a PNG's chunks and checksums, for
+    instance) without decoding its pixels; a file that fails is reported as `where`: <image> cannot be decoded."""
+    try:
+        with PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as error:
+        raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
+
+
+def check_images(dataset: Dataset, column: str, locate: Callable[[int], str], num_proc: int | None = None) -> None:
+    """Every row's image exists and its header verifies; `num_proc` processes share the rows."""
+
+    def check(batch: dict[str, list], positions: list[int]) -> None:
+        for value, position in zip(batch[column], positions):
+            if value is None:
+                raise HubtuneError(f"{locate(position)}: column '{column}' has no image")
+            verify_header(value, locate(position))
+
+    # A map that returns nothing writes nothing: datasets only shards the rows over the processes.
+    dataset.map(check, batched=True, with_indices=True, num_proc=num_proc, desc="checking images")

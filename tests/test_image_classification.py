@@ -353,3 +353,28 @@ def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
         HubtuneError, match=r"split 'train' of Hub dataset 'x', row 1: embedded image cannot be decoded"
     ):
         task.prepare(Splits({"train": broken}, {"train": "split 'train' of Hub dataset 'x'"}), task.load_processor())
+
+
+def test_image_check_reads_headers_only_and_runs_in_processes(image_folders, tmp_path, monkeypatch):
+    import shutil
+
+    from PIL import ImageFile
+
+    from pipelines.images import check_images, load_image_folder
+
+    dataset = load_image_folder(Path(image_folders["train"]), "image", "label")
+
+    def decoding(self):
+        raise AssertionError("the up-front check decoded pixels")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ImageFile.ImageFile, "load", decoding)
+        check_images(dataset, "image", lambda row: f"row {row + 1}")
+    train = tmp_path / "train"
+    shutil.copytree(image_folders["train"], train)
+    broken = train / "red" / "9-broken.png"
+    broken.write_bytes((train / "red" / "0.png").read_bytes()[:60])  # the header survives, the data is cut off
+    dataset = load_image_folder(train, "image", "label")
+    row = dataset["image"].index({"path": str(broken), "bytes": None})
+    with pytest.raises(HubtuneError, match=rf"row {row + 1}: image '{broken}' cannot be decoded"):
+        check_images(dataset, "image", lambda position: f"row {position + 1}", num_proc=2)

@@ -38,7 +38,6 @@ from pipelines.images import (
     check_images,
     decode_checked,
     load_image_folder,
-    open_rgb,
     resolve_image_paths,
     undecoded,
 )
@@ -154,11 +153,12 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
             if role == "train":
                 result.warnings += missing_classes(names, dataset["labels"], splits.sources[role])
             dataset = dataset.select_columns([data.image_column, "labels"])
-            check_images(dataset, data.image_column, splits.locate(role))
+            check_images(dataset, data.image_column, splits.locate(role), data.preprocessing_num_workers)
             to_pixels = pixel_transform(processor, role == "train" and data.image_augment, data.image_size)
 
-            def transform(batch: dict[str, list], to_pixels=to_pixels) -> dict[str, Any]:
-                images = [open_rgb(value) for value in batch[data.image_column]]
+            def transform(batch: dict[str, list], to_pixels=to_pixels, source=splits.sources[role]) -> dict[str, Any]:
+                # Headers were verified up front; a file changed or damaged since is still named, mid-run.
+                images = [decode_checked(value, source) for value in batch[data.image_column]]
                 return {"pixel_values": to_pixels(images), "labels": batch["labels"]}
 
             result.datasets[role] = dataset.with_transform(transform)

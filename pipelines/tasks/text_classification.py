@@ -19,6 +19,8 @@ from pipelines.data import (
     Locate,
     Splits,
     encode_labels,
+    first_missing_text,
+    map_cached,
     missing_classes,
     require_columns,
     resolve_labels,
@@ -52,9 +54,9 @@ class TextDataConfig(LabelledDataConfig):
 
 
 def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
-    for row, value in enumerate(dataset[column]):
-        if not isinstance(value, str):
-            raise HubtuneError(f"{locate(row)}: column '{column}' holds {value!r}, not text")
+    row = first_missing_text(dataset, column)
+    if row is not None:
+        raise HubtuneError(f"{locate(row)}: column '{column}' holds {dataset[row][column]!r}, not text")
 
 
 class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
@@ -94,11 +96,11 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
             dataset = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)
             if role == "train":
                 result.warnings += missing_classes(names, dataset["labels"], splits.sources[role])
-            # In memory: no cache files for parallel ranks to race on, and these datasets are small.
-            result.datasets[role] = dataset.map(
+            result.datasets[role] = map_cached(
+                dataset,
                 tokenize,
-                batched=True,
-                keep_in_memory=True,
+                data,
+                f"tokenising {role}",
                 remove_columns=[c for c in dataset.column_names if c != "labels"],
             )
         return result

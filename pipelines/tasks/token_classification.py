@@ -8,12 +8,13 @@ the fast tokenizer's `word_ids()`, and scored per entity with seqeval (`pipeline
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from datasets import ClassLabel, Dataset
 from transformers import (
@@ -26,7 +27,7 @@ from transformers import (
 
 from pipelines.config import DataConfig, closest, option
 from pipelines.conll import read_conll
-from pipelines.data import Locate, Splits, load_table_file, missing_classes, require_columns
+from pipelines.data import Splits, load_table_file, map_cached, missing_classes, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
@@ -36,6 +37,8 @@ from pipelines.tasks.collate import IGNORE
 logger = logging.getLogger(__name__)
 
 CONLL_SUFFIXES = (".conll", ".txt", ".iob", ".bio")
+# Words of each sentence cut off by max_length, counted while tokenising; summed for the warning, then dropped.
+CUT_WORDS = "cut_words"
 
 
 # seqeval's strict-mode schemes (seqeval.scheme), for `data.tag_scheme`.
@@ -138,31 +141,38 @@ def tag_coding(dataset: Dataset, config: TokensDataConfig) -> str:
 
 
 def encode_sentences(
-    dataset: Dataset, config: TokensDataConfig, names: list[str], locate: Locate, coding: str = "names"
-) -> tuple[list[list[str]], list[list[int]]]:
-    """Words and tag ids of every row, checked: lists of text, as many tags as words, every tag in the tag set."""
-    feature = getattr(dataset.features[config.tags_column], "feature", None)
-    class_names = feature.names if isinstance(feature, ClassLabel) else None
+    words_rows: Sequence[Any],
+    tags_rows: Sequence[Any],
+    config: TokensDataConfig,
+    names: list[str],
+    class_names: list[str] | None,
+    where: Callable[[int], str],
+    coding: str = "names",
+) -> list[list[int]]:
+    """Tag ids of each sentence, checked: lists of text, as many tags as words, every tag in the tag set.
+    `class_names` are the tags column's ClassLabel names, if it has them; `where(i)` names row i in its file."""
     index = {name: i for i, name in enumerate(names)}
-    all_words, all_ids = [], []
-    for row, (words, tags) in enumerate(zip(dataset[config.tokens_column], dataset[config.tags_column])):
-        where = locate(row)
+    all_ids = []
+    for row, (words, tags) in enumerate(zip(words_rows, tags_rows)):
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise HubtuneError(f"{where}: column '{config.tokens_column}' must hold a list of words, got {words!r}")
+            raise HubtuneError(
+                f"{where(row)}: column '{config.tokens_column}' must hold a list of words, got {words!r}"
+            )
         if not words:
-            raise HubtuneError(f"{where}: empty sentence (column '{config.tokens_column}' has no words)")
+            raise HubtuneError(f"{where(row)}: empty sentence (column '{config.tokens_column}' has no words)")
         if any(not w.strip() for w in words):
-            raise HubtuneError(f"{where}: column '{config.tokens_column}' holds an empty word: {words!r}")
+            raise HubtuneError(f"{where(row)}: column '{config.tokens_column}' holds an empty word: {words!r}")
         if not isinstance(tags, list) or len(tags) != len(words):
             count = len(tags) if isinstance(tags, list) else repr(tags)
             raise HubtuneError(
-                f"{where}: {len(words)} words in '{config.tokens_column}' but {count} tags in '{config.tags_column}'"
+                f"{where(row)}: {len(words)} words in '{config.tokens_column}' but {count} tags in "
+                f"'{config.tags_column}'"
             )
         ids = []
         for tag in tags:
             if class_names is None and isinstance(tag, int) != (coding == "ids") and isinstance(tag, (int, str)):
                 raise HubtuneError(
-                    f"{where}: tag {tag!r} in column '{config.tags_column}' is written as "
+                    f"{where(row)}: tag {tag!r} in column '{config.tags_column}' is written as "
                     f"{'an integer id' if isinstance(tag, int) else 'a name'}, but this run's tags "
                     f"are {coding} (as in its train split); write every split's tags the same way"
                 )
@@ -175,11 +185,10 @@ def encode_sentences(
                 ids.append(name)
             else:
                 raise HubtuneError(
-                    f"{where}: tag {name!r} in column '{config.tags_column}' is not in the tag set {names}"
+                    f"{where(row)}: tag {name!r} in column '{config.tags_column}' is not in the tag set {names}"
                 )
-        all_words.append(words)
         all_ids.append(ids)
-    return all_words, all_ids
+    return all_ids
 
 
 class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
@@ -213,46 +222,67 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
             require_columns(dataset, columns, splits.sources[role])
         names = label_names or resolve_tag_names(data, splits)
         coding = tag_coding(splits[splits.reference_role], data)
-        encoded = {
-            role: encode_sentences(dataset, data, names, splits.locate(role), coding)
-            for role, dataset in splits.datasets.items()
-        }
-        result = PreparedData({}, processor, names)
-        if "train" in encoded:
-            result.warnings += missing_classes(
-                names, (t for tags in encoded["train"][1] for t in tags), splits.sources["train"]
-            )
         continuation = continuation_ids(names)
-        for role, (words, tags) in encoded.items():
-            tokens = processor(
-                words,
-                is_split_into_words=True,
-                truncation=True,
-                max_length=data.max_length,
-                padding="max_length" if data.pad_to_max_length else False,
-            )
+        result = PreparedData({}, processor, names)
+        for role, dataset in splits.datasets.items():
+            feature = getattr(dataset.features[data.tags_column], "feature", None)
+            class_names = feature.names if isinstance(feature, ClassLabel) else None
+            locate = splits.locate(role)
             # Only training tags continuation pieces: evaluation stays one tag per word, the unit entities are made of.
             spread = continuation if data.label_all_tokens and role == "train" else None
-            labels = []
-            cut_sentences = cut_words = 0
-            for i, word_labels in enumerate(tags):
-                word_ids = tokens.word_ids(i)
-                kept = max((w for w in word_ids if w is not None), default=-1) + 1
-                if kept < len(word_labels):
-                    cut_sentences += 1
-                    cut_words += len(word_labels) - kept
-                labels.append(align_labels(word_ids, word_labels, spread))
+
+            def encode(
+                batch: dict[str, list], positions: list[int], class_names=class_names, locate=locate, spread=spread
+            ):
+                tags = encode_sentences(
+                    batch[data.tokens_column],
+                    batch[data.tags_column],
+                    data,
+                    names,
+                    class_names,
+                    lambda row: locate(positions[row]),
+                    coding,
+                )
+                tokens = processor(
+                    batch[data.tokens_column],
+                    is_split_into_words=True,
+                    truncation=True,
+                    max_length=data.max_length,
+                    padding="max_length" if data.pad_to_max_length else False,
+                )
+                labels, cut = [], []
+                for i, word_labels in enumerate(tags):
+                    word_ids = tokens.word_ids(i)
+                    cut.append(len(word_labels) - (max((w for w in word_ids if w is not None), default=-1) + 1))
+                    labels.append(align_labels(word_ids, word_labels, spread))
+                return {**tokens, "labels": labels, CUT_WORDS: cut}
+
+            encoded = map_cached(
+                dataset,
+                encode,
+                data,
+                f"tokenising {role}",
+                with_indices=True,
+                remove_columns=dataset.column_names,
+            )
+            cut_words = encoded.with_format("arrow")[CUT_WORDS]
+            cut_sentences = pc.sum(pc.greater(cut_words, 0)).as_py() or 0
             if cut_sentences:
                 logger.warning(
                     "%s: %d of %d sentences are longer than data.max_length=%d tokens; %d words were cut "
                     "off (not trained on, not scored)",
                     splits.sources[role],
                     cut_sentences,
-                    len(tags),
+                    len(encoded),
                     data.max_length,
-                    cut_words,
+                    pc.sum(cut_words).as_py(),
                 )
-            result.datasets[role] = Dataset.from_dict({**tokens, "labels": labels})
+            encoded = encoded.remove_columns(CUT_WORDS)
+            if role == "train":
+                # Counted by Arrow on the aligned labels: no Python list of every tag of a large corpus.
+                seen = pc.unique(pc.list_flatten(encoded.with_format("arrow")["labels"])).to_pylist()
+                result.warnings += missing_classes(names, seen, splits.sources[role])
+            result.datasets[role] = encoded
         return result
 
     def data_collator(self, processor: Any) -> Any:
