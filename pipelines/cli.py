@@ -32,13 +32,19 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     train.add_argument(
         "overrides", nargs="*", metavar="key=value", help="optional dotted overrides, e.g. training.num_train_epochs=1"
     )
-    evaluate = commands.add_parser("evaluate", help="metrics of a run folder on its recipe's test split")
+    evaluate = commands.add_parser("evaluate", help="metrics of a run folder on a split of its recipe, or on new data")
     evaluate.add_argument("run", help="run folder written by hubtune train")
-    evaluate.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    scored = evaluate.add_mutually_exclusive_group()
+    scored.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    scored.add_argument("--data", help="a labelled file or folder in the recipe's format, scored instead of a split")
     predict = commands.add_parser("predict", help="predict raw inputs with a run folder")
     predict.add_argument("run", help="run folder written by hubtune train")
     predict.add_argument("inputs", nargs="*", help="texts (or files/folders for image and audio runs); - reads stdin")
     predict.add_argument("--file", action="append", default=[], help="read inputs from a file, one per line")
+    predict.add_argument(
+        "--data", help="predict every row of a data file or folder in the recipe's format (needs --output)"
+    )
+    predict.add_argument("--column", help="with --data: the input column (default: the recipe's)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
     predict.add_argument("--output", help="write one JSON object per input to this .jsonl file")
@@ -74,21 +80,20 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 
 def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
-        from accelerate import PartialState
-
+        from pipelines.processes import process_state
         from pipelines.recipe import Recipe
         from pipelines.tasks import get_task
 
         recipe = Recipe.from_yaml(args.recipe, args.overrides)
         results = recipe.run()
-        if PartialState().is_main_process:
+        if process_state().is_main_process:
             summary = get_task(recipe.config.task).summary_metrics
             headline = {k: v for k, v in results.items() if k.startswith("test_") or k.removeprefix("eval_") in summary}
             print(json.dumps(headline, indent=2))
     elif args.command == "evaluate":
         from pipelines.inference import Predictor
 
-        print(json.dumps(Predictor(args.run).evaluate(args.split), indent=2))
+        print(json.dumps(Predictor(args.run).evaluate(args.split, data_file=args.data), indent=2))
     elif args.command == "compare":
         from pipelines.compare import compare
 
@@ -120,17 +125,29 @@ def _predict(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pipelines.inference import Predictor, collect_inputs
+    from pipelines.processes import process_state
 
-    if not args.inputs and not args.file:
-        raise HubtuneError("predict needs inputs: arguments, --file F, or - for stdin")
+    if args.data is not None and (args.inputs or args.file):
+        raise HubtuneError("predict takes inputs (arguments, --file, -) or --data, not both")
+    if args.data is None and not args.inputs and not args.file:
+        raise HubtuneError("predict needs inputs: arguments, --file F, - for stdin, or --data FILE")
+    if args.data is None and args.column is not None:
+        raise HubtuneError("--column names the input column of --data; without --data it means nothing")
     if args.batch_size < 1:
         raise HubtuneError(f"--batch-size must be at least 1, got {args.batch_size}")
     output = Path(args.output) if args.output else None
+    if args.data is not None and output is None:
+        raise HubtuneError("predict --data writes one JSON line per row to --output FILE; give one")
     if output is not None and output.exists() and not args.overwrite:
         raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
     if output is not None and not output.parent.is_dir():
         raise HubtuneError(f"--output file '{output}': folder '{output.parent}' does not exist")
     predictor = Predictor.from_run(args.run)
+    if args.data is not None and output is not None:
+        rows = predictor.predict_data(args.data, output, args.batch_size, args.column)
+        if process_state().is_main_process:
+            print(f"{rows} predictions -> {output}")
+        return
     # All inputs are read and checked before any prediction is written.
     inputs = list(collect_inputs(predictor.task.input_kind, args.inputs, args.file, sys.stdin))
     predictions = predictor.predict(inputs, args.batch_size)

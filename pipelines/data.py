@@ -7,7 +7,7 @@ Tasks ask this module for `train` / `validation` / `test` datasets and then chec
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,11 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow.compute as pc
-from accelerate import PartialState
 from datasets import ClassLabel, Dataset, Value
 
 from pipelines.config import DataConfig, LabelledDataConfig
 from pipelines.errors import HubtuneError
+from pipelines.processes import process_state
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +102,23 @@ def _load_hub(config: DataConfig) -> dict[str, Dataset]:
     return dict(loaded)
 
 
-def load_splits(config: DataConfig, seed: int, load_file: Callable[[Path], Dataset] = load_table_file) -> Splits:
+def load_splits(
+    config: DataConfig,
+    seed: int,
+    load_file: Callable[[Path], Dataset] = load_table_file,
+    roles: Collection[str] = ("train", "validation", "test"),
+) -> Splits:
     """Load the recipe's splits, carve validation from train if asked, cap sizes, refuse empty splits.
 
     `load_file` reads one local split; tasks with formats of their own (CoNLL, image or audio folders)
-    pass theirs.
+    pass theirs. `roles` limits the result to the splits a caller scores (`hubtune evaluate --split`); local
+    files of other splits are not even read.
     """
+    wanted = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
+    carved = "validation" in roles and config.validation_fraction is not None
+    needed = {wanted[role] for role in roles} | ({config.train_split} if carved else set())
     if config.files:
-        available = {name: load_file(Path(path)) for name, path in config.files.items()}
+        available = {name: load_file(Path(path)) for name, path in config.files.items() if name in needed}
         origin = {name: f"data file '{path}'" for name, path in config.files.items()}
         where = "data.files"
     else:
@@ -117,9 +126,8 @@ def load_splits(config: DataConfig, seed: int, load_file: Callable[[Path], Datas
         origin = {name: f"split '{name}' of Hub dataset '{config.dataset}'" for name in available}
         where = f"Hub dataset '{config.dataset}'"
     splits = Splits()
-    wanted = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
     for role, name in wanted.items():
-        if name is None:
+        if name is None or (role not in roles and not (carved and role == "train")):
             continue
         if name in available:
             splits.datasets[role], splits.sources[role] = available[name], origin[name]
@@ -134,7 +142,7 @@ def load_splits(config: DataConfig, seed: int, load_file: Callable[[Path], Datas
     for role, dataset in splits.datasets.items():
         if len(dataset) == 0:
             raise HubtuneError(f"{splits.sources[role]} ({role} split) is empty")
-    if "validation" not in splits and config.validation_fraction:
+    if config.validation_fraction is not None and carved and "validation" not in splits:
         # The permutation `Dataset.shuffle(seed=seed)` draws, kept so that rows can still be named in the file.
         order = np.random.default_rng(seed).permutation(len(splits["train"]))
         n_validation = max(1, round(len(order) * config.validation_fraction))
@@ -145,6 +153,9 @@ def load_splits(config: DataConfig, seed: int, load_file: Callable[[Path], Datas
         splits.sources["validation"] = (
             f"{splits.sources['train']} (the {config.validation_fraction:.0%} carved out for validation)"
         )
+    for role in [role for role in splits.datasets if role not in roles]:
+        del splits.datasets[role], splits.sources[role]
+        splits.rows.pop(role, None)
     caps = {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_test_samples}
     for role, cap in caps.items():
         if cap is not None and role in splits and len(splits[role]) > cap:
@@ -160,7 +171,7 @@ def map_cached(dataset: Dataset, function: Callable, config: DataConfig, descrip
 
     A dataset held in memory (built from Python lists) has no cache folder; it is mapped in memory as before.
     """
-    with PartialState().main_process_first():
+    with process_state().main_process_first():
         return dataset.map(
             function, batched=True, num_proc=config.preprocessing_num_workers, desc=description, **options
         )

@@ -1,17 +1,21 @@
-"""`evaluate` and `predict` from a run folder alone."""
+"""`evaluate` and `predict` from a run folder alone: on inputs, on the recipe's splits, or on a new data file."""
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+from datasets import Dataset
 from transformers import PrinterCallback
 
-from pipelines.data import load_splits
+from pipelines.data import Splits, load_splits, require_columns
 from pipelines.errors import HubtuneError
+from pipelines.processes import process_state
 from pipelines.run_folder import read_run_recipe, write_json
 from pipelines.run_guard import record_written
 from pipelines.tasks import get_task
@@ -20,6 +24,8 @@ from pipelines.training import build_trainer, training_arguments
 logger = logging.getLogger(__name__)
 
 EVALUATE_FILE = "evaluate_results.json"
+EVALUATE_DATA_FILE = "evaluate_data_results.json"  # scores on a data file given to `hubtune evaluate --data`
+DATA_ROLE = "data"
 
 
 def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str], stdin: Iterable[str]) -> Iterator[str]:
@@ -103,8 +109,16 @@ def check_texts(inputs: Sequence[str]) -> None:
             )
 
 
+def _share(rows: int, state: PartialState) -> range:
+    """This process's contiguous share of `rows`: concatenated in process order, the shares keep input order."""
+    size, extra = divmod(rows, state.num_processes)
+    start = state.process_index * size + min(state.process_index, extra)
+    return range(start, start + size + (state.process_index < extra))
+
+
 class Predictor:
-    """A trained run loaded for inference: the task, its processor and its model.
+    """A trained run loaded for inference: the task, its processor and its model (on this process's GPU when
+    there is one).
 
     `Predictor.from_run("runs/x").predict(["a text", ...])` in research code; the CLI's predict and evaluate.
     """
@@ -116,7 +130,9 @@ class Predictor:
         self.config = read_run_recipe(self.run_dir)
         self.task = get_task(self.config.task)(self.config)
         self.processor = self.task.load_processor(str(self.run_dir))
-        self.model = self.task.load_run_model(str(self.run_dir))
+        # accelerate's device for this process: its own GPU under `accelerate launch`, the GPU (or Apple's MPS)
+        # when there is one, else the CPU.
+        self.model = self.task.load_run_model(str(self.run_dir)).to(process_state().device)
         self.label_names = self.task.trained_label_names(self.model)
 
     @classmethod
@@ -139,12 +155,75 @@ class Predictor:
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         return self.task.format_prediction(prediction)
 
-    def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Metrics on a split of the recipe's data (`train`, `validation` or `test`), written to the run folder."""
-        splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file)
-        if split not in splits:
-            raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
-        data = self.task.prepare(splits, self.processor, label_names=self.label_names)
+    def read_data_file(self, data: str | Path) -> tuple[Dataset, str]:
+        """A new file or folder in a format of the run's task (a table, an image or audio folder, CoNLL)."""
+        path = Path(data).expanduser()
+        if not path.exists():
+            raise HubtuneError(f"data file '{path}' does not exist")
+        return self.task.load_data_file(path), f"data file '{path}'"
+
+    def predict_data(
+        self, data: str | Path, output: str | Path, batch_size: int = 32, column: str | None = None
+    ) -> int:
+        """Predict every row of a data file into `output` (JSON lines, in row order, each with its `row`).
+
+        Rows are read, predicted and written a batch at a time, so memory stays flat however large the file.
+        Under `accelerate launch` each process predicts its share; the main process joins the shares in order.
+        The output appears only when complete. Returns the number of rows.
+        """
+        if batch_size < 1:
+            raise HubtuneError(f"batch size must be at least 1, got {batch_size}")
+        output = Path(output)
+        dataset, source = self.read_data_file(data)
+        key = self.task.input_column_key
+        column = column or getattr(self.config.data, key)
+        require_columns(dataset, {key: column}, source)
+        dataset = dataset.select_columns([column])
+        state = process_state()
+        shares = [output.with_name(f".{output.name}.part{index}") for index in range(state.num_processes)]
+        rows = _share(len(dataset), state)
+        share = shares[state.process_index]
+        try:
+            with share.open("w", encoding="utf-8") as handle:
+                for start in range(rows.start, rows.stop, batch_size):
+                    positions = range(start, min(start + batch_size, rows.stop))
+                    values = dataset[positions.start : positions.stop][column]
+
+                    def locate(i: int, first: int = start) -> str:
+                        return f"{source}, row {first + i + 1}"
+
+                    inputs = self.task.data_inputs(values, locate, column)
+                    for position, prediction in zip(positions, self.task.predict(self.model, self.processor, inputs)):
+                        handle.write(json.dumps({"row": position + 1, **prediction}) + "\n")
+        except BaseException:
+            share.unlink(missing_ok=True)  # a failed or interrupted predict leaves no part behind
+            raise
+        state.wait_for_everyone()
+        if state.is_main_process:
+            # Joined beside the output and renamed: a predict that fails half way never leaves a half file.
+            partial = output.with_name(f".{output.name}.partial")
+            with partial.open("w", encoding="utf-8") as joined:
+                for share in shares:
+                    with share.open(encoding="utf-8") as part:
+                        for line in part:
+                            joined.write(line)
+                    share.unlink()
+            partial.replace(output)
+        state.wait_for_everyone()
+        return len(dataset)
+
+    def evaluate(self, split: str = "test", data_file: str | Path | None = None) -> dict[str, float]:
+        """Metrics on one split of the recipe's data (`train`, `validation` or `test`), or on a new labelled data
+        file (`data_file`), written to the run folder. Only what is scored is read and preprocessed."""
+        if data_file is not None:
+            dataset, source = self.read_data_file(data_file)
+            split = DATA_ROLE
+            splits = Splits({split: dataset}, {split: source})
+        else:
+            splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file, roles=(split,))
+            if split not in splits:
+                raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
+        prepared = self.task.prepare(splits, self.processor, label_names=self.label_names)
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(
                 self.config,
@@ -154,12 +233,15 @@ class Predictor:
                 self.task.training_defaults,
                 report_to="none",
             )
-            trainer = build_trainer(self.task, self.model, data, args)
+            trainer = build_trainer(self.task, self.model, prepared, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
-            output = trainer.predict(data[split], metric_key_prefix=split)
-        written = {EVALUATE_FILE: output.metrics}
+            output = trainer.predict(prepared[split], metric_key_prefix=split)
+        written = {EVALUATE_FILE if split != DATA_ROLE else EVALUATE_DATA_FILE: output.metrics}
         written.update(
-            {f"{split}_{name}.json": payload for name, payload in self.task.prediction_artifacts(output, data).items()}
+            {
+                f"{split}_{name}.json": payload
+                for name, payload in self.task.prediction_artifacts(output, prepared).items()
+            }
         )
         for name, payload in written.items():
             write_json(self.run_dir / name, payload)

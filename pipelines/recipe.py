@@ -21,6 +21,7 @@ from pipelines.data import load_splits
 from pipelines.errors import HubtuneError, RunInterrupted
 from pipelines.feature_cache import FeatureCache
 from pipelines.hub import push_run
+from pipelines.processes import process_state
 from pipelines.report import write_report
 from pipelines.resume import drop_incomplete, find_resumable
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
@@ -194,7 +195,7 @@ class Recipe:
         args = training_arguments(
             config, plan.work_dir, "validation" in data, task.training_arguments_class, task.training_defaults
         )
-        state = PartialState()
+        state = process_state()
         cache = None
         if config.adapt.feature_cache:
             cache = FeatureCache(model, config, task.data_collator(data.processor))
@@ -274,7 +275,7 @@ class Recipe:
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
         """Train, evaluate on validation and test, and write the run folder. Returns all results."""
         started = time.perf_counter()
-        state = PartialState()
+        state = process_state()
         if state.is_main_process:
             recover_interrupted_swap(self.output_dir)
         state.wait_for_everyone()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-import torch
 from datasets import Dataset
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -22,6 +20,7 @@ from pipelines.adapt.groups import LayerGroups
 from pipelines.adapt.param_groups import GroupPlan, no_weight_decay_names, optimizer_groups
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
+from pipelines.processes import cpu_processes
 from pipelines.tasks.base import PreparedData, Task
 
 # Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
@@ -50,7 +49,7 @@ def training_arguments(
     if not has_validation:
         values["eval_strategy"] = "no"
         values["load_best_model_at_end"] = False
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+    if cpu_processes():
         # Several processes and no GPU: only `use_cpu` makes the Trainer pick gloo (docs/platform-notes.md).
         values.setdefault("use_cpu", True)
     try:

@@ -124,3 +124,104 @@ def test_python_dash_m_pipelines_trains(recipe_values, tmp_path):
     assert results["test_accuracy"] >= 0.9
     assert trailing_json(completed.stdout)["test_accuracy"] == results["test_accuracy"]
     assert "hubtune: error" not in completed.stderr
+
+
+def _texts(path: str) -> list[str]:
+    import csv
+
+    with open(path, newline="") as handle:
+        return [row["text"] for row in csv.DictReader(handle)]
+
+
+def test_predict_data_writes_every_row_in_order(cli_run, sentiment_files, tmp_path, capsys):
+    from pipelines.inference import Predictor
+
+    output = tmp_path / "predictions.jsonl"
+    # A batch size that does not divide the 60 rows: the last batch is short.
+    assert (
+        main(
+            [
+                "predict",
+                str(cli_run["run"]),
+                "--data",
+                sentiment_files["test"],
+                "--output",
+                str(output),
+                "--batch-size",
+                "7",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.strip() == f"60 predictions -> {output}"
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    texts = _texts(sentiment_files["test"])
+    assert [row["row"] for row in rows] == list(range(1, 61))
+    assert [row["input"] for row in rows] == texts
+    expected = Predictor(cli_run["run"]).predict(texts)
+    assert [row["label"] for row in rows] == [p["label"] for p in expected]
+    assert [row["score"] for row in rows] == pytest.approx([p["score"] for p in expected], abs=1e-5)
+    assert not list(tmp_path.glob(".predictions.jsonl*")), "no part files are left behind"
+
+
+def test_predict_data_errors_name_the_file_row_and_column(cli_run, sentiment_files, tmp_path, capsys):
+    run, test = str(cli_run["run"]), sentiment_files["test"]
+    output = str(tmp_path / "out.jsonl")
+    assert main(["predict", run, "--data", test]) == 2
+    assert "--output FILE" in capsys.readouterr().err
+    assert main(["predict", run, "some text", "--data", test, "--output", output]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["predict", run, "--data", test, "--output", output, "--column", "review"]) == 2
+    err = capsys.readouterr().err
+    assert f"data file '{test}' has no column 'review' (recipe key 'data.text_column')" in err
+    blank = tmp_path / "blank.csv"
+    blank.write_text("text,label\na fine film,positive\n   ,negative\n")
+    assert main(["predict", run, "--data", str(blank), "--output", output]) == 2
+    err = capsys.readouterr().err
+    assert f"data file '{blank}', row 2: column 'text' holds '" in err and "not a text to predict" in err
+    assert not Path(output).exists() and not list(tmp_path.glob(".out.jsonl*"))
+
+
+def test_evaluate_data_scores_a_new_file_like_its_split(cli_run, sentiment_files, capsys):
+    assert main(["evaluate", str(cli_run["run"]), "--data", sentiment_files["test"]]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    results = json.loads((cli_run["run"] / "all_results.json").read_text())
+    assert metrics["data_accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-6)
+    saved = json.loads((cli_run["run"] / "evaluate_data_results.json").read_text())
+    assert saved["data_accuracy"] == metrics["data_accuracy"]
+    assert main(["evaluate", str(cli_run["run"]), "--data", "missing.csv"]) == 2
+    assert "data file 'missing.csv' does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_reads_only_the_split_it_scores(cli_run, sentiment_files, monkeypatch):
+    from pipelines.inference import Predictor
+
+    predictor = Predictor(cli_run["run"])
+    read = []
+    loader = predictor.task.load_data_file
+    monkeypatch.setattr(predictor.task, "load_data_file", lambda path: read.append(str(path)) or loader(path))
+    predictor.evaluate("validation")
+    assert read == [str(Path(sentiment_files["validation"]).resolve())]
+
+
+def test_predict_data_under_two_processes_keeps_row_order(cli_run, sentiment_files, tmp_path):
+    """Each of 2 gloo processes predicts its half; the joined file equals a single process's."""
+    root = Path(__file__).resolve().parents[1]
+    single, double = tmp_path / "single.jsonl", tmp_path / "double.jsonl"
+    assert main(["predict", str(cli_run["run"]), "--data", sentiment_files["test"], "--output", str(single)]) == 0
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = dict(
+        os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(root)
+    )
+    command = [str(accelerate), "launch", "--config_file", str(root / "accelerate_configs" / "cpu_2proc.yaml")]
+    command += ["-m", "pipelines", "predict", str(cli_run["run"]), "--data", sentiment_files["test"]]
+    completed = subprocess.run(
+        [*command, "--output", str(double), "--batch-size", "8"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("60 predictions") == 1  # the main process reports, once
+    one = [json.loads(line) for line in single.read_text().splitlines()]
+    two = [json.loads(line) for line in double.read_text().splitlines()]
+    assert [row["row"] for row in two] == [row["row"] for row in one] == list(range(1, 61))
+    assert [row["label"] for row in two] == [row["label"] for row in one]
+    assert [row["score"] for row in two] == pytest.approx([row["score"] for row in one], abs=1e-5)

@@ -12,7 +12,7 @@ from transformers import BatchFeature
 
 from pipelines.audio import AudioInputConfig, crop, decode, decode_column, load_audio_data_file
 from pipelines.data import Locate, Splits, require_columns
-from pipelines.tasks.base import PreparedData, Task
+from pipelines.tasks.base import PreparedData, Task, file_paths
 from pipelines.transcripts import TranscriptDataConfig, transcripts
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ class AudioTask(Task[AudioDataT]):
     """Base of the speech tasks: reading audio splits and turning them into waveform datasets."""
 
     input_kind = "path"  # hubtune predict takes audio files and folders
+    input_column_key = "audio_column"
 
     # Batches are built from the raw waveform column by the task's collator, so the Trainer must not drop it.
     training_defaults = {"remove_unused_columns": False}
@@ -90,6 +91,9 @@ class AudioTask(Task[AudioDataT]):
 
             dataset.set_transform(random_crop)
         return dataset
+
+    def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
+        return file_paths(values, locate, column, "audio")
 
     def read_inputs(self, processor: Any, inputs: list[str]) -> list[np.ndarray]:
         """`hubtune predict` inputs: audio file paths, decoded like the training data (crop from the start)."""

@@ -8,6 +8,7 @@ task is one module: a `Task` subclass (this ABC names what it must implement) wi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar, cast
@@ -20,6 +21,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from pipelines.config import DataConfig, RecipeConfig
 from pipelines.data import Splits, load_table_file
+from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
 
 DataT = TypeVar("DataT", bound=DataConfig)
@@ -61,6 +63,7 @@ class Task(ABC, Generic[DataT]):
     lower_is_better: ClassVar[tuple[str, ...]] = ("loss",)
     head_suffix: ClassVar[str | None] = None  # architecture names ending in it carry a trained label head
     input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
+    input_column_key: ClassVar[str] = "text_column"  # the recipe key of the column `predict --data` reads
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
@@ -141,9 +144,31 @@ class Task(ABC, Generic[DataT]):
     def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         """Predictions for raw inputs as given on the command line, one dict each."""
 
+    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
+        """`predict` inputs from the values of a data file's input column (`predict --data`): texts by default;
+        `locate(i)` names the i-th value's file and row."""
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not value.strip():
+                raise HubtuneError(f"{locate(i)}: column '{column}' holds {value!r}, not a text to predict")
+        return values
+
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         """One line of `hubtune predict` output for one prediction of `predict`."""
         return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
+
+
+def file_paths(values: list[Any], locate: Callable[[int], str], column: str, kind: str) -> list[str]:
+    """`predict --data` inputs of image and audio tasks: the files a column names (a path, or a datasets
+    `{path, bytes}` value). Files held only as bytes inside a dataset are an error: `predict` reads files."""
+    paths = []
+    for i, value in enumerate(values):
+        path = value.get("path") if isinstance(value, dict) else value
+        if not isinstance(path, str) or not Path(path).is_file():
+            raise HubtuneError(
+                f"{locate(i)}: column '{column}' holds {str(value)[:80]!r}, not the path of an {kind} file"
+            )
+        paths.append(path)
+    return paths
 
 
 def logits_of(predictions: Any) -> np.ndarray:

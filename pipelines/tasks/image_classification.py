@@ -43,7 +43,7 @@ from pipelines.images import (
 )
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import label_names_of
-from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
+from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths, logits_of
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
 TOP_K = 5
@@ -121,6 +121,7 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
     head_suffix = "ForImageClassification"
     pipeline_tag = "image-classification"
     input_kind = "path"
+    input_column_key = "image_column"
     # Images are decoded per batch by a dataset transform from the (undecoded) image column, which the
     # Trainer would otherwise drop for not being a model input.
     training_defaults = {"remove_unused_columns": False}
@@ -176,6 +177,9 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
                 )
             )
         return results
+
+    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
+        return file_paths(values, locate, column, "image")
 
     @torch.no_grad()
     def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:

@@ -200,6 +200,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
     summary_metrics = ("f1", "precision", "recall", "accuracy")
     peft_task_type = "TOKEN_CLS"
     data_config = TokensDataConfig
+    input_column_key = "tokens_column"
 
     def load_processor(self, source: str | None = None) -> Any:
         tokenizer = from_pretrained(AutoTokenizer, self.config.model, source)
@@ -298,6 +299,14 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
             predictions.append([names[i] for i in predicted_row[scored]])
             references.append([names[i] for i in label_row[scored]])
         return self.metric("ner").compute(predictions=predictions, references=references, scheme=self.data.tag_scheme)
+
+    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
+        """Sentences as their words joined by spaces (what `predict` tags), or as text already."""
+        texts = [
+            " ".join(value) if isinstance(value, list) and all(isinstance(w, str) for w in value) else value
+            for value in values
+        ]
+        return super().data_inputs(texts, locate, column)
 
     @torch.no_grad()
     def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
