@@ -111,6 +111,11 @@ class ModelConfig:
     timm_architecture: str | None = option(
         None, "the timm architecture of a single weights file given as 'checkpoint' (e.g. resnet18)"
     )
+    attn_implementation: str | None = option(
+        None,
+        "the attention kernel the model is loaded with: sdpa, eager, flash_attention_2, ...; null: transformers' "
+        "default (sdpa where the model has it)",
+    )
 
 
 @dataclass
@@ -232,7 +237,7 @@ class HubConfig:
 WHOLE_MODEL_OPTIMIZERS = ("galore_", "apollo_", "lomo", "adalomo")
 
 # Keys of `training` that hubtune handles itself rather than passing to TrainingArguments.
-HUBTUNE_TRAINING_KEYS = {"resume"}
+HUBTUNE_TRAINING_KEYS = {"resume", "gpu_defaults"}
 
 # Defaults that differ from TrainingArguments' own, chosen for fine-tuning a pretrained encoder.
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -264,7 +269,11 @@ class RecipeConfig:
     model: ModelConfig = factory(ModelConfig, "the checkpoint")
     data: DataConfig = factory(DataConfig, "the data; its keys depend on the task")
     adapt: AdaptConfig = factory(AdaptConfig, "how the checkpoint is adapted")
-    training: dict[str, Any] = factory(dict, "TrainingArguments fields, plus 'resume'")
+    training: dict[str, Any] = factory(
+        dict,
+        "TrainingArguments fields, plus 'resume' and 'gpu_defaults' (true: bf16 or fp16, TF32, length-grouped "
+        "batches and dataloader workers on a CUDA GPU, each overridden by its own key)",
+    )
     hub: HubConfig = factory(HubConfig, "pushing the finished run to the Hub")
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,8 +415,9 @@ def _validate_training(training: dict[str, Any]) -> None:
         if key in types and not _fits_training_type(value, types[key]):
             expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
-    if not isinstance(training.get("resume", False), bool):
-        raise HubtuneError(f"recipe key 'training.resume' must be true or false, got {training['resume']!r}")
+    for key in HUBTUNE_TRAINING_KEYS:
+        if not isinstance(training.get(key, False), bool):
+            raise HubtuneError(f"recipe key 'training.{key}' must be true or false, got {training[key]!r}")
     _check_training_values(training)
     _check_optimizer(training)
 
@@ -427,6 +437,10 @@ def _validate(config: RecipeConfig) -> None:
     if config.hub.push and not config.hub.repo_id:
         raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
     _validate_training(config.training)
+    if getattr(config.data, "padding_free", False) and config.adapt.feature_cache:
+        raise HubtuneError(
+            "'data.padding_free' packs token sequences, but 'adapt.feature_cache' trains on cached features; keep one"
+        )
 
 
 def _check_training_values(training: dict[str, Any]) -> None:

@@ -73,11 +73,19 @@ def _unloadable_folder(checkpoint: str, loader: Any, error: Exception) -> Hubtun
     )
 
 
+def attention_kwargs(model: ModelConfig) -> dict[str, Any]:
+    """The recipe's `model.attn_implementation` as a model-loading argument (none: transformers' own choice)."""
+    return {"attn_implementation": model.attn_implementation} if model.attn_implementation else {}
+
+
 def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, **kwargs: Any) -> Any:
     """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line.
 
-    timm's `hf-hub:org/name` spelling of a Hub id is accepted too.
+    timm's `hf-hub:org/name` spelling of a Hub id is accepted too. Models (loaders with `from_config`) are
+    loaded with the recipe's attention implementation.
     """
+    if hasattr(loader, "from_config"):
+        kwargs = {**attention_kwargs(model), **kwargs}
     checkpoint = (source or model.checkpoint).removeprefix(TIMM_HUB_PREFIX)
     if Path(checkpoint).expanduser().is_file():
         checkpoint = str(timm_file_as_folder(Path(checkpoint).expanduser(), model.timm_architecture))
@@ -158,7 +166,9 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
         model_args.pop("num_classes", None)
     if model.from_scratch:
         logger.info("model.from_scratch: %s architecture with random weights", config.model_type)
-        classifier = auto_model.from_config(config, trust_remote_code=model.trust_remote_code)
+        classifier = auto_model.from_config(
+            config, trust_remote_code=model.trust_remote_code, **attention_kwargs(model)
+        )
         classifier.name_or_path = model.checkpoint
         if hasattr(classifier, "timm_model"):
             _timm_init(classifier.timm_model, config)

@@ -35,6 +35,7 @@ from pipelines.run_guard import (
     start_run,
     swap_in,
 )
+from pipelines.speed import speed_settings
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.training import GroupOptimization, build_trainer, training_arguments
 
@@ -235,6 +236,7 @@ class Recipe:
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
         results.update(trainable_parameters=trainable, total_parameters=total, trainable_share=trainable / total)
+        results["speed_settings"] = speed_settings(args, model, getattr(config.data, "padding_free", False))
         return TrainedStage(trainer, model, table, results, artifacts)
 
     def _write_run_folder(self, stage: TrainedStage, plan: RunPlan, task: Task) -> None:

@@ -21,6 +21,8 @@ from pipelines.adapt.param_groups import GroupPlan, no_weight_decay_names, optim
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.processes import cpu_processes
+from pipelines.speed import gpu_defaults
+from pipelines.tasks import get_task
 from pipelines.tasks.base import PreparedData, Task
 
 # Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
@@ -40,9 +42,27 @@ def training_arguments(
     **overrides: Any,
 ) -> TrainingArguments:
     """`defaults` (the task's `training_defaults`) give way to the recipe, `overrides` win over both."""
+    values = training_values(config, has_validation, defaults, overrides)
+    try:
+        return arguments_class(output_dir=str(output_dir), seed=config.seed, data_seed=config.seed, **values)
+    except (ValueError, TypeError) as error:
+        raise HubtuneError(f"recipe section 'training' is not valid for TrainingArguments: {error}") from error
+
+
+def training_values(
+    config: RecipeConfig,
+    has_validation: bool,
+    defaults: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The TrainingArguments fields of a run (all but output_dir and the seeds): the task's defaults, then the
+    device's speed settings (`pipelines.speed`), then the recipe, then `overrides`."""
     values = dict(defaults or {})
+    # Cached backbone features carry no input_ids, from which length grouping reads the lengths.
+    variable_length = get_task(config.task).variable_length and not config.adapt.feature_cache
+    values.update(gpu_defaults(config.training, variable_length))
     values.update({k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS})
-    values.update(overrides)
+    values.update(overrides or {})
     values.setdefault("report_to", installed_local_trackers() or "none")
     # Progress bars for a person at a terminal; quiet in CI logs and batch jobs.
     values.setdefault("disable_tqdm", not sys.stderr.isatty())
@@ -52,10 +72,7 @@ def training_arguments(
     if cpu_processes():
         # Several processes and no GPU: only `use_cpu` makes the Trainer pick gloo (docs/platform-notes.md).
         values.setdefault("use_cpu", True)
-    try:
-        return arguments_class(output_dir=str(output_dir), seed=config.seed, data_seed=config.seed, **values)
-    except (ValueError, TypeError) as error:
-        raise HubtuneError(f"recipe section 'training' is not valid for TrainingArguments: {error}") from error
+    return values
 
 
 @dataclass
@@ -187,6 +204,22 @@ class LayerGroupOptimizationMixin(_TrainerBase):
         return self.lr_scheduler
 
 
+class TrainingCollatorMixin(_TrainerBase):
+    """Trainer mixin: training batches from `train_collator` (padding-free packing), evaluation and prediction
+    batches from the task's usual collator, since metrics and prediction files need one row per example."""
+
+    train_collator: Callable
+
+    def get_train_dataloader(self):
+        # The Trainer builds every loader from `self.data_collator`; training swaps in its own for that one build.
+        collator = self.data_collator
+        self.data_collator = self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = collator
+
+
 def frozen_modules(model: nn.Module) -> list[nn.Module]:
     """The top-most modules whose parameters are all frozen (with their parameter-less children, e.g. dropout)."""
     found: list[nn.Module] = []
@@ -221,6 +254,13 @@ def build_trainer(
             f"LayerGroup{trainer_class.__name__}",
             (LayerGroupOptimizationMixin, trainer_class),
             {"optimization": optimization},
+        )
+    train_collator = task.train_data_collator(prepared.processor, model) if datasets is None else None
+    if train_collator is not None:
+        trainer_class = type(
+            f"OwnTrainBatches{trainer_class.__name__}",
+            (TrainingCollatorMixin, trainer_class),
+            {"train_collator": staticmethod(train_collator)},
         )
     datasets = prepared.datasets if datasets is None else datasets
     trainer = trainer_class(

@@ -64,6 +64,8 @@ class Task(ABC, Generic[DataT]):
     head_suffix: ClassVar[str | None] = None  # architecture names ending in it carry a trained label head
     input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
     input_column_key: ClassVar[str] = "text_column"  # the recipe key of the column `predict --data` reads
+    # Examples differ in length (tokenised text, with `input_ids`): on a GPU, batches group similar lengths.
+    variable_length: ClassVar[bool] = False
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
@@ -125,6 +127,11 @@ class Task(ABC, Generic[DataT]):
     @abstractmethod
     def data_collator(self, processor: Any) -> Any:
         """Prepared examples -> a model batch (padding, label alignment)."""
+
+    def train_data_collator(self, processor: Any, model: TaskModel) -> Any:
+        """Training batches of `model` where they differ from `data_collator`'s (padding-free packing); None: the
+        same."""
+        return None
 
     @abstractmethod
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from pipelines.data import Splits
-from pipelines.modeling import from_pretrained
+from pipelines.modeling import attention_kwargs, from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
     WAVEFORM,
@@ -76,7 +76,7 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         model_config = self.config.model
         if model_config.from_scratch:
             config = from_pretrained(AutoConfig, model_config, **vocabulary)
-            model = AutoModelForCTC.from_config(config)
+            model = AutoModelForCTC.from_config(config, **attention_kwargs(model_config))
             model.name_or_path = model_config.checkpoint
             return model
         # The output layer is new (sized for this vocabulary); the encoder keeps its pretrained weights.

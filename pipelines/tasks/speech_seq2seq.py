@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from pipelines.config import option, require_one_of
-from pipelines.modeling import from_pretrained
+from pipelines.modeling import attention_kwargs, from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
     WAVEFORM,
@@ -83,7 +83,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             from transformers import AutoConfig, GenerationConfig
 
             config = from_pretrained(AutoConfig, model_config)
-            model = AutoModelForSpeechSeq2Seq.from_config(config)
+            model = AutoModelForSpeechSeq2Seq.from_config(config, **attention_kwargs(model_config))
             model.generation_config = from_pretrained(GenerationConfig, model_config)
             model.name_or_path = model_config.checkpoint
         else:

@@ -66,6 +66,7 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
     auto_model = AutoModelForSequenceClassification
     head_suffix = "ForSequenceClassification"
     data_config = TextDataConfig
+    variable_length = True
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoTokenizer, self.config.model, source)

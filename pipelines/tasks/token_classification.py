@@ -30,6 +30,7 @@ from pipelines.conll import read_conll
 from pipelines.data import Splits, load_table_file, map_cached, missing_classes, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
+from pipelines.padding_free import TokenFlattening, check_packing
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin
 from pipelines.tasks.collate import IGNORE
@@ -63,9 +64,16 @@ class TokensDataConfig(DataConfig):
     )
     max_length: int = option(128, "word pieces per sentence; longer sentences are cut, with a warning")
     pad_to_max_length: bool = option(False, "pad every sentence to max_length instead of per batch")
+    padding_free: bool = option(
+        False,
+        "train on each batch's sentences packed into one row (no padding), kept apart by position ids; needs an "
+        "attention that honours them: flash_attention_2 for BERT-like encoders (model.attn_implementation)",
+    )
 
     def validate(self) -> None:
         super().validate()
+        if self.padding_free and self.pad_to_max_length:
+            raise HubtuneError("'data.padding_free' and 'data.pad_to_max_length' contradict each other; keep one")
         if self.tag_scheme is not None and self.tag_scheme not in TAG_SCHEMES:
             raise HubtuneError(
                 f"unknown tag scheme '{self.tag_scheme}' in 'data.tag_scheme'"
@@ -201,6 +209,13 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
     peft_task_type = "TOKEN_CLS"
     data_config = TokensDataConfig
     input_column_key = "tokens_column"
+    variable_length = True
+
+    def build_model(self, prepared: PreparedData) -> TaskModel:
+        model = super().build_model(prepared)
+        if self.data.padding_free:
+            check_packing(model)  # refused here, before the run folder is touched
+        return model
 
     def load_processor(self, source: str | None = None) -> Any:
         tokenizer = from_pretrained(AutoTokenizer, self.config.model, source)
@@ -288,6 +303,9 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
 
     def data_collator(self, processor: Any) -> Any:
         return DataCollatorForTokenClassification(processor, pad_to_multiple_of=8)
+
+    def train_data_collator(self, processor: Any, model: TaskModel) -> Any:
+        return TokenFlattening(position_ids_start=check_packing(model)) if self.data.padding_free else None
 
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
         names = prepared.label_names
