@@ -175,6 +175,25 @@ class LabelledDataConfig(DataConfig):
 
 
 @dataclass
+class StreamingDataConfig(DataConfig):
+    """Data a task can read as a stream (text and token classification): tokenised per batch as training reads it."""
+
+    streaming: bool = option(
+        False,
+        "read the splits as streams (datasets' IterableDataset) instead of preparing them up front: for data "
+        "larger than memory or disk; needs training.max_steps and the label names in data.labels",
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.streaming and self.validation_fraction is not None:
+            raise HubtuneError(
+                "'data.validation_fraction' draws rows at random from all of train, which a stream cannot do; "
+                "with 'data.streaming' give a validation split"
+            )
+
+
+@dataclass
 class LoraConfig:
     r: int = option(8, "the rank of the LoRA matrices")
     alpha: int = option(16, "LoRA's scaling numerator (the update is scaled by alpha / r)")
@@ -437,6 +456,13 @@ def _validate(config: RecipeConfig) -> None:
     if config.hub.push and not config.hub.repo_id:
         raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
     _validate_training(config.training)
+    if getattr(config.data, "streaming", False):
+        if config.training.get("max_steps", -1) in (-1, None):
+            raise HubtuneError(
+                "'data.streaming' needs 'training.max_steps': a stream has no length, so epochs cannot be counted"
+            )
+        if config.adapt.feature_cache:
+            raise HubtuneError("'adapt.feature_cache' stores features of every example, which a stream does not have")
     if getattr(config.data, "padding_free", False) and config.adapt.feature_cache:
         raise HubtuneError(
             "'data.padding_free' packs token sequences, but 'adapt.feature_cache' trains on cached features; keep one"

@@ -10,12 +10,12 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import datasets
 import numpy as np
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset, Value
+from datasets import ClassLabel, Dataset, IterableDataset, Value
 
 from pipelines.config import DataConfig, LabelledDataConfig
 from pipelines.errors import HubtuneError
@@ -34,6 +34,10 @@ FILE_BUILDERS = {
 
 # "data file 'x.csv', row 12" for a row position in a prepared split: error messages name the file's own row.
 Locate = Callable[[int], str]
+# Examples a streamed train split is shuffled within (datasets' shuffle buffer): a stream cannot be permuted whole.
+STREAM_SHUFFLE_BUFFER = 10_000
+# A split as read: in full (Arrow, memory-mapped) or, with `data.streaming`, as a stream.
+AnySplit: TypeAlias = Dataset | IterableDataset
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Splits:
     row a user finds in the file.
     """
 
-    datasets: dict[str, Dataset] = field(default_factory=dict)
+    datasets: dict[str, Any] = field(default_factory=dict)  # Dataset, or IterableDataset when streaming
     sources: dict[str, str] = field(default_factory=dict)
     rows: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -91,9 +95,46 @@ def load_table_file(path: Path) -> Dataset:
         raise HubtuneError(f"data file '{path}' does not parse as {builder}: {cause}") from error
 
 
-def _load_hub(config: DataConfig) -> dict[str, Dataset]:
+def load_table_stream(path: Path) -> IterableDataset:
+    """A csv/tsv/json/jsonl/parquet file as a stream, read as training goes (`data.streaming`)."""
+    if not path.is_file():
+        raise HubtuneError(f"data file '{path}' does not exist")
+    if path.suffix.lower() not in FILE_BUILDERS:
+        raise HubtuneError(
+            f"data file '{path}': 'data.streaming' reads {', '.join(FILE_BUILDERS)} files or Hub datasets, "
+            f"not '{path.suffix}'"
+        )
+    builder, options = FILE_BUILDERS[path.suffix.lower()]
+    stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
     try:
-        loaded = datasets.load_dataset(config.dataset, config.dataset_config, revision=config.revision)
+        next(iter(stream))  # the first rows, read now: a file that does not parse fails at load, not mid-run
+    except StopIteration as error:
+        raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
+    except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
+        raise HubtuneError(f"data file '{path}' does not parse as {builder}: {error.__cause__ or error}") from error
+    return stream
+
+
+def streamed(dataset: Any) -> bool:
+    return isinstance(dataset, IterableDataset)
+
+
+def columns_of(dataset: AnySplit) -> list[str]:
+    """A split's column names; a stream whose format does not declare them (csv) shows them in its first row."""
+    if dataset.column_names is not None:
+        return list(dataset.column_names)
+    return list(next(iter(dataset)))
+
+
+def first_row(dataset: AnySplit) -> dict[str, Any]:
+    return dataset[0] if isinstance(dataset, Dataset) else next(iter(dataset))
+
+
+def _load_hub(config: DataConfig, streaming: bool = False) -> dict[str, Any]:
+    try:
+        loaded = datasets.load_dataset(
+            config.dataset, config.dataset_config, revision=config.revision, streaming=streaming
+        )
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
         raise HubtuneError(
             f"Hub dataset '{config.dataset}' could not be loaded ({type(error).__name__}); offline it must be in the "
@@ -117,12 +158,14 @@ def load_splits(
     wanted = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
     carved = "validation" in roles and config.validation_fraction is not None
     needed = {wanted[role] for role in roles} | ({config.train_split} if carved else set())
+    streaming = bool(getattr(config, "streaming", False))
     if config.files:
-        available = {name: load_file(Path(path)) for name, path in config.files.items() if name in needed}
+        load = load_table_stream if streaming else load_file
+        available = {name: load(Path(path)) for name, path in config.files.items() if name in needed}
         origin = {name: f"data file '{path}'" for name, path in config.files.items()}
         where = "data.files"
     else:
-        available = _load_hub(config)
+        available = _load_hub(config, streaming)
         origin = {name: f"split '{name}' of Hub dataset '{config.dataset}'" for name in available}
         where = f"Hub dataset '{config.dataset}'"
     splits = Splits()
@@ -139,6 +182,8 @@ def load_splits(
                 f"set 'data.{role}_split' to one of them or to null"
                 + (" or set 'data.validation_fraction'" if role == "validation" else "")
             )
+    if streaming:
+        return _cap_streams(splits, config)
     for role, dataset in splits.datasets.items():
         if len(dataset) == 0:
             raise HubtuneError(f"{splits.sources[role]} ({role} split) is empty")
@@ -162,6 +207,21 @@ def load_splits(
             # A random subset, not the first rows: files are often sorted by label.
             splits.take(role, np.random.default_rng(seed).permutation(len(splits[role]))[:cap])
     return splits
+
+
+def _cap_streams(splits: Splits, config: DataConfig) -> Splits:
+    """Streams capped by `data.max_*_samples`: their first rows, since a stream has no random subset."""
+    caps = {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_test_samples}
+    for role, cap in caps.items():
+        if role in splits and cap is not None:
+            splits.datasets[role] = splits[role].take(cap)
+    return splits
+
+
+def shuffle_stream(stream: IterableDataset, seed: int) -> IterableDataset:
+    """A prepared training stream, shuffled within a buffer (and by file shard). Done after the task's
+    preprocessing, whose errors name rows by their position in the file, not in the shuffled order."""
+    return stream.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER)
 
 
 def map_cached(dataset: Dataset, function: Callable, config: DataConfig, description: str, **options: Any) -> Dataset:
@@ -191,12 +251,13 @@ def first_missing_text(dataset: Dataset, column: str) -> int | None:
     return None
 
 
-def require_columns(dataset: Dataset, columns: Mapping[str, str | None], source: str) -> None:
+def require_columns(dataset: AnySplit, columns: Mapping[str, str | None], source: str) -> None:
     """`columns` maps recipe key -> column name; a missing one is an error naming both."""
+    present = columns_of(dataset)
     for key, column in columns.items():
-        if column is not None and column not in dataset.column_names:
+        if column is not None and column not in present:
             raise HubtuneError(
-                f"{source} has no column '{column}' (recipe key 'data.{key}'); columns: {', '.join(dataset.column_names)}"
+                f"{source} has no column '{column}' (recipe key 'data.{key}'); columns: {', '.join(present)}"
             )
 
 
@@ -221,10 +282,12 @@ def label_coding(config: LabelledDataConfig, splits: Splits) -> str:
     beside "negative"), is an error naming the file and row, never a silent guess.
     """
     train = splits[splits.reference_role]
-    if isinstance(train.features.get(config.label_column), ClassLabel):
+    if isinstance((train.features or {}).get(config.label_column), ClassLabel):
         return "names"
     locate, first = splits.locate(splits.reference_role), None
-    for row, value in enumerate(train[config.label_column]):
+    # A stream is not read ahead: its first row sets the coding, and `encode_labels` holds every later row to it.
+    values = [first_row(train)[config.label_column]] if streamed(train) else train[config.label_column]
+    for row, value in enumerate(values):
         if value is None:
             continue
         kind = _kind_of(value)
@@ -251,9 +314,14 @@ def resolve_labels(config: LabelledDataConfig, splits: Splits, known: list[str] 
         return list(known), coding
     if config.labels:
         return list(config.labels), coding
-    feature = splits["train"].features.get(config.label_column)
+    feature = (splits["train"].features or {}).get(config.label_column)
     if isinstance(feature, ClassLabel):
         return list(feature.names), coding
+    if streamed(splits["train"]):
+        raise HubtuneError(
+            f"{splits.sources['train']}: with 'data.streaming' the label names must be listed in 'data.labels' "
+            "(in id order): a stream is not read ahead to find them"
+        )
     if coding == "names":
         return sorted(v for v in splits["train"].unique(config.label_column) if v is not None), coding
     raise HubtuneError(
@@ -265,8 +333,26 @@ def resolve_labels(config: LabelledDataConfig, splits: Splits, known: list[str] 
 def encode_labels(dataset: Dataset, column: str, names: list[str], locate: Locate, coding: str = "names") -> Dataset:
     """Map the label column to integer ids in a `labels` column. Labels must be written in the run's `coding`
     (a ClassLabel column is names by construction); an unknown label or another coding is an error."""
-    feature = dataset.features[column]
-    values = dataset[column]
+    ids = label_ids(dataset[column], dataset.features[column], column, names, locate, coding)
+    if column == "labels":
+        dataset = dataset.remove_columns("labels")
+    return dataset.add_column("labels", ids)
+
+
+def encode_stream_labels(
+    stream: IterableDataset, column: str, names: list[str], locate: Locate, coding: str = "names"
+) -> IterableDataset:
+    """`encode_labels` for a stream, applied as it is read: a bad label stops training when it reaches the row."""
+    feature = (stream.features or {}).get(column)
+
+    def encode(batch: dict[str, list], positions: list[int]) -> dict[str, list]:
+        return {"labels": label_ids(batch[column], feature, column, names, lambda i: locate(positions[i]), coding)}
+
+    return stream.map(encode, batched=True, with_indices=True, remove_columns=[column] if column == "labels" else None)
+
+
+def label_ids(values: list[Any], feature: Any, column: str, names: list[str], locate: Locate, coding: str) -> list[int]:
+    """The label id of each value (checked as `encode_labels` says); `locate(i)` names the i-th value's row."""
     if isinstance(feature, ClassLabel):
         values, coding = [feature.names[v] for v in values], "names"
     index = {name: i for i, name in enumerate(names)}
@@ -284,9 +370,7 @@ def encode_labels(dataset: Dataset, column: str, names: list[str], locate: Locat
             ids.append(value)
         else:
             raise HubtuneError(f"{locate(row)}: label {value!r} in column '{column}' is not in the label list {names}")
-    if column == "labels":
-        dataset = dataset.remove_columns("labels")
-    return dataset.add_column("labels", ids)
+    return ids
 
 
 def missing_classes(names: list[str], train_ids: Iterable[int], source: str) -> list[str]:

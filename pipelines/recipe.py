@@ -17,7 +17,7 @@ from transformers import Trainer, TrainerCallback, set_seed
 
 from pipelines.adapt import adapt_model, format_table, parameter_table, plan_groups
 from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
-from pipelines.data import load_splits
+from pipelines.data import load_splits, shuffle_stream, streamed
 from pipelines.errors import HubtuneError, RunInterrupted
 from pipelines.feature_cache import FeatureCache
 from pipelines.hub import push_run
@@ -37,6 +37,7 @@ from pipelines.run_guard import (
 )
 from pipelines.speed import speed_settings
 from pipelines.tasks import PreparedData, Task, get_task
+from pipelines.tasks.base import logits_of
 from pipelines.training import GroupOptimization, build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,14 @@ class TrainedStage:
     table: list[dict]
     results: dict[str, Any]
     artifacts: dict[str, Any]
+
+
+def _train_examples(trainer: Trainer, train: Any) -> int:
+    """The training set's size; for a stream (no size), the examples training read from it."""
+    if not streamed(train):
+        return len(train)
+    args = trainer.args
+    return trainer.state.global_step * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
 class Recipe:
@@ -179,7 +188,10 @@ class Recipe:
     def _prepare_data(self, task: Task) -> PreparedData:
         processor = task.load_processor()
         splits = load_splits(self.config.data, self.config.seed, task.load_data_file)
-        return task.prepare(splits, task.fit_processor(splits, processor))
+        prepared = task.prepare(splits, task.fit_processor(splits, processor))
+        if streamed(prepared.datasets.get("train")):
+            prepared.datasets["train"] = shuffle_stream(prepared["train"], self.config.seed)
+        return prepared
 
     def _train_and_score(
         self,
@@ -222,11 +234,13 @@ class Recipe:
         artifacts: dict[str, Any] = {}
         with backbone:
             train_result = trainer.train(resume_from_checkpoint=plan.checkpoint)
-            results.update(train_result.metrics, train_samples=len(datasets["train"]))
+            results.update(train_result.metrics, train_samples=_train_examples(trainer, datasets["train"]))
             for role, prefix in (("validation", "eval"), ("test", "test")):
                 if role in datasets:
                     output = trainer.predict(datasets[role], metric_key_prefix=prefix)
-                    results.update(output.metrics or {}, **{f"{prefix}_samples": len(datasets[role])})
+                    # A stream's size is known once it has been read: the predictions count it.
+                    examples = len(logits_of(output.predictions) if streamed(datasets[role]) else datasets[role])
+                    results.update(output.metrics or {}, **{f"{prefix}_samples": examples})
                     artifacts.update(
                         {
                             f"{role}_{name}.json": payload

@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
 )
 
-from pipelines.config import LabelledDataConfig, option
+from pipelines.config import LabelledDataConfig, StreamingDataConfig, option
 from pipelines.data import (
     Locate,
     Splits,
+    columns_of,
     encode_labels,
+    encode_stream_labels,
     first_missing_text,
     map_cached,
     missing_classes,
     require_columns,
     resolve_labels,
+    streamed,
 )
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
@@ -39,7 +43,7 @@ PIECES_PER_WORD_LIMIT = 3.0
 
 
 @dataclass
-class TextDataConfig(LabelledDataConfig):
+class TextDataConfig(LabelledDataConfig, StreamingDataConfig):
     text_column: str = option("text", "the column of texts")
     text_pair_column: str | None = option(None, "a second text column, for pairs (NLI, paraphrase)")
     max_length: int = option(128, "tokens per example; longer texts are cut, with a warning")
@@ -78,10 +82,11 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
             "text_pair_column": data.text_pair_column,
             "label_column": data.label_column,
         }
+        texts = [column for column in (data.text_column, data.text_pair_column) if column is not None]
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
-            for column in (data.text_column, data.text_pair_column):
-                if column is not None:
+            if not streamed(dataset):  # a stream's rows are checked as they are read
+                for column in texts:
                     require_text(dataset, column, splits.locate(role))
         names, coding = resolve_labels(data, splits, label_names)
         result = PreparedData({}, processor, names)
@@ -94,6 +99,9 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
             )
 
         for role, dataset in splits.datasets.items():
+            if streamed(dataset):
+                result.datasets[role] = self._tokenise_stream(dataset, splits.locate(role), names, coding, tokenize)
+                continue
             dataset = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)
             if role == "train":
                 result.warnings += missing_classes(names, dataset["labels"], splits.sources[role])
@@ -105,6 +113,29 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
                 remove_columns=[c for c in dataset.column_names if c != "labels"],
             )
         return result
+
+    def _tokenise_stream(
+        self,
+        stream: IterableDataset,
+        locate: Locate,
+        names: list[str],
+        coding: str,
+        tokenize: Callable[[dict[str, list]], dict[str, list]],
+    ) -> IterableDataset:
+        """A streamed split, labelled, checked and tokenised batch by batch as training reads it."""
+        data = self.data
+        texts = [column for column in (data.text_column, data.text_pair_column) if column is not None]
+        dropped = [column for column in columns_of(stream) if column != "labels"]
+
+        def checked(batch: dict[str, list], positions: list[int]) -> dict[str, list]:
+            for column in texts:
+                for i, value in enumerate(batch[column]):
+                    if not isinstance(value, str):
+                        raise HubtuneError(f"{locate(positions[i])}: column '{column}' holds {value!r}, not text")
+            return tokenize(batch)
+
+        stream = encode_stream_labels(stream, data.label_column, names, locate, coding)
+        return stream.map(checked, batched=True, with_indices=True, remove_columns=dropped)
 
     def data_collator(self, processor: Any) -> Any:
         return DataCollatorWithPadding(processor, pad_to_multiple_of=8)

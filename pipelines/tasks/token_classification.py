@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from datasets import ClassLabel, Dataset
+from datasets import ClassLabel, Dataset, IterableDataset
 from transformers import (
     AutoModelForTokenClassification,
     AutoTokenizer,
@@ -25,9 +25,18 @@ from transformers import (
     TokenClassificationPipeline,
 )
 
-from pipelines.config import DataConfig, closest, option
+from pipelines.config import StreamingDataConfig, closest, option
 from pipelines.conll import read_conll
-from pipelines.data import Splits, load_table_file, map_cached, missing_classes, require_columns
+from pipelines.data import (
+    Splits,
+    columns_of,
+    first_row,
+    load_table_file,
+    map_cached,
+    missing_classes,
+    require_columns,
+    streamed,
+)
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
 from pipelines.padding_free import TokenFlattening, check_packing
@@ -47,7 +56,7 @@ TAG_SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
 
 
 @dataclass
-class TokensDataConfig(DataConfig):
+class TokensDataConfig(StreamingDataConfig):
     tokens_column: str = option("tokens", "the column holding a list of words per sentence")
     tags_column: str = option("ner_tags", "the column holding a list of tags (names or ClassLabel ids) per sentence")
     labels: list[str] | None = option(None, "tag names in id order; read from the data when absent")
@@ -121,9 +130,14 @@ def resolve_tag_names(config: TokensDataConfig, splits: Splits) -> list[str]:
     """Tag names in id order: the recipe's list, else the dataset's ClassLabel names, else read from train."""
     if config.labels:
         return list(config.labels)
-    inner = getattr(splits["train"].features[config.tags_column], "feature", None)
+    inner = getattr((splits["train"].features or {}).get(config.tags_column), "feature", None)
     if isinstance(inner, ClassLabel):
         return list(inner.names)
+    if streamed(splits["train"]):
+        raise HubtuneError(
+            f"{splits.sources['train']}: with 'data.streaming' the tag names must be listed in 'data.labels' "
+            "(in id order): a stream is not read ahead to find them"
+        )
     seen = {tag for row in splits["train"][config.tags_column] if isinstance(row, list) for tag in row}
     if seen and all(isinstance(tag, str) for tag in seen):
         # "O" first, then entity tags grouped by type: the order only fixes ids, it makes config.json readable.
@@ -134,17 +148,14 @@ def resolve_tag_names(config: TokensDataConfig, splits: Splits) -> list[str]:
     )
 
 
-def tag_coding(dataset: Dataset, config: TokensDataConfig) -> str:
-    """'names' or 'ids': how the train split writes its tags (a ClassLabel feature counts as names)."""
-    for tags in dataset[config.tags_column]:
+def tag_coding(dataset: Dataset | IterableDataset, config: TokensDataConfig) -> str:
+    """'names' or 'ids': how the train split writes its tags (a ClassLabel feature counts as names). A stream
+    shows its first sentence; `encode_sentences` holds every later one to it."""
+    class_label = isinstance(getattr((dataset.features or {}).get(config.tags_column), "feature", None), ClassLabel)
+    rows = [first_row(dataset)[config.tags_column]] if streamed(dataset) else dataset[config.tags_column]
+    for tags in rows:
         for tag in tags if isinstance(tags, list) else []:
-            return (
-                "ids"
-                if isinstance(tag, int)
-                and not isinstance(tag, bool)
-                and not isinstance(getattr(dataset.features[config.tags_column], "feature", None), ClassLabel)
-                else "names"
-            )
+            return "ids" if isinstance(tag, int) and not isinstance(tag, bool) and not class_label else "names"
     return "names"
 
 
@@ -241,7 +252,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
         continuation = continuation_ids(names)
         result = PreparedData({}, processor, names)
         for role, dataset in splits.datasets.items():
-            feature = getattr(dataset.features[data.tags_column], "feature", None)
+            feature = getattr((dataset.features or {}).get(data.tags_column), "feature", None)
             class_names = feature.names if isinstance(feature, ClassLabel) else None
             locate = splits.locate(role)
             # Only training tags continuation pieces: evaluation stays one tag per word, the unit entities are made of.
@@ -273,6 +284,11 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
                     labels.append(align_labels(word_ids, word_labels, spread))
                 return {**tokens, "labels": labels, CUT_WORDS: cut}
 
+            if streamed(dataset):
+                # Tokenised as training reads it; over-long sentences are cut without a count (nothing is read ahead).
+                stream = dataset.map(encode, batched=True, with_indices=True, remove_columns=columns_of(dataset))
+                result.datasets[role] = stream.remove_columns(CUT_WORDS)
+                continue
             encoded = map_cached(
                 dataset,
                 encode,
