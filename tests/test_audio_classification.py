@@ -137,7 +137,7 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
     """A Hub-style `Audio` column (paths or bytes) is read without torchcodec, resampled and mono-mixed."""
     from datasets import Audio, Dataset, Features
 
-    from pipelines.audio import decode_column
+    from pipelines.audio import audio_lengths, undecoded_audio
 
     t = np.arange(4410) / 44100
     soundfile.write(tmp_path / "a.wav", np.stack([np.sin(2 * np.pi * 300 * t)] * 2, axis=1), 44100)
@@ -149,5 +149,6 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
         audio
     )
     for dataset in (by_path, by_bytes):
-        (wave,) = decode_column(dataset, "audio", 16000, lambda row: f"hub split, row {row + 1}")
+        assert audio_lengths(dataset, "audio", 16000, lambda row: f"hub split, row {row + 1}") == [1600]
+        wave = decode(undecoded_audio(dataset, "audio")[0]["audio"], 16000, "hub split, row 1")
         assert len(wave) == 1600 and wave.ndim == 1
