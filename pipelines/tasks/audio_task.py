@@ -94,9 +94,14 @@ class AudioTask(Task[AudioDataT]):
                 starts = [int(rng.integers(0, max(length - limit, 0) + 1)) for length in batch[LENGTH]]
                 return {**batch, CROP_START: starts}
 
-            # The transform only draws where each window starts: the Trainer reads the length column through
-            # it row by row to group batches, so it must not decode.
-            prepared = prepared.with_transform(draw_windows)
+            if self.config.adapt.feature_cache:
+                # The cache runs the backbone once per clip: each training clip gets one window, drawn here, so
+                # the cached features are those of the clip the cache's check and the saved run see.
+                prepared = prepared.add_column(CROP_START, draw_windows({LENGTH: lengths})[CROP_START])
+            else:
+                # The transform only draws where each window starts: the Trainer reads the length column through
+                # it row by row to group batches, so it must not decode.
+                prepared = prepared.with_transform(draw_windows)
         return prepared
 
     def waveforms(self, processor: Any, rows: list[dict[str, Any]]) -> list[np.ndarray]:
