@@ -2,7 +2,8 @@
 
 Decoding goes through soundfile, never `datasets.Audio(decode=True)`: datasets 5 decodes through torchcodec,
 which needs FFmpeg libraries that are often missing (docs/platform-notes.md). Hub audio columns are cast to
-`Audio(decode=False)` and their bytes or paths are decoded here.
+`Audio(decode=False)` and their bytes or paths are decoded here, a batch at a time: prepared datasets hold
+only the undecoded values and each clip's length, read from its file header.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pipelines.errors import HubtuneError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+LENGTH_BATCH = 256  # rows per read when measuring clips from their headers
 
 
 @dataclass
@@ -86,22 +88,29 @@ def load_audio_data_file(path: Path, audio_column: str, label_column: str) -> Da
     return table.remove_columns(audio_column).add_column(audio_column, resolved)
 
 
+def _open(source: Any, where: str) -> tuple[Any, str]:
+    """What soundfile opens for a path, or a `{bytes, path}` dict, and the name messages give it."""
+    if isinstance(source, dict) and source.get("bytes"):
+        return io.BytesIO(source["bytes"]), source.get("path") or where
+    if isinstance(source, dict) and source.get("path"):
+        return source["path"], source["path"]
+    if isinstance(source, str):
+        return source, source
+    raise HubtuneError(f"{where}: audio value {source!r} is neither a path nor audio bytes")
+
+
+def _in_memory(source: Any) -> bool:
+    return isinstance(source, dict) and source.get("array") is not None
+
+
 def decode(source: Any, sampling_rate: int, where: str) -> np.ndarray:
     """A mono float32 waveform at `sampling_rate` from a path, a `{bytes, path}` dict or a `{array, sampling_rate}` dict."""
-    if isinstance(source, dict) and source.get("array") is not None:
+    if _in_memory(source):
         data = np.asarray(source["array"], dtype=np.float32)
         data = data.reshape(len(data), -1) if data.ndim == 2 else data.reshape(-1, 1)
         rate, name = int(source["sampling_rate"]), where
     else:
-        if isinstance(source, dict) and source.get("bytes"):
-            handle: Any = io.BytesIO(source["bytes"])
-            name = source.get("path") or where
-        elif isinstance(source, dict) and source.get("path"):
-            handle = name = source["path"]
-        elif isinstance(source, str):
-            handle = name = source
-        else:
-            raise HubtuneError(f"{where}: audio value {source!r} is neither a path nor audio bytes")
+        handle, name = _open(source, where)
         try:
             data, rate = soundfile.read(handle, dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
@@ -115,16 +124,54 @@ def decode(source: Any, sampling_rate: int, where: str) -> np.ndarray:
     return waveform.astype(np.float32)
 
 
-def decode_column(dataset: Dataset, column: str, sampling_rate: int, locate: Callable[[int], str]) -> list[np.ndarray]:
-    """Every row's audio, decoded, mono and resampled; a bad file is an error naming the file and row."""
+def resampled_length(frames: int, rate: int, sampling_rate: int) -> int:
+    """The number of samples `decode` makes of `frames` at `rate`: resample_poly rounds its output length up."""
+    return -(-frames * sampling_rate // rate)
+
+
+def audio_length(source: Any, sampling_rate: int, where: str) -> int:
+    """The length `decode` gives `source`, in samples at `sampling_rate`, read from the file's header alone.
+
+    A file whose header does not parse, or that holds no samples, is an error naming it, as in `decode`.
+    """
+    if _in_memory(source):
+        frames, rate, name = len(source["array"]), int(source["sampling_rate"]), where
+    else:
+        handle, name = _open(source, where)
+        try:
+            header = soundfile.info(handle)
+        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+            raise HubtuneError(f"audio file '{name}' ({where}) cannot be decoded: {error}") from error
+        frames, rate = header.frames, header.samplerate
+    if frames == 0:
+        raise HubtuneError(f"audio file '{name}' ({where}) is empty: it holds no samples")
+    return resampled_length(frames, rate, sampling_rate)
+
+
+def undecoded_audio(dataset: Dataset, column: str) -> Dataset:
+    """The dataset with a Hub `Audio` column as `Audio(decode=False)`: its paths or bytes, for `decode`."""
     if isinstance(dataset.features.get(column), Audio):
-        dataset = dataset.cast_column(column, Audio(decode=False))
-    return [decode(value, sampling_rate, locate(row)) for row, value in enumerate(dataset[column])]
+        return dataset.cast_column(column, Audio(decode=False))
+    return dataset
 
 
-def crop(waveform: np.ndarray, max_samples: int | None, rng: np.random.Generator | None) -> np.ndarray:
-    """At most `max_samples`: a random window when `rng` is given (training), else the start."""
+def audio_lengths(dataset: Dataset, column: str, sampling_rate: int, locate: Callable[[int], str]) -> list[int]:
+    """Every row's `audio_length`; a bad file is an error naming the file and row.
+
+    Read in batches: a column of embedded audio bytes (a Hub split) is never all in memory at once.
+    """
+    lengths: list[int] = []
+    for batch in undecoded_audio(dataset, column).select_columns([column]).iter(batch_size=LENGTH_BATCH):
+        lengths += [
+            audio_length(value, sampling_rate, locate(len(lengths) + i)) for i, value in enumerate(batch[column])
+        ]
+    return lengths
+
+
+def crop(waveform: np.ndarray, max_samples: int | None, start: int = 0) -> np.ndarray:
+    """At most `max_samples`, from `start` (a random one in training, drawn by the task)."""
     if max_samples is None or len(waveform) <= max_samples:
         return waveform
-    start = int(rng.integers(0, len(waveform) - max_samples + 1)) if rng is not None else 0
+    # A start drawn from a header length that overstates the decoded clip still gives a full window.
+    start = min(start, len(waveform) - max_samples)
     return waveform[start : start + max_samples]

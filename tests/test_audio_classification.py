@@ -137,7 +137,7 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
     """A Hub-style `Audio` column (paths or bytes) is read without torchcodec, resampled and mono-mixed."""
     from datasets import Audio, Dataset, Features
 
-    from pipelines.audio import decode_column
+    from pipelines.audio import audio_lengths, undecoded_audio
 
     t = np.arange(4410) / 44100
     soundfile.write(tmp_path / "a.wav", np.stack([np.sin(2 * np.pi * 300 * t)] * 2, axis=1), 44100)
@@ -149,5 +149,194 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
         audio
     )
     for dataset in (by_path, by_bytes):
-        (wave,) = decode_column(dataset, "audio", 16000, lambda row: f"hub split, row {row + 1}")
+        assert audio_lengths(dataset, "audio", 16000, lambda row: f"hub split, row {row + 1}") == [1600]
+        wave = decode(undecoded_audio(dataset, "audio")[0]["audio"], 16000, "hub split, row 1")
         assert len(wave) == 1600 and wave.ndim == 1
+
+
+def prepare_tones(checkpoint, files, output_dir, monkeypatch=None, **data):
+    """The task and its prepared data for a tone recipe; with `monkeypatch`, any decode during prepare fails."""
+    from pipelines.config import load_recipe_config
+    from pipelines.data import load_splits
+    from pipelines.tasks.audio_classification import AudioClassification
+
+    config = load_recipe_config(values=recipe(checkpoint, files, output_dir, **data))
+    task = AudioClassification(config)
+    splits = load_splits(config.data, config.seed, task.load_data_file)
+    if monkeypatch is None:
+        return task, task.prepare(splits, task.load_processor())
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("prepare decoded audio instead of reading headers")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(soundfile, "read", no_decoding)
+        return task, task.prepare(splits, task.load_processor())
+
+
+def test_prepared_audio_stays_undecoded_and_batches_like_direct_decoding(tiny_wav2vec2, tones, tmp_path, monkeypatch):
+    from pipelines.audio import crop
+    from pipelines.tasks.audio_task import CROP_START, LENGTH, extract_features
+
+    task, prepared = prepare_tones(tiny_wav2vec2, tones, tmp_path / "run", monkeypatch)
+    processor, collate = prepared.processor, task.data_collator(prepared.processor)
+    limit = 8000  # max_duration_s 0.5 at 16 kHz
+    for role in ("train", "validation", "test"):
+        dataset = prepared[role]
+        assert dataset.features["audio"].dtype == "string" and dataset.features[LENGTH].dtype == "int64"
+        decoded_bytes = 4 * sum(dataset[LENGTH])  # float32 samples, had the clips been decoded in prepare
+        assert dataset.data.nbytes < decoded_bytes / 100, (dataset.data.nbytes, decoded_bytes)
+    # Evaluation: every clip from its start, cropped to max_duration_s; the clips are 0.4-0.7 s, so some are.
+    validation = prepared["validation"]
+    rows = [validation[i] for i in range(len(validation))]
+    waves = [decode(row["audio"], 16000, "test") for row in rows]
+    assert any(len(w) > limit for w in waves) and any(len(w) < limit for w in waves)
+    batch, direct = collate(rows), extract_features(processor, [crop(w, limit) for w in waves])
+    assert batch["labels"].tolist() == [row["labels"] for row in rows]
+    for name in ("input_values", "attention_mask"):
+        assert torch_equal(batch[name], direct[name])
+    # Training: each read draws a new window inside the clip, and the batch holds exactly that window.
+    train = prepared["train"]
+    long_rows = [i for i, length in enumerate(train[LENGTH]) if length > limit][:8]
+    first, second = [train[i] for i in long_rows], [train[i] for i in long_rows]
+    assert [r[CROP_START] for r in first] != [r[CROP_START] for r in second]
+    windows = []
+    for row in first:
+        wave = decode(row["audio"], 16000, "test")
+        assert 0 <= row[CROP_START] <= len(wave) - limit
+        windows.append(wave[row[CROP_START] : row[CROP_START] + limit])
+    assert torch_equal(collate(first)["input_values"], extract_features(processor, windows)["input_values"])
+
+
+def torch_equal(a, b) -> bool:
+    return a.shape == b.shape and bool((a == b).all())
+
+
+def test_header_lengths_equal_decoded_lengths(tones, tmp_path):
+    from datasets import Dataset
+
+    from pipelines.audio import audio_length, audio_lengths
+
+    rng = np.random.default_rng(0)
+    soundfile.write(tmp_path / "narrow.wav", rng.normal(0, 0.1, 8001), 8000)  # 8 kHz, odd length: upsampled
+    soundfile.write(tmp_path / "stereo.wav", rng.normal(0, 0.1, (4417, 2)), 44100)  # stereo, downsampled
+    soundfile.write(tmp_path / "odd.flac", rng.normal(0, 0.1, 12345), 22050)
+    soundfile.write(tmp_path / "same.wav", rng.normal(0, 0.1, (1000, 2)), 16000)
+    sources = [str(tmp_path / name) for name in ("narrow.wav", "stereo.wav", "odd.flac", "same.wav")]
+    sources += [
+        {"bytes": (tmp_path / "odd.flac").read_bytes(), "path": "odd.flac"},
+        {"array": rng.normal(0, 0.1, 4410).astype(np.float32), "sampling_rate": 44100},
+    ]
+    for rate in (16000, 8000):
+        for source in sources:
+            assert audio_length(source, rate, "test") == len(decode(source, rate, "test")), (source, rate)
+    assert audio_length(sources[0], 16000, "test") == 16002 and audio_length(sources[1], 16000, "test") == 1603
+    # The tone folders mix 8, 16 and 44.1 kHz clips, every third one stereo.
+    folder = load_audio_data_file(Path(tones["train"]), "audio", "label")
+    paths = folder["audio"]
+    lengths = audio_lengths(Dataset.from_dict({"audio": paths}), "audio", 16000, str)
+    assert lengths == [len(decode(path, 16000, "test")) for path in paths]
+
+
+def test_truncated_wav_is_named_at_prepare(tiny_wav2vec2, tones, tmp_path):
+    from pipelines.config import load_recipe_config
+    from pipelines.data import load_splits
+    from pipelines.tasks.audio_classification import AudioClassification
+
+    rows = [{"path": f"{label}/{label}_{i}.wav", "label": label} for label in TONES for i in range(2)]
+    clip = Path(tones["train"]) / "mid" / "mid_0.wav"
+    truncated = tmp_path / "truncated.wav"
+    truncated.write_bytes(clip.read_bytes()[:30])  # cut inside the header: no data chunk left
+    rows[3]["path"] = str(truncated)
+    manifest = write_manifest(Path(tones["train"]) / "truncated.csv", rows)
+    values = recipe(tiny_wav2vec2, {"train": str(manifest)}, tmp_path / "run", audio_column="path")
+    values["data"].update(validation_split=None, test_split=None)
+    config = load_recipe_config(values=values)
+    task = AudioClassification(config)
+    splits = load_splits(config.data, config.seed, task.load_data_file)
+    with pytest.raises(HubtuneError) as error:
+        task.prepare(splits, task.load_processor())
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"audio file '{truncated}'" in message and f"'{manifest}', row 4" in message
+    assert "cannot be decoded" in message
+
+
+def test_group_by_length_batches_by_header_lengths(tiny_wav2vec2, tones, tmp_path, monkeypatch):
+    """`train_sampling_strategy: group_by_length` sorts by the stored header lengths; no clip is decoded for it."""
+    import transformers.trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from pipelines.tasks import audio_task
+    from pipelines.tasks.audio_task import LENGTH
+
+    seen: list[list[int]] = []
+
+    class Recording(LengthGroupedSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(list(self.lengths))
+
+    decoded: list[str] = []
+
+    def counting_decode(source, *args):
+        decoded.append(source)
+        return decode(source, *args)
+
+    monkeypatch.setattr(transformers.trainer, "LengthGroupedSampler", Recording)
+    monkeypatch.setattr(audio_task, "decode", counting_decode)
+    files = {"train": tones["train"], "test": tones["test"]}
+    values = recipe(tiny_wav2vec2, files, tmp_path / "run", validation_split=None)
+    values["training"].update(num_train_epochs=4, train_sampling_strategy="group_by_length")
+    results = Recipe.from_dict(values).run()
+    _, prepared = prepare_tones(tiny_wav2vec2, files, tmp_path / "again", validation_split=None)
+    train, test = prepared["train"], prepared["test"]
+    assert seen[0] == train[LENGTH]
+    # Each clip is decoded once per pass that batches it (4 epochs of training, one test pass), none for grouping.
+    assert len(decoded) == 4 * len(train) + len(test)
+    assert results["test_accuracy"] >= 0.6, results
+
+
+def tiny_ast_folder(folder: Path) -> Path:
+    """A 2-layer Audio Spectrogram Transformer (hidden 32) over 64 frames of 32 mel bins: its head reads only
+    the pooled output, so its backbone's features can be cached."""
+    import torch
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    config = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_mel_bins=32,
+        max_length=64,
+        frequency_stride=10,
+        time_stride=10,
+    )
+    torch.manual_seed(0)
+    ASTForAudioClassification(config).save_pretrained(folder)
+    ASTFeatureExtractor(num_mel_bins=32, max_length=64).save_pretrained(folder)
+    return folder
+
+
+def test_feature_cache_on_audio_matches_the_uncached_route(tones, tmp_path, caplog):
+    import logging
+
+    checkpoint = tiny_ast_folder(tmp_path / "ast")
+    cache_dir = tmp_path / "features"
+
+    def run(name, **adapt):
+        values = recipe(checkpoint, tones, tmp_path / name)
+        values["adapt"] = {"strategy": "freeze_backbone", **adapt}
+        values["training"].update(num_train_epochs=2, learning_rate=1e-2)
+        return Recipe.from_dict(values).run()
+
+    cached_adapt = {"feature_cache": True, "feature_cache_dir": str(cache_dir)}
+    plain, cached = run("plain"), run("cached", **cached_adapt)
+    assert cached["test_accuracy"] == plain["test_accuracy"]
+    assert cached["test_loss"] == pytest.approx(plain["test_loss"], abs=1e-3)
+    assert len([p for p in cache_dir.iterdir() if p.is_dir()]) == 3
+    with caplog.at_level(logging.INFO, logger="pipelines.feature_cache"):
+        again = run("again", **cached_adapt)
+    assert "feature cache hit" in caplog.text and "computing backbone features" not in caplog.text
+    assert again["test_accuracy"] == cached["test_accuracy"]

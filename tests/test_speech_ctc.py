@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from speech_helpers import tiny_wav2vec2_folder, write_spelled_split
 
@@ -104,3 +105,41 @@ def test_empty_transcript_is_named(tiny_ctc_encoder, spelled, tmp_path):
     values["data"].update(validation_split=None, test_split=None)
     with pytest.raises(HubtuneError, match=r"row 3: column 'text' holds '\?!'"):
         Recipe.from_dict(values).run()
+
+
+def test_over_long_clip_is_dropped_by_its_header_length(tiny_ctc_encoder, spelled, tmp_path, monkeypatch, caplog):
+    import logging
+    import random
+    import shutil
+
+    import soundfile
+    from speech_helpers import spell
+
+    from pipelines.config import load_recipe_config
+    from pipelines.data import load_splits
+    from pipelines.tasks.audio_task import LENGTH
+    from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
+
+    train = tmp_path / "train"
+    shutil.copytree(spelled["train"], train)
+    # 1.2 s at 8 kHz: 9,600 frames in its header, 19,200 samples at the model's 16 kHz, over the 1 s limit.
+    wave = spell("abc cab", 8000, random.Random(0))
+    soundfile.write(train / "long.wav", np.pad(wave, (0, 9600 - len(wave))), 8000)
+    with (train / "metadata.csv").open("a") as handle:
+        handle.write("long.wav,ABC CAB.\n")
+    values = ctc_recipe(tiny_ctc_encoder, {"train": str(train)}, tmp_path / "run")
+    values["data"].update(validation_split=None, test_split=None, max_duration_s=1)
+    config = load_recipe_config(values=values)
+    task = SpeechRecognitionCTC(config)
+    splits = load_splits(config.data, config.seed, task.load_data_file)
+    processor = task.fit_processor(splits, task.load_processor())
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("prepare decoded audio instead of reading headers")
+
+    monkeypatch.setattr(soundfile, "read", no_decoding)
+    with caplog.at_level(logging.WARNING, logger="pipelines.tasks.audio_task"):
+        prepared = task.prepare(splits, processor)["train"]
+    assert "dropped 1 of 49 clips longer than data.max_duration_s=1" in caplog.text
+    assert len(prepared) == 48 and not any(path.endswith("long.wav") for path in prepared["audio"])
+    assert max(prepared[LENGTH]) <= 16000

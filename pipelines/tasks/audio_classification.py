@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, BatchFeature
 
@@ -14,12 +13,7 @@ from pipelines.config import LabelledDataConfig
 from pipelines.data import Splits, encode_labels, missing_classes, resolve_labels
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import label_names_of
-from pipelines.tasks.audio_task import (
-    WAVEFORM,
-    AudioTask,
-    check_splits_columns,
-    extract_features,
-)
+from pipelines.tasks.audio_task import AudioTask, check_splits_columns, extract_features
 from pipelines.tasks.base import PreparedData, TaskModel
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
 
@@ -50,14 +44,12 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
             labels = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)["labels"]
             if role == "train":
                 result.warnings += missing_classes(names, labels, source)
-            result.datasets[role] = self.waveform_dataset(
-                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source, processor
-            )
+            result.datasets[role] = self.audio_dataset(role, dataset, labels, splits.locate(role), source, processor)
         return result
 
     def data_collator(self, processor: Any) -> Any:
         def collate(rows: list[dict[str, Any]]) -> BatchFeature:
-            batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
+            batch = extract_features(processor, self.waveforms(processor, rows))
             batch["labels"] = torch.tensor([row["labels"] for row in rows])
             return batch
 

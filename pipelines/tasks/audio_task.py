@@ -1,4 +1,4 @@
-"""What the three speech tasks share: audio files as data, waveforms decoded once, features made per batch."""
+"""What the three speech tasks share: audio files as data, kept undecoded, decoded and featurised per batch."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ import numpy as np
 from datasets import Dataset
 from transformers import BatchFeature
 
-from pipelines.audio import AudioInputConfig, crop, decode, decode_column, load_audio_data_file
+from pipelines.audio import AudioInputConfig, audio_lengths, crop, decode, load_audio_data_file, undecoded_audio
 from pipelines.data import Locate, Splits, require_columns
 from pipelines.tasks.base import PreparedData, Task, file_paths
 from pipelines.transcripts import TranscriptDataConfig, transcripts
 
 logger = logging.getLogger(__name__)
 
-WAVEFORM = "waveform"
+# Each clip's length in samples at the model's rate, from its file header: what length-grouped batching
+# (`training.train_sampling_strategy: group_by_length`) sorts by, and what decides which clips are too long.
+LENGTH = "input_length"
+CROP_START = "crop_start"  # where a training clip's random window begins, drawn anew each time it is read
 
 
 def feature_extractor_of(processor: Any) -> Any:
@@ -40,13 +43,14 @@ TranscriptDataT = TypeVar("TranscriptDataT", bound=TranscriptDataConfig)
 
 
 class AudioTask(Task[AudioDataT]):
-    """Base of the speech tasks: reading audio splits and turning them into waveform datasets."""
+    """Base of the speech tasks: reading audio splits, keeping them undecoded, decoding them per batch."""
 
     input_kind = "path"  # hubtune predict takes audio files and folders
     input_column_key = "audio_column"
 
-    # Batches are built from the raw waveform column by the task's collator, so the Trainer must not drop it.
-    training_defaults = {"remove_unused_columns": False}
+    # The collator decodes the undecoded audio column, which the Trainer would otherwise drop for not being a
+    # model input; length-grouped batching reads the header lengths instead of decoding every clip.
+    training_defaults = {"remove_unused_columns": False, "length_column_name": LENGTH}
     # Speech tasks that pair audio with a transcript must not crop it: they drop over-long clips instead.
     crops_long_audio = True
 
@@ -60,37 +64,53 @@ class AudioTask(Task[AudioDataT]):
         seconds = self.data.max_duration_s
         return None if seconds is None else int(seconds * feature_extractor_of(processor).sampling_rate)
 
-    def waveforms(self, dataset: Dataset, locate: Locate, processor: Any) -> list[np.ndarray]:
-        return decode_column(dataset, self.data.audio_column, feature_extractor_of(processor).sampling_rate, locate)
-
-    def waveform_dataset(
-        self, role: str, waveforms: list[np.ndarray], columns: dict[str, list], source: str, processor: Any
+    def audio_dataset(
+        self, role: str, dataset: Dataset, labels: list, locate: Locate, source: str, processor: Any
     ) -> Dataset:
-        """A dataset of `waveform` plus `columns`; long clips cropped (randomly per epoch in training) or dropped."""
+        """The split's undecoded audio column, `labels` and each clip's header length; long clips dropped
+        (transcript tasks) or, in training, given a random window per epoch (evaluation crops from the start).
+
+        Reading every header here reports an unreadable file by name and row before training starts.
+        """
+        column = self.data.audio_column
+        audio = undecoded_audio(dataset, column)
+        lengths = audio_lengths(audio, column, feature_extractor_of(processor).sampling_rate, locate)
+        prepared = audio.select_columns([column]).add_column("labels", labels).add_column(LENGTH, lengths)
         limit = self.max_samples(processor)
         if limit is not None and not self.crops_long_audio:
-            keep = [i for i, wave in enumerate(waveforms) if len(wave) <= limit]
-            if len(keep) < len(waveforms):
+            keep = [i for i, length in enumerate(lengths) if length <= limit]
+            if len(keep) < len(lengths):
                 logger.warning(
                     "%s: dropped %d of %d clips longer than data.max_duration_s=%s",
                     source,
-                    len(waveforms) - len(keep),
-                    len(waveforms),
+                    len(lengths) - len(keep),
+                    len(lengths),
                     self.data.max_duration_s,
                 )
-            waveforms = [waveforms[i] for i in keep]
-            columns = {name: [values[i] for i in keep] for name, values in columns.items()}
-        elif role != "train":
-            waveforms = [crop(wave, limit, None) for wave in waveforms]
-        dataset = Dataset.from_dict({WAVEFORM: waveforms, **columns})
-        if role == "train" and limit is not None and self.crops_long_audio:
+                prepared = prepared.select(keep)
+        elif role == "train" and limit is not None:
             rng = np.random.default_rng(self.config.seed)
 
-            def random_crop(batch: dict[str, list]) -> dict[str, list]:
-                return {**batch, WAVEFORM: [crop(np.asarray(w, dtype=np.float32), limit, rng) for w in batch[WAVEFORM]]}
+            def draw_windows(batch: dict[str, list]) -> dict[str, list]:
+                starts = [int(rng.integers(0, max(length - limit, 0) + 1)) for length in batch[LENGTH]]
+                return {**batch, CROP_START: starts}
 
-            dataset.set_transform(random_crop)
-        return dataset
+            if self.config.adapt.feature_cache:
+                # The cache runs the backbone once per clip: each training clip gets one window, drawn here, so
+                # the cached features are those of the clip the cache's check and the saved run see.
+                prepared = prepared.add_column(CROP_START, draw_windows({LENGTH: lengths})[CROP_START])
+            else:
+                # The transform only draws where each window starts: the Trainer reads the length column through
+                # it row by row to group batches, so it must not decode.
+                prepared = prepared.with_transform(draw_windows)
+        return prepared
+
+    def waveforms(self, processor: Any, rows: list[dict[str, Any]]) -> list[np.ndarray]:
+        """A batch of prepared rows, decoded (mono, at the processor's rate) and cropped to their windows."""
+        rate = feature_extractor_of(processor).sampling_rate
+        limit = self.max_samples(processor) if self.crops_long_audio else None
+        column = self.data.audio_column
+        return [crop(decode(row[column], rate, "in a batch"), limit, row.get(CROP_START, 0)) for row in rows]
 
     def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
         return file_paths(values, locate, column, "audio")
@@ -99,7 +119,7 @@ class AudioTask(Task[AudioDataT]):
         """`hubtune predict` inputs: audio file paths, decoded like the training data (crop from the start)."""
         rate = feature_extractor_of(processor).sampling_rate
         waves = [decode(path, rate, f"input '{path}'") for path in inputs]
-        return [crop(wave, self.max_samples(processor), None) for wave in waves] if self.crops_long_audio else waves
+        return [crop(wave, self.max_samples(processor)) for wave in waves] if self.crops_long_audio else waves
 
 
 def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None:
@@ -123,7 +143,5 @@ class TranscriptTask(AudioTask[TranscriptDataT]):
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
             labels = processor.tokenizer(transcripts(dataset, self.data, splits.locate(role))).input_ids
-            result.datasets[role] = self.waveform_dataset(
-                role, self.waveforms(dataset, splits.locate(role), processor), {"labels": labels}, source, processor
-            )
+            result.datasets[role] = self.audio_dataset(role, dataset, labels, splits.locate(role), source, processor)
         return result

@@ -21,7 +21,6 @@ from pipelines.data import Splits
 from pipelines.modeling import attention_kwargs, from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
-    WAVEFORM,
     TranscriptTask,
     check_splits_columns,
     extract_features,
@@ -87,7 +86,7 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
 
     def data_collator(self, processor: Any) -> Any:
         def collate(rows: list[dict[str, Any]]) -> BatchFeature:
-            batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
+            batch = extract_features(processor, self.waveforms(processor, rows))
             batch["labels"] = pad_labels([row["labels"] for row in rows])
             return batch
 

@@ -20,7 +20,6 @@ from pipelines.config import option, require_one_of
 from pipelines.modeling import attention_kwargs, from_pretrained
 from pipelines.run_folder import load_run_model
 from pipelines.tasks.audio_task import (
-    WAVEFORM,
     TranscriptTask,
     extract_features,
 )
@@ -98,7 +97,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
         start = processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
 
         def collate(rows: list[dict[str, Any]]) -> BatchFeature:
-            batch = extract_features(processor, [np.asarray(row[WAVEFORM], dtype=np.float32) for row in rows])
+            batch = extract_features(processor, self.waveforms(processor, rows))
             # The model prepends the start token itself when it shifts the labels right.
             batch["labels"] = pad_labels(
                 [row["labels"][1:] if row["labels"][0] == start else row["labels"] for row in rows]
