@@ -51,6 +51,7 @@ class AudioTask(Task[AudioDataT]):
     # The collator decodes the undecoded audio column, which the Trainer would otherwise drop for not being a
     # model input; length-grouped batching reads the header lengths instead of decoding every clip.
     training_defaults = {"remove_unused_columns": False, "length_column_name": LENGTH}
+    variable_length = True
     # Speech tasks that pair audio with a transcript must not crop it: they drop over-long clips instead.
     crops_long_audio = True
 

@@ -64,7 +64,8 @@ class Task(ABC, Generic[DataT]):
     head_suffix: ClassVar[str | None] = None  # architecture names ending in it carry a trained label head
     input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
     input_column_key: ClassVar[str] = "text_column"  # the recipe key of the column `predict --data` reads
-    # Examples differ in length (tokenised text, with `input_ids`): on a GPU, batches group similar lengths.
+    # Examples differ in length (tokenised text's `input_ids`, or a length column named by the task's
+    # `length_column_name` default, as audio's header lengths): on a GPU, batches group similar lengths.
     variable_length: ClassVar[bool] = False
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
