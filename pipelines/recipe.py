@@ -35,7 +35,7 @@ from pipelines.run_guard import (
     swap_in,
 )
 from pipelines.tasks import PreparedData, Task, get_task
-from pipelines.training import GroupOptimization, build_trainer, training_arguments
+from pipelines.training import GroupOptimization, build_trainer, save_full_model, training_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ class Recipe:
 
     def _write_run_folder(self, stage: TrainedStage, plan: RunPlan, task: Task) -> None:
         trainer, folder = stage.trainer, plan.work_dir
-        trainer.save_model(str(folder))
+        save_full_model(trainer, folder)
         trainer.save_state()
         if trainer.is_world_process_zero():
             # The label names live in the task model's config; an adapter folder does not save it itself.
