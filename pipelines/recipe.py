@@ -13,7 +13,7 @@ from typing import Any
 
 from accelerate import PartialState
 from torch import nn
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from pipelines.adapt import adapt_model, format_table, parameter_table, plan_groups
 from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
@@ -184,6 +184,7 @@ class Recipe:
         task: Task,
         model: nn.Module,
         data: PreparedData,
+        args: TrainingArguments,
         plan: RunPlan,
         callbacks: Sequence[TrainerCallback],
     ) -> TrainedStage:
@@ -191,9 +192,6 @@ class Recipe:
         lp_ft = config.adapt.strategy == "lp_ft"
         if not lp_ft:
             model, optimization, table = self._adapt(task, model, config.adapt.strategy)
-        args = training_arguments(
-            config, plan.work_dir, "validation" in data, task.training_arguments_class, task.training_defaults
-        )
         state = PartialState()
         cache = None
         if config.adapt.feature_cache:
@@ -282,10 +280,16 @@ class Recipe:
         # Everything that can be wrong with the input is checked before the run folder is touched.
         task = get_task(self.config.task)(self.config)
         data = self._prepare_data(task)
+        # The arguments exist before the model: under DeepSpeed ZeRO-3 they hold the config that transformers
+        # reads through a weak reference in from_pretrained (zero3_init), so that each rank loads only its shard
+        # of the weights instead of the whole model. `args` keeps that reference alive until training.
+        args = training_arguments(
+            self.config, plan.work_dir, "validation" in data, task.training_arguments_class, task.training_defaults
+        )
         set_seed(self.config.seed)
         model = task.build_model(data)
         try:
-            stage = self._train_and_score(task, model, data, plan, callbacks)
+            stage = self._train_and_score(task, model, data, args, plan, callbacks)
         except KeyboardInterrupt:
             raise self._interrupted(plan, state) from None
         stage.results["wall_time_s"] = time.perf_counter() - started

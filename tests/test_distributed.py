@@ -1,4 +1,5 @@
-"""A real 2-process gloo DDP run on CPU through `accelerate launch`, against a single-process run."""
+"""Multi-process runs through `accelerate launch` on CPU: 2-process gloo DDP against one process, 2-process FSDP2
+leaving a loadable run folder; and the order ZeRO-3 needs (TrainingArguments before the model)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import TrainerCallback
 
 from pipelines import Recipe
 
@@ -133,3 +135,36 @@ def _tokenized_train(recipe: Recipe) -> list[list[int]]:
     processor = task.load_processor()
     data = task.prepare(load_splits(recipe.config.data, recipe.config.seed), processor)
     return data["train"]["input_ids"]
+
+
+def test_the_runs_training_arguments_exist_before_the_model_is_built(recipe_values, monkeypatch):
+    # Under DeepSpeed ZeRO-3, from_pretrained loads each rank's shard only while the run's TrainingArguments
+    # (which hold the DeepSpeed config transformers reads through a weak reference) exist. DeepSpeed is not
+    # installed here, so this checks the order itself: the arguments the run trains with predate build_model.
+    import pipelines.recipe as recipe_module
+    from pipelines.tasks.text_classification import TextClassification
+
+    made: list = []
+    existing_at_build: list = []
+    make_arguments, build_model = recipe_module.training_arguments, TextClassification.build_model
+
+    def recording_arguments(*args, **kwargs):
+        made.append(make_arguments(*args, **kwargs))
+        return made[-1]
+
+    def recording_build(self, data):
+        existing_at_build.append(list(made))
+        return build_model(self, data)
+
+    class TrainedWith(TrainerCallback):
+        arguments = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.arguments = args
+
+    monkeypatch.setattr(recipe_module, "training_arguments", recording_arguments)
+    monkeypatch.setattr(TextClassification, "build_model", recording_build)
+    trained_with = TrainedWith()
+    Recipe.from_dict(recipe_values, ["training.num_train_epochs=1"]).run(callbacks=[trained_with])
+    assert len(existing_at_build) == 1 and len(existing_at_build[0]) == 1
+    assert existing_at_build[0][0] is trained_with.arguments
