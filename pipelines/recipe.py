@@ -13,7 +13,7 @@ from typing import Any
 
 from accelerate import PartialState
 from torch import nn
-from transformers import Trainer, TrainerCallback, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from pipelines.adapt import adapt_model, format_table, parameter_table, plan_groups
 from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
@@ -38,7 +38,7 @@ from pipelines.run_guard import (
 from pipelines.speed import speed_settings
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
-from pipelines.training import GroupOptimization, build_trainer, training_arguments
+from pipelines.training import GroupOptimization, build_trainer, save_full_model, training_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +198,7 @@ class Recipe:
         task: Task,
         model: nn.Module,
         data: PreparedData,
+        args: TrainingArguments,
         plan: RunPlan,
         callbacks: Sequence[TrainerCallback],
     ) -> TrainedStage:
@@ -205,9 +206,6 @@ class Recipe:
         lp_ft = config.adapt.strategy == "lp_ft"
         if not lp_ft:
             model, optimization, table = self._adapt(task, model, config.adapt.strategy)
-        args = training_arguments(
-            config, plan.work_dir, "validation" in data, task.training_arguments_class, task.training_defaults
-        )
         state = process_state()
         cache = None
         if config.adapt.feature_cache:
@@ -255,7 +253,7 @@ class Recipe:
 
     def _write_run_folder(self, stage: TrainedStage, plan: RunPlan, task: Task) -> None:
         trainer, folder = stage.trainer, plan.work_dir
-        trainer.save_model(str(folder))
+        save_full_model(trainer, folder)
         trainer.save_state()
         if trainer.is_world_process_zero():
             # The label names live in the task model's config; an adapter folder does not save it itself.
@@ -299,10 +297,16 @@ class Recipe:
         # Everything that can be wrong with the input is checked before the run folder is touched.
         task = get_task(self.config.task)(self.config)
         data = self._prepare_data(task)
+        # The arguments exist before the model: under DeepSpeed ZeRO-3 they hold the config that transformers
+        # reads through a weak reference in from_pretrained (zero3_init), so that each rank loads only its shard
+        # of the weights instead of the whole model. `args` keeps that reference alive until training.
+        args = training_arguments(
+            self.config, plan.work_dir, "validation" in data, task.training_arguments_class, task.training_defaults
+        )
         set_seed(self.config.seed)
         model = task.build_model(data)
         try:
-            stage = self._train_and_score(task, model, data, plan, callbacks)
+            stage = self._train_and_score(task, model, data, args, plan, callbacks)
         except KeyboardInterrupt:
             raise self._interrupted(plan, state) from None
         stage.results["wall_time_s"] = time.perf_counter() - started

@@ -281,3 +281,23 @@ def build_trainer(
         callbacks=list(callbacks),
     )
     return trainer
+
+
+def save_full_model(trainer: Trainer, folder: Path) -> None:
+    """`trainer.save_model(folder)` with full weights (or a PEFT adapter with its head) under FSDP too.
+
+    Under FSDP, `Trainer.save_model` writes weights only for the `FULL_STATE_DICT` type; with the sharded type
+    (accelerate_configs/fsdp.yaml, whose checkpoints resume faster) it writes nothing, and the trained model
+    would be lost. The final save switches to the full type, which makes the Trainer gather the weights with
+    `accelerator.get_state_dict` (FSDP1 and FSDP2) and save them from the main process; every rank takes part.
+    """
+    plugin = trainer.accelerator.state.fsdp_plugin if trainer.is_fsdp_enabled else None
+    if plugin is None or "FULL_STATE_DICT" in str(plugin.state_dict_type):
+        trainer.save_model(str(folder))
+        return
+    sharded = plugin.state_dict_type
+    plugin.set_state_dict_type("FULL_STATE_DICT")
+    try:
+        trainer.save_model(str(folder))
+    finally:
+        plugin.set_state_dict_type(sharded)  # what later checkpoints of this Trainer are saved as

@@ -1,4 +1,5 @@
-"""A real 2-process gloo DDP run on CPU through `accelerate launch`, against a single-process run."""
+"""Multi-process runs through `accelerate launch` on CPU: 2-process gloo DDP against one process, 2-process FSDP2
+leaving a loadable run folder; and the order ZeRO-3 needs (TrainingArguments before the model)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers import TrainerCallback
 
 from pipelines import Recipe
 
@@ -32,26 +34,7 @@ def test_two_process_ddp_splits_data_writes_once_and_matches_one_process(recipe_
     values["training"] = dict(values["training"], per_device_train_batch_size=8, eval_strategy="no")
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(values))
-    records = tmp_path / "records"
-    records.mkdir()
-    accelerate = Path(sys.executable).with_name("accelerate")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    completed = subprocess.run(
-        [
-            str(accelerate),
-            "launch",
-            "--config_file",
-            str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"),
-            str(ROOT / "tests" / "ddp_worker.py"),
-            str(recipe_path),
-            str(records),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    records = _launch("cpu_2proc.yaml", "ddp_worker.py", recipe_path, tmp_path)
     ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
 
@@ -77,6 +60,73 @@ def test_two_process_ddp_splits_data_writes_once_and_matches_one_process(recipe_
     assert abs(ddp_results["test_loss"] - single_results["test_loss"]) < 0.1
 
 
+def _launch(config: str, worker: str, recipe_path: Path, tmp_path: Path) -> Path:
+    """Two processes of `tests/<worker>` under `accelerate launch`; returns the folder their records are in."""
+    records = tmp_path / "records"
+    records.mkdir()
+    accelerate = Path(sys.executable).with_name("accelerate")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    completed = subprocess.run(
+        [
+            str(accelerate),
+            "launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs" / config),
+            str(ROOT / "tests" / worker),
+            str(recipe_path),
+            str(records),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return records
+
+
+def test_two_process_fsdp2_shards_and_its_run_folder_holds_the_trained_model(recipe_values, tmp_path):
+    import torch
+    from accelerate import PartialState
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.inference import Predictor
+
+    run_dir = tmp_path / "fsdp-run"
+    values = dict(recipe_values, output_dir=str(run_dir))
+    # use_configured_state: the Trainer keeps the distributed state fsdp_worker.py set up (see there why).
+    values["training"] = dict(
+        values["training"], per_device_train_batch_size=8, accelerator_config={"use_configured_state": True}
+    )
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(values))
+    records = _launch("cpu_fsdp_2proc.yaml", "fsdp_worker.py", recipe_path, tmp_path)
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    results = ranks[0]["results"]
+
+    # Really sharded, not DDP in disguise: DTensor parameters, each rank holding its part (about half) of them.
+    assert [rank["world_size"] for rank in ranks] == [2, 2]
+    assert [rank["parameter_types"] for rank in ranks] == [["DTensor"], ["DTensor"]]
+    local = [rank["local_numel"] for rank in ranks]
+    assert sum(local) == results["total_parameters"] and max(local) < 0.6 * sum(local)
+    assert results["test_accuracy"] >= 0.9
+
+    # The run folder holds the gathered trained weights (the config's sharded state dict type saves none)...
+    trained = torch.load(records / "trained.pt")
+    loaded = AutoModelForSequenceClassification.from_pretrained(run_dir).state_dict()
+    assert loaded.keys() == trained.keys()
+    for name, tensor in trained.items():
+        torch.testing.assert_close(loaded[name], tensor, rtol=0, atol=0, msg=name)
+    # ... and predicts as the run did (the loss in a different summation order over two ranks, in float32). The recipe's
+    # use_configured_state makes evaluation want a configured state too: this process's own, not distributed.
+    PartialState()
+    reloaded = Predictor(run_dir).evaluate("test")
+    timing = ("test_runtime", "test_samples_per_second", "test_steps_per_second", "test_model_preparation_time")
+    expected = {key: value for key, value in results.items() if key.startswith("test_") and key not in timing}
+    expected.pop("test_samples")
+    assert {key: value for key, value in reloaded.items() if key not in timing} == pytest.approx(expected, rel=1e-5)
+
+
 def _tokenized_train(recipe: Recipe) -> list[list[int]]:
     from pipelines.data import load_splits
     from pipelines.tasks.text_classification import TextClassification
@@ -85,3 +135,36 @@ def _tokenized_train(recipe: Recipe) -> list[list[int]]:
     processor = task.load_processor()
     data = task.prepare(load_splits(recipe.config.data, recipe.config.seed), processor)
     return data["train"]["input_ids"]
+
+
+def test_the_runs_training_arguments_exist_before_the_model_is_built(recipe_values, monkeypatch):
+    # Under DeepSpeed ZeRO-3, from_pretrained loads each rank's shard only while the run's TrainingArguments
+    # (which hold the DeepSpeed config transformers reads through a weak reference) exist. DeepSpeed is not
+    # installed here, so this checks the order itself: the arguments the run trains with predate build_model.
+    import pipelines.recipe as recipe_module
+    from pipelines.tasks.text_classification import TextClassification
+
+    made: list = []
+    existing_at_build: list = []
+    make_arguments, build_model = recipe_module.training_arguments, TextClassification.build_model
+
+    def recording_arguments(*args, **kwargs):
+        made.append(make_arguments(*args, **kwargs))
+        return made[-1]
+
+    def recording_build(self, data):
+        existing_at_build.append(list(made))
+        return build_model(self, data)
+
+    class TrainedWith(TrainerCallback):
+        arguments = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.arguments = args
+
+    monkeypatch.setattr(recipe_module, "training_arguments", recording_arguments)
+    monkeypatch.setattr(TextClassification, "build_model", recording_build)
+    trained_with = TrainedWith()
+    Recipe.from_dict(recipe_values, ["training.num_train_epochs=1"]).run(callbacks=[trained_with])
+    assert len(existing_at_build) == 1 and len(existing_at_build[0]) == 1
+    assert existing_at_build[0][0] is trained_with.arguments
