@@ -168,3 +168,26 @@ def test_the_runs_training_arguments_exist_before_the_model_is_built(recipe_valu
     Recipe.from_dict(recipe_values, ["training.num_train_epochs=1"]).run(callbacks=[trained_with])
     assert len(existing_at_build) == 1 and len(existing_at_build[0]) == 1
     assert existing_at_build[0][0] is trained_with.arguments
+
+
+def test_two_processes_each_read_their_own_share_of_a_stream(recipe_values, tmp_path):
+    """`data.streaming` under 2 gloo processes: the ranks train on different examples of the one stream."""
+    steps, batch = 6, 8  # 2 ranks x 6 steps x 8 = 96 examples, fewer than the 240 rows: no pass over the end
+    values = dict(recipe_values, output_dir=str(tmp_path / "stream-run"))
+    values["data"] = dict(values["data"], streaming=True)
+    values["training"] = dict(
+        values["training"], per_device_train_batch_size=batch, max_steps=steps, eval_strategy="no"
+    )
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(values))
+    records = _launch("cpu_2proc.yaml", "ddp_worker.py", recipe_path, tmp_path)
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # The collator's first batches are training batches (the final scoring comes after).
+    seen = [Counter(tuple(ids) for batch in rank["batches"][:steps] for ids in batch) for rank in ranks]
+    assert [sum(counts.values()) for counts in seen] == [steps * batch, steps * batch]
+    single = Recipe.from_dict(dict(recipe_values, output_dir=str(tmp_path / "single")), ["training.eval_strategy=no"])
+    all_train = Counter(tuple(ids) for ids in _tokenized_train(single))
+    # Between them the ranks read each training row at most once: different shares, not one stream twice.
+    assert seen[0] + seen[1] <= all_train and seen[0] != seen[1]
+    assert ranks[0]["results"]["train_samples"] == 2 * steps * batch
+    assert ranks[0]["wrote"] and not ranks[1]["wrote"]
