@@ -76,15 +76,25 @@ class Splits:
         self.datasets[role] = self.datasets[source_role].select(positions)
 
 
-def load_table_file(path: Path) -> Dataset:
-    """A csv/tsv/json/jsonl/parquet file as one Dataset; the default `Task.load_data_file`."""
+def _table_builder(path: Path, streaming: bool = False) -> tuple[str, dict[str, str]]:
+    """The datasets builder (and its options) that reads a table file; an error for a missing or other file."""
     if not path.is_file():
         raise HubtuneError(f"data file '{path}' does not exist")
     if path.suffix.lower() not in FILE_BUILDERS:
+        if streaming:
+            raise HubtuneError(
+                f"data file '{path}': 'data.streaming' reads {', '.join(FILE_BUILDERS)} files or Hub datasets, "
+                f"not '{path.suffix}'"
+            )
         raise HubtuneError(
             f"data file '{path}': unsupported extension '{path.suffix}' (use {', '.join(FILE_BUILDERS)})"
         )
-    builder, options = FILE_BUILDERS[path.suffix.lower()]
+    return FILE_BUILDERS[path.suffix.lower()]
+
+
+def load_table_file(path: Path) -> Dataset:
+    """A csv/tsv/json/jsonl/parquet file as one Dataset; the default `Task.load_data_file`."""
+    builder, options = _table_builder(path)
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
@@ -97,14 +107,7 @@ def load_table_file(path: Path) -> Dataset:
 
 def load_table_stream(path: Path) -> IterableDataset:
     """A csv/tsv/json/jsonl/parquet file as a stream, read as training goes (`data.streaming`)."""
-    if not path.is_file():
-        raise HubtuneError(f"data file '{path}' does not exist")
-    if path.suffix.lower() not in FILE_BUILDERS:
-        raise HubtuneError(
-            f"data file '{path}': 'data.streaming' reads {', '.join(FILE_BUILDERS)} files or Hub datasets, "
-            f"not '{path.suffix}'"
-        )
-    builder, options = FILE_BUILDERS[path.suffix.lower()]
+    builder, options = _table_builder(path, streaming=True)
     stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
     try:
         next(iter(stream))  # the first rows, read now: a file that does not parse fails at load, not mid-run
