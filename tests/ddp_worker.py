@@ -7,10 +7,12 @@ wrote itself. Not a test module (no `test_` prefix): pytest does not collect it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
+import datasets
 import torch
 
 import pipelines.recipe as recipe_module
@@ -42,6 +44,15 @@ def main() -> None:
 
         return wrapped
 
+    class CachedLoads(logging.Handler):
+        """Counts datasets' "Loading cached processed dataset" lines: a map this rank read instead of running."""
+
+        def emit(self, entry: logging.LogRecord) -> None:
+            record["cached_loads"] += "Loading cached processed dataset" in entry.getMessage()
+
+    record["cached_loads"] = 0
+    datasets.utils.logging.set_verbosity_info()
+    datasets.utils.logging.get_logger().addHandler(CachedLoads())
     TextClassification.data_collator = recording_collator
     recipe_module.write_json = recording("write_json", recipe_module.write_json)
     recipe_module.dump_recipe_config = recording("dump_recipe_config", recipe_module.dump_recipe_config)

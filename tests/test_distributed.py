@@ -34,9 +34,14 @@ def test_two_process_ddp_splits_data_writes_once_and_matches_one_process(recipe_
     values["training"] = dict(values["training"], per_device_train_batch_size=8, eval_strategy="no")
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(values))
-    records = _launch("cpu_2proc.yaml", "ddp_worker.py", recipe_path, tmp_path)
+    cache = tmp_path / "datasets-cache"
+    records = _launch("cpu_2proc.yaml", "ddp_worker.py", recipe_path, tmp_path, datasets_cache=cache)
     ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
+
+    # The data is tokenised once: rank 0 writes each split's cache file, rank 1 then reads the three of them.
+    assert ranks[0]["cached_loads"] == 0 and ranks[1]["cached_loads"] == 3
+    assert len(list(cache.rglob("cache-*.arrow"))) == 3
 
     # First epoch: each rank saw half of the training set, and together all of it.
     train_size = ranks[0]["results"]["train_samples"]
@@ -60,12 +65,14 @@ def test_two_process_ddp_splits_data_writes_once_and_matches_one_process(recipe_
     assert abs(ddp_results["test_loss"] - single_results["test_loss"]) < 0.1
 
 
-def _launch(config: str, worker: str, recipe_path: Path, tmp_path: Path) -> Path:
+def _launch(config: str, worker: str, recipe_path: Path, tmp_path: Path, datasets_cache: Path | None = None) -> Path:
     """Two processes of `tests/<worker>` under `accelerate launch`; returns the folder their records are in."""
     records = tmp_path / "records"
     records.mkdir()
     accelerate = Path(sys.executable).with_name("accelerate")
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    if datasets_cache is not None:  # a cache of its own: what the run writes there is all this run's
+        env["HF_DATASETS_CACHE"] = str(datasets_cache)
     completed = subprocess.run(
         [
             str(accelerate),
