@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from pipelines import HubtuneError, Recipe
@@ -378,3 +379,26 @@ def test_image_check_reads_headers_only_and_runs_in_processes(image_folders, tmp
     row = dataset["image"].index({"path": str(broken), "bytes": None})
     with pytest.raises(HubtuneError, match=rf"row {row + 1}: image '{broken}' cannot be decoded"):
         check_images(dataset, "image", lambda position: f"row {position + 1}", num_proc=2)
+
+
+def test_one_unreadable_image_among_ten_thousand_is_one_line(tiny_vit, image_folders, tmp_path, capsys):
+    """A large class-per-folder tree with one cut-off file: exit 2, one line naming it, nothing written."""
+    from PIL import Image as PILImage
+
+    from pipelines.cli import main
+
+    train = tmp_path / "train"
+    for name, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):
+        (train / name).mkdir(parents=True)
+        for i in range(5000):
+            PILImage.new("RGB", (4, 4), colour).save(train / name / f"{i:04d}.png")
+    broken = train / "blue" / "2718.png"
+    broken.write_bytes(broken.read_bytes()[:40])
+    values = image_recipe(tiny_vit, {"train": str(train)}, tmp_path / "run")
+    values["data"].update(validation_split=None, test_split=None, preprocessing_num_workers=2)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    assert main(["train", str(recipe)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("hubtune: error: data file") and f"image '{broken}' cannot be decoded" in lines[-1]
+    assert not (tmp_path / "run").exists()
