@@ -4,6 +4,7 @@
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), scripts/bench_feature_cache.py and
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
+#   make bench-scale - scripts/bench_scale.py (memory and time of the data paths at 10k-1M rows)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 PYTHON ?= python3
@@ -15,7 +16,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # LibriVox clips with transcripts.
 SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
-.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-data lint bench \
+.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-data lint bench bench-scale \
 	fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
@@ -69,6 +70,9 @@ bench: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py
 	$(OFFLINE) $(BIN)/python scripts/bench_feature_cache.py
 	$(BIN)/python scripts/bench_cli.py
+
+bench-scale: assets-text assets-speech
+	$(OFFLINE) $(BIN)/python scripts/bench_scale.py
 
 fewshot-image: assets-image
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
