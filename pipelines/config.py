@@ -116,6 +116,11 @@ class ModelConfig:
         "the attention kernel the model is loaded with: sdpa, eager, flash_attention_2, ...; null: transformers' "
         "default (sdpa where the model has it)",
     )
+    config_overrides: dict[str, Any] = factory(
+        dict,
+        "model-config fields set at load, e.g. {hidden_dropout_prob: 0.2, layerdrop: 0.1, mask_time_prob: 0.05}; "
+        "each must be a field of the checkpoint's config",
+    )
 
 
 @dataclass
@@ -256,7 +261,14 @@ class HubConfig:
 WHOLE_MODEL_OPTIMIZERS = ("galore_", "apollo_", "lomo", "adalomo")
 
 # Keys of `training` that hubtune handles itself rather than passing to TrainingArguments.
-HUBTUNE_TRAINING_KEYS = {"resume", "gpu_defaults"}
+# hubtune's own keys in the `training` section (not TrainingArguments fields), with the type each takes.
+HUBTUNE_TRAINING_TYPES: dict[str, Any] = {
+    "resume": bool,
+    "gpu_defaults": bool,
+    "early_stopping_patience": int,  # evaluations without improvement before training stops
+    "early_stopping_threshold": float,  # how much the metric must improve to count
+}
+HUBTUNE_TRAINING_KEYS = set(HUBTUNE_TRAINING_TYPES)
 
 # Defaults that differ from TrainingArguments' own, chosen for fine-tuning a pretrained encoder.
 TRAINING_DEFAULTS: dict[str, Any] = {
@@ -434,10 +446,12 @@ def _validate_training(training: dict[str, Any]) -> None:
         if key in types and not _fits_training_type(value, types[key]):
             expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
-    for key in HUBTUNE_TRAINING_KEYS:
-        if not isinstance(training.get(key, False), bool):
-            raise HubtuneError(f"recipe key 'training.{key}' must be true or false, got {training[key]!r}")
+    for key, kind in HUBTUNE_TRAINING_TYPES.items():
+        if key in training and not _fits_training_type(training[key], kind):
+            expected = "true or false" if kind is bool else kind.__name__
+            raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {training[key]!r}")
     _check_training_values(training)
+    _check_early_stopping(training)
     _check_optimizer(training)
 
 
@@ -498,6 +512,38 @@ def _check_training_values(training: dict[str, Any]) -> None:
     for key in ("logging_steps", "eval_steps", "save_steps"):
         if number(key, 1) <= 0:
             refuse(key, "positive")
+
+
+def _check_early_stopping(training: dict[str, Any]) -> None:
+    """Early stopping judges evaluations by one metric and keeps the best checkpoint: both must be there."""
+    patience = training.get("early_stopping_patience")
+    if patience is None:
+        if training.get("early_stopping_threshold") is not None:
+            raise HubtuneError("'training.early_stopping_threshold' needs 'training.early_stopping_patience'")
+        return
+    if patience < 1:
+        raise HubtuneError(f"recipe key 'training.early_stopping_patience' must be at least 1, got {patience}")
+    if (training.get("early_stopping_threshold") or 0.0) < 0:
+        raise HubtuneError("recipe key 'training.early_stopping_threshold' must be at least 0")
+    evaluation = training.get("eval_strategy", TRAINING_DEFAULTS["eval_strategy"])
+    if evaluation == "no":
+        raise HubtuneError("'training.early_stopping_patience' needs evaluations: set 'training.eval_strategy'")
+    if not training.get("metric_for_best_model"):
+        raise HubtuneError(
+            "'training.early_stopping_patience' needs the metric it watches: set 'training.metric_for_best_model' "
+            "(e.g. accuracy, f1_macro, loss; 'greater_is_better' follows from it)"
+        )
+    if training.get("load_best_model_at_end") is False:
+        raise HubtuneError(
+            "'training.early_stopping_patience' keeps the best checkpoint as the run's model; "
+            "'training.load_best_model_at_end: false' contradicts it"
+        )
+    saving = training.get("save_strategy", TRAINING_DEFAULTS["save_strategy"])
+    if saving != evaluation:
+        raise HubtuneError(
+            f"'training.early_stopping_patience' keeps the best evaluated checkpoint, so 'training.save_strategy' "
+            f"({saving}) must equal 'training.eval_strategy' ({evaluation})"
+        )
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

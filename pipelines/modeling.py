@@ -12,7 +12,7 @@ from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
 from pipelines.adapt.groups import layer_groups
-from pipelines.config import ModelConfig
+from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError
 
 logger = logging.getLogger(__name__)
@@ -78,14 +78,32 @@ def attention_kwargs(model: ModelConfig) -> dict[str, Any]:
     return {"attn_implementation": model.attn_implementation} if model.attn_implementation else {}
 
 
+def _check_config_overrides(checkpoint: str, model: ModelConfig) -> None:
+    """Each `model.config_overrides` key must be a field of the checkpoint's config: `from_pretrained` would
+    otherwise store a misspelt one as a new attribute that nothing reads."""
+    config = AutoConfig.from_pretrained(checkpoint, revision=model.revision, trust_remote_code=model.trust_remote_code)
+    fields = config.to_dict()
+    for key in model.config_overrides:
+        if key not in fields:
+            raise HubtuneError(
+                f"'model.config_overrides.{key}' is not a field of the config of '{checkpoint}' "
+                f"({type(config).__name__}){closest(key, fields, 'model.config_overrides.', 'fields')}"
+            )
+
+
 def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, **kwargs: Any) -> Any:
     """`loader.from_pretrained(checkpoint)`, turning a missing or unreachable checkpoint into one line.
 
     timm's `hf-hub:org/name` spelling of a Hub id is accepted too. Models (loaders with `from_config`) are
-    loaded with the recipe's attention implementation.
+    loaded with the recipe's attention implementation; models and configs get `model.config_overrides`
+    (a run folder's own config already holds them).
     """
+    # A model given its `config` gets the overrides through that config (loaded here, with them).
+    overrides = source is None and (loader is AutoConfig or (hasattr(loader, "from_config") and "config" not in kwargs))
     if hasattr(loader, "from_config"):
         kwargs = {**attention_kwargs(model), **kwargs}
+    if overrides:
+        kwargs = {**model.config_overrides, **kwargs}
     checkpoint = (source or model.checkpoint).removeprefix(TIMM_HUB_PREFIX)
     if Path(checkpoint).expanduser().is_file():
         checkpoint = str(timm_file_as_folder(Path(checkpoint).expanduser(), model.timm_architecture))
@@ -98,6 +116,8 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
             "('model.checkpoint'): name the folder that save_pretrained wrote"
         )
     try:
+        if overrides and model.config_overrides:
+            _check_config_overrides(checkpoint, model)
         return loader.from_pretrained(
             checkpoint, revision=model.revision, trust_remote_code=model.trust_remote_code, **kwargs
         )
@@ -188,3 +208,48 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
                 parameter._is_hf_initialized = False
             head.apply(classifier._init_weights)
     return classifier
+
+
+def load_text_tokenizer(model: ModelConfig, source: str | None = None, words_presplit: bool = False) -> Any:
+    """The checkpoint's tokenizer, made fit for batches of classified text.
+
+    Decoder checkpoints (GPT-2, Llama, Qwen) ship without a pad token, and padding the first batch would fail
+    mid-run: they pad with their end-of-text token (or a new `[PAD]`, for which `fit_embeddings` grows the
+    model). Byte-level BPE tokenizers (GPT-2, RoBERTa, DeBERTa-v3's cousins, BLOOM) mark a word's leading space
+    inside its first piece: with `words_presplit` (NER's lists of words) they are loaded with
+    `add_prefix_space=True`, so each word gets the pieces it has in running text, which is what pretraining
+    and `predict` see.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = from_pretrained(AutoTokenizer, model, source)
+    if (
+        words_presplit
+        and source is None
+        and _byte_level(tokenizer)
+        and not getattr(tokenizer, "add_prefix_space", False)
+    ):
+        tokenizer = from_pretrained(AutoTokenizer, model, source, add_prefix_space=True)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+        logger.info("the tokenizer has no pad token: batches are padded with %r", tokenizer.pad_token)
+    return tokenizer
+
+
+def _byte_level(tokenizer: Any) -> bool:
+    """Whether a fast tokenizer splits words GPT-2's way (byte-level, the leading space inside the first piece)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and "ByteLevel" in str(backend.pre_tokenizer)
+
+
+def fit_embeddings(model: Any, tokenizer: Any) -> Any:
+    """The model sized for a tokenizer that gained a pad token, and told which id pads (sequence classifiers
+    read the last non-pad position)."""
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model

@@ -38,7 +38,13 @@ from pipelines.run_guard import (
 from pipelines.speed import speed_settings
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
-from pipelines.training import GroupOptimization, build_trainer, save_full_model, training_arguments
+from pipelines.training import (
+    GroupOptimization,
+    build_trainer,
+    early_stopping,
+    save_full_model,
+    training_arguments,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +312,7 @@ class Recipe:
         set_seed(self.config.seed)
         model = task.build_model(data)
         try:
-            stage = self._train_and_score(task, model, data, args, plan, callbacks)
+            stage = self._train_and_score(task, model, data, args, plan, [*callbacks, *early_stopping(self.config)])
         except KeyboardInterrupt:
             raise self._interrupted(plan, state) from None
         stage.results["wall_time_s"] = time.perf_counter() - started

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from datasets import Dataset
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import Trainer, TrainerCallback, TrainingArguments, get_scheduler
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, get_scheduler
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from pipelines.adapt.groups import LayerGroups
@@ -27,6 +27,15 @@ from pipelines.tasks.base import PreparedData, Task
 
 # Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
 LOCAL_TRACKERS = ("tensorboard", "trackio")
+
+
+def early_stopping(config: RecipeConfig) -> list[TrainerCallback]:
+    """transformers' `EarlyStoppingCallback` as the recipe's `training.early_stopping_*` keys ask (or none)."""
+    patience = config.training.get("early_stopping_patience")
+    if patience is None:
+        return []
+    threshold = config.training.get("early_stopping_threshold") or 0.0
+    return [EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)]
 
 
 def installed_local_trackers() -> list[str]:
@@ -62,6 +71,9 @@ def training_values(
     variable_length = get_task(config.task).variable_length and not config.adapt.feature_cache
     values.update(gpu_defaults(config.training, variable_length))
     values.update({k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS})
+    if config.training.get("early_stopping_patience") is not None:
+        # Early stopping keeps the best evaluated checkpoint as the run's model (checked at load).
+        values["load_best_model_at_end"] = True
     values.update(overrides or {})
     values.setdefault("report_to", installed_local_trackers() or "none")
     # Progress bars for a person at a terminal; quiet in CI logs and batch jobs.

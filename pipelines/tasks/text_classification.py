@@ -11,7 +11,6 @@ import torch
 from datasets import Dataset, IterableDataset
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     DataCollatorWithPadding,
 )
 
@@ -30,7 +29,7 @@ from pipelines.data import (
     streamed,
 )
 from pipelines.errors import HubtuneError
-from pipelines.modeling import from_pretrained
+from pipelines.modeling import fit_embeddings, load_text_tokenizer
 from pipelines.run_folder import label_names_of
 from pipelines.tasks.base import PreparedData, Task, TaskModel
 from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
@@ -73,7 +72,10 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
     variable_length = True
 
     def load_processor(self, source: str | None = None) -> Any:
-        return from_pretrained(AutoTokenizer, self.config.model, source)
+        return load_text_tokenizer(self.config.model, source)
+
+    def build_model(self, prepared: PreparedData) -> TaskModel:
+        return fit_embeddings(super().build_model(prepared), prepared.processor)
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data

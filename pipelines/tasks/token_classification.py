@@ -19,7 +19,6 @@ import torch
 from datasets import ClassLabel, Dataset, IterableDataset
 from transformers import (
     AutoModelForTokenClassification,
-    AutoTokenizer,
     DataCollatorForTokenClassification,
     EvalPrediction,
     TokenClassificationPipeline,
@@ -38,7 +37,7 @@ from pipelines.data import (
     streamed,
 )
 from pipelines.errors import HubtuneError
-from pipelines.modeling import from_pretrained
+from pipelines.modeling import fit_embeddings, load_text_tokenizer
 from pipelines.padding_free import TokenFlattening, check_packing
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin
@@ -223,13 +222,13 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
     variable_length = True
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
-        model = super().build_model(prepared)
+        model = fit_embeddings(super().build_model(prepared), prepared.processor)
         if self.data.padding_free:
             check_packing(model)  # refused here, before the run folder is touched
         return model
 
     def load_processor(self, source: str | None = None) -> Any:
-        tokenizer = from_pretrained(AutoTokenizer, self.config.model, source)
+        tokenizer = load_text_tokenizer(self.config.model, source, words_presplit=True)
         require_fast_tokenizer(tokenizer, source or self.config.model.checkpoint)
         return tokenizer
 
