@@ -11,7 +11,8 @@ Every measurement runs in a fresh process, so its peak RSS (`ru_maxrss`) is its 
 benchmarks/bench_scale.json and .md.
 
 Usage: HF_HUB_OFFLINE=1 python scripts/bench_scale.py [--text 10000,100000,1000000] [--audio 1000,10000]
-       [--predict 100000]   (`make bench-scale` places the offline assets first.)
+       [--predict 100000]   (`make bench-scale` places the offline assets first.) An empty list skips a
+       section and keeps its earlier results in the JSON file.
 """
 
 from __future__ import annotations
@@ -216,7 +217,13 @@ def main() -> None:
         "text_model": TEXT_CHECKPOINT,
         "audio_model": "2-layer wav2vec2 classifier built from its config",
     }
-    write(report, Path(args.out_dir))
+    out_dir = Path(args.out_dir)
+    earlier = out_dir / "bench_scale.json"
+    if earlier.is_file():
+        # A partial run (e.g. `--text '' --audio ''`) replaces only the sections it measured.
+        kept = json.loads(earlier.read_text())
+        report = {**kept, **{name: values for name, values in report.items() if values}}
+    write(report, out_dir)
 
 
 def write(report: dict[str, Any], out_dir: Path) -> None:

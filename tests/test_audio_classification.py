@@ -99,6 +99,17 @@ def test_reload_predicts_like_the_run(tone_run, tones, capsys):
     assert label == predictions[0]["label"] and path == files[0]
 
 
+def test_predict_data_over_an_audio_folder(tone_run, tones, tmp_path):
+    run_dir, _ = tone_run
+    run = Predictor(run_dir)
+    output = tmp_path / "predictions.jsonl"
+    assert run.predict_data(tones["test"], output, batch_size=4) == 27
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    files = load_audio_data_file(Path(tones["test"]), "audio", "label")["audio"]
+    assert [row["row"] for row in rows] == list(range(1, 28)) and [row["input"] for row in rows] == files
+    assert [row["label"] for row in rows] == [p["label"] for p in run.predict(files)]
+
+
 def test_csv_of_paths_with_lora(tiny_wav2vec2, tones, tmp_path):
     rows = [{"path": f"{label}/{label}_{i}.wav", "label": label} for label in TONES for i in range(6)]
     train = write_manifest(Path(tones["train"]) / "manifest.csv", rows)
