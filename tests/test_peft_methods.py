@@ -141,7 +141,7 @@ def test_reload_gives_the_trained_logits(peft_run, variant):
 
 
 @pytest.mark.parametrize("variant", METHODS)
-def test_export_merges_into_plain_weights(peft_run, variant, tmp_path):
+def test_export_merges_into_plain_weights(peft_run, variant, tmp_path, tiny_bert):
     run_dir, _, _ = peft_run(variant)
     out = tmp_path / "merged"
     check = export_run(run_dir, out, merge=True)
@@ -150,6 +150,9 @@ def test_export_merges_into_plain_weights(peft_run, variant, tmp_path):
     merged = AutoModelForSequenceClassification.from_pretrained(out)
     names = [name for name, _ in merged.named_parameters()]
     assert not any(part.startswith(ADAPTER_PREFIXES) for name in names for part in name.split("."))
+    # The trained adapter is folded into the weights it adapts (every variant targets the value projection).
+    value = "bert.encoder.layer.0.attention.self.value.weight"
+    assert not torch.equal(merged.state_dict()[value], load_file(str(tiny_bert / "model.safetensors"))[value])
     adapter = Predictor(run_dir)
     torch.testing.assert_close(
         logits(merged, adapter.processor), logits(adapter.model, adapter.processor), rtol=0, atol=1e-5
