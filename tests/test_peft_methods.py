@@ -235,6 +235,23 @@ def test_qlora_refuses_a_model_not_loaded_in_4_bits(tiny_bert):
         apply_adapter(model, PeftConfig(quantize="4bit"), layer_groups(model), "SEQ_CLS", "adapt.peft")
 
 
+def test_parameter_table_counts_4bit_weights_by_their_original_shape(tiny_bert):
+    """bitsandbytes stores a 4-bit weight packed two to a byte, its shape in `quant_state` (faked here: no CUDA)."""
+    from types import SimpleNamespace
+
+    from pipelines.adapt import parameter_table
+
+    model = BertForSequenceClassification.from_pretrained(tiny_bert)
+    groups = layer_groups(model)
+    before = {row["group"]: row["total"] for row in parameter_table(model, groups)}
+    weight = model.bert.encoder.layer[0].attention.self.query.weight
+    shape = weight.shape
+    packed = torch.nn.Parameter(torch.zeros(shape.numel() // 2, 1, dtype=torch.uint8), requires_grad=False)
+    packed.quant_state = SimpleNamespace(shape=shape)
+    model.bert.encoder.layer[0].attention.self.query.weight = packed
+    assert {row["group"]: row["total"] for row in parameter_table(model, groups)} == before
+
+
 def test_legacy_lora_section_is_the_lora_method(recipe_values, tmp_path):
     """`adapt.strategy: lora` with `adapt.lora` keeps working and builds the PEFT config `adapt.peft` would."""
     lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query"]}
