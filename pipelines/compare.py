@@ -14,7 +14,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from transformers import AutoConfig
 
-from pipelines.config import RecipeConfig, load_recipe_config
+from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig, load_recipe_config
 from pipelines.data import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.modeling import from_pretrained
@@ -81,8 +81,10 @@ def compare(
     task = get_task(config.task)(config)
     metric = metric or task.primary_metric
     out_dir = Path(out_dir) if out_dir else Path("runs") / f"{config.name}-compare"
-    if config.adapt.strategy == "lora":
-        raise HubtuneError("compare trains from random weights too; use another 'adapt.strategy' than lora")
+    if config.adapt.strategy in ADAPTER_STRATEGIES:
+        raise HubtuneError(
+            f"compare trains from random weights too; use another 'adapt.strategy' than {config.adapt.strategy}"
+        )
     processor = task.load_processor()
     splits = load_splits(config.data, config.seed, task.load_data_file)
     prepared = task.prepare(splits, task.fit_processor(splits, processor))

@@ -21,7 +21,25 @@ import yaml
 
 from pipelines.errors import HubtuneError
 
-ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora", "lp_ft")
+ADAPT_STRATEGIES = ("full", "freeze_backbone", "train_last_n", "lora", "peft", "lp_ft")
+# Strategies that train a PEFT adapter (the run folder holds the adapter and the head, not full weights).
+ADAPTER_STRATEGIES = ("lora", "peft")
+# The `adapt.peft` keys each method takes besides `method` and `target_modules`, as the field of PEFT's own
+# config class (LoraConfig, IA3Config, LoHaConfig, LoKrConfig) each one sets.
+PEFT_METHOD_KEYS: dict[str, dict[str, str]] = {
+    "lora": {
+        "r": "r",
+        "alpha": "lora_alpha",
+        "dropout": "lora_dropout",
+        "use_dora": "use_dora",
+        "use_rslora": "use_rslora",
+    },
+    "ia3": {"feedforward_modules": "feedforward_modules"},
+    "loha": {"r": "r", "alpha": "alpha"},
+    "lokr": {"r": "r", "alpha": "alpha"},
+}
+# QLoRA: a base model quantized by bitsandbytes, a LoRA adapter over it.
+PEFT_QUANTIZE = ("4bit",)
 UNFREEZE_UNITS = ("epoch", "step")
 
 
@@ -207,6 +225,28 @@ class LoraConfig:
 
 
 @dataclass
+class PeftConfig:
+    """One PEFT method and its settings (strategy peft); a key the method does not take is an error at load.
+
+    Unset (null) keys take PEFT's own default for the method.
+    """
+
+    method: str = option("lora", "lora (with use_dora: DoRA, use_rslora: rsLoRA), ia3, loha or lokr")
+    r: int | None = option(None, "the adapter's rank (lora, loha, lokr)")
+    alpha: int | None = option(None, "the scaling numerator: the update is scaled by alpha / r (lora, loha, lokr)")
+    dropout: float | None = option(None, "dropout on the adapter's input (lora)")
+    target_modules: list[str] | None = option(None, "module names to adapt; null: PEFT's default for the architecture")
+    use_dora: bool | None = option(None, "DoRA: a trained magnitude per output next to the LoRA direction (lora)")
+    use_rslora: bool | None = option(None, "rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r (lora)")
+    feedforward_modules: list[str] | None = option(
+        None, "the target modules IA3 scales at their input rather than their output; a subset of target_modules (ia3)"
+    )
+    quantize: str | None = option(
+        None, "4bit: QLoRA, the frozen base loaded in 4 bits by bitsandbytes (lora; needs a CUDA GPU)"
+    )
+
+
+@dataclass
 class UnfreezeScheduleConfig:
     """When each layer group starts training (its learning rate is zero before)."""
 
@@ -228,9 +268,12 @@ class LpFtConfig:
 
 @dataclass
 class AdaptConfig:
-    strategy: str = option("full", "full, freeze_backbone, train_last_n, lora or lp_ft")
+    strategy: str = option("full", "full, freeze_backbone, train_last_n, lora, peft or lp_ft")
     n: int = option(2, "blocks left trainable by train_last_n, counted from the top")
     lora: LoraConfig = factory(LoraConfig, "LoRA settings (strategy lora)")
+    peft: PeftConfig | None = option(
+        None, "the PEFT method and its settings (strategy peft): lora, DoRA, rsLoRA, QLoRA, ia3, loha, lokr"
+    )
     layer_decay: float | None = option(
         None, "a group's LR = base LR x decay^(levels below the head), as BEiT, ELECTRA and timm"
     )
@@ -247,6 +290,13 @@ class AdaptConfig:
         True,
         "speech: keep the convolutional feature encoder of wav2vec2-family models frozen (ignored by other models)",
     )
+
+    def adapter(self) -> PeftConfig:
+        """The PEFT method an adapter strategy trains: `adapt.peft`, or `adapt.lora` for strategy lora."""
+        if self.strategy == "lora":
+            lora = self.lora
+            return PeftConfig("lora", lora.r, lora.alpha, lora.dropout, lora.target_modules)
+        return self.peft or PeftConfig()
 
 
 @dataclass
@@ -403,10 +453,20 @@ def _validate_adapt(adapt: AdaptConfig, from_scratch: bool) -> None:
             f"unknown adapt strategy '{adapt.strategy}' in 'adapt.strategy'"
             f"{closest(adapt.strategy, ADAPT_STRATEGIES, noun='strategies')}"
         )
-    if adapt.strategy == "lora" and from_scratch:
+    if adapt.strategy in ADAPTER_STRATEGIES and from_scratch:
         raise HubtuneError(
-            "'adapt.strategy: lora' needs pretrained weights; it cannot be combined with 'model.from_scratch'"
+            f"'adapt.strategy: {adapt.strategy}' needs pretrained weights; it cannot be combined with "
+            "'model.from_scratch'"
         )
+    if adapt.peft is not None and adapt.strategy != "peft":
+        raise HubtuneError(f"recipe section 'adapt.peft' needs 'adapt.strategy: peft', not '{adapt.strategy}'")
+    if adapt.strategy == "peft":
+        if adapt.lora != LoraConfig():
+            raise HubtuneError(
+                "recipe section 'adapt.lora' belongs to 'adapt.strategy: lora'; with peft set 'adapt.peft' "
+                "(method: lora, r, alpha, dropout, target_modules)"
+            )
+        _validate_peft(adapt.adapter())
     if adapt.layer_decay is not None and not 0.0 < adapt.layer_decay <= 1.0:
         raise HubtuneError(f"recipe key 'adapt.layer_decay' must lie in (0, 1], got {adapt.layer_decay}")
     if adapt.head_lr_scale <= 0:
@@ -421,7 +481,7 @@ def _validate_adapt(adapt: AdaptConfig, from_scratch: bool) -> None:
             raise HubtuneError("recipe section 'adapt.unfreeze_schedule' needs exactly one of 'every' and 'at'")
         if schedule.every is not None and schedule.every <= 0:
             raise HubtuneError(f"recipe key 'adapt.unfreeze_schedule.every' must be positive, got {schedule.every}")
-        if adapt.strategy in ("lora", "lp_ft"):
+        if adapt.strategy in (*ADAPTER_STRATEGIES, "lp_ft"):
             raise HubtuneError(f"'adapt.unfreeze_schedule' gates layer groups; it does not apply to '{adapt.strategy}'")
     if adapt.feature_cache and adapt.strategy != "freeze_backbone":
         raise HubtuneError(f"'adapt.feature_cache' needs 'adapt.strategy: freeze_backbone', not '{adapt.strategy}'")
@@ -429,6 +489,49 @@ def _validate_adapt(adapt: AdaptConfig, from_scratch: bool) -> None:
         raise HubtuneError(f"recipe key 'adapt.lp_ft.then' must be full or train_last_n, got '{adapt.lp_ft.then}'")
     if adapt.strategy == "train_last_n" and adapt.n < 1:
         raise HubtuneError(f"recipe key 'adapt.n' must be at least 1 for train_last_n, got {adapt.n}")
+
+
+def _validate_peft(settings: PeftConfig) -> None:
+    require_one_of("adapt.peft.method", settings.method, tuple(PEFT_METHOD_KEYS))
+    taken = {"method", "target_modules", *PEFT_METHOD_KEYS[settings.method]}
+    if settings.method == "lora":
+        taken.add("quantize")
+    for key in (f.name for f in dataclasses.fields(settings)):
+        if key not in taken and getattr(settings, key) is not None:
+            raise HubtuneError(
+                f"recipe key 'adapt.peft.{key}' does not apply to method '{settings.method}' "
+                f"('adapt.peft.method'); it takes {', '.join(sorted(taken - {'method'}))}"
+            )
+    if settings.r is not None and settings.r < 1:
+        raise HubtuneError(f"recipe key 'adapt.peft.r' must be at least 1, got {settings.r}")
+    if settings.alpha is not None and settings.alpha <= 0:
+        raise HubtuneError(f"recipe key 'adapt.peft.alpha' must be positive, got {settings.alpha}")
+    if settings.dropout is not None and not 0.0 <= settings.dropout < 1.0:
+        raise HubtuneError(f"recipe key 'adapt.peft.dropout' must lie in [0, 1), got {settings.dropout}")
+    if settings.feedforward_modules is not None:
+        outside = sorted(set(settings.feedforward_modules) - set(settings.target_modules or ()))
+        if outside:
+            raise HubtuneError(
+                f"recipe key 'adapt.peft.feedforward_modules' names {', '.join(outside)}, which "
+                "'adapt.peft.target_modules' does not: IA3 scales only the modules it targets"
+            )
+    if settings.quantize is not None:
+        require_one_of("adapt.peft.quantize", settings.quantize, PEFT_QUANTIZE)
+        _check_quantization_backend()
+
+
+def _check_quantization_backend() -> None:
+    """bitsandbytes' 4-bit layers run on CUDA only: refuse at load, not at the first forward."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        missing = "a CUDA GPU" if not torch.cuda.is_available() else "the bitsandbytes package"
+        raise HubtuneError(
+            "recipe key 'adapt.peft.quantize: 4bit' (QLoRA) needs a CUDA GPU and bitsandbytes; "
+            f"this machine lacks {missing}"
+        )
 
 
 def _validate_training(training: dict[str, Any]) -> None:

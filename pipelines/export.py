@@ -45,7 +45,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, merge: bool) -> dict[st
     is_adapter = isinstance(run.model, PeftModel)
     if is_adapter and not merge:
         raise HubtuneError(
-            f"run folder '{run_dir}' holds a LoRA adapter; pass --merge to fold it into the base weights"
+            f"run folder '{run_dir}' holds a PEFT adapter; pass --merge to fold it into the base weights"
         )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.config import RecipeConfig
+from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig
 from pipelines.run_folder import RESULTS_FILE
 
 SKIPPED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
@@ -20,6 +21,12 @@ def _data_description(config: RecipeConfig) -> str:
         name = f"[{data.dataset}](https://huggingface.co/datasets/{data.dataset})"
         return name + (f" (config `{data.dataset_config}`)" if data.dataset_config else "")
     return "local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in data.files.items())
+
+
+def _adapter_description(config: RecipeConfig) -> str:
+    """The adapter's method and the settings the recipe gave (unset ones are PEFT's defaults)."""
+    settings = dataclasses.asdict(config.adapt.adapter())
+    return ", ".join(f"{key}={value}" for key, value in settings.items() if value is not None)
 
 
 def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
@@ -39,7 +46,7 @@ def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
 def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) -> str:
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     rows = _metric_rows(results)
-    is_adapter = config.adapt.strategy == "lora"
+    is_adapter = config.adapt.strategy in ADAPTER_STRATEGIES
     metadata: dict[str, Any] = {
         "library_name": "peft" if is_adapter else "transformers",
         "base_model": config.model.checkpoint if not config.model.from_scratch else None,
@@ -74,7 +81,7 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         + ".",
         f"- Adaptation: `{config.adapt.strategy}`"
         + (f" (top {config.adapt.n} blocks)" if config.adapt.strategy == "train_last_n" else "")
-        + (f" (r={config.adapt.lora.r}, alpha={config.adapt.lora.alpha})" if is_adapter else "")
+        + (f" ({_adapter_description(config)})" if is_adapter else "")
         + (
             f"; {results['trainable_parameters']:,} of {results['total_parameters']:,} parameters trained "
             f"({share:.2%})."

@@ -166,8 +166,11 @@ def _timm_init(timm_model: nn.Module, config: PretrainedConfig) -> None:
     timm_model.load_state_dict(fresh.state_dict())
 
 
-def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str) -> nn.Module:
-    """A classifier for `label_names` from a checkpoint, with or without its own head.
+def load_classifier(
+    auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str, **load_kwargs: Any
+) -> nn.Module:
+    """A classifier for `label_names` from a checkpoint, with or without its own head (`load_kwargs`, such as
+    a quantization config, go to `from_pretrained`).
 
     The output layer is new whenever the label set differs from the checkpoint's: a different size is
     handled by `ignore_mismatched_sizes`, the same size with other names is re-initialised here.
@@ -193,7 +196,7 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
         if hasattr(classifier, "timm_model"):
             _timm_init(classifier.timm_model, config)
         return classifier
-    classifier = from_pretrained(auto_model, model, config=config, ignore_mismatched_sizes=True)
+    classifier = from_pretrained(auto_model, model, config=config, ignore_mismatched_sizes=True, **load_kwargs)
     same_labels = [original.id2label[i] for i in sorted(original.id2label)] == label_names
     if _has_trained_head(original, head_suffix) and original.num_labels == len(label_names) and not same_labels:
         logger.info(

@@ -84,7 +84,7 @@ def _load_adapter_model(auto_model: Any, run_dir: Path, trust_remote_code: bool)
         )
     except OSError as error:
         raise HubtuneError(
-            f"run folder '{run_dir}' holds a LoRA adapter whose base checkpoint "
+            f"run folder '{run_dir}' holds a PEFT adapter whose base checkpoint "
             f"'{adapter.base_model_name_or_path}' cannot be loaded: {error}"
         ) from error
     return PeftModel.from_pretrained(base, run_dir)

@@ -165,7 +165,8 @@ def test_lora_target_modules_override(recipe_values):
     from pipelines.tasks import PreparedData, get_task
 
     task = get_task("text-classification")(recipe.config)
-    labelled = PreparedData({}, None, ["negative", "positive"])
+    # The tokenizer too: text classification sizes the embeddings and pad id from it.
+    labelled = PreparedData({}, task.load_processor(), ["negative", "positive"])
     model, groups = adapt_model(task.build_model(labelled), recipe.config.adapt, task.peft_task_type)
     lora = [name for name, p in model.named_parameters() if "lora_" in name]
     assert lora and all(".query." in name for name in lora)

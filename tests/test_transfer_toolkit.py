@@ -159,6 +159,8 @@ def test_lp_ft_probes_the_head_then_fine_tunes_from_it(recipe_values, tiny_bert)
     from pipelines.tasks.text_classification import TextClassification
 
     task = TextClassification(fresh.config)
+    # The tokenizer too: text classification sizes the embeddings and pad id from it.
+    labelled = PreparedData({}, task.load_processor(), ["negative", "positive"])
     set_seed(fresh.config.seed)
-    initial_head = task.build_model(PreparedData({}, None, ["negative", "positive"])).classifier.weight
+    initial_head = task.build_model(labelled).classifier.weight
     assert not torch.equal(start.head, initial_head)

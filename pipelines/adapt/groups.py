@@ -10,6 +10,7 @@ architecture needs no new code here.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -19,19 +20,22 @@ from transformers import PreTrainedModel
 
 from pipelines.errors import HubtuneError
 
-# PEFT wraps modules and renames parameters; these path segments mark where its wrapping begins.
+# PEFT wraps modules and renames parameters; these path segments mark where its wrapping begins, as do the
+# names of each method's own parameters (`peft_segment`).
 PEFT_PREFIX = "base_model.model."
-PEFT_SEGMENTS = (
-    "base_layer",
-    "lora_A",
-    "lora_B",
-    "lora_embedding_A",
-    "lora_embedding_B",
-    "lora_dropout",
-    "lora_magnitude_vector",
-    "modules_to_save",
-    "original_module",
-)
+PEFT_SEGMENTS = ("base_layer", "modules_to_save", "original_module")
+
+
+@functools.cache
+def _adapter_prefixes() -> tuple[str, ...]:
+    """What every PEFT method's parameter names start with (`lora_`, `ia3_`, `hada_` for LoHa, `lokr_` ...)."""
+    from peft.mapping import PEFT_TYPE_TO_PREFIX_MAPPING
+
+    return tuple(PEFT_TYPE_TO_PREFIX_MAPPING.values())
+
+
+def peft_segment(part: str) -> bool:
+    return part in PEFT_SEGMENTS or part.startswith(_adapter_prefixes())
 
 
 @dataclass
@@ -47,7 +51,7 @@ class LayerGroups:
         if name in self.by_parameter:
             return self.by_parameter[name]
         parts = name.split(".")
-        cut = next((i for i, part in enumerate(parts) if part in PEFT_SEGMENTS), len(parts) - 1)
+        cut = next((i for i, part in enumerate(parts) if peft_segment(part)), len(parts) - 1)
         module_path = ".".join(parts[:cut])
         for candidate, group in self.by_parameter.items():
             if candidate.startswith(module_path + ".") or candidate == module_path:

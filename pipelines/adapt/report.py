@@ -8,6 +8,13 @@ from pipelines.adapt.groups import LayerGroups
 from pipelines.adapt.param_groups import GroupPlan
 
 
+def parameter_count(parameter: nn.Parameter) -> int:
+    """Elements of a parameter as the model defines it: bitsandbytes packs two 4-bit weights into each stored
+    byte (QLoRA's base), and keeps the original shape in its `quant_state`."""
+    quant_state = getattr(parameter, "quant_state", None)
+    return quant_state.shape.numel() if quant_state is not None else parameter.numel()
+
+
 def parameter_table(model: nn.Module, groups: LayerGroups, plans: dict[str, GroupPlan] | None = None) -> list[dict]:
     """Rows of trainable/total parameters per group, with the LR scale and start of trainable groups."""
     plans = plans or {}
@@ -25,9 +32,9 @@ def parameter_table(model: nn.Module, groups: LayerGroups, plans: dict[str, Grou
                 "unfreeze_at": plan.unfreeze_at if plan else None,
             },
         )
-        row["total"] += parameter.numel()
+        row["total"] += parameter_count(parameter)
         if parameter.requires_grad:
-            row["trainable"] += parameter.numel()
+            row["trainable"] += parameter_count(parameter)
     order = {name: i for i, name in enumerate([*groups.names, "adapter"])}
     return sorted(rows.values(), key=lambda row: order.get(row["group"], len(order)))
 

@@ -10,6 +10,7 @@ import torch
 from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
+from pipelines.adapt.adapters import quantization_kwargs
 from pipelines.config import RecipeConfig
 from pipelines.modeling import load_classifier
 from pipelines.run_folder import label_names_of, load_run_model
@@ -24,7 +25,10 @@ class LabelHeadMixin:
     config: RecipeConfig
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
-        return load_classifier(self.auto_model, self.config.model, prepared.label_names, self.head_suffix)
+        quantization = quantization_kwargs(self.config.adapt.peft)  # QLoRA's 4-bit base
+        return load_classifier(
+            self.auto_model, self.config.model, prepared.label_names, self.head_suffix, **quantization
+        )
 
     def load_run_model(self, run_dir: str) -> TaskModel:
         return load_run_model(self.auto_model, run_dir, self.config.model.trust_remote_code)
