@@ -166,8 +166,11 @@ def _timm_init(timm_model: nn.Module, config: PretrainedConfig) -> None:
     timm_model.load_state_dict(fresh.state_dict())
 
 
-def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str) -> nn.Module:
-    """A classifier for `label_names` from a checkpoint, with or without its own head.
+def load_classifier(
+    auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str, problem_type: str | None = None
+) -> nn.Module:
+    """A classifier for `label_names` from a checkpoint, with or without its own head; `problem_type` is
+    transformers' (`multi_label_classification`, `regression`...), kept in the saved config.
 
     The output layer is new whenever the label set differs from the checkpoint's: a different size is
     handled by `ignore_mismatched_sizes`, the same size with other names is re-initialised here.
@@ -178,6 +181,8 @@ def load_classifier(auto_model: Any, model: ModelConfig, label_names: list[str],
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: i for i, name in enumerate(label_names)},
     }
+    if problem_type is not None:
+        labels["problem_type"] = problem_type
     config = from_pretrained(AutoConfig, model, **labels)
     model_args = getattr(config, "model_args", None)
     if isinstance(model_args, dict):
