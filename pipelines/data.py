@@ -231,7 +231,7 @@ def _stratified(
             "every class and at least one row of each in both parts"
         )
         return None
-    validation, kept = train_test_split(
+    kept, validation = train_test_split(
         np.arange(len(labels)), test_size=n_validation, stratify=labels, random_state=seed
     )
     return np.asarray(validation), np.asarray(kept)

@@ -181,9 +181,14 @@ def load_classifier(
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: i for i, name in enumerate(label_names)},
     }
-    if problem_type is not None:
-        labels["problem_type"] = problem_type
-    config = from_pretrained(AutoConfig, model, **labels)
+    if problem_type is None:
+        config = from_pretrained(AutoConfig, model, **labels)
+    else:
+        # Set before the labels: the config checks num_labels against the checkpoint's own problem_type (one
+        # output is refused for single-label classification, which a regression head has).
+        config = from_pretrained(AutoConfig, model)
+        config.problem_type = problem_type
+        config.id2label, config.label2id = labels["id2label"], labels["label2id"]  # num_labels follows id2label
     model_args = getattr(config, "model_args", None)
     if isinstance(model_args, dict):
         # timm >= 1.0.2x writes `num_classes` into a checkpoint's `model_args`, and transformers' TimmWrapper
