@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace) -> None:
         recipe = Recipe.from_yaml(args.recipe, args.overrides)
         results = recipe.run()
         if process_state().is_main_process:
-            summary = get_task(recipe.config.task).summary_metrics
+            summary = get_task(recipe.config.task)(recipe.config).summary_metrics
             headline = {k: v for k, v in results.items() if k.startswith("test_") or k.removeprefix("eval_") in summary}
             print(json.dumps(headline, indent=2))
     elif args.command == "evaluate":

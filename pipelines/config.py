@@ -184,17 +184,63 @@ class DataConfig:
                 raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null), got {value}")
 
 
+PROBLEM_TYPES = ("single_label", "multi_label", "regression")
+SAMPLERS = ("balanced",)
+
+
 @dataclass
 class LabelledDataConfig(DataConfig):
-    """Data with one class label per example (text, image and audio classification)."""
+    """Data with a label per example (text, image and audio classification): one class, a set of classes, or a
+    number (`problem_type`)."""
 
-    label_column: str = option("label", "the column of class labels: names, or integer ids with 'labels'")
+    label_column: str = option(
+        "label",
+        "the column of labels: class names, or integer ids with 'labels'; multi_label: a list of them (or a "
+        "string split at 'label_separator'); regression: a number",
+    )
     labels: list[str] | None = option(None, "label names in id order; read from the data when absent")
+    problem_type: str = option(
+        "single_label",
+        "single_label (one class per example, cross-entropy), multi_label (any number of classes, binary "
+        "cross-entropy per class) or regression (one number, mean squared error)",
+    )
+    label_separator: str | None = option(
+        None, "multi_label: labels written as one string, split at this separator (e.g. '|'); null: a list column"
+    )
+    threshold: float = option(0.5, "multi_label: a class is predicted when its probability reaches this")
+    scale_targets: bool = option(
+        False,
+        "regression: train on targets standardised with the training mean and std (kept in the run folder's "
+        "config.json); predictions are given back in the data's units",
+    )
+    sampler: str | None = option(
+        None,
+        "balanced: draw training examples with probability inversely proportional to their class's frequency "
+        "(single_label); null: uniform",
+    )
 
     def validate(self) -> None:
         super().validate()
         if self.labels is not None and len(set(self.labels)) != len(self.labels):
             raise HubtuneError(f"recipe key 'data.labels' repeats a label: {self.labels}")
+        require_one_of("data.problem_type", self.problem_type, PROBLEM_TYPES)
+        if self.sampler is not None:
+            require_one_of("data.sampler", self.sampler, SAMPLERS)
+            if self.problem_type != "single_label":
+                raise HubtuneError(
+                    f"recipe key 'data.sampler: {self.sampler}' balances classes of single-label data; "
+                    f"'data.problem_type' is {self.problem_type}"
+                )
+        if self.label_separator is not None and self.problem_type != "multi_label":
+            raise HubtuneError("recipe key 'data.label_separator' needs 'data.problem_type: multi_label'")
+        if self.label_separator == "":
+            raise HubtuneError("recipe key 'data.label_separator' must not be empty")
+        if not 0.0 < self.threshold < 1.0:
+            raise HubtuneError(f"recipe key 'data.threshold' must lie in (0, 1), got {self.threshold}")
+        if self.scale_targets and self.problem_type != "regression":
+            raise HubtuneError("recipe key 'data.scale_targets' needs 'data.problem_type: regression'")
+        if self.labels is not None and self.problem_type == "regression":
+            raise HubtuneError("recipe key 'data.labels' names classes; regression ('data.problem_type') has none")
 
 
 @dataclass
@@ -317,6 +363,7 @@ HUBTUNE_TRAINING_TYPES: dict[str, Any] = {
     "gpu_defaults": bool,
     "early_stopping_patience": int,  # evaluations without improvement before training stops
     "early_stopping_threshold": float,  # how much the metric must improve to count
+    "class_weights": str | list,  # `balanced`, or one weight per class in id order (weighted cross-entropy)
 }
 HUBTUNE_TRAINING_KEYS = set(HUBTUNE_TRAINING_TYPES)
 
@@ -554,6 +601,7 @@ def _validate_training(training: dict[str, Any]) -> None:
             expected = "true or false" if kind is bool else kind.__name__
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {training[key]!r}")
     _check_training_values(training)
+    _check_class_weights(training)
     _check_early_stopping(training)
     _check_optimizer(training)
 
@@ -573,6 +621,7 @@ def _validate(config: RecipeConfig) -> None:
     if config.hub.push and not config.hub.repo_id:
         raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
     _validate_training(config.training)
+    _check_problem_type(config)
     if getattr(config.data, "streaming", False):
         if config.training.get("max_steps", -1) in (-1, None):
             raise HubtuneError(
@@ -584,6 +633,33 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError(
             "'data.padding_free' packs token sequences, but 'adapt.feature_cache' trains on cached features; keep one"
         )
+
+
+def _check_problem_type(config: RecipeConfig) -> None:
+    """Keys whose meaning depends on the task and on `data.problem_type`, checked together."""
+    from pipelines.tasks import get_task  # the task classes import transformers: only when loading
+
+    problem_type = getattr(config.data, "problem_type", "single_label")
+    if config.training.get("class_weights") is not None:
+        if not get_task(config.task).class_weighted_loss:
+            raise HubtuneError(
+                f"recipe key 'training.class_weights' weights the classes of a classifier; task '{config.task}' has none"
+            )
+        if problem_type != "single_label":
+            raise HubtuneError(
+                "recipe key 'training.class_weights' weights a cross-entropy over classes; 'data.problem_type' "
+                f"{problem_type} trains another loss"
+            )
+    if getattr(config.data, "streaming", False):
+        if problem_type != "single_label":
+            raise HubtuneError(f"'data.streaming' reads single_label data; 'data.problem_type' is {problem_type}")
+        if getattr(config.data, "sampler", None) is not None:
+            raise HubtuneError("'data.sampler' draws examples by index, which a stream ('data.streaming') has not")
+        if config.training.get("class_weights") == "balanced":
+            raise HubtuneError(
+                "'training.class_weights: balanced' counts the training labels, which a stream ('data.streaming') is "
+                "not read ahead for; give a list of weights"
+            )
 
 
 def _check_training_values(training: dict[str, Any]) -> None:
@@ -615,6 +691,20 @@ def _check_training_values(training: dict[str, Any]) -> None:
     for key in ("logging_steps", "eval_steps", "save_steps"):
         if number(key, 1) <= 0:
             refuse(key, "positive")
+
+
+def _check_class_weights(training: dict[str, Any]) -> None:
+    """`balanced` or a list of positive numbers; the list's length is checked against the label set at prepare."""
+    weights = training.get("class_weights")
+    if weights is None or weights == "balanced":
+        return
+    if not isinstance(weights, list) or not weights:
+        raise HubtuneError(
+            f"recipe key 'training.class_weights' must be balanced or a list of weights (one per class), got {weights!r}"
+        )
+    for i, weight in enumerate(weights):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise HubtuneError(f"recipe key 'training.class_weights[{i}]' must be a number >= 0, got {weight!r}")
 
 
 def _check_early_stopping(training: dict[str, Any]) -> None:

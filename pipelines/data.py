@@ -16,6 +16,7 @@ import datasets
 import numpy as np
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, IterableDataset, Value
+from sklearn.model_selection import train_test_split
 
 from pipelines.config import DataConfig, LabelledDataConfig
 from pipelines.errors import HubtuneError
@@ -196,8 +197,9 @@ def load_splits(
         n_validation = max(1, round(len(order) * config.validation_fraction))
         if n_validation >= len(order):
             raise HubtuneError(f"'data.validation_fraction' {config.validation_fraction} leaves no training data")
-        splits.take("validation", order[:n_validation], source_role="train")
-        splits.take("train", order[n_validation:])
+        parts = _stratified(config, splits["train"], n_validation, seed) or (order[:n_validation], order[n_validation:])
+        splits.take("validation", parts[0], source_role="train")
+        splits.take("train", parts[1])
         splits.sources["validation"] = (
             f"{splits.sources['train']} (the {config.validation_fraction:.0%} carved out for validation)"
         )
@@ -210,6 +212,29 @@ def load_splits(
             # A random subset, not the first rows: files are often sorted by label.
             splits.take(role, np.random.default_rng(seed).permutation(len(splits[role]))[:cap])
     return splits
+
+
+def _stratified(
+    config: DataConfig, train: Dataset, n_validation: int, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row positions of validation and train carved with each class's share kept (single-label classes only), or
+    None where the labels cannot be stratified: validation of a rare class would be left to chance."""
+    if not (isinstance(config, LabelledDataConfig) and config.problem_type == "single_label"):
+        return None
+    if config.label_column not in train.column_names:
+        return None  # the task's own column check names it
+    labels = np.array([str(value) for value in train[config.label_column]])
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2 or not len(classes) <= n_validation <= len(labels) - len(classes):
+        logger.warning(
+            "'data.validation_fraction' carves validation at random, not by class: stratifying needs two rows of "
+            "every class and at least one row of each in both parts"
+        )
+        return None
+    kept, validation = train_test_split(
+        np.arange(len(labels)), test_size=n_validation, stratify=labels, random_state=seed
+    )
+    return np.asarray(validation), np.asarray(kept)
 
 
 def _cap_streams(splits: Splits, config: DataConfig) -> Splits:
@@ -388,3 +413,80 @@ def missing_classes(names: list[str], train_ids: Iterable[int], source: str) -> 
     )
     logger.warning(warning)
     return [warning]
+
+
+def label_sets(values: list[Any], column: str, separator: str | None, locate: Locate) -> list[list[Any]]:
+    """Each row's labels (multi_label): a list as it stands, or a string split at `separator`."""
+    sets = []
+    for row, value in enumerate(values):
+        if isinstance(value, list):
+            sets.append(value)
+        elif isinstance(value, str) and separator is not None:
+            sets.append([part.strip() for part in value.split(separator) if part.strip()])
+        else:
+            written = "a list of labels" + (f" or a string of labels separated by {separator!r}" if separator else "")
+            raise HubtuneError(
+                f"{locate(row)}: column '{column}' holds {value!r}, not {written} (data.problem_type: multi_label"
+                + ("" if separator else "; set 'data.label_separator' for labels joined in one string")
+                + ")"
+            )
+    return sets
+
+
+def resolve_label_set(config: LabelledDataConfig, splits: Splits, known: list[str] | None = None) -> list[str]:
+    """The class names of multi-label data in id order: `known` (a reloaded run's), the recipe's list, or the
+    names the train split uses, sorted."""
+    if known:
+        return list(known)
+    if config.labels:
+        return list(config.labels)
+    train = splits["train"]
+    sets = label_sets(train[config.label_column], config.label_column, config.label_separator, splits.locate("train"))
+    names = {label for labels in sets for label in labels}
+    if any(not isinstance(name, str) for name in names):
+        raise HubtuneError(
+            f"{splits.sources['train']}: column '{config.label_column}' holds label ids without names; "
+            "list the names in 'data.labels' (in id order)"
+        )
+    return sorted(names)
+
+
+def multi_hot(
+    values: list[Any], column: str, names: list[str], separator: str | None, locate: Locate
+) -> list[list[float]]:
+    """Each row's labels as a multi-hot vector of floats (binary cross-entropy's targets); a label that is neither a
+    name in `names` nor an id below their number is an error naming the row."""
+    index = {name: i for i, name in enumerate(names)}
+    vectors = []
+    for row, labels in enumerate(label_sets(values, column, separator, locate)):
+        vector = [0.0] * len(names)
+        for label in labels:
+            if isinstance(label, str) and label in index:
+                vector[index[label]] = 1.0
+            elif isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
+                vector[label] = 1.0
+            else:
+                raise HubtuneError(
+                    f"{locate(row)}: label {label!r} in column '{column}' is not in the label list {names}"
+                )
+        vectors.append(vector)
+    return vectors
+
+
+def float_targets(values: list[Any], column: str, locate: Locate) -> list[float]:
+    """Regression targets: numbers, or strings that read as one (a csv column with one bad value is all strings);
+    anything else, or a value that is not finite, is an error naming the row."""
+    targets = []
+    for row, value in enumerate(values):
+        try:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError
+            target = float(value)
+        except ValueError:
+            target = float("nan")
+        if not np.isfinite(target):
+            raise HubtuneError(
+                f"{locate(row)}: column '{column}' holds {value!r}, not a number (data.problem_type: regression)"
+            )
+        targets.append(target)
+    return targets

@@ -223,7 +223,9 @@ class Predictor:
             splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file, roles=(split,))
             if split not in splits:
                 raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
-        prepared = self.task.prepare(splits, self.processor, label_names=self.label_names)
+        prepared = self.task.from_trained(
+            self.task.prepare(splits, self.processor, label_names=self.label_names), self.model
+        )
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(
                 self.config,

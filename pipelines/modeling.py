@@ -167,10 +167,16 @@ def _timm_init(timm_model: nn.Module, config: PretrainedConfig) -> None:
 
 
 def load_classifier(
-    auto_model: Any, model: ModelConfig, label_names: list[str], head_suffix: str, **load_kwargs: Any
+    auto_model: Any,
+    model: ModelConfig,
+    label_names: list[str],
+    head_suffix: str,
+    problem_type: str | None = None,
+    **load_kwargs: Any,
 ) -> nn.Module:
-    """A classifier for `label_names` from a checkpoint, with or without its own head (`load_kwargs`, such as
-    a quantization config, go to `from_pretrained`).
+    """A classifier for `label_names` from a checkpoint, with or without its own head; `problem_type` is
+    transformers' (`multi_label_classification`, `regression`...), kept in the saved config; `load_kwargs`
+    (such as a quantization config) go to `from_pretrained`.
 
     The output layer is new whenever the label set differs from the checkpoint's: a different size is
     handled by `ignore_mismatched_sizes`, the same size with other names is re-initialised here.
@@ -181,7 +187,14 @@ def load_classifier(
         "id2label": dict(enumerate(label_names)),
         "label2id": {name: i for i, name in enumerate(label_names)},
     }
-    config = from_pretrained(AutoConfig, model, **labels)
+    if problem_type is None:
+        config = from_pretrained(AutoConfig, model, **labels)
+    else:
+        # Set before the labels: the config checks num_labels against the checkpoint's own problem_type (one
+        # output is refused for single-label classification, which a regression head has).
+        config = from_pretrained(AutoConfig, model)
+        config.problem_type = problem_type
+        config.id2label, config.label2id = labels["id2label"], labels["label2id"]  # num_labels follows id2label
     model_args = getattr(config, "model_args", None)
     if isinstance(model_args, dict):
         # timm >= 1.0.2x writes `num_classes` into a checkpoint's `model_args`, and transformers' TimmWrapper

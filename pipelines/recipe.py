@@ -245,6 +245,9 @@ class Recipe:
                     # A stream's size is known once it has been read: the predictions count it.
                     examples = len(logits_of(output.predictions) if streamed(datasets[role]) else datasets[role])
                     results.update(output.metrics or {}, **{f"{prefix}_samples": examples})
+                    if role == "validation":
+                        tuned = task.validation_results(output, data)
+                        results.update({f"eval_{name}": value for name, value in tuned.items()})
                     artifacts.update(
                         {
                             f"{role}_{name}.json": payload

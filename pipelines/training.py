@@ -239,6 +239,38 @@ class TrainingCollatorMixin(_TrainerBase):
             self.data_collator = collator
 
 
+class TaskLossMixin(_TrainerBase):
+    """Trainer mixin: the loss from the task's `loss_function(logits, labels)` (a weighted cross-entropy, binary
+    cross-entropy per label, MSE on standardised targets) instead of the model's own.
+
+    An override of `compute_loss`, not the Trainer's `compute_loss_func` argument: with that argument the Trainer
+    takes the loss as already normalised over the whole accumulated batch, while these are per-batch means, which
+    it must divide by the gradient accumulation steps (`loss_is_scaled_for_ga = False`).
+    """
+
+    task_loss: Callable
+    loss_is_scaled_for_ga = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "labels" not in inputs:  # prediction on unlabelled data: no loss to compute
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.task_loss(outputs["logits"], labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+class TaskSamplerMixin(_TrainerBase):
+    """Trainer mixin: training examples drawn by the task's sampler (a class-balanced one), through the Trainer's
+    own sampler hook, so that accelerate still shards its batches across ranks."""
+
+    task_sampler: Any
+
+    def _get_train_sampler(self, train_dataset=None):
+        return self.task_sampler
+
+
 def frozen_modules(model: nn.Module) -> list[nn.Module]:
     """The top-most modules whose parameters are all frozen (with their parameter-less children, e.g. dropout)."""
     found: list[nn.Module] = []
@@ -268,6 +300,16 @@ def build_trainer(
     """The task's Trainer on `prepared` data; `datasets` (with their `data_collator`) stand in for the prepared
     splits where a run trains on something else, such as cached backbone features."""
     trainer_class = task.trainer_class
+    loss = task.loss_function(prepared)
+    if loss is not None:
+        trainer_class = type(
+            f"TaskLoss{trainer_class.__name__}", (TaskLossMixin, trainer_class), {"task_loss": staticmethod(loss)}
+        )
+    sampler = task.train_sampler(prepared, args.seed)
+    if sampler is not None:
+        trainer_class = type(
+            f"TaskSampler{trainer_class.__name__}", (TaskSamplerMixin, trainer_class), {"task_sampler": sampler}
+        )
     if optimization is not None:
         trainer_class = type(
             f"LayerGroup{trainer_class.__name__}",

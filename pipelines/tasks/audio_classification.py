@@ -10,12 +10,11 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, 
 
 from pipelines.audio import AudioInputConfig
 from pipelines.config import LabelledDataConfig
-from pipelines.data import Splits, encode_labels, missing_classes, resolve_labels
+from pipelines.data import Splits
 from pipelines.modeling import from_pretrained
-from pipelines.run_folder import label_names_of
 from pipelines.tasks.audio_task import AudioTask, check_splits_columns, extract_features
 from pipelines.tasks.base import PreparedData, TaskModel
-from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
+from pipelines.tasks.classifier import ClassifierMixin
 
 
 @dataclass
@@ -23,7 +22,7 @@ class AudioDataConfig(AudioInputConfig, LabelledDataConfig):
     """Audio classification data: a clip and its class label."""
 
 
-class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
+class AudioClassification(ClassifierMixin, AudioTask[AudioDataConfig]):
     name = "audio-classification"
     pipeline_tag = "audio-classification"
     peft_task_type = "SEQ_CLS"
@@ -37,13 +36,13 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data
         check_splits_columns(splits, {"audio_column": data.audio_column, "label_column": data.label_column})
-        names, coding = resolve_labels(data, splits, label_names)
+        names, coding = self.resolve_names(splits, label_names)
         result = PreparedData({}, processor, names)
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
-            labels = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)["labels"]
+            labels = self.split_labels(splits, role, dataset, names, coding)
             if role == "train":
-                result.warnings += missing_classes(names, labels, source)
+                self.learn_from_train(result, labels, source)
             result.datasets[role] = self.audio_dataset(role, dataset, labels, splits.locate(role), source, processor)
         return result
 
@@ -59,8 +58,8 @@ class AudioClassification(SingleLabelMixin, AudioTask[AudioDataConfig]):
     def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
         model.eval()
         # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
-        rows = [
-            model(**extract_features(processor, [wave]).to(model.device)).logits.softmax(-1)[0]
+        logits = [
+            model(**extract_features(processor, [wave]).to(model.device)).logits[0]
             for wave in self.read_inputs(processor, inputs)
         ]
-        return label_predictions(inputs, rows, label_names_of(model))
+        return self.records(inputs, torch.stack(logits), model)

@@ -43,6 +43,12 @@ class PreparedData:
     label_names: list[str] = field(default_factory=list)  # in id order; empty where labels are transcripts
     # Things about the data a user should know that do not stop the run (logged, and kept in the report).
     warnings: list[str] = field(default_factory=list)
+    # The training split's label ids (single-label classes), for balanced sampling; empty when not training.
+    train_labels: list[int] = field(default_factory=list)
+    # Weights of a weighted cross-entropy, one per class in id order (`training.class_weights`), or None.
+    class_weights: list[float] | None = None
+    # Regression targets are standardised with these (mean, std) of the training targets (`data.scale_targets`).
+    target_scaling: tuple[float, float] | None = None
 
     def __getitem__(self, role: str) -> Dataset:
         return self.datasets[role]
@@ -56,11 +62,14 @@ class Task(ABC, Generic[DataT]):
 
     name: ClassVar[str]
     pipeline_tag: ClassVar[str | None] = None  # the Hub's task tag, for the model card
-    primary_metric: ClassVar[str] = "accuracy"  # what `hubtune compare` reports
+    # Instance attributes, not ClassVars: a classifier's depend on its recipe's `data.problem_type`.
+    primary_metric: str = "accuracy"  # what `hubtune compare` reports
     # The metrics the report plots and `hubtune train` prints (without the eval_/test_ prefix).
-    summary_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
+    summary_metrics: tuple[str, ...] = ("accuracy", "f1_macro", "precision_macro", "recall_macro")
     # Metrics (name endings) where lower is better: `hubtune compare` judges negative transfer by them.
-    lower_is_better: ClassVar[tuple[str, ...]] = ("loss",)
+    lower_is_better: tuple[str, ...] = ("loss",)
+    # Takes `training.class_weights` (a weighted cross-entropy over its classes).
+    class_weighted_loss: ClassVar[bool] = False
     head_suffix: ClassVar[str | None] = None  # architecture names ending in it carry a trained label head
     input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
     input_column_key: ClassVar[str] = "text_column"  # the recipe key of the column `predict --data` reads
@@ -124,6 +133,24 @@ class Task(ABC, Generic[DataT]):
         """The label set a trained model predicts, for preparing new data the way it was trained (none by default:
         transcription has no fixed label set)."""
         return []
+
+    def from_trained(self, prepared: PreparedData, model: TaskModel) -> PreparedData:
+        """`prepared` (new data for a trained model) completed with what the model learnt from its training data
+        (a regression's target scaling); most tasks have nothing to add."""
+        return prepared
+
+    def loss_function(self, prepared: PreparedData) -> Callable[[Any, Any], Any] | None:
+        """(logits, labels) -> the training loss, where the task computes its own; None: the model's loss."""
+        return None
+
+    def train_sampler(self, prepared: PreparedData, seed: int) -> Any:
+        """The sampler that draws training examples (a `torch.utils.data.Sampler`); None: the Trainer's."""
+        return None
+
+    def validation_results(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
+        """Results found on the validation predictions only (tuned thresholds), kept as `eval_<name>`; none by
+        default."""
+        return {}
 
     @abstractmethod
     def data_collator(self, processor: Any) -> Any:

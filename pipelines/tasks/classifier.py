@@ -1,20 +1,54 @@
-"""What every task with a label head shares: building and reloading the model, and single-label scoring."""
+"""What every task with a label head shares: building and reloading the model, and scoring its labels.
+
+Text, image and audio classification predict one class (`data.problem_type: single_label`), any number of classes
+(`multi_label`) or a number (`regression`); `ClassifierMixin` gives them the labels, loss, sampler, metrics and
+prediction records of each.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 import torch
+from datasets import Dataset
+from sklearn.metrics import precision_recall_curve
+from sklearn.utils.class_weight import compute_class_weight
+from torch.nn import functional
+from torch.utils.data import WeightedRandomSampler
 from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
 from pipelines.adapt.adapters import quantization_kwargs
-from pipelines.config import RecipeConfig
+from pipelines.config import LabelledDataConfig, RecipeConfig
+from pipelines.data import (
+    Splits,
+    float_targets,
+    label_ids,
+    missing_classes,
+    multi_hot,
+    resolve_label_set,
+    resolve_labels,
+)
+from pipelines.errors import HubtuneError
 from pipelines.modeling import load_classifier
 from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, TaskModel, confusion_artifact, logits_of
+from pipelines.tasks.collate import IGNORE
+
+# transformers' `problem_type` for each of hubtune's: the saved config.json says how the head was trained.
+TRANSFORMERS_PROBLEM_TYPES = {
+    "single_label": "single_label_classification",
+    "multi_label": "multi_label_classification",
+    "regression": "regression",
+}
+# The model-config field holding a regression's target scaling: config.json carries it with the weights.
+TARGET_SCALING = "hubtune_target_scaling"
+
+
+def problem_type_of(config: RecipeConfig) -> str:
+    return getattr(config.data, "problem_type", "single_label")
 
 
 class LabelHeadMixin:
@@ -25,10 +59,15 @@ class LabelHeadMixin:
     config: RecipeConfig
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
+        problem_type = TRANSFORMERS_PROBLEM_TYPES[problem_type_of(self.config)]
         quantization = quantization_kwargs(self.config.adapt.peft)  # QLoRA's 4-bit base
-        return load_classifier(
-            self.auto_model, self.config.model, prepared.label_names, self.head_suffix, **quantization
+        model = load_classifier(
+            self.auto_model, self.config.model, prepared.label_names, self.head_suffix, problem_type, **quantization
         )
+        if prepared.target_scaling is not None:
+            mean, std = prepared.target_scaling
+            setattr(model.config, TARGET_SCALING, {"mean": mean, "std": std})
+        return model
 
     def load_run_model(self, run_dir: str) -> TaskModel:
         return load_run_model(self.auto_model, run_dir, self.config.model.trust_remote_code)
@@ -38,7 +77,10 @@ class LabelHeadMixin:
 
 
 def label_predictions(
-    inputs: list[str], probabilities: Sequence[torch.Tensor], label_names: list[str], top_k: int | None = None
+    inputs: list[str],
+    probabilities: Sequence[torch.Tensor] | torch.Tensor,
+    label_names: list[str],
+    top_k: int | None = None,
 ) -> list[dict[str, Any]]:
     """`hubtune predict`'s record of one single-label prediction per input: the best label, its probability, and
     every label's (`scores`) or, with `top_k` for label sets too large to list, the k most probable (`top`)."""
@@ -55,18 +97,235 @@ def label_predictions(
     return records
 
 
-class SingleLabelMixin(LabelHeadMixin):
-    """Single-label classification: accuracy, macro and per-class scores, and a confusion matrix per split."""
+def class_weights(setting: Any, label_names: list[str], labels: Sequence[int]) -> list[float] | None:
+    """`training.class_weights` as one weight per class: `balanced` is scikit-learn's n / (classes x count) over the
+    training labels (ignored positions left out); a list must have one weight per label."""
+    if setting is None:
+        return None
+    if setting != "balanced":
+        if len(setting) != len(label_names):
+            raise HubtuneError(
+                f"recipe key 'training.class_weights' has {len(setting)} weights for {len(label_names)} classes "
+                f"({', '.join(label_names)}); give one per class in this order"
+            )
+        return [float(weight) for weight in setting]
+    seen = np.array([label for label in labels if label != IGNORE])
+    present = np.unique(seen)
+    weights = dict(zip(present.tolist(), compute_class_weight("balanced", classes=present, y=seen)))
+    # A class without training examples cannot be balanced; it keeps the plain weight (it is warned about).
+    return [float(weights.get(i, 1.0)) for i in range(len(label_names))]
+
+
+class EpochSeededSampler(WeightedRandomSampler):
+    """Draws by weight, with replacement, from a generator seeded by the run's seed and the epoch.
+
+    Under DDP every rank draws the same sequence, and accelerate's batch sharding hands each rank its share of the
+    batches: the ranks see different examples, together one epoch's draw. The Trainer calls `set_epoch`.
+    """
+
+    def __init__(self, weights: Sequence[float], seed: int):
+        super().__init__(list(weights), num_samples=len(weights), replacement=True)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed + epoch)
+
+
+def best_thresholds(probabilities: np.ndarray, references: np.ndarray, label_names: list[str]) -> dict[str, float]:
+    """Per label, the probability threshold with the best F1 on these predictions (0.5 where the label never
+    occurs: no threshold is better there)."""
+    found = {}
+    for i, name in enumerate(label_names):
+        if references[:, i].sum() == 0:
+            found[name] = 0.5
+            continue
+        precision, recall, thresholds = precision_recall_curve(references[:, i], probabilities[:, i])
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        found[name] = float(thresholds[int(np.argmax(f1[:-1]))])
+    return found
+
+
+class ClassifierMixin(LabelHeadMixin):
+    """Labels, loss, sampler, metrics and predictions of `data.problem_type`: single_label (accuracy, macro and
+    per-class scores, a confusion matrix per split), multi_label (F1 at `data.threshold`, thresholds tuned on
+    validation) or regression (MSE, MAE, Pearson, Spearman)."""
+
+    class_weighted_loss = True
+    primary_metric: str
+    summary_metrics: tuple[str, ...]
+    lower_is_better: tuple[str, ...]
 
     if TYPE_CHECKING:  # provided by Task, which every class using this mixin also derives from
 
         def metric(self, name: str) -> Any: ...
 
+    def __init__(self, config: RecipeConfig):
+        super().__init__(config)  # type: ignore[call-arg]  # Task.__init__, next in the task's MRO
+        if problem_type_of(config) == "multi_label":
+            self.primary_metric = "f1_micro"
+            self.summary_metrics = ("f1_micro", "f1_macro", "f1_samples", "subset_accuracy")
+        elif problem_type_of(config) == "regression":
+            self.primary_metric = "mse"
+            self.summary_metrics = ("mse", "mae", "pearson", "spearman")
+            self.lower_is_better = ("loss", "mse", "mae")  # errors
+
+    @property
+    def labelled(self) -> LabelledDataConfig:
+        """The recipe's `data` section (the task's own `data`, typed here by what this mixin reads of it)."""
+        return cast(LabelledDataConfig, self.config.data)
+
+    @property
+    def problem_type(self) -> str:
+        return self.labelled.problem_type
+
+    def resolve_names(self, splits: Splits, known: list[str] | None) -> tuple[list[str], str]:
+        """Label names in id order and how labels are written ('names' or 'ids'); a regression's one output is
+        named after its column."""
+        if self.problem_type == "single_label":
+            return resolve_labels(self.labelled, splits, known)
+        if self.problem_type == "multi_label":
+            return resolve_label_set(self.labelled, splits, known), "names"
+        return [self.labelled.label_column], "numbers"
+
+    def split_labels(self, splits: Splits, role: str, dataset: Dataset, names: list[str], coding: str) -> list[Any]:
+        """One split's labels as the model trains on them: class ids, multi-hot float vectors, or float targets."""
+        data, locate = self.labelled, splits.locate(role)
+        values = dataset[data.label_column]
+        if self.problem_type == "multi_label":
+            return multi_hot(values, data.label_column, names, data.label_separator, locate)
+        if self.problem_type == "regression":
+            return float_targets(values, data.label_column, locate)
+        return label_ids(values, dataset.features[data.label_column], data.label_column, names, locate, coding)
+
+    def learn_from_train(self, prepared: PreparedData, labels: list[Any], source: str) -> None:
+        """What training needs from the train split's labels: warnings, class weights, target scaling, and the
+        labels a balanced sampler draws by."""
+        names = prepared.label_names
+        if self.problem_type == "single_label":
+            prepared.warnings += missing_classes(names, labels, source)
+            prepared.class_weights = class_weights(self.config.training.get("class_weights"), names, labels)
+            prepared.train_labels = list(labels)
+        elif self.problem_type == "multi_label":
+            prepared.warnings += missing_classes(names, np.flatnonzero(np.sum(labels, axis=0)).tolist(), source)
+        elif self.labelled.scale_targets:
+            std = float(np.std(labels))
+            if std == 0:
+                raise HubtuneError(f"{source}: every target is {labels[0]}; 'data.scale_targets' needs them to vary")
+            prepared.target_scaling = (float(np.mean(labels)), std)
+
+    def with_labels(self, dataset: Dataset, labels: list[Any]) -> Dataset:
+        """`dataset` with `labels` in its `labels` column (replacing a label column of that name)."""
+        if "labels" in dataset.column_names:
+            dataset = dataset.remove_columns("labels")
+        return dataset.add_column("labels", labels)
+
+    def from_trained(self, prepared: PreparedData, model: TaskModel) -> PreparedData:
+        scaling = getattr(model.config, TARGET_SCALING, None)
+        if scaling is not None:
+            prepared.target_scaling = (scaling["mean"], scaling["std"])
+        return prepared
+
+    def loss_function(self, prepared: PreparedData) -> Callable[[Any, Any], Any] | None:
+        # The task computes these losses itself instead of the model: audio heads (wav2vec2, HuBERT, Whisper)
+        # compute cross-entropy whatever the config's problem_type, and the targets may be standardised.
+        if self.problem_type == "multi_label":
+            return lambda logits, labels: functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        if self.problem_type == "regression":
+            mean, std = prepared.target_scaling or (0.0, 1.0)
+            return lambda logits, labels: functional.mse_loss(
+                logits.view(-1), (labels.view(-1).to(logits.dtype) - mean) / std
+            )
+        return weighted_cross_entropy(prepared.class_weights)
+
+    def train_sampler(self, prepared: PreparedData, seed: int) -> Any:
+        if self.labelled.sampler != "balanced":
+            return None
+        counts = np.bincount(prepared.train_labels, minlength=len(prepared.label_names))
+        return EpochSeededSampler((1.0 / counts[prepared.train_labels]).tolist(), seed)
+
+    def scores(self, logits: torch.Tensor | np.ndarray, prepared_scaling: tuple[float, float] | None) -> np.ndarray:
+        """Logits as what they predict: class probabilities (softmax, or sigmoid per label) or values."""
+        logits = torch.as_tensor(logits).detach().float().cpu()
+        if self.problem_type == "multi_label":
+            return logits.sigmoid().numpy()
+        if self.problem_type == "regression":
+            mean, std = prepared_scaling or (0.0, 1.0)
+            return (logits.view(-1) * std + mean).numpy()
+        return logits.softmax(-1).numpy()
+
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
-        predicted = np.argmax(logits_of(prediction.predictions), axis=-1)
+        logits = logits_of(prediction.predictions)
+        if self.problem_type == "multi_label":
+            predicted = (self.scores(logits, None) >= self.labelled.threshold).astype(int)
+            return self.metric("multi_label").compute(
+                predictions=predicted,
+                references=np.asarray(prediction.label_ids).astype(int),
+                label_names=prepared.label_names,
+            )
+        if self.problem_type == "regression":
+            return self.metric("regression").compute(
+                predictions=self.scores(logits, prepared.target_scaling), references=prediction.label_ids
+            )
         return self.metric("classification").compute(
-            predictions=predicted, references=prediction.label_ids, label_names=prepared.label_names
+            predictions=np.argmax(logits, axis=-1), references=prediction.label_ids, label_names=prepared.label_names
         )
 
     def prediction_artifacts(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
-        return confusion_artifact(output, prepared.label_names)
+        return confusion_artifact(output, prepared.label_names) if self.problem_type == "single_label" else {}
+
+    def validation_results(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
+        if self.problem_type != "multi_label":
+            return {}
+        probabilities = self.scores(logits_of(output.predictions), None)
+        references = np.asarray(output.label_ids).astype(int)
+        return {"best_thresholds": best_thresholds(probabilities, references, prepared.label_names)}
+
+    def records(
+        self, inputs: list[str], logits: torch.Tensor, model: TaskModel, top_k: int | None = None
+    ) -> list[dict[str, Any]]:
+        """`hubtune predict`'s record per input: the class (single_label), every class at or above
+        `data.threshold` with every class's probability (multi_label), or the value (regression)."""
+        names = label_names_of(model)
+        if self.problem_type == "single_label":
+            return label_predictions(inputs, logits.softmax(-1), names, top_k)
+        if self.problem_type == "regression":
+            scaling = self.from_trained(PreparedData({}, None), model).target_scaling
+            return [{"input": item, "value": float(value)} for item, value in zip(inputs, self.scores(logits, scaling))]
+        records = []
+        for item, row in zip(inputs, self.scores(logits, None)):
+            above = [i for i in np.argsort(-row) if row[i] >= self.labelled.threshold]
+            records.append(
+                {
+                    "input": item,
+                    "labels": [names[i] for i in above],
+                    "scores": {name: float(p) for name, p in zip(names, row)},
+                }
+            )
+        return records
+
+    def format_prediction(self, prediction: dict[str, Any]) -> str:
+        if self.problem_type == "regression":
+            return f"{prediction['value']:.4g}\t{prediction['input']}"
+        if self.problem_type == "multi_label":
+            found = ", ".join(f"{name} {prediction['scores'][name]:.3f}" for name in prediction["labels"]) or "-"
+            return f"{found}\t{prediction['input']}"
+        return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
+
+
+def weighted_cross_entropy(weights: list[float] | None) -> Callable[[Any, Any], Any] | None:
+    """Cross-entropy with one weight per class (a weighted mean over the batch, positions labelled -100
+    ignored), or None for the model's own unweighted loss."""
+    if weights is None:
+        return None
+    table = torch.tensor(weights)
+
+    def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            labels.reshape(-1),
+            weight=table.to(logits.device),
+            ignore_index=IGNORE,
+        )
+
+    return loss

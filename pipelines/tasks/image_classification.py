@@ -27,11 +27,8 @@ from transformers import (
 from pipelines.config import LabelledDataConfig, option
 from pipelines.data import (
     Splits,
-    encode_labels,
     load_table_file,
-    missing_classes,
     require_columns,
-    resolve_labels,
 )
 from pipelines.errors import HubtuneError
 from pipelines.images import (
@@ -42,9 +39,8 @@ from pipelines.images import (
     undecoded,
 )
 from pipelines.modeling import from_pretrained
-from pipelines.run_folder import label_names_of
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths, logits_of
-from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
+from pipelines.tasks.classifier import ClassifierMixin
 
 TOP_K = 5
 
@@ -114,7 +110,7 @@ class ImageDataConfig(LabelledDataConfig):
             )
 
 
-class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
+class ImageClassification(ClassifierMixin, Task[ImageDataConfig]):
     name = "image-classification"
     data_config = ImageDataConfig
     auto_model = AutoModelForImageClassification
@@ -142,18 +138,18 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
             checked[role] = undecoded(dataset, data.image_column, splits.sources[role])
-        names, coding = resolve_labels(data, splits, label_names)
-        if len(names) < 2:
+        names, coding = self.resolve_names(splits, label_names)
+        if len(names) < 2 and self.problem_type != "regression":
             raise HubtuneError(
                 f"{splits.sources['train']}: column '{data.label_column}' has only the class "
                 f"{names}; a classifier needs at least two"
             )
         result = PreparedData({}, processor, names)
         for role, dataset in checked.items():
-            dataset = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)
+            labels = self.split_labels(splits, role, dataset, names, coding)
             if role == "train":
-                result.warnings += missing_classes(names, dataset["labels"], splits.sources[role])
-            dataset = dataset.select_columns([data.image_column, "labels"])
+                self.learn_from_train(result, labels, splits.sources[role])
+            dataset = self.with_labels(dataset, labels).select_columns([data.image_column, "labels"])
             check_images(dataset, data.image_column, splits.locate(role), data.preprocessing_num_workers)
             to_pixels = pixel_transform(processor, role == "train" and data.image_augment, data.image_size)
 
@@ -170,7 +166,7 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
 
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
         results = super().compute_metrics(prediction, prepared)
-        if len(prepared.label_names) > TOP_K:
+        if self.problem_type == "single_label" and len(prepared.label_names) > TOP_K:
             results.update(
                 self.metric("top_k_accuracy").compute(
                     predictions=logits_of(prediction.predictions), references=prediction.label_ids, k=TOP_K
@@ -191,4 +187,4 @@ class ImageClassification(SingleLabelMixin, Task[ImageDataConfig]):
             images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
         model.eval()
         pixels = pixel_transform(processor, False, self.data.image_size)(images).to(model.device)
-        return label_predictions(inputs, model(pixel_values=pixels).logits.softmax(-1), label_names_of(model), TOP_K)
+        return self.records(inputs, model(pixel_values=pixels).logits, model, TOP_K)

@@ -19,20 +19,16 @@ from pipelines.data import (
     Locate,
     Splits,
     columns_of,
-    encode_labels,
     encode_stream_labels,
     first_missing_text,
     map_cached,
-    missing_classes,
     require_columns,
-    resolve_labels,
     streamed,
 )
 from pipelines.errors import HubtuneError
 from pipelines.modeling import fit_embeddings, load_text_tokenizer
-from pipelines.run_folder import label_names_of
 from pipelines.tasks.base import PreparedData, Task, TaskModel
-from pipelines.tasks.classifier import SingleLabelMixin, label_predictions
+from pipelines.tasks.classifier import ClassifierMixin, class_weights
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +58,7 @@ def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
         raise HubtuneError(f"{locate(row)}: column '{column}' holds {dataset[row][column]!r}, not text")
 
 
-class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
+class TextClassification(ClassifierMixin, Task[TextDataConfig]):
     name = "text-classification"
     pipeline_tag = "text-classification"
     peft_task_type = "SEQ_CLS"
@@ -90,7 +86,7 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
             if not streamed(dataset):  # a stream's rows are checked as they are read
                 for column in texts:
                     require_text(dataset, column, splits.locate(role))
-        names, coding = resolve_labels(data, splits, label_names)
+        names, coding = self.resolve_names(splits, label_names)
         result = PreparedData({}, processor, names)
         padding = "max_length" if data.pad_to_max_length else False
 
@@ -102,11 +98,14 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
 
         for role, dataset in splits.datasets.items():
             if streamed(dataset):
+                if role == "train":  # a list of weights; 'balanced' needs the labels counted, refused at load
+                    result.class_weights = class_weights(self.config.training.get("class_weights"), names, [])
                 result.datasets[role] = self._tokenise_stream(dataset, splits.locate(role), names, coding, tokenize)
                 continue
-            dataset = encode_labels(dataset, data.label_column, names, splits.locate(role), coding)
+            labels = self.split_labels(splits, role, dataset, names, coding)
             if role == "train":
-                result.warnings += missing_classes(names, dataset["labels"], splits.sources[role])
+                self.learn_from_train(result, labels, splits.sources[role])
+            dataset = self.with_labels(dataset, labels)
             result.datasets[role] = map_cached(
                 dataset,
                 tokenize,
@@ -178,5 +177,5 @@ class TextClassification(SingleLabelMixin, Task[TextDataConfig]):
                 limit,
             )
         batch = processor(inputs, truncation=True, max_length=limit, padding=True, return_tensors="pt").to(model.device)
-        records = label_predictions(inputs, model(**batch).logits.softmax(-1), label_names_of(model))
+        records = self.records(inputs, model(**batch).logits, model)
         return [{**record, "truncated": cut} for record, cut in zip(records, truncated)]

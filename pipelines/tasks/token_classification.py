@@ -40,7 +40,7 @@ from pipelines.errors import HubtuneError
 from pipelines.modeling import fit_embeddings, load_text_tokenizer
 from pipelines.padding_free import TokenFlattening, check_packing
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
-from pipelines.tasks.classifier import LabelHeadMixin
+from pipelines.tasks.classifier import LabelHeadMixin, class_weights, weighted_cross_entropy
 from pipelines.tasks.collate import IGNORE
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
     data_config = TokensDataConfig
     input_column_key = "tokens_column"
     variable_length = True
+    class_weighted_loss = True
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
         model = fit_embeddings(super().build_model(prepared), prepared.processor)
@@ -283,6 +284,8 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
                     labels.append(align_labels(word_ids, word_labels, spread))
                 return {**tokens, "labels": labels, CUT_WORDS: cut}
 
+            if role == "train" and streamed(dataset):  # a list of weights; 'balanced' is refused at load
+                result.class_weights = class_weights(self.config.training.get("class_weights"), names, [])
             if streamed(dataset):
                 # Tokenised as training reads it; over-long sentences are cut without a count (nothing is read ahead).
                 stream = dataset.map(encode, batched=True, with_indices=True, remove_columns=columns_of(dataset))
@@ -311,10 +314,16 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
             encoded = encoded.remove_columns(CUT_WORDS)
             if role == "train":
                 # Counted by Arrow on the aligned labels: no Python list of every tag of a large corpus.
-                seen = pc.unique(pc.list_flatten(encoded.with_format("arrow")["labels"])).to_pylist()
-                result.warnings += missing_classes(names, seen, splits.sources[role])
+                tags = pc.list_flatten(encoded.with_format("arrow")["labels"])
+                result.warnings += missing_classes(names, pc.unique(tags).to_pylist(), splits.sources[role])
+                setting = self.config.training.get("class_weights")
+                # Ignored positions (-100: continuation pieces, special tokens) are left out of the counts.
+                result.class_weights = class_weights(setting, names, tags.to_numpy() if setting == "balanced" else [])
             result.datasets[role] = encoded
         return result
+
+    def loss_function(self, prepared: PreparedData) -> Callable[[Any, Any], Any] | None:
+        return weighted_cross_entropy(prepared.class_weights)
 
     def data_collator(self, processor: Any) -> Any:
         return DataCollatorForTokenClassification(processor, pad_to_multiple_of=8)
