@@ -276,6 +276,8 @@ def search(
     """Run `trials` trials of the recipe's search section; write search.json, search.md, search.png and
     best_recipe.yaml to `out_dir` (default runs/<name>-search) after every trial."""
     optuna = optuna_module()
+    import torch
+
     from pipelines.processes import process_state
     from pipelines.recipe import Recipe
     from pipelines.tasks import get_task
@@ -312,10 +314,12 @@ def search(
             results = Recipe(
                 plan.trial_config(params, [f"output_dir={json.dumps(record.run)}", "hub.push=false"])
             ).run()
-        except HubtuneError as error:
-            # One trial's values can fail where the range's ends did not (a checkpoint's config, the data):
-            # a failed trial, and the search goes on.
-            record.error = str(error)
+        except (HubtuneError, torch.cuda.OutOfMemoryError) as error:
+            # One trial's values can fail where the range's ends did not (a checkpoint's config, the data, a batch
+            # size the GPU cannot hold): a failed trial, and the search goes on.
+            record.error = " ".join(str(error).split())
+            if isinstance(error, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()  # the next trial starts with the failed one's cached blocks returned
             logger.warning("search trial %d failed: %s", trial.number, error)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             _write(result, plan)
@@ -389,7 +393,9 @@ def _write(result: SearchResult, plan: SearchPlan) -> None:
         if best is not None and trial.number == best.number:
             score = f"**{score}** (best)"
         values = " | ".join(_format(trial.params[key]) for key in keys)
-        lines.append(f"| {trial.number} | {values} | {score} | {Path(trial.run).name} |")
+        folder = Path(trial.run).name if Path(trial.run).exists() else "(none)"  # failed before its folder
+        row = f"| {trial.number} | {values} | {score.replace('|', '/')} | {folder} |"
+        lines.append(row)
     lines += ["", f"![{result.metric} per trial]({PLOT_FILE})", ""]
     (out / REPORT_FILE).write_text("\n".join(lines))
 

@@ -161,3 +161,40 @@ def test_an_existing_search_folder_is_not_replaced(recipe_values, tmp_path, caps
     assert main(["search", _recipe_file(recipe_values, tmp_path, SPACE), "--out", str(out)]) == 2
     assert f"search folder '{out}' already exists" in capsys.readouterr().err
     assert (out / "search.json").read_text() == "{}"
+
+
+def test_a_trial_out_of_gpu_memory_fails_alone_and_the_best_is_among_the_others(recipe_values, tmp_path, monkeypatch):
+    """A batch size the GPU cannot hold is a failed trial; the other trials still compete (no GPU here: a
+    stand-in for Recipe.run that fails like an out-of-memory step and otherwise scores the learning rate)."""
+    import torch
+
+    from pipelines import search as search_module
+
+    def fake_run(self, callbacks=()):
+        if self.config.training["per_device_train_batch_size"] == 32:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"eval_accuracy": 1.0 - abs(self.config.training["learning_rate"] - 1e-3)}
+
+    monkeypatch.setattr(Recipe, "run", fake_run)
+    space = {
+        "training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
+        "training.per_device_train_batch_size": {"choices": [16, 32]},
+        "sampler": {"name": "random", "seed": 0},
+    }
+    result = search_module.search(_recipe_file(recipe_values, tmp_path, space), trials=8, out_dir=tmp_path / "s")
+    failed = [t for t in result.trials if t.state == "failed"]
+    done = [t for t in result.trials if t.state == "complete"]
+    assert failed and done  # the seeded draws hit both batch sizes
+    assert all(t.params["training.per_device_train_batch_size"] == 32 for t in failed)
+    assert all("CUDA out of memory" in (t.error or "") for t in failed)
+    assert result.best is max(done, key=lambda t: t.value or 0.0)
+    best_values = yaml.safe_load((tmp_path / "s" / "best_recipe.yaml").read_text())
+    assert best_values["training"]["learning_rate"] == result.best.params["training.learning_rate"]
+
+
+def test_without_optuna_the_command_says_how_to_get_it(recipe_values, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # what an install without the 'search' extra sees
+    assert main(["search", _recipe_file(recipe_values, tmp_path, SPACE), "--out", str(tmp_path / "s")]) == 2
+    assert "hubtune search needs Optuna: pip install 'hubtune[search]'" in capsys.readouterr().err
