@@ -22,6 +22,7 @@ key can be searched.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -128,9 +129,9 @@ class SearchResult:
         return {
             "metric": self.metric,
             "direction": self.direction,
-            "best": best.__dict__ if best else None,
+            "best": dataclasses.asdict(best) if best else None,
             "best_recipe": str(self.out_dir / BEST_RECIPE_FILE) if best else None,
-            "trials": [trial.__dict__ for trial in self.trials],
+            "trials": [dataclasses.asdict(trial) for trial in self.trials],
         }
 
 
