@@ -1,4 +1,4 @@
-"""The `hubtune` command line: train, evaluate, predict, compare, export, push, recipe-keys, import-ct2."""
+"""The `hubtune` command line: train, evaluate, predict, compare, search, export, push, recipe-keys, import-ct2."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pipelines.errors import HubtuneError
 
 # Commands that may read checkpoints or datasets from the Hub (or push to it).
-HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "export", "push")
+HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "search", "export", "push")
 
 
 def _version() -> str:
@@ -57,6 +57,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     compare.add_argument("--sizes", default="", help="comma-separated training-set sizes, e.g. 20,100,1000")
     compare.add_argument("--metric", help="test metric to compare (default: the task's, e.g. accuracy)")
     compare.add_argument("--out", help="report folder (default: runs/<name>-compare)")
+    search = commands.add_parser("search", help="hyperparameter search with Optuna over the recipe's search section")
+    search.add_argument("recipe", help="path to a recipe YAML with a 'search' section")
+    search.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="optional dotted overrides of the recipe's values"
+    )
+    search.add_argument("--trials", type=int, default=10, help="number of trials, each a full run (default 10)")
+    search.add_argument("--metric", help="validation metric to optimise (default: the task's, e.g. accuracy)")
+    search.add_argument("--out", help="search folder (default: runs/<name>-search)")
     export = commands.add_parser("export", help="write a run as a standalone model folder")
     export.add_argument("run", help="run folder written by hubtune train")
     export.add_argument("out", help="new folder for the standalone model")
@@ -103,6 +111,14 @@ def _run(args: argparse.Namespace) -> None:
             raise HubtuneError(f"--sizes must be comma-separated integers, got '{args.sizes}'") from error
         report = compare(args.recipe, args.overrides, sizes, args.metric, args.out)
         print(json.dumps({"metric": report.metric, "rows": report.rows, "warnings": report.warnings}, indent=2))
+    elif args.command == "search":
+        from pipelines.search import optuna_module, search
+
+        # Optuna's trial lines go through the command's logging setup instead of its own handler.
+        optuna_module().logging.disable_default_handler()
+        optuna_module().logging.enable_propagation()
+        result = search(args.recipe, args.overrides, args.trials, args.metric, args.out).to_dict()
+        print(json.dumps({key: result[key] for key in ("metric", "direction", "best", "best_recipe")}, indent=2))
     elif args.command == "export":
         from pipelines.export import export_run
 

@@ -739,7 +739,7 @@ def _check_early_stopping(training: dict[str, Any]) -> None:
         )
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     node = tree
     for part in parents:
@@ -762,34 +762,51 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def read_recipe_file(path: str | Path) -> dict[str, Any]:
+    """A recipe file's values as written, unvalidated (the mapping `load_recipe_config` starts from)."""
+    path = Path(path)
+    if path.is_dir():
+        raise HubtuneError(f"recipe '{path}' is a directory, not a YAML file")
+    if not path.is_file():
+        raise HubtuneError(f"recipe file '{path}' does not exist")
+    text = path.read_text()
+    try:
+        tree, repeated = read_recipe_yaml(text)
+        tree = tree or {}
+    except yaml.YAMLError as error:
+        raise HubtuneError(f"recipe file '{path}' does not parse as YAML: {error}") from error
+    if repeated:
+        key, first, second = repeated
+        raise HubtuneError(f"recipe file '{path}' sets '{key}' twice (lines {first} and {second}); keep one")
+    if not isinstance(tree, dict):
+        raise HubtuneError(f"recipe file '{path}' must hold a mapping of sections, not {type(tree).__name__}")
+    return tree
+
+
+def apply_overrides(tree: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """A copy of `tree` with dotted `key=value` overrides set; the caller's nested dicts are not written into."""
+    tree = copy.deepcopy(tree)
+    for override in overrides:
+        key, value = parse_override(override)
+        set_dotted(tree, key, value)
+    return tree
+
+
 def load_recipe_config(
     path: str | Path | None = None, overrides: typing.Sequence[str] = (), values: dict[str, Any] | None = None
 ) -> RecipeConfig:
     """Read a recipe from YAML (or a dict), apply overrides, validate. Raises HubtuneError naming the key."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise HubtuneError(f"recipe '{path}' is a directory, not a YAML file")
-        if not path.is_file():
-            raise HubtuneError(f"recipe file '{path}' does not exist")
-        text = path.read_text()
-        try:
-            tree, repeated = read_recipe_yaml(text)
-            tree = tree or {}
-        except yaml.YAMLError as error:
-            raise HubtuneError(f"recipe file '{path}' does not parse as YAML: {error}") from error
-        if repeated:
-            key, first, second = repeated
-            raise HubtuneError(f"recipe file '{path}' sets '{key}' twice (lines {first} and {second}); keep one")
-        if not isinstance(tree, dict):
-            raise HubtuneError(f"recipe file '{path}' must hold a mapping of sections, not {type(tree).__name__}")
+    tree: dict[str, Any] = read_recipe_file(path) if path is not None else {}
     if values:
         tree = {**tree, **values}
-    tree = copy.deepcopy(tree)  # overrides must not write into the caller's nested dicts
-    for override in overrides:
-        key, value = parse_override(override)
-        _set_dotted(tree, key, value)
+    tree = apply_overrides(tree, overrides)
+    if "search" in tree:
+        # A search section holds ranges, not values: training it with its base values alone would look like a
+        # search that ran. Only `hubtune search` reads it (pipelines.search); it writes a trainable best recipe.
+        raise HubtuneError(
+            "recipe section 'search' holds ranges for `hubtune search RECIPE`; to train one set of values, "
+            "train the best_recipe.yaml that a search writes, or remove the section"
+        )
     training = {**TRAINING_DEFAULTS, **(tree.pop("training", None) or {})}
     data = tree.pop("data", None) or {}
     config = _build(RecipeConfig, tree)
