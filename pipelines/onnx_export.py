@@ -91,6 +91,22 @@ def _compare(session: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor
     return float(np.abs(graph - reference).max())
 
 
+def _save_preprocessing(run: Predictor, config: Any, out_dir: Path) -> None:
+    """config.json (label names; a timm model's preprocessing too) and the processor files, describing the inputs
+    the graph was made for: with `data.image_size`, the run's square side instead of the checkpoint's."""
+    from pipelines.tasks.image_classification import _is_timm, _size_overrides
+
+    config, processor = copy.deepcopy(config), copy.deepcopy(run.processor)
+    side = getattr(run.config.data, "image_size", None)
+    if side is not None and _is_timm(processor):
+        config.pretrained_cfg = {**config.pretrained_cfg, "input_size": [3, side, side]}
+    elif side is not None:
+        for name, value in _size_overrides(processor, side).items():
+            setattr(processor, name, value)
+    config.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+
+
 def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Write the run's model as an ONNX graph with dynamic batch (and sequence) axes to `out_dir`, with the
     processor files and label names, and check it against the run model on real examples of its data.
@@ -132,8 +148,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         out_dir.mkdir(exist_ok=True)
         for written in Path(scratch).iterdir():
             written.rename(out_dir / written.name)
-    standalone.config.save_pretrained(out_dir)  # label names (id2label); a timm model's preprocessing too
-    run.processor.save_pretrained(out_dir)
+    _save_preprocessing(run, standalone.config, out_dir)
     for name in (RECIPE_FILE, RESULTS_FILE, PARAMETERS_FILE):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out_dir / name)

@@ -208,7 +208,10 @@ def test_onnx_image_classification_export(family, tmp_path):
     else:
         save_timm_checkpoint(timm.create_model("test_resnet", num_classes=10), checkpoint, 32)
     files = write_image_folders(tmp_path / "images")
-    Recipe.from_dict(image_recipe(checkpoint, files, tmp_path / "run", num_train_epochs=1)).run()
+    values = image_recipe(checkpoint, files, tmp_path / "run", num_train_epochs=1)
+    # The timm run trains at another input size than its checkpoint's: OUT's preprocessing must say so.
+    values["data"]["image_size"] = 24 if family == "timm" else None
+    Recipe.from_dict(values).run()
     out = tmp_path / "onnx"
     export_onnx_cli(tmp_path / "run", out)
     # Label names as each family's config.json spells them: transformers' id2label, timm's own label_names list.
@@ -220,6 +223,9 @@ def test_onnx_image_classification_export(family, tmp_path):
     rng = __import__("random").Random(5)
     images = [colour_image(rng, colour) for colour in COLOURS.values()]
     batches = [processor(images[:n], return_tensors="pt") for n in (1, 5)]
+    side = 24 if family == "timm" else 32
+    assert batches[0]["pixel_values"].shape[-2:] == (side, side)
+    assert onnx_session(out).get_inputs()[0].shape == ["batch", 3, side, side]
     assert_graph_matches_run(out, tmp_path / "run", batches)
 
 
@@ -283,3 +289,15 @@ def test_onnx_export_refuses_a_non_empty_folder(trained_run, tmp_path):
     with pytest.raises(HubtuneError, match="not empty"):
         export_run(trained_run("full").run_dir, out, merge=False, export_format="onnx")
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_onnx_graph_outside_the_tolerance_is_an_error_naming_the_difference(trained_run, tmp_path, monkeypatch):
+    import pipelines.onnx_export
+
+    # A negative tolerance no difference meets, not even an exact match: the real graph fails the real check.
+    monkeypatch.setattr(pipelines.onnx_export, "TOLERANCE", -1.0)
+    out = tmp_path / "onnx"
+    with pytest.raises(HubtuneError, match=r"differs from the run model by \S+ on inputs input_ids \[\d+, \d+\]"):
+        export_run(trained_run("full").run_dir, out, merge=False, export_format="onnx")
+    check = json.loads((out / "export_check.json").read_text())
+    assert check["max_abs_logit_difference"] < 1e-4  # what the error reports, kept for a look
