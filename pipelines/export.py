@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
 
-from pipelines.data import load_splits
+from pipelines.data import load_splits, streamed
 from pipelines.errors import HubtuneError
 from pipelines.inference import Predictor
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
@@ -29,7 +30,10 @@ def probe_batches(run: Predictor, sizes: list[int]) -> list[dict[str, torch.Tens
     collated as in training; the data is read and preprocessed once for all of them."""
     splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file)
     role = next(role for role in ("test", "validation", "train") if role in splits)
-    splits.datasets = {role: splits[role].select(range(min(PROBE_SIZE, len(splits[role]))))}
+    examples = splits[role]
+    if streamed(examples):  # a `data.streaming` recipe: its first rows, read from the stream
+        examples = Dataset.from_list(list(examples.take(PROBE_SIZE)), features=examples.features)
+    splits.datasets = {role: examples.select(range(min(PROBE_SIZE, len(examples))))}
     data = run.task.prepare(splits, run.processor, label_names=run.label_names)
     collate = run.task.data_collator(run.processor)
     return [collate([data[role][i] for i in range(min(size, len(data[role])))]) for size in sizes]

@@ -301,3 +301,12 @@ def test_onnx_graph_outside_the_tolerance_is_an_error_naming_the_difference(trai
         export_run(trained_run("full").run_dir, out, merge=False, export_format="onnx")
     check = json.loads((out / "export_check.json").read_text())
     assert check["max_abs_logit_difference"] < 1e-4  # what the error reports, kept for a look
+
+
+def test_onnx_export_of_a_streaming_run_probes_the_first_rows_of_the_stream(recipe_values, tmp_path):
+    from pipelines import Recipe
+
+    overrides = ["data.streaming=true", "data.labels=[negative,positive]", "training.max_steps=5"]
+    Recipe.from_dict(recipe_values, overrides).run()
+    check = export_run(recipe_values["output_dir"], tmp_path / "onnx", merge=False, export_format="onnx")
+    assert check["probe_examples"] == 8 and check["max_abs_logit_difference"] < 1e-4
