@@ -82,12 +82,26 @@ def _export_graph(model: torch.nn.Module, batch: dict[str, torch.Tensor], path: 
         optimiser_log.setLevel(level)
 
 
-def _compare(session: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> float:
-    graph = session.run([OUTPUT_NAME], {name: value.numpy() for name, value in batch.items()})[0]
+def _shapes(batch: dict[str, torch.Tensor]) -> str:
+    return ", ".join(f"{name} {list(value.shape)}" for name, value in batch.items())
+
+
+def _compare(session: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor], out_dir: Path) -> float:
+    """The largest logit difference between the graph and the model on `batch`."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument, RuntimeException
+
+    try:
+        graph = session.run([OUTPUT_NAME], {name: value.numpy() for name, value in batch.items()})[0]
+    except (Fail, InvalidArgument, RuntimeException) as error:
+        # A graph that froze an axis at the export batch's size refuses the other probe batch here.
+        raise HubtuneError(f"ONNX graph in '{out_dir}' does not run on inputs {_shapes(batch)}: {error}") from error
     with torch.no_grad():
         reference = model(**batch).logits.numpy()
     if graph.shape != reference.shape:
-        return float("inf")
+        raise HubtuneError(
+            f"ONNX graph in '{out_dir}' gives logits of shape {list(graph.shape)} on inputs {_shapes(batch)}, "
+            f"the run model {list(reference.shape)}"
+        )
     return float(np.abs(graph - reference).max())
 
 
@@ -153,7 +167,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, out_dir / name)
     session = onnxruntime.InferenceSession(str(out_dir / ONNX_FILE), providers=["CPUExecutionProvider"])
-    differences = [_compare(session, reference, batch) for batch in batches]
+    differences = [_compare(session, reference, batch, out_dir) for batch in batches]
     difference = max(differences)
     check = {
         "format": "onnx",
@@ -166,9 +180,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     write_json(out_dir / EXPORT_CHECK_FILE, check)
     if difference > TOLERANCE:
         worst = batches[differences.index(difference)]
-        shapes = ", ".join(f"{name} {list(value.shape)}" for name, value in worst.items())
         raise HubtuneError(
-            f"ONNX graph in '{out_dir}' differs from the run model by {difference:.2e} on inputs {shapes} "
+            f"ONNX graph in '{out_dir}' differs from the run model by {difference:.2e} on inputs {_shapes(worst)} "
             f"(tolerance {TOLERANCE:g}); see {EXPORT_CHECK_FILE}"
         )
     logger.info("exported %s to %s as ONNX (max logit difference %.2e)", run_dir, out_dir, difference)

@@ -310,3 +310,12 @@ def test_onnx_export_of_a_streaming_run_probes_the_first_rows_of_the_stream(reci
     Recipe.from_dict(recipe_values, overrides).run()
     check = export_run(recipe_values["output_dir"], tmp_path / "onnx", merge=False, export_format="onnx")
     assert check["probe_examples"] == 8 and check["max_abs_logit_difference"] < 1e-4
+
+
+def test_onnx_graph_frozen_at_the_export_shapes_is_caught_at_export(trained_run, tmp_path, monkeypatch):
+    import pipelines.onnx_export
+
+    # Without dynamic axes the graph keeps the export batch's shapes; the second, smaller probe batch shows it.
+    monkeypatch.setattr(pipelines.onnx_export, "_dynamic_shapes", lambda batch: None)
+    with pytest.raises(HubtuneError, match=r"does not run on inputs input_ids \[4, \d+\].*invalid dimensions"):
+        export_run(trained_run("full").run_dir, tmp_path / "onnx", merge=False, export_format="onnx")
