@@ -65,10 +65,16 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     search.add_argument("--trials", type=int, default=10, help="number of trials, each a full run (default 10)")
     search.add_argument("--metric", help="validation metric to optimise (default: the task's, e.g. accuracy)")
     search.add_argument("--out", help="search folder (default: runs/<name>-search)")
-    export = commands.add_parser("export", help="write a run as a standalone model folder")
+    export = commands.add_parser("export", help="write a run as a standalone model folder or an ONNX graph")
     export.add_argument("run", help="run folder written by hubtune train")
     export.add_argument("out", help="new folder for the standalone model")
     export.add_argument("--merge", action="store_true", help="merge a LoRA adapter into the base weights")
+    export.add_argument(
+        "--format",
+        choices=["transformers", "onnx"],
+        default="transformers",
+        help="transformers: a from_pretrained folder; onnx: model.onnx for onnxruntime (a LoRA adapter merged)",
+    )
     push = commands.add_parser("push", help="upload a run folder with its model card to the Hub")
     push.add_argument("run", help="run folder written by hubtune train")
     push.add_argument("--repo-id", help="Hub repository (default: the recipe's hub.repo_id)")
@@ -122,7 +128,7 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "export":
         from pipelines.export import export_run
 
-        print(json.dumps(export_run(args.run, args.out, args.merge), indent=2))
+        print(json.dumps(export_run(args.run, args.out, args.merge, args.format), indent=2))
     elif args.command == "push":
         _push(args)
     elif args.command == "predict":

@@ -1,4 +1,5 @@
-"""`hubtune export RUN --merge OUT`: a standalone model folder that plain `from_pretrained` loads."""
+"""`hubtune export RUN OUT --merge`: a standalone model folder that plain `from_pretrained` loads; `--format onnx`
+an ONNX graph that onnxruntime runs alone (pipelines.onnx_export)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import copy
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
+from datasets import Dataset
 
-from pipelines.data import load_splits
+from pipelines.data import load_splits, streamed
 from pipelines.errors import HubtuneError
 from pipelines.inference import Predictor
 from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
@@ -19,15 +22,26 @@ logger = logging.getLogger(__name__)
 EXPORT_CHECK_FILE = "export_check.json"
 PROBE_SIZE = 8
 TOLERANCE = 1e-4
+EXPORT_FORMATS = ("transformers", "onnx")
 
 
-def _probe_batch(run: Predictor) -> dict[str, torch.Tensor]:
-    """A few real examples of the recipe's data, preprocessed and collated as in training."""
+def probe_batches(run: Predictor, sizes: list[int]) -> list[dict[str, torch.Tensor]]:
+    """Batches of the first `size` (at most PROBE_SIZE) real examples of the recipe's data, preprocessed and
+    collated as in training; the data is read and preprocessed once for all of them."""
     splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file)
     role = next(role for role in ("test", "validation", "train") if role in splits)
-    splits.datasets = {role: splits[role].select(range(min(PROBE_SIZE, len(splits[role]))))}
+    examples = splits[role]
+    if streamed(examples):  # a `data.streaming` recipe: its first rows, read from the stream
+        examples = Dataset.from_list(list(examples.take(PROBE_SIZE)), features=examples.features)
+    splits.datasets = {role: examples.select(range(min(PROBE_SIZE, len(examples))))}
     data = run.task.prepare(splits, run.processor, label_names=run.label_names)
-    return run.task.data_collator(run.processor)([data[role][i] for i in range(len(data[role]))])
+    collate = run.task.data_collator(run.processor)
+    return [collate([data[role][i] for i in range(min(size, len(data[role])))]) for size in sizes]
+
+
+def _refuse_non_empty(out_dir: Path) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty")
 
 
 @torch.no_grad()
@@ -36,10 +50,21 @@ def _logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     return model(**batch).logits
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, merge: bool) -> dict[str, float]:
-    """Write the run's model as a standalone folder (LoRA merged into the base weights, head kept) and check
-    that the exported model's outputs equal the run model's on real examples."""
-    run, out_dir = Predictor(run_dir), Path(out_dir)
+def export_run(
+    run_dir: str | Path, out_dir: str | Path, merge: bool, export_format: str = "transformers"
+) -> dict[str, Any]:
+    """Write the run's model as a standalone folder (LoRA merged into the base weights, head kept), or with
+    `export_format="onnx"` as an ONNX graph, and check that the exported model's outputs equal the run model's
+    on real examples."""
+    if export_format not in EXPORT_FORMATS:
+        raise HubtuneError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{export_format}'")
+    out_dir = Path(out_dir)
+    if export_format == "onnx":
+        _refuse_non_empty(out_dir)
+        from pipelines.onnx_export import export_onnx  # onnxruntime and the exporter only when asked for
+
+        return export_onnx(run_dir, out_dir)
+    run = Predictor(run_dir)
     from peft import PeftModel
 
     is_adapter = isinstance(run.model, PeftModel)
@@ -47,10 +72,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, merge: bool) -> dict[st
         raise HubtuneError(
             f"run folder '{run_dir}' holds a PEFT adapter; pass --merge to fold it into the base weights"
         )
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty")
+    _refuse_non_empty(out_dir)
     standalone = copy.deepcopy(run.model).merge_and_unload() if is_adapter else run.model
-    batch = _probe_batch(run)
+    (batch,) = probe_batches(run, [PROBE_SIZE])
     out_dir.mkdir(parents=True, exist_ok=True)
     standalone.save_pretrained(out_dir)
     run.processor.save_pretrained(out_dir)
