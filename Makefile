@@ -5,6 +5,7 @@
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
 #   make bench-scale - scripts/bench_scale.py (memory and time of the data paths at 10k-1M rows)
+#   make bench-labels - scripts/bench_labels.py (multi-label tweets, an imbalanced sentiment set)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 PYTHON ?= python3
@@ -16,7 +17,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # LibriVox clips with transcripts.
 SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
-.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-data lint bench bench-scale \
+.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-data lint bench bench-scale bench-labels \
 	fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
@@ -73,6 +74,9 @@ bench: assets-text
 
 bench-scale: assets-text assets-speech
 	$(OFFLINE) $(BIN)/python scripts/bench_scale.py
+
+bench-labels: assets-text
+	$(OFFLINE) $(BIN)/python scripts/bench_labels.py
 
 fewshot-image: assets-image
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
