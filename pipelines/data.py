@@ -206,8 +206,7 @@ def load_splits(
     for role in [role for role in splits.datasets if role not in roles]:
         del splits.datasets[role], splits.sources[role]
         splits.rows.pop(role, None)
-    caps = {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_test_samples}
-    for role, cap in caps.items():
+    for role, cap in _sample_caps(config).items():
         if cap is not None and role in splits and len(splits[role]) > cap:
             # A random subset, not the first rows: files are often sorted by label.
             splits.take(role, np.random.default_rng(seed).permutation(len(splits[role]))[:cap])
@@ -237,10 +236,14 @@ def _stratified(
     return np.asarray(validation), np.asarray(kept)
 
 
+def _sample_caps(config: DataConfig) -> dict[str, int | None]:
+    """Each role's `data.max_*_samples`."""
+    return {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_test_samples}
+
+
 def _cap_streams(splits: Splits, config: DataConfig) -> Splits:
     """Streams capped by `data.max_*_samples`: their first rows, since a stream has no random subset."""
-    caps = {"train": config.max_train_samples, "validation": config.max_eval_samples, "test": config.max_test_samples}
-    for role, cap in caps.items():
+    for role, cap in _sample_caps(config).items():
         if role in splits and cap is not None:
             splits.datasets[role] = splits[role].take(cap)
     return splits
@@ -313,7 +316,7 @@ def label_coding(config: LabelledDataConfig, splits: Splits) -> str:
     if isinstance((train.features or {}).get(config.label_column), ClassLabel):
         return "names"
     locate, first = splits.locate(splits.reference_role), None
-    # A stream is not read ahead: its first row sets the coding, and `encode_labels` holds every later row to it.
+    # A stream is not read ahead: its first row sets the coding, and `label_ids` holds every later row to it.
     values = [first_row(train)[config.label_column]] if streamed(train) else train[config.label_column]
     for row, value in enumerate(values):
         if value is None:
@@ -358,19 +361,11 @@ def resolve_labels(config: LabelledDataConfig, splits: Splits, known: list[str] 
     )
 
 
-def encode_labels(dataset: Dataset, column: str, names: list[str], locate: Locate, coding: str = "names") -> Dataset:
-    """Map the label column to integer ids in a `labels` column. Labels must be written in the run's `coding`
-    (a ClassLabel column is names by construction); an unknown label or another coding is an error."""
-    ids = label_ids(dataset[column], dataset.features[column], column, names, locate, coding)
-    if column == "labels":
-        dataset = dataset.remove_columns("labels")
-    return dataset.add_column("labels", ids)
-
-
 def encode_stream_labels(
     stream: IterableDataset, column: str, names: list[str], locate: Locate, coding: str = "names"
 ) -> IterableDataset:
-    """`encode_labels` for a stream, applied as it is read: a bad label stops training when it reaches the row."""
+    """The stream's labels as ids in a `labels` column (`label_ids`), applied as it is read: a bad label stops
+    training when it reaches the row."""
     feature = (stream.features or {}).get(column)
 
     def encode(batch: dict[str, list], positions: list[int]) -> dict[str, list]:
@@ -380,7 +375,8 @@ def encode_stream_labels(
 
 
 def label_ids(values: list[Any], feature: Any, column: str, names: list[str], locate: Locate, coding: str) -> list[int]:
-    """The label id of each value (checked as `encode_labels` says); `locate(i)` names the i-th value's row."""
+    """The label id of each value. Labels must be written in the run's `coding` (a ClassLabel column is names by
+    construction); an unknown label or another coding is an error naming the row (`locate(i)` names the i-th)."""
     if isinstance(feature, ClassLabel):
         values, coding = [feature.names[v] for v in values], "names"
     index = {name: i for i, name in enumerate(names)}

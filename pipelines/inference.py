@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -205,8 +206,7 @@ class Predictor:
             with partial.open("w", encoding="utf-8") as joined:
                 for share in shares:
                     with share.open(encoding="utf-8") as part:
-                        for line in part:
-                            joined.write(line)
+                        shutil.copyfileobj(part, joined)
                     share.unlink()
             partial.replace(output)
         state.wait_for_everyone()

@@ -67,6 +67,11 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
     data_config = TextDataConfig
     variable_length = True
 
+    @property
+    def text_columns(self) -> list[str]:
+        """The text column, and the pair's second one if the recipe names it."""
+        return [column for column in (self.data.text_column, self.data.text_pair_column) if column is not None]
+
     def load_processor(self, source: str | None = None) -> Any:
         return load_text_tokenizer(self.config.model, source)
 
@@ -80,11 +85,10 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
             "text_pair_column": data.text_pair_column,
             "label_column": data.label_column,
         }
-        texts = [column for column in (data.text_column, data.text_pair_column) if column is not None]
         for role, dataset in splits.datasets.items():
             require_columns(dataset, columns, splits.sources[role])
             if not streamed(dataset):  # a stream's rows are checked as they are read
-                for column in texts:
+                for column in self.text_columns:
                     require_text(dataset, column, splits.locate(role))
         names, coding = self.resolve_names(splits, label_names)
         result = PreparedData({}, processor, names)
@@ -124,8 +128,7 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
         tokenize: Callable[[dict[str, list]], dict[str, list]],
     ) -> IterableDataset:
         """A streamed split, labelled, checked and tokenised batch by batch as training reads it."""
-        data = self.data
-        texts = [column for column in (data.text_column, data.text_pair_column) if column is not None]
+        data, texts = self.data, self.text_columns
         dropped = [column for column in columns_of(stream) if column != "labels"]
 
         def checked(batch: dict[str, list], positions: list[int]) -> dict[str, list]:
