@@ -108,14 +108,14 @@ def _compare(session: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor
 def _save_preprocessing(run: Predictor, config: Any, out_dir: Path) -> None:
     """config.json (label names; a timm model's preprocessing too) and the processor files, describing the inputs
     the graph was made for: with `data.image_size`, the run's square side instead of the checkpoint's."""
-    from pipelines.tasks.image_classification import _is_timm, _size_overrides
+    from pipelines.tasks.image_classification import is_timm_processor, size_overrides
 
     config, processor = copy.deepcopy(config), copy.deepcopy(run.processor)
     side = getattr(run.config.data, "image_size", None)
-    if side is not None and _is_timm(processor):
+    if side is not None and is_timm_processor(processor):
         config.pretrained_cfg = {**config.pretrained_cfg, "input_size": [3, side, side]}
     elif side is not None:
-        for name, value in _size_overrides(processor, side).items():
+        for name, value in size_overrides(processor, side).items():
             setattr(processor, name, value)
     config.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

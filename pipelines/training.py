@@ -299,30 +299,28 @@ def build_trainer(
 ) -> Trainer:
     """The task's Trainer on `prepared` data; `datasets` (with their `data_collator`) stand in for the prepared
     splits where a run trains on something else, such as cached backbone features."""
-    trainer_class = task.trainer_class
-    loss = task.loss_function(prepared)
-    if loss is not None:
-        trainer_class = type(
-            f"TaskLoss{trainer_class.__name__}", (TaskLossMixin, trainer_class), {"task_loss": staticmethod(loss)}
-        )
-    sampler = task.train_sampler(prepared, args.seed)
-    if sampler is not None:
-        trainer_class = type(
-            f"TaskSampler{trainer_class.__name__}", (TaskSamplerMixin, trainer_class), {"task_sampler": sampler}
-        )
-    if optimization is not None:
-        trainer_class = type(
-            f"LayerGroup{trainer_class.__name__}",
-            (LayerGroupOptimizationMixin, trainer_class),
-            {"optimization": optimization},
-        )
+    # The task's Trainer class, extended through its public hooks by the mixins this run needs (each with the
+    # class attribute it reads), composed into one class: the first listed comes first in the MRO.
+    mixins: list[type] = []
+    attributes: dict[str, Any] = {}
     train_collator = task.train_data_collator(prepared.processor, model) if datasets is None else None
     if train_collator is not None:
-        trainer_class = type(
-            f"OwnTrainBatches{trainer_class.__name__}",
-            (TrainingCollatorMixin, trainer_class),
-            {"train_collator": staticmethod(train_collator)},
-        )
+        mixins.append(TrainingCollatorMixin)
+        attributes["train_collator"] = staticmethod(train_collator)
+    if optimization is not None:
+        mixins.append(LayerGroupOptimizationMixin)
+        attributes["optimization"] = optimization
+    sampler = task.train_sampler(prepared, args.seed)
+    if sampler is not None:
+        mixins.append(TaskSamplerMixin)
+        attributes["task_sampler"] = sampler
+    loss = task.loss_function(prepared)
+    if loss is not None:
+        mixins.append(TaskLossMixin)
+        attributes["task_loss"] = staticmethod(loss)
+    trainer_class = task.trainer_class
+    if mixins:
+        trainer_class = type(f"Hubtune{trainer_class.__name__}", (*mixins, trainer_class), attributes)
     datasets = prepared.datasets if datasets is None else datasets
     trainer = trainer_class(
         model=model,

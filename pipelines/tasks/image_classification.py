@@ -45,7 +45,7 @@ from pipelines.tasks.classifier import ClassifierMixin
 TOP_K = 5
 
 
-def _is_timm(processor: Any) -> bool:
+def is_timm_processor(processor: Any) -> bool:
     return hasattr(processor, "train_transforms") and hasattr(processor, "val_transforms")
 
 
@@ -56,7 +56,7 @@ def _crop_size(processor: Any) -> int | tuple[int, int]:
     return size["shortest_edge"]
 
 
-def _size_overrides(processor: Any, side: int | None) -> dict[str, Any]:
+def size_overrides(processor: Any, side: int | None) -> dict[str, Any]:
     """Keyword arguments that make a transformers image processor produce `side` x `side` inputs."""
     if side is None:
         return {}
@@ -69,7 +69,7 @@ def _size_overrides(processor: Any, side: int | None) -> dict[str, Any]:
 
 def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Callable[[list], torch.Tensor]:
     """PIL images -> a pixel_values batch, with train-time augmentation when `train`; `side` overrides the size."""
-    if _is_timm(processor):
+    if is_timm_processor(processor):
         if side is None:
             transform = processor.train_transforms if train else processor.val_transforms
         else:
@@ -79,7 +79,7 @@ def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Cal
 
             transform = create_transform(**{**processor.data_config, "input_size": (3, side, side)}, is_training=train)
         return lambda images: torch.stack([transform(image) for image in images])
-    overrides = _size_overrides(processor, side)
+    overrides = size_overrides(processor, side)
     if not train:
         return lambda images: processor(images, return_tensors="pt", **overrides)["pixel_values"]
     # The augmentation of transformers' run_image_classification example; the checkpoint's own processor
