@@ -129,6 +129,11 @@ class ModelConfig:
     timm_architecture: str | None = option(
         None, "the timm architecture of a single weights file given as 'checkpoint' (e.g. resnet18)"
     )
+    architecture: str | None = option(
+        None,
+        "detection / segmentation: a transformers model type (conditional_detr, deformable_detr, upernet ...) built "
+        "new around 'checkpoint' as its ImageNet backbone (a timm checkpoint); null: 'checkpoint' is a whole model",
+    )
     attn_implementation: str | None = option(
         None,
         "the attention kernel the model is loaded with: sdpa, eager, flash_attention_2, ...; null: transformers' "
@@ -617,6 +622,7 @@ def _validate(config: RecipeConfig) -> None:
     if not config.model.checkpoint:
         raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
     _validate_adapt(config.adapt, config.model.from_scratch)
+    _check_architecture(config)
     config.data.validate()
     if config.hub.push and not config.hub.repo_id:
         raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
@@ -632,6 +638,16 @@ def _validate(config: RecipeConfig) -> None:
     if getattr(config.data, "padding_free", False) and config.adapt.feature_cache:
         raise HubtuneError(
             "'data.padding_free' packs token sequences, but 'adapt.feature_cache' trains on cached features; keep one"
+        )
+
+
+def _check_architecture(config: RecipeConfig) -> None:
+    from pipelines.tasks import get_task  # the task classes import transformers: only when loading
+
+    if config.model.architecture and not get_task(config.task).builds_on_backbone:
+        raise HubtuneError(
+            f"recipe key 'model.architecture' builds a detection or segmentation model around a backbone; task "
+            f"'{config.task}' loads 'model.checkpoint' whole: remove the key"
         )
 
 

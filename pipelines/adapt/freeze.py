@@ -12,7 +12,7 @@ def trainable_groups(strategy: str, groups: LayerGroups, n: int) -> set[str]:
     if strategy == "full":
         return set(groups.names)
     if strategy == "freeze_backbone":
-        return {"head"}
+        return {"neck", "head"} if groups.dense else {"head"}
     if strategy == "train_last_n":
         if n > groups.num_blocks:
             raise HubtuneError(f"recipe key 'adapt.n' is {n} but the model has only {groups.num_blocks} blocks")

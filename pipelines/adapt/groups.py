@@ -3,7 +3,10 @@
 One mechanism for every transformers encoder: the blocks are the largest `nn.ModuleList` of the base
 model, everything of the base model before them is `embeddings`, after them `neck` (pooler, final norm),
 and every parameter outside the base model is `head`. timm models (bare or inside transformers'
-`TimmWrapper*`) describe their own stages with `group_matcher`, and those groups are used instead.
+`TimmWrapper*`) describe their own stages with `group_matcher`, and those groups are used instead. Detection and
+segmentation models on a timm backbone (DETR's family, UperNet) take the backbone's stem and stages as
+`embeddings` and blocks, the rest of the base model (DETR's encoder and decoder) as `neck`, the predictors as
+`head`; their neck is part of the new model, so `freeze_backbone` trains it too.
 Freezing strategies, the parameter table and PEFT's `modules_to_save` all read these groups, so a new
 architecture needs no new code here.
 """
@@ -44,6 +47,9 @@ class LayerGroups:
     by_parameter: dict[str, str]  # parameter name (unwrapped model) -> group name
     head_modules: list[str]  # top-level modules outside the base model: the task head
     num_blocks: int
+    # A detection / segmentation model around a backbone: its `neck` (encoder, decoder, FPN) is trained with the
+    # head when the backbone is frozen.
+    dense: bool = False
 
     def group_of(self, parameter_name: str) -> str:
         """Group of a parameter, also under PEFT's renamed paths (`…query.lora_A.default.weight`)."""
@@ -129,8 +135,51 @@ def _timm_layer_groups(model: nn.Module, path: str, timm_model: Any) -> LayerGro
     return LayerGroups([n for n in names if n in present], by_parameter, head_modules, num_blocks)
 
 
+def _dense_layer_groups(model: nn.Module, path: str, backbone: nn.Module) -> LayerGroups:
+    """Groups of a model around a timm backbone: the backbone's stages by the group_matcher of its architecture
+    (timm's feature extractors have none of their own: the full model is built on the meta device to ask)."""
+    import timm
+    import torch
+    from timm.models import group_parameters
+
+    architecture = model.config.backbone_config.backbone
+    with torch.device("meta"):
+        reference = timm.create_model(architecture, pretrained=False)
+    matcher = reference.group_matcher(coarse=True)
+    stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
+    ordered = [names for _, names in sorted(group_parameters(backbone, matcher).items())]
+    by_backbone: dict[str, str] = {}
+    num_blocks = 0
+    for position, names in enumerate(ordered):
+        if position == 0 and stem is not None and all(stem.match(name) for name in names):
+            group = "embeddings"
+        else:
+            group = f"block.{num_blocks}"
+            num_blocks += 1
+        by_backbone.update({name: group for name in names})
+    prefix = getattr(model, "base_model_prefix", "")
+    base_path = prefix if isinstance(getattr(model, prefix, None), nn.Module) else ""
+    by_parameter: dict[str, str] = {}
+    for name, _ in model.named_parameters():
+        if name.startswith(path + "."):
+            by_parameter[name] = by_backbone.get(name[len(path) + 1 :], f"block.{max(num_blocks - 1, 0)}")
+        elif base_path and name.startswith(base_path + "."):
+            by_parameter[name] = "neck"
+        else:
+            by_parameter[name] = "head"
+    head_modules = [name for name, _ in model.named_children() if name != base_path and not path.startswith(name + ".")]
+    names = ["embeddings", *[f"block.{i}" for i in range(num_blocks)], "neck", "head"]
+    present = set(by_parameter.values())
+    return LayerGroups([n for n in names if n in present], by_parameter, head_modules, num_blocks, dense=True)
+
+
 def layer_groups(model: nn.Module) -> LayerGroups:
     """Name the layer groups of a transformers or timm model (with or without a task head)."""
+    from pipelines.dense_backbone import timm_backbone_module
+
+    dense = timm_backbone_module(model)
+    if dense is not None and getattr(getattr(model, "config", None), "backbone_config", None) is not None:
+        return _dense_layer_groups(model, *dense)
     timm = _timm_model(model)
     if timm is not None:
         return _timm_layer_groups(model, *timm)

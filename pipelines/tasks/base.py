@@ -76,6 +76,8 @@ class Task(ABC, Generic[DataT]):
     # Examples differ in length (tokenised text's `input_ids`, or a length column named by the task's
     # `length_column_name` default, as audio's header lengths): on a GPU, batches group similar lengths.
     variable_length: ClassVar[bool] = False
+    # Takes `model.architecture`: a model built new around an ImageNet backbone (pipelines/dense_backbone.py).
+    builds_on_backbone: ClassVar[bool] = False
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
