@@ -161,7 +161,7 @@ def load_backbone_weights(model: nn.Module, source: BackboneSource, pretrained: 
     if found is None:
         raise HubtuneError(f"{type(model).__name__} holds no timm backbone to load '{source.architecture}' into")
     path, backbone = found
-    overlay = {"pretrained_cfg_overlay": {"file": str(source.weights)}} if pretrained else {}
+    overlay: dict[str, Any] = {"pretrained_cfg_overlay": {"file": str(source.weights)}} if pretrained else {}
     try:
         donor = timm.create_model(
             source.architecture, pretrained=pretrained, features_only=True, out_indices=OUT_INDICES, **overlay

@@ -142,9 +142,9 @@ def _dense_layer_groups(model: nn.Module, path: str, backbone: nn.Module) -> Lay
     import torch
     from timm.models import group_parameters
 
-    architecture = model.config.backbone_config.backbone
+    config: Any = model.config
     with torch.device("meta"):
-        reference = timm.create_model(architecture, pretrained=False)
+        reference: Any = timm.create_model(config.backbone_config.backbone, pretrained=False)
     matcher = reference.group_matcher(coarse=True)
     stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
     ordered = [names for _, names in sorted(group_parameters(backbone, matcher).items())]
