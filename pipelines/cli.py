@@ -48,7 +48,14 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--json", action="store_true", help="print one JSON object per input")
     predict.add_argument("--output", help="write one JSON object per input to this .jsonl file")
-    predict.add_argument("--overwrite", action="store_true", help="replace the --output file if it exists")
+    predict.add_argument(
+        "--draw",
+        metavar="DIR",
+        help="object detection: each image with its boxes; segmentation: its mask PNG and a coloured overlay",
+    )
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace the --output (or --draw) files if they exist"
+    )
     compare = commands.add_parser("compare", help="transfer report: pretrained vs random initialisation")
     compare.add_argument("recipe", help="path to a recipe YAML")
     compare.add_argument(
@@ -164,7 +171,14 @@ def _predict(args: argparse.Namespace) -> None:
         raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
     if output is not None and not output.parent.is_dir():
         raise HubtuneError(f"--output file '{output}': folder '{output.parent}' does not exist")
+    if args.draw is not None and args.data is not None:
+        raise HubtuneError("--draw draws the images given as inputs; with --data, predictions go to --output only")
     predictor = Predictor.from_run(args.run)
+    if args.draw is not None and not predictor.task.drawable:
+        raise HubtuneError(
+            f"--draw: a {predictor.task.name} run predicts nothing to draw (object-detection and "
+            "semantic-segmentation runs do)"
+        )
     if args.data is not None and output is not None:
         rows = predictor.predict_data(args.data, output, args.batch_size, args.column)
         if process_state().is_main_process:
@@ -173,6 +187,9 @@ def _predict(args: argparse.Namespace) -> None:
     # All inputs are read and checked before any prediction is written.
     inputs = list(collect_inputs(predictor.task.input_kind, args.inputs, args.file, sys.stdin))
     predictions = predictor.predict(inputs, args.batch_size)
+    if args.draw is not None:
+        for path in predictor.draw(predictions, Path(args.draw), args.overwrite):
+            print(f"drawn -> {path}", file=sys.stderr)
     if output is not None:
         # Written beside and renamed: a predict that fails half way never leaves a half file in its place.
         partial = output.with_name(f".{output.name}.partial")

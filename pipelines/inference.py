@@ -156,6 +156,18 @@ class Predictor:
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         return self.task.format_prediction(prediction)
 
+    def draw(self, predictions: Sequence[dict[str, Any]], out_dir: Path, overwrite: bool = False) -> list[Path]:
+        """The task's pictures of `predictions` (boxes, masks) in `out_dir`; no file is replaced unless `overwrite`,
+        and a name taken is found before anything is written."""
+        out_dir.mkdir(parents=True, exist_ok=True)
+        planned = [self.task.drawing_paths(prediction, out_dir) for prediction in predictions]
+        taken = [path for paths in planned for path in paths if path.exists()]
+        if taken and not overwrite:
+            raise HubtuneError(f"--draw: '{taken[0]}' already exists; pass --overwrite to replace the drawings")
+        for prediction, paths in zip(predictions, planned):
+            self.task.draw(self.model, prediction, paths)
+        return [path for paths in planned for path in paths]
+
     def read_data_file(self, data: str | Path) -> tuple[Dataset, str]:
         """A new file or folder in a format of the run's task (a table, an image or audio folder, CoNLL)."""
         path = Path(data).expanduser()

@@ -189,6 +189,17 @@ class Task(ABC, Generic[DataT]):
                 raise HubtuneError(f"{locate(i)}: column '{column}' holds {value!r}, not a text to predict")
         return values
 
+    # `hubtune predict --draw DIR` pictures its predictions (`drawing_paths` and `draw`).
+    drawable: ClassVar[bool] = False
+
+    def drawing_paths(self, prediction: dict[str, Any], out_dir: Path) -> list[Path]:
+        """The files `draw` writes for one prediction of `predict` (named from its input), checked before writing."""
+        raise NotImplementedError(f"task '{self.name}' draws nothing")
+
+    def draw(self, model: TaskModel, prediction: dict[str, Any], paths: list[Path]) -> None:
+        """Write the pictures of one prediction (boxes on the image, mask PNGs) to `paths` (`drawing_paths`)."""
+        raise NotImplementedError(f"task '{self.name}' draws nothing")
+
     def format_prediction(self, prediction: dict[str, Any]) -> str:
         """One line of `hubtune predict` output for one prediction of `predict`."""
         return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
