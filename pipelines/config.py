@@ -213,6 +213,11 @@ class LabelledDataConfig(DataConfig):
         None, "multi_label: labels written as one string, split at this separator (e.g. '|'); null: a list column"
     )
     threshold: float = option(0.5, "multi_label: a class is predicted when its probability reaches this")
+    tune_thresholds: bool = option(
+        False,
+        "multi_label: after training, give each class the threshold with the best F1 on the validation split; the "
+        "test scores and predict use them (kept in the run folder's config.json)",
+    )
     scale_targets: bool = option(
         False,
         "regression: train on targets standardised with the training mean and std (kept in the run folder's "
@@ -242,6 +247,13 @@ class LabelledDataConfig(DataConfig):
             raise HubtuneError("recipe key 'data.label_separator' must not be empty")
         if not 0.0 < self.threshold < 1.0:
             raise HubtuneError(f"recipe key 'data.threshold' must lie in (0, 1), got {self.threshold}")
+        if self.tune_thresholds and self.problem_type != "multi_label":
+            raise HubtuneError("recipe key 'data.tune_thresholds' needs 'data.problem_type: multi_label'")
+        if self.tune_thresholds and self.validation_split is None and self.validation_fraction is None:
+            raise HubtuneError(
+                "recipe key 'data.tune_thresholds' tunes on the validation split: set 'data.validation_split' "
+                "or 'data.validation_fraction'"
+            )
         if self.scale_targets and self.problem_type != "regression":
             raise HubtuneError("recipe key 'data.scale_targets' needs 'data.problem_type: regression'")
         if self.labels is not None and self.problem_type == "regression":

@@ -246,7 +246,7 @@ class Recipe:
                     examples = len(logits_of(output.predictions) if streamed(datasets[role]) else datasets[role])
                     results.update(output.metrics or {}, **{f"{prefix}_samples": examples})
                     if role == "validation":
-                        tuned = task.validation_results(output, data)
+                        tuned = task.validation_results(output, data, model)
                         results.update({f"eval_{name}": value for name, value in tuned.items()})
                     artifacts.update(
                         {

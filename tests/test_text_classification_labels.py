@@ -14,6 +14,7 @@ import pytest
 import torch
 from conftest import FILLER, NEGATIVE, POSITIVE
 from PIL import Image
+from sklearn.metrics import f1_score
 from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional
 
@@ -154,6 +155,31 @@ def test_multi_label_text_learns_its_topics_and_reloads(topic_bert, tmp_path):
     assert sorted(both["labels"]) == ["complaint", "praise"] and one["labels"] == ["praise"]
     assert set(both["scores"]) == set(TOPICS)
     assert predictor.format_prediction(one).startswith("praise 0.")
+
+
+def test_tuned_thresholds_score_the_test_split_and_predict(topic_bert, tmp_path):
+    """`data.tune_thresholds`: each class's best-F1 validation threshold is kept with the model and decides the
+    test scores, `hubtune evaluate` and predict (a short run, so that its probabilities sit away from 0.5)."""
+    files = write_topics(tmp_path, separator=None)
+    run = tmp_path / "run"
+    values = text_recipe(topic_bert, files, run, problem_type="multi_label", tune_thresholds=True)
+    results = Recipe.from_dict(values, ["training.num_train_epochs=1", "training.learning_rate=2e-4"]).run()
+    tuned = results["eval_best_thresholds"]
+    assert json.loads((run / "config.json").read_text())["hubtune_thresholds"] == tuned
+
+    predictor = Predictor(run)
+    texts = [json.loads(line)["text"] for line in Path(files["test"]).read_text().splitlines()]
+    truth = [json.loads(line)["label"] for line in Path(files["test"]).read_text().splitlines()]
+    predictions = predictor.predict(texts)
+    for prediction in predictions:
+        assert set(prediction["labels"]) == {name for name, p in prediction["scores"].items() if p >= tuned[name]}
+    names = sorted(TOPICS)
+    predicted = np.array([[name in p["labels"] for name in names] for p in predictions])
+    reference = np.array([[name in t for name in names] for t in truth])
+    assert results["test_f1_micro"] == pytest.approx(f1_score(reference, predicted, average="micro"), abs=1e-6)
+    assert predictor.evaluate("test")["test_f1_micro"] == pytest.approx(results["test_f1_micro"])
+    at_half = np.array([[p["scores"][name] >= 0.5 for name in names] for p in predictions])
+    assert (at_half != predicted).any(), "tuned thresholds changed no decision: the test proves nothing"
 
 
 def test_multi_label_reads_labels_joined_by_a_separator(topic_bert, tmp_path):
@@ -346,6 +372,11 @@ def test_bad_labels_are_one_line_naming_the_row_or_key(tiny_bert, tmp_path):
         load_recipe_config(values=values, overrides=["data.sampler=balanced"])
     with pytest.raises(HubtuneError, match="'training.class_weights' weights a cross-entropy"):
         load_recipe_config(values=values, overrides=["training.class_weights=balanced"])
+    with pytest.raises(HubtuneError, match="'data.tune_thresholds' tunes on the validation split"):
+        load_recipe_config(values=values, overrides=["data.tune_thresholds=true", "data.validation_split=null"])
+    single = text_recipe(tiny_bert, files, run)
+    with pytest.raises(HubtuneError, match="'data.tune_thresholds' needs 'data.problem_type: multi_label'"):
+        load_recipe_config(values=single, overrides=["data.tune_thresholds=true"])
 
     train = write_imbalanced(tmp_path / "imbalanced.csv")
     values = text_recipe(tiny_bert, {"train": str(train)}, run, validation_split=None, test_split=None)

@@ -49,6 +49,9 @@ class PreparedData:
     class_weights: list[float] | None = None
     # Regression targets are standardised with these (mean, std) of the training targets (`data.scale_targets`).
     target_scaling: tuple[float, float] | None = None
+    # A multi-label classifier's decision threshold per class in id order, tuned on validation
+    # (`data.tune_thresholds`); None: `data.threshold` for every class.
+    thresholds: list[float] | None = None
 
     def __getitem__(self, role: str) -> Dataset:
         return self.datasets[role]
@@ -149,9 +152,10 @@ class Task(ABC, Generic[DataT]):
         """The sampler that draws training examples (a `torch.utils.data.Sampler`); None: the Trainer's."""
         return None
 
-    def validation_results(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
+    def validation_results(self, output: PredictionOutput, prepared: PreparedData, model: TaskModel) -> dict[str, Any]:
         """Results found on the validation predictions only (tuned thresholds), kept as `eval_<name>`; none by
-        default."""
+        default. What the task adopts from them goes into `prepared` (for the test scores that follow) and into
+        `model`'s config (saved with the run)."""
         return {}
 
     @abstractmethod

@@ -43,8 +43,10 @@ TRANSFORMERS_PROBLEM_TYPES = {
     "multi_label": "multi_label_classification",
     "regression": "regression",
 }
-# The model-config field holding a regression's target scaling: config.json carries it with the weights.
+# The model-config fields holding a regression's target scaling and a multi-label classifier's tuned thresholds
+# (name -> threshold): config.json carries them with the weights.
 TARGET_SCALING = "hubtune_target_scaling"
+THRESHOLDS = "hubtune_thresholds"
 
 
 def problem_type_of(config: RecipeConfig) -> str:
@@ -224,7 +226,18 @@ class ClassifierMixin(LabelHeadMixin):
         scaling = getattr(model.config, TARGET_SCALING, None)
         if scaling is not None:
             prepared.target_scaling = (scaling["mean"], scaling["std"])
+        prepared.thresholds = self.class_thresholds(model, label_names_of(model))
         return prepared
+
+    def class_thresholds(self, model: TaskModel, names: list[str]) -> list[float] | None:
+        """The tuned per-class thresholds a trained multi-label model carries, in id order; None where it has none."""
+        tuned = getattr(model.config, THRESHOLDS, None)
+        return [tuned[name] for name in names] if tuned else None
+
+    def above_threshold(self, probabilities: np.ndarray, thresholds: list[float] | None) -> np.ndarray:
+        """Multi-label decisions: each class's probability against its tuned threshold, or `data.threshold`."""
+        cut = np.asarray(thresholds) if thresholds is not None else self.labelled.threshold
+        return probabilities >= cut
 
     def loss_function(self, prepared: PreparedData) -> Callable[[Any, Any], Any] | None:
         # The task computes these losses itself instead of the model: audio heads (wav2vec2, HuBERT, Whisper)
@@ -257,7 +270,7 @@ class ClassifierMixin(LabelHeadMixin):
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
         logits = logits_of(prediction.predictions)
         if self.problem_type == "multi_label":
-            predicted = (self.scores(logits, None) >= self.labelled.threshold).astype(int)
+            predicted = self.above_threshold(self.scores(logits, None), prepared.thresholds).astype(int)
             return self.metric("multi_label").compute(
                 predictions=predicted,
                 references=np.asarray(prediction.label_ids).astype(int),
@@ -274,18 +287,22 @@ class ClassifierMixin(LabelHeadMixin):
     def prediction_artifacts(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
         return confusion_artifact(output, prepared.label_names) if self.problem_type == "single_label" else {}
 
-    def validation_results(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
+    def validation_results(self, output: PredictionOutput, prepared: PreparedData, model: TaskModel) -> dict[str, Any]:
         if self.problem_type != "multi_label":
             return {}
         probabilities = self.scores(logits_of(output.predictions), None)
         references = np.asarray(output.label_ids).astype(int)
-        return {"best_thresholds": best_thresholds(probabilities, references, prepared.label_names)}
+        found = best_thresholds(probabilities, references, prepared.label_names)
+        if self.labelled.tune_thresholds:
+            prepared.thresholds = [found[name] for name in prepared.label_names]
+            setattr(model.config, THRESHOLDS, found)
+        return {"best_thresholds": found}
 
     def records(
         self, inputs: list[str], logits: torch.Tensor, model: TaskModel, top_k: int | None = None
     ) -> list[dict[str, Any]]:
         """`hubtune predict`'s record per input: the class (single_label), every class at or above
-        `data.threshold` with every class's probability (multi_label), or the value (regression)."""
+        its threshold (tuned, or `data.threshold`) with every class's probability (multi_label), or the value (regression)."""
         names = label_names_of(model)
         if self.problem_type == "single_label":
             return label_predictions(inputs, logits.softmax(-1), names, top_k)
@@ -293,8 +310,10 @@ class ClassifierMixin(LabelHeadMixin):
             scaling = self.from_trained(PreparedData({}, None), model).target_scaling
             return [{"input": item, "value": float(value)} for item, value in zip(inputs, self.scores(logits, scaling))]
         records = []
+        thresholds = self.class_thresholds(model, names)
         for item, row in zip(inputs, self.scores(logits, None)):
-            above = [i for i in np.argsort(-row) if row[i] >= self.labelled.threshold]
+            chosen = self.above_threshold(row, thresholds)
+            above = [i for i in np.argsort(-row) if chosen[i]]
             records.append(
                 {
                     "input": item,
