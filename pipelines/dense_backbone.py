@@ -118,6 +118,11 @@ def build_on_backbone(
         raise HubtuneError(
             f"'model.architecture' is '{model.architecture}', which is not a transformers model type: {error}"
         ) from error
+    if type(config) not in auto_model._model_mapping:
+        raise HubtuneError(
+            f"'model.architecture' is '{model.architecture}', which {auto_model.__name__} cannot build; it builds "
+            f"{', '.join(sorted(auto_model._model_mapping._model_mapping))}"
+        )
     fields = config.to_dict()
     for key, value in {**(head_config or {}), **model.config_overrides}.items():
         if key not in fields:
@@ -126,13 +131,7 @@ def build_on_backbone(
                 f"{closest(key, fields, 'model.config_overrides.', 'fields')}"
             )
         setattr(config, key, value)
-    try:
-        built = auto_model.from_config(config)
-    except ValueError as error:
-        raise HubtuneError(
-            f"'model.architecture' is '{model.architecture}', which {auto_model.__name__} cannot build: "
-            f"{str(error).splitlines()[0]}"
-        ) from error
+    built = auto_model.from_config(config)
     load_backbone_weights(built, source, pretrained=not model.from_scratch)
     built.name_or_path = model.checkpoint
     logger.info(
