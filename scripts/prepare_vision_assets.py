@@ -46,6 +46,7 @@ Counts = dict[str, dict[str, int]]  # split -> {"images": n, "boxes": n}
 SPLITS = ("train", "validation", "test")
 
 TREE_LABEL = "Tree"
+VOC_CORNERS = ("xmin", "ymin", "xmax", "ymax")
 TREE_SOURCES = ("2019_YELL_2_528000_4978000_image_crop2", "2019_YELL_2_541000_4977000_image_crop")
 TREE_TEST = ("OSBS_029", "SOAP_061")
 TILE = 400
@@ -105,10 +106,8 @@ def read_voc(path: Path) -> tuple[tuple[int, int], list[tuple[str, Box]]]:
     size = (int(root.findtext("size/width", "0")), int(root.findtext("size/height", "0")))
     boxes = []
     for element in root.iter("object"):
-        corners = tuple(
-            int(float(element.findtext(f"bndbox/{key}", "nan"))) for key in ("xmin", "ymin", "xmax", "ymax")
-        )
-        boxes.append((element.findtext("name", ""), (corners[0], corners[1], corners[2], corners[3])))
+        xmin, ymin, xmax, ymax = (round(float(element.findtext(f"bndbox/{key}", ""))) for key in VOC_CORNERS)
+        boxes.append((element.findtext("name", ""), (xmin, ymin, xmax, ymax)))
     return size, boxes
 
 
@@ -126,7 +125,7 @@ def write_voc(path: Path, size: tuple[int, int], boxes: list[tuple[Box, bool]]) 
         ET.SubElement(element, "truncated").text = str(int(truncated))
         ET.SubElement(element, "difficult").text = "0"
         corners = ET.SubElement(element, "bndbox")
-        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), box):
+        for key, value in zip(VOC_CORNERS, box):
             ET.SubElement(corners, key).text = str(value)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=False)
@@ -386,7 +385,8 @@ def link_or_copy(source: Path, target: Path) -> None:
 def write_canvas_split(root: Path, split: str, canvases: list[Canvas]) -> dict[str, int]:
     images, segmentation = root / "images" / split, root / "segmentation" / split
     make_dirs(images, segmentation / "images", segmentation / "masks", root / "detection")
-    coco_images, annotations = [], []
+    coco_images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for number, canvas in enumerate(canvases, start=1):
         name = f"{number:06d}.png"
         Image.fromarray(canvas.image).save(images / name)
@@ -418,12 +418,15 @@ def make_canvas_dataset(
 ) -> tuple[Counts, dict[str, list[Canvas]]]:
     """Canvases of every split; validation and test draw from disjoint halves of the held-out garments."""
     order = np.random.default_rng(seed).permutation(len(held_out.labels))
-    sources = {"train": (train, np.arange(len(train.labels))), "validation": (held_out, order[::2])}
-    sources["test"] = (held_out, order[1::2])
+    pools = {
+        "train": (train, np.arange(len(train.labels))),
+        "validation": (held_out, order[::2]),
+        "test": (held_out, order[1::2]),
+    }
     # One generator per split, so that one split's size does not change another's canvases.
     canvases = {
         split: make_canvases(garments, pool, sizes[split], np.random.default_rng([seed, number]))
-        for number, (split, (garments, pool)) in enumerate(sources.items())
+        for number, (split, (garments, pool)) in enumerate(pools.items())
     }
     with staged(data_dir / "canvas") as root:
         counts = {split: write_canvas_split(root, split, made) for split, made in canvases.items()}
