@@ -8,6 +8,8 @@
 #   make bench-labels - scripts/bench_labels.py (multi-label tweets, an imbalanced sentiment set)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
+#   make assets-vision - scripts/prepare_vision_assets.py: tree-crown boxes (deepforest), nuclei masks (stardist) and
+#                 Fashion-MNIST garment canvases (boxes and masks) for detection and segmentation
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,8 +19,8 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # LibriVox clips with transcripts.
 SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
-.PHONY: install assets assets-text assets-image assets-speech demo demo-speech test test-data lint bench bench-scale bench-labels \
-	fewshot-image clean
+.PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-data lint bench \
+	bench-scale bench-labels fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +32,7 @@ $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 install: $(BIN)/.installed
 
 # Each modality's offline assets; the demo needs only the text ones (no Debian packages, no root).
-assets: assets-text assets-image assets-speech
+assets: assets-text assets-image assets-speech assets-vision
 
 assets-text: install
 	$(BIN)/python scripts/prepare_offline_assets.py
@@ -43,6 +45,10 @@ assets-speech: install
 assets-image: install
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
 	$(BIN)/python scripts/prepare_image_assets.py
+
+# The canvases are made of Fashion-MNIST garments, which assets-image installs.
+assets-vision: assets-image
+	$(BIN)/python scripts/prepare_vision_assets.py
 
 demo: assets-text
 	$(OFFLINE) $(BIN)/hubtune train recipes/sentiment-minilm-offline.yaml overwrite=true
