@@ -168,6 +168,12 @@ class Task(ABC, Generic[DataT]):
         """The task's scores of an evaluation's predictions (of `prepared` data), through its offline `evaluate`
         modules."""
 
+    def preprocess_logits_for_metrics(self) -> Callable[[Any, Any], Any] | None:
+        """(logits, labels) -> what evaluation keeps of a batch's logits for `compute_metrics` (the Trainer's hook of
+        that name): e.g. a segmentation's class maps instead of its per-class score maps, so that what is gathered
+        over an evaluation set stays small. None: the logits as they are."""
+        return None
+
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Signs that the data lies outside the checkpoint's input domain, as plain sentences (none by default)."""
         return []
