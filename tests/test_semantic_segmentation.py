@@ -189,6 +189,44 @@ def test_export_gives_the_same_logits_and_onnx_is_refused(seg_run, tmp_path, cap
     assert not (tmp_path / "onnx").exists()
 
 
+@pytest.fixture(scope="module")
+def tiny_segformer(tmp_path_factory) -> Path:
+    """A complete SegFormer checkpoint (hidden sizes 8-64) with a 5-class head and an ADE20k-style processor
+    (32x32, do_reduce_labels), saved as a folder."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    folder = tmp_path_factory.mktemp("segformer")
+    config = SegformerConfig(
+        depths=[1, 1, 1, 1],
+        hidden_sizes=[8, 16, 32, 64],
+        num_attention_heads=[1, 1, 2, 2],
+        decoder_hidden_size=32,
+        id2label={i: f"thing{i}" for i in range(5)},
+        label2id={f"thing{i}": i for i in range(5)},
+    )
+    torch.manual_seed(0)
+    SegformerForSemanticSegmentation(config).save_pretrained(folder)
+    SegformerImageProcessor(size={"height": 32, "width": 32}, do_reduce_labels=True).save_pretrained(folder)
+    return folder
+
+
+def test_complete_segformer_checkpoint_gets_a_new_head_and_quarter_size_logits_are_scored(
+    tiny_segformer, shapes, tmp_path
+):
+    values = seg_values(tiny_segformer, shapes, tmp_path / "run")
+    values["model"] = {"checkpoint": str(tiny_segformer)}
+    results = Recipe.from_dict(values).run()
+    run = Predictor(tmp_path / "run")
+    assert run.label_names == LABELS and run.model.config.semantic_loss_ignore_index == 255
+    # Mask value i is class i here: the checkpoint's label reduction is off, and the recipe's size replaces its 32.
+    assert run.processor.do_reduce_labels is False and run.processor.size["height"] == SIDE
+    # SegFormer's logits come at a quarter of the input side; the metric upsamples them to the 64x64 labels.
+    assert results["test_mean_iou"] >= 0.5, results
+    image = Image.open(Path(shapes["test"], "images", "000.png")).convert("RGB")
+    (class_map,) = run.task.class_maps(run.model, run.processor, [image])
+    assert class_map.shape == (SIDE, SIDE)
+
+
 def encoded(task: SemanticSegmentation, dataset, processor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each example of `dataset` preprocessed as the test split is (no augmentation)."""
     prepared = task.prepare(Splits({"test": dataset}, {"test": "data"}), processor)
