@@ -227,6 +227,25 @@ def test_complete_segformer_checkpoint_gets_a_new_head_and_quarter_size_logits_a
     assert class_map.shape == (SIDE, SIDE)
 
 
+def test_compare_runs_pretrained_and_scratch_backbones(backbone, shapes, tmp_path):
+    from pipelines.compare import compare
+
+    values = seg_values(backbone, shapes, tmp_path / "unused")
+    values["training"]["num_train_epochs"] = 2
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    report = compare(recipe, out_dir=tmp_path / "compare")
+    assert report.metric == "test_mean_iou"
+    assert [row["init"] for row in report.rows] == ["pretrained", "scratch"]
+    assert all(0.0 <= row["test_mean_iou"] <= 1.0 for row in report.rows)
+    assert not any("label set" in warning for warning in report.warnings)
+    pretrained, scratch = (Predictor(row["run"]).model for row in report.rows)
+    # Same architecture, other backbone weights: only the init differs.
+    assert type(pretrained) is type(scratch) and pretrained.config.hidden_size == scratch.config.hidden_size == 32
+    stem = "backbone._backbone.conv_stem.weight"
+    assert not torch.equal(pretrained.state_dict()[stem], scratch.state_dict()[stem])
+
+
 def encoded(task: SemanticSegmentation, dataset, processor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each example of `dataset` preprocessed as the test split is (no augmentation)."""
     prepared = task.prepare(Splits({"test": dataset}, {"test": "data"}), processor)
