@@ -394,6 +394,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, backbone, tmp_pa
     assert not (tmp_path / "run").exists()
 
 
+def test_mask_check_in_two_processes_names_the_file(backbone, tmp_path, capsys):
+    files = write_shapes(tmp_path / "data", seed=1)
+    expected = mask_value_out_of_range(tmp_path / "data")
+    values = seg_values(backbone, files, tmp_path / "run")
+    values["data"]["preprocessing_num_workers"] = 2
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    assert main(["train", str(recipe)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and all(part in lines[0] for part in expected), lines
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
