@@ -100,11 +100,13 @@ def check_pairs(
     ignore_index: int,
     locate: Callable[[int], str],
     num_proc: int | None = None,
-) -> None:
+) -> set[int]:
     """Every row's image verifies, its mask decodes, has the image's size and holds only class ids below `classes`
-    or `ignore_index`; `num_proc` processes share the rows (as `pipelines.images.check_images`)."""
+    or `ignore_index`; `num_proc` processes share the rows (as `pipelines.images.check_images`). Returns the class
+    ids the masks hold."""
 
-    def check(batch: dict[str, list], positions: list[int]) -> None:
+    def check(batch: dict[str, list], positions: list[int]) -> dict[str, list]:
+        found = []
         for image, mask, position in zip(batch[image_column], batch[mask_column], positions):
             where = locate(position)
             for value, column in ((image, image_column), (mask, mask_column)):
@@ -124,9 +126,22 @@ def check_pairs(
                     f"{where}: {mask_name(mask)} holds the value {int(wrong[0])}, which is neither a class id of "
                     f"'data.labels' (0..{classes - 1}) nor 'data.ignore_index' ({ignore_index})"
                 )
+            found.append(values[values < classes].tolist())
+        return {"class_ids": found}
 
-    # A map that returns nothing writes nothing: datasets only shards the rows over the processes.
-    dataset.map(check, batched=True, with_indices=True, num_proc=num_proc, desc="checking images and masks")
+    # Each row leaves only its list of class ids, in memory: the files are read again on every run (never a cached
+    # result of an earlier check, since a file may have changed in place).
+    checked = dataset.map(
+        check,
+        batched=True,
+        with_indices=True,
+        num_proc=num_proc,
+        remove_columns=dataset.column_names,
+        keep_in_memory=True,
+        load_from_cache_file=False,
+        desc="checking images and masks",
+    )
+    return {class_id for ids in checked["class_ids"] for class_id in ids}
 
 
 def paired_augmentation(size: tuple[int, int]) -> Callable[[PILImage.Image, np.ndarray], tuple[Any, Any]]:

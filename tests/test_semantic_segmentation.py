@@ -291,6 +291,24 @@ def test_table_and_embedded_datasets_read_the_folder_examples(backbone, shapes, 
     assert labels.shape == (SIDE, SIDE) and labels.dtype == torch.int64
 
 
+def test_class_in_no_training_mask_is_warned(backbone, tmp_path):
+    files = write_shapes(tmp_path / "data", seed=1)
+    # Squares marked 255 (as a 0/255 mask would mark its foreground): that is data.ignore_index, not class 2.
+    for path in Path(files["train"], "masks").glob("*.png"):
+        mask = np.array(Image.open(path))
+        mask[mask == 2] = 255
+        Image.fromarray(mask).save(path)
+    config = Recipe.from_dict(seg_values(backbone, files, tmp_path / "run")).config
+    task = SemanticSegmentation(config)
+    source, processor = f"data file '{files['train']}'", task.load_processor()
+    train = task.load_data_file(Path(files["train"]))
+    prepared = task.prepare(Splits({"train": train}, {"train": source}), processor)
+    assert len(prepared.warnings) == 1
+    assert "1 of 3 classes have no training example" in prepared.warnings[0] and "square" in prepared.warnings[0]
+    labels = task.prepare(Splits({"test": train}, {"test": source}), processor)["test"][0]["labels"]
+    assert set(labels.unique().tolist()) == {0, 1, 255}  # kept as ignore_index: left out of loss and metrics
+
+
 def test_paired_augmentation_moves_mask_with_image():
     rng = np.random.default_rng(3)
     _, mask = shapes_example(rng)

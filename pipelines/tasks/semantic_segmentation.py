@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from pipelines.config import DataConfig, option
-from pipelines.data import Splits, load_table_file, require_columns
+from pipelines.data import Splits, load_table_file, missing_classes, require_columns
 from pipelines.dense_backbone import backbone_source, build_on_backbone
 from pipelines.errors import HubtuneError
 from pipelines.images import decode_checked, resolve_image_paths, undecoded
@@ -160,6 +160,7 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
         names = list(label_names or data.labels or [])
         columns = {"image_column": data.image_column, "mask_column": data.mask_column}
         checked = {}
+        warnings: list[str] = []
         # Every split is checked before any is preprocessed: a bad test mask stops the run before training.
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
@@ -167,7 +168,7 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
             dataset = undecoded(dataset, data.image_column, source)
             dataset = undecoded(dataset, data.mask_column, source, "data.mask_column")
             dataset = dataset.select_columns([data.image_column, data.mask_column])
-            check_pairs(
+            found = check_pairs(
                 dataset,
                 data.image_column,
                 data.mask_column,
@@ -177,7 +178,10 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
                 data.preprocessing_num_workers,
             )
             checked[role] = dataset
-        result = PreparedData({}, processor, names)
+            if role == "train" and label_names is None:
+                # A class no training pixel has (a 0/255 mask marks its foreground with ignore_index 255, say).
+                warnings += missing_classes(names, found, source)
+        result = PreparedData({}, processor, names, warnings)
         for role, dataset in checked.items():
             augment = paired_augmentation(input_size(processor)) if role == "train" and data.image_augment else None
             result.datasets[role] = dataset.with_transform(self._encoder(processor, augment, splits.sources[role]))
