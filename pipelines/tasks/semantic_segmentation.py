@@ -193,7 +193,7 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
         def encode(batch: dict[str, list]) -> dict[str, Any]:
             # Files were verified up front; one changed or damaged since is still named, mid-run.
             images: list[Any] = [decode_checked(value, source) for value in batch[data.image_column]]
-            # Class ids fit a byte: there are fewer than 256 classes and ignore_index is at most 255 (both checked).
+            # Class ids fit a byte: ignore_index is at most 255 and above every class id (both checked).
             masks: list[Any] = [read_mask(value, source).astype(np.uint8) for value in batch[data.mask_column]]
             if augment is not None:
                 pairs = [augment(image, mask) for image, mask in zip(images, masks)]
