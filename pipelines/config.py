@@ -649,6 +649,14 @@ def _check_architecture(config: RecipeConfig) -> None:
             f"recipe key 'model.architecture' builds a detection or segmentation model around a backbone; task "
             f"'{config.task}' loads 'model.checkpoint' whole: remove the key"
         )
+    if config.model.architecture and config.adapt.strategy in ADAPTER_STRATEGIES:
+        # A run folder of an adapter names its base by `model.checkpoint`, which here holds only the backbone's
+        # weights under timm's names: a reload would start from a random backbone and predict garbage.
+        raise HubtuneError(
+            f"recipe key 'adapt.strategy: {config.adapt.strategy}' saves an adapter over 'model.checkpoint', which "
+            "with 'model.architecture' is only the backbone, so the run could not be reloaded; use full, "
+            "freeze_backbone or train_last_n"
+        )
 
 
 def _check_problem_type(config: RecipeConfig) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -437,18 +438,19 @@ def test_mask_check_in_two_processes_names_the_file(backbone, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("data", "expected"),
+    ("section", "change", "expected"),
     [
-        ({"labels": None}, "'data.labels' is required"),
-        ({"labels": ["background"]}, "at least two"),
-        ({"ignore_index": 1}, "'data.ignore_index' is 1, the mask value of class 'disc'"),
-        ({"ignore_index": 300}, "0..255"),
+        ("data", {"labels": None}, "'data.labels' is required"),
+        ("data", {"labels": ["background"]}, "at least two"),
+        ("data", {"ignore_index": 1}, "'data.ignore_index' is 1, the mask value of class 'disc'"),
+        ("data", {"ignore_index": 300}, "0..255"),
+        ("adapt", {"strategy": "lora"}, "'adapt.strategy: lora' saves an adapter over 'model.checkpoint'"),
     ],
 )
-def test_recipe_key_errors_name_the_key(data, expected, backbone, shapes, tmp_path):
+def test_recipe_key_errors_name_the_key(section, change, expected, backbone, shapes, tmp_path):
     values = seg_values(backbone, shapes, tmp_path / "run")
-    values["data"].update(data)
-    with pytest.raises(HubtuneError, match=expected.replace("(", r"\(").replace(".", r"\.")):
+    values.setdefault(section, {}).update(change)
+    with pytest.raises(HubtuneError, match=re.escape(expected)):
         Recipe.from_dict(values)
 
 
