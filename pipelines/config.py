@@ -623,6 +623,7 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
     _validate_adapt(config.adapt, config.model.from_scratch)
     _check_architecture(config)
+    _check_feature_cache(config)
     config.data.validate()
     if config.hub.push and not config.hub.repo_id:
         raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
@@ -638,6 +639,16 @@ def _validate(config: RecipeConfig) -> None:
     if getattr(config.data, "padding_free", False) and config.adapt.feature_cache:
         raise HubtuneError(
             "'data.padding_free' packs token sequences, but 'adapt.feature_cache' trains on cached features; keep one"
+        )
+
+
+def _check_feature_cache(config: RecipeConfig) -> None:
+    from pipelines.tasks import get_task  # the task classes import transformers: only when loading
+
+    if config.adapt.feature_cache and not get_task(config.task).caches_features:
+        raise HubtuneError(
+            f"'adapt.feature_cache' stores one backbone output per example for a classifier head; a {config.task} "
+            "model's decoder reads feature maps of every stage, so it cannot train on them: remove the key"
         )
 
 

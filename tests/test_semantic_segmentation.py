@@ -445,6 +445,7 @@ def test_mask_check_in_two_processes_names_the_file(backbone, tmp_path, capsys):
         ("data", {"ignore_index": 1}, "'data.ignore_index' is 1, the mask value of class 'disc'"),
         ("data", {"ignore_index": 300}, "0..255"),
         ("adapt", {"strategy": "lora"}, "'adapt.strategy: lora' saves an adapter over 'model.checkpoint'"),
+        ("adapt", {"strategy": "freeze_backbone", "feature_cache": True}, "'adapt.feature_cache' stores one backbone"),
     ],
 )
 def test_recipe_key_errors_name_the_key(section, change, expected, backbone, shapes, tmp_path):

@@ -78,6 +78,9 @@ class Task(ABC, Generic[DataT]):
     variable_length: ClassVar[bool] = False
     # Takes `model.architecture`: a model built new around an ImageNet backbone (pipelines/dense_backbone.py).
     builds_on_backbone: ClassVar[bool] = False
+    # `adapt.feature_cache` fits its models: a head that reads one stored backbone output per example (classifiers),
+    # not multi-scale feature maps through a trained decoder (dense prediction).
+    caches_features: ClassVar[bool] = True
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments

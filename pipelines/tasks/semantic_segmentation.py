@@ -120,6 +120,7 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
     summary_metrics = ("mean_iou", "overall_accuracy", "mean_accuracy")
     head_suffix = "ForSemanticSegmentation"
     builds_on_backbone = True
+    caches_features = False
     input_kind = "path"
     input_column_key = "image_column"
     drawable = True
