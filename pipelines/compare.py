@@ -35,7 +35,8 @@ class TransferReport:
 
 
 def _label_warnings(config: RecipeConfig, task: Task, label_names: list[str]) -> list[str]:
-    if task.head_suffix is None:
+    # A model built on a backbone (`model.architecture`) has a new head: its checkpoint holds no trained label set.
+    if task.head_suffix is None or config.model.architecture:
         return []
     checkpoint = from_pretrained(AutoConfig, config.model)
     if not any(name.endswith(task.head_suffix) for name in checkpoint.architectures or []):

@@ -635,6 +635,7 @@ def _validate(config: RecipeConfig) -> None:
         raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
     _validate_adapt(config.adapt, config.model.from_scratch)
     _check_architecture(config)
+    _check_feature_cache(config)
     config.data.validate()
     if config.hub.push and not config.hub.repo_id:
         raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
@@ -653,6 +654,16 @@ def _validate(config: RecipeConfig) -> None:
         )
 
 
+def _check_feature_cache(config: RecipeConfig) -> None:
+    from pipelines.tasks import get_task  # the task classes import transformers: only when loading
+
+    if config.adapt.feature_cache and not get_task(config.task).caches_features:
+        raise HubtuneError(
+            f"'adapt.feature_cache' stores one backbone output per example for a classifier head; a {config.task} "
+            "model's decoder reads feature maps of every stage, so it cannot train on them: remove the key"
+        )
+
+
 def _check_architecture(config: RecipeConfig) -> None:
     from pipelines.tasks import get_task  # the task classes import transformers: only when loading
 
@@ -660,6 +671,14 @@ def _check_architecture(config: RecipeConfig) -> None:
         raise HubtuneError(
             f"recipe key 'model.architecture' builds a detection or segmentation model around a backbone; task "
             f"'{config.task}' loads 'model.checkpoint' whole: remove the key"
+        )
+    if config.model.architecture and config.adapt.strategy in ADAPTER_STRATEGIES:
+        # A run folder of an adapter names its base by `model.checkpoint`, which here holds only the backbone's
+        # weights under timm's names: a reload would start from a random backbone and predict garbage.
+        raise HubtuneError(
+            f"recipe key 'adapt.strategy: {config.adapt.strategy}' saves an adapter over 'model.checkpoint', which "
+            "with 'model.architecture' is only the backbone, so the run could not be reloaded; use full, "
+            "freeze_backbone or train_last_n"
         )
 
 

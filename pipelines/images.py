@@ -69,11 +69,11 @@ def resolve_image_paths(dataset: Dataset, column: str, table: Path) -> Dataset:
     return dataset.remove_columns(column).add_column(column, paths).cast_column(column, Image(decode=False))
 
 
-def undecoded(dataset: Dataset, column: str, source: str) -> Dataset:
-    """The image column as `Image(decode=False)`; any other column type is an error naming it."""
+def undecoded(dataset: Dataset, column: str, source: str, key: str = "data.image_column") -> Dataset:
+    """The image column (recipe key `key`) as `Image(decode=False)`; any other column type is an error naming it."""
     feature = dataset.features[column]
     if not isinstance(feature, Image):
-        raise HubtuneError(f"{source}: column '{column}' (recipe key 'data.image_column') holds {feature}, not images")
+        raise HubtuneError(f"{source}: column '{column}' (recipe key '{key}') holds {feature}, not images")
     return dataset.cast_column(column, Image(decode=False)) if feature.decode else dataset
 
 

@@ -29,7 +29,13 @@ ONNX_FILE = "model.onnx"
 OUTPUT_NAME = "logits"
 # Tasks whose model maps preprocessed inputs to logits in one forward pass. Transcription decodes outside the
 # model (CTC collapsing, or seq2seq generation one token at a time), which no single graph holds.
-ONNX_TASKS = ("text-classification", "token-classification", "image-classification", "audio-classification")
+ONNX_TASKS = (
+    "text-classification",
+    "token-classification",
+    "image-classification",
+    "audio-classification",
+    "semantic-segmentation",
+)
 
 
 class _Logits(torch.nn.Module):

@@ -330,6 +330,7 @@ def build_trainer(
         train_dataset=datasets.get("train"),
         eval_dataset=datasets.get("validation"),
         compute_metrics=functools.partial(task.compute_metrics, prepared=prepared),
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
         callbacks=list(callbacks),
     )
     return trainer

@@ -81,6 +81,9 @@ class Task(ABC, Generic[DataT]):
     variable_length: ClassVar[bool] = False
     # Takes `model.architecture`: a model built new around an ImageNet backbone (pipelines/dense_backbone.py).
     builds_on_backbone: ClassVar[bool] = False
+    # `adapt.feature_cache` fits its models: a head that reads one stored backbone output per example (classifiers),
+    # not multi-scale feature maps through a trained decoder (dense prediction).
+    caches_features: ClassVar[bool] = True
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
     trainer_class: ClassVar[type[Trainer]] = Trainer
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
@@ -171,6 +174,12 @@ class Task(ABC, Generic[DataT]):
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
         """The task's scores of an evaluation's predictions (of `prepared` data), through its offline `evaluate`
         modules."""
+
+    def preprocess_logits_for_metrics(self) -> Callable[[Any, Any], Any] | None:
+        """(logits, labels) -> what evaluation keeps of a batch's logits for `compute_metrics` (the Trainer's hook of
+        that name): e.g. a segmentation's class maps instead of its per-class score maps, so that what is gathered
+        over an evaluation set stays small. None: the logits as they are."""
+        return None
 
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Signs that the data lies outside the checkpoint's input domain, as plain sentences (none by default)."""
