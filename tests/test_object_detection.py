@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from detection_helpers import CLASSES, draw_set, write_coco, write_objects, write_voc, write_yolo
+from detection_helpers import CLASSES, COLOURS, draw_set, write_coco, write_objects, write_voc, write_yolo
 from PIL import Image
 
-from pipelines import HubtuneError, Recipe
+from pipelines import Recipe
 from pipelines.cli import main
 from pipelines.export import export_run
 from pipelines.inference import Predictor
@@ -239,15 +239,129 @@ def test_two_process_run_trains_and_evaluates(tiny_backbone, coco_files, tmp_pat
     assert Predictor(run_dir).evaluate("test")["test_map_50"] == pytest.approx(results["test_map_50"], abs=1e-6)
 
 
-def test_bad_annotation_is_one_line_and_nothing_is_written(tiny_backbone, squares, tmp_path):
-    # The detailed cases live in test_bad_input.py; here one that only prepare (not a reader) can find.
-    images = squares["validation"][:4]
+def _coco(images: list[dict], tmp: Path, edit=None) -> tuple[str, str]:
+    path = write_coco(images, tmp / "train.json")
+    if edit is not None:
+        coco = json.loads(path.read_text())
+        edit(coco)
+        path.write_text(json.dumps(coco))
+    return "coco", str(path)
+
+
+def box_outside(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
     images[1] = dict(images[1], boxes=[{"box": [10, 10, 80, 30], "category": "red"}])
-    files = {"train": str(write_coco(images, tmp_path / "train.json"))}
-    values = detection_values(tiny_backbone, files, tmp_path / "run")
-    values["data"].update(validation_split=None, test_split=None)
-    with pytest.raises(
-        HubtuneError, match=r"train.json', image '.*0001.png' \(id 2\), object 1 \('red'\): box \[10, 10, 80, 30\]"
-    ):
-        Recipe.from_dict(values).run()
-    assert not (tmp_path / "run").exists()
+    found = _coco(images, tmp)
+    return (*found, ["train.json', image '", "0001.png' (id 2), object 1 ('red')", "[10, 10, 80, 30]", "outside"])
+
+
+def box_without_area(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    folder = write_voc(images, tmp / "voc")
+    xml = folder / "0002.xml"
+    xml.write_text(xml.read_text().replace("<xmax>", "<xmax>-", 1))
+    return "voc", str(folder), [str(xml), "object 1", "has no area"]
+
+
+def unknown_category(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    def rename(coco: dict) -> None:
+        coco["categories"][1]["name"] = "green"
+
+    return (*_coco(images, tmp, rename), ["train.json'", "class 'green' is not one of the labels ['red', 'blue']"])
+
+
+def image_without_xml(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    folder = write_voc(images, tmp / "voc")
+    (folder / "0003.xml").unlink()
+    return "voc", str(folder), [str(folder / "0003.png"), "has no annotation file", "0003.xml"]
+
+
+def image_without_label_file(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    folder = write_yolo(images, tmp / "yolo")
+    (folder / "labels" / "0000.txt").unlink()
+    return "yolo", str(folder), [str(folder / "images" / "0000.png"), "has no label file"]
+
+
+def missing_image(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    def misname(coco: dict) -> None:
+        coco["images"][2]["file_name"] = "nowhere/0002.png"
+
+    return (*_coco(images, tmp, misname), ["train.json', image id 3", "nowhere/0002.png' does not exist"])
+
+
+def annotation_of_unknown_image(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    def orphan(coco: dict) -> None:
+        coco["annotations"][0]["image_id"] = 99
+
+    return (*_coco(images, tmp, orphan), ["train.json', annotation 1", "image_id 99"])
+
+
+def broken_json(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    path = tmp / "train.json"
+    path.write_text('{"images": [')
+    return "coco", str(path), [str(path), "is not a COCO detection json"]
+
+
+def broken_xml(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    folder = write_voc(images, tmp / "voc")
+    (folder / "0001.xml").write_text("<annotation><object>")
+    return "voc", str(folder), [str(folder / "0001.xml"), "is not a Pascal VOC xml"]
+
+
+def yolo_line(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    folder = write_yolo(images, tmp / "yolo")
+    (folder / "labels" / "0001.txt").write_text("0 0.5 0.5 0.2\n")
+    return "yolo", str(folder), [str(folder / "labels" / "0001.txt"), "line 1", "is not 'class cx cy w h'"]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        box_outside,
+        box_without_area,
+        unknown_category,
+        image_without_xml,
+        image_without_label_file,
+        missing_image,
+        annotation_of_unknown_image,
+        broken_json,
+        broken_xml,
+        yolo_line,
+    ],
+)
+def test_bad_annotation_exits_2_with_one_line_and_writes_nothing(case, tiny_backbone, squares, tmp_path, capsys):
+    annotation_format, train, expected = case([dict(image) for image in squares["validation"][:4]], tmp_path)
+    run_dir = tmp_path / "run"
+    values = detection_values(tiny_backbone, {"train": train}, run_dir)
+    values["data"].update(annotation_format=annotation_format, labels=CLASSES, validation_split=None, test_split=None)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    capsys.readouterr()
+    assert main(["train", str(recipe)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("hubtune: error: ") and all(part in error for part in expected), error
+    assert not run_dir.exists()
+
+
+def test_augmentation_moves_boxes_with_the_image(squares):
+    from pipelines.tasks.object_detection import augmentation, augmented
+
+    torch.manual_seed(0)
+    transform = augmentation()
+    changed = 0
+    for image in squares["train"][:10]:
+        picture = Image.open(image["file"]).convert("RGB")
+        targets = [
+            {"bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": CLASSES.index(b["category"])}
+            for b in image["boxes"]
+            for x1, y1, x2, y2 in [b["box"]]
+        ]
+        for _ in range(3):
+            moved_picture, moved = augmented(transform, picture, targets)
+            changed += moved_picture.size != picture.size or moved != targets
+            for target in moved:
+                x, y, w, h = target["bbox"]
+                assert w >= 1 and h >= 1 and x >= 0 and y >= 0
+                assert x + w <= moved_picture.width + 1e-3 and y + h <= moved_picture.height + 1e-3
+                # The box still frames its square: the pixel at its centre has the square's colour.
+                centre = moved_picture.getpixel((int(x + w / 2), int(y + h / 2)))
+                assert centre == COLOURS[CLASSES[target["category_id"]]]
+    assert changed >= 10  # flips and crops happen

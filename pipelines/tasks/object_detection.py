@@ -290,7 +290,7 @@ class ObjectDetection(Task[DetectionDataConfig]):
             for image_id, (value, targets) in enumerate(zip(batch["image"], batch["targets"])):
                 image = decode_checked(value, source)
                 if augment is not None:
-                    image, targets = _augmented(augment, image, targets)
+                    image, targets = augmented(augment, image, targets)
                 annotation = {"image_id": image_id, "annotations": targets}
                 encoded = processor(images=image, annotations=annotation, return_tensors="pt", do_pad=False)
                 pixels.append(encoded["pixel_values"][0])
@@ -394,7 +394,7 @@ class ObjectDetection(Task[DetectionDataConfig]):
         image.save(paths[0])
 
 
-def _augmented(augment: v2.Transform, image: Any, targets: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+def augmented(augment: v2.Transform, image: Any, targets: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
     """One image and its COCO annotations through `augment` (boxes as xyxy tv_tensors, moved with the image)."""
     corners = [[t["bbox"][0], t["bbox"][1], t["bbox"][0] + t["bbox"][2], t["bbox"][1] + t["bbox"][3]] for t in targets]
     boxes = tv_tensors.BoundingBoxes(
