@@ -38,11 +38,11 @@ def draw_set(folder: Path, n: int, seed: int, side: int = SIDE) -> list[dict[str
     return images
 
 
-def write_coco(images: list[dict[str, Any]], path: Path) -> Path:
+def write_coco(images: list[dict[str, Any]], path: Path, classes: list[str] = CLASSES) -> Path:
     coco: dict[str, list] = {
         "images": [],
         "annotations": [],
-        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(CLASSES)],
+        "categories": [{"id": i + 1, "name": name} for i, name in enumerate(classes)],
     }
     for image_id, image in enumerate(images, start=1):
         coco["images"].append(
@@ -60,7 +60,7 @@ def write_coco(images: list[dict[str, Any]], path: Path) -> Path:
                     "id": len(coco["annotations"]) + 1,
                     "image_id": image_id,
                     "bbox": [x1, y1, x2 - x1, y2 - y1],
-                    "category_id": CLASSES.index(box["category"]) + 1,
+                    "category_id": classes.index(box["category"]) + 1,
                     "area": (x2 - x1) * (y2 - y1),
                     "iscrowd": 0,
                 }

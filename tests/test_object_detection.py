@@ -365,3 +365,30 @@ def test_augmentation_moves_boxes_with_the_image(squares):
                 centre = moved_picture.getpixel((int(x + w / 2), int(y + h / 2)))
                 assert centre == COLOURS[CLASSES[target["category_id"]]]
     assert changed >= 10  # flips and crops happen
+
+
+def test_a_trained_detector_as_checkpoint_gets_a_new_class_head_for_other_classes(detection_run, squares, tmp_path):
+    # A complete detection checkpoint (here the trained run) fine-tuned on classes of other names: the class head
+    # is new, the box regressor and the rest keep the checkpoint's weights.
+    from safetensors.torch import load_file
+
+    run_dir, _ = detection_run
+    renamed = [
+        dict(
+            image,
+            boxes=[dict(box, category={"red": "tomato", "blue": "navy"}[box["category"]]) for box in image["boxes"]],
+        )
+        for image in squares["validation"][:8]
+    ]
+    path = write_coco(renamed, tmp_path / "train.json", classes=["tomato", "navy"])
+    values = detection_values(run_dir, {"train": str(path)}, tmp_path / "run", steps=1)
+    del values["model"]["architecture"], values["model"]["config_overrides"]
+    values["data"].update(validation_split=None, test_split=None)
+    values["training"]["learning_rate"] = 1e-12  # one step that changes nothing measurable
+    Recipe.from_dict(values).run()
+    before, after = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["id2label"] == {"0": "tomato", "1": "navy"}
+    heads = [key for key in before if any(part.startswith("class_") for part in key.split("."))]
+    assert heads and all(not torch.allclose(before[key], after[key]) for key in heads if key.endswith("weight"))
+    kept = [key for key in before if key not in heads]
+    assert all(torch.allclose(before[key], after[key], atol=1e-6) for key in kept)

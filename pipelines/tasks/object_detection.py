@@ -11,6 +11,7 @@ and boxes together; the score is torchmetrics' COCO mean average precision.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,8 @@ from pipelines.images import decode_checked, resolve_image_paths, undecoded
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths
+
+logger = logging.getLogger(__name__)
 
 ANNOTATION_FORMATS = ("coco", "voc", "yolo", "objects")
 # Padding of the evaluation target table (`target_table`): the Trainer pads its gathered labels with this too.
@@ -312,7 +315,20 @@ class ObjectDetection(Task[DetectionDataConfig]):
             built = AutoModelForObjectDetection.from_config(config)
             built.name_or_path = model.checkpoint
             return built
-        return from_pretrained(AutoModelForObjectDetection, model, ignore_mismatched_sizes=True, **labels)
+        detector = from_pretrained(AutoModelForObjectDetection, model, ignore_mismatched_sizes=True, **labels)
+        trained = from_pretrained(AutoConfig, model).id2label
+        if len(trained) == len(names) and [trained[i] for i in sorted(trained)] != names:
+            # Same number of classes under other names: the sizes match, so from_pretrained would keep the
+            # checkpoint's class scores under the new names. They are drawn anew (the box regressor, which is
+            # class-agnostic, is kept).
+            logger.info("checkpoint classes %s differ from %s: new class head", list(trained.values()), names)
+            for name, module in detector.named_modules():
+                if name.split(".")[-1].startswith("class_"):  # class_labels_classifier, class_embed (DETRs)
+                    # transformers 5's init functions skip tensors flagged as loaded; these must be drawn anew.
+                    for parameter in module.parameters():
+                        parameter._is_hf_initialized = False
+                    module.apply(detector._init_weights)
+        return detector
 
     def load_run_model(self, run_dir: str) -> TaskModel:
         return load_run_model(AutoModelForObjectDetection, run_dir, self.config.model.trust_remote_code)
