@@ -151,10 +151,16 @@ def test_cli_predict_prints_boxes_and_draws_without_overwriting(detection_run, s
     assert main(["predict", str(run_dir), image, "--draw", str(drawings), "--overwrite"]) == 0
 
 
-def test_evaluate_and_export_reproduce_the_run(detection_run, tmp_path):
+def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_path):
     run_dir, results = detection_run
-    scores = Predictor(run_dir).evaluate("test")
-    assert scores["test_map_50"] == pytest.approx(results["test_map_50"], abs=1e-6)
+    run = Predictor(run_dir)
+    assert run.evaluate("test")["test_map_50"] == pytest.approx(results["test_map_50"], abs=1e-6)
+    assert run.evaluate(data_file=coco_files["test"])["data_map_50"] == pytest.approx(results["test_map_50"], abs=1e-6)
+    # predict --data: every image a COCO file lists, in its order, with the boxes predict gives for it.
+    assert run.predict_data(coco_files["test"], tmp_path / "boxes.jsonl") == 32
+    rows = [json.loads(line) for line in (tmp_path / "boxes.jsonl").read_text().splitlines()]
+    assert [row["row"] for row in rows] == list(range(1, 33))
+    assert {key: rows[3][key] for key in ("input", "boxes")} == run.predict([rows[3]["input"]])[0]
     check = export_run(run_dir, tmp_path / "out", merge=False)
     assert check["max_abs_logit_difference"] <= 1e-4
     assert (tmp_path / "out" / "preprocessor_config.json").is_file()

@@ -89,10 +89,10 @@ class DetectionDataConfig(DataConfig):
             raise HubtuneError(f"recipe key 'data.score_threshold' must lie in [0, 1), got {self.score_threshold}")
 
 
-def size_setting(processor: Any, side: int) -> dict[str, int]:
-    """The processor `size` that fits images into `side` x `side`: a fixed square for processors that squash
-    (RT-DETR's height/width), otherwise the longest side with the aspect ratio kept (DETR's max_height/max_width)."""
-    if "height" in (processor.size or {}):
+def size_setting(size: dict[str, int] | None, side: int) -> dict[str, int]:
+    """The processor `size` (in place of its default `size`) that fits images into `side` x `side`: a fixed square
+    for processors that squash (RT-DETR's height/width), else the longest side, aspect kept (DETR's max_height/width)."""
+    if "height" in (size or {}):
         return {"height": side, "width": side}
     return {"max_height": side, "max_width": side}
 
@@ -184,14 +184,14 @@ class ObjectDetection(Task[DetectionDataConfig]):
     training_defaults = {"remove_unused_columns": False}
 
     def load_processor(self, source: str | None = None) -> Any:
-        model, data = self.config.model, self.data
+        model, side = self.config.model, self.data.image_size
         if source is not None:  # a run folder's processor already holds the recipe's size and normalisation
             return from_pretrained(AutoImageProcessor, model, source)
         if model.architecture is None:
             processor = from_pretrained(AutoImageProcessor, model)
-            if data.image_size is not None:
-                processor = from_pretrained(AutoImageProcessor, model, size=size_setting(processor, data.image_size))
-            return processor
+            if side is None:
+                return processor
+            return from_pretrained(AutoImageProcessor, model, size=size_setting(processor.size, side))
         from transformers.models.auto.image_processing_auto import (
             IMAGE_PROCESSOR_MAPPING_NAMES,
             get_image_processor_class_from_name,
@@ -201,13 +201,9 @@ class ObjectDetection(Task[DetectionDataConfig]):
         processor_class = get_image_processor_class_from_name(names.get("torchvision") or names.get("pil") or "")
         if processor_class is None:
             raise HubtuneError(f"'model.architecture' {model.architecture} has no image processor in transformers")
-        source_info = backbone_source(model)
-        processor = processor_class(image_mean=source_info.mean, image_std=source_info.std)
-        if data.image_size is not None:
-            processor = processor_class(
-                image_mean=source_info.mean, image_std=source_info.std, size=size_setting(processor, data.image_size)
-            )
-        return processor
+        backbone = backbone_source(model)
+        size = {} if side is None else {"size": size_setting(processor_class.size, side)}
+        return processor_class(image_mean=backbone.mean, image_std=backbone.std, **size)
 
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data
