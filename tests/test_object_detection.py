@@ -182,6 +182,34 @@ def prepared_targets(annotation_format: str, path: Path, labels: list[str] | Non
     return task.prepare(splits, processor=None)["train"].with_format(None)["targets"]
 
 
+def _hub_table(images: list[dict]):
+    """The images as a Hub detection dataset holds them (cppe-5): embedded PNG bytes, objects with bbox (x, y, w, h)
+    and category ids of a ClassLabel."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+    from datasets import Image as ImageFeature
+
+    features = Features(
+        {
+            "image": ImageFeature(),
+            "objects": {
+                "bbox": Sequence(Sequence(Value("float32"), length=4)),
+                "category": Sequence(ClassLabel(names=CLASSES)),
+            },
+        }
+    )
+    rows = [
+        {
+            "image": {"bytes": Path(image["file"]).read_bytes(), "path": None},
+            "objects": {
+                "bbox": [[x1, y1, x2 - x1, y2 - y1] for b in image["boxes"] for x1, y1, x2, y2 in [b["box"]]],
+                "category": [CLASSES.index(b["category"]) for b in image["boxes"]],
+            },
+        }
+        for image in images
+    ]
+    return Dataset.from_list(rows, features=features)
+
+
 def test_readers_give_the_same_boxes(squares, coco_files, tmp_path):
     images = squares["validation"]
     sources = {
@@ -190,6 +218,14 @@ def test_readers_give_the_same_boxes(squares, coco_files, tmp_path):
         "yolo": write_yolo(images, tmp_path / "yolo"),
         "objects": write_objects(images, tmp_path / "objects.jsonl"),
     }
+    # Pascal VOC's own layout, and a Hub-style table: embedded image bytes, categories as a ClassLabel.
+    standard = write_voc(images, tmp_path / "VOC2012")
+    for folder, pattern in (("Annotations", "*.xml"), ("JPEGImages", "*.png")):
+        (standard / folder).mkdir()
+        for file in standard.glob(pattern):
+            file.rename(standard / folder / file.name)
+    hub = tmp_path / "hub.parquet"
+    _hub_table(images).to_parquet(str(hub))
     expected = [
         sorted(
             (
@@ -203,12 +239,13 @@ def test_readers_give_the_same_boxes(squares, coco_files, tmp_path):
         )
         for image in images
     ]
-    for name, path in sources.items():
+    cases = [*sources.items(), ("voc", standard), ("objects", hub)]
+    for name, path in cases:
         found = [
             sorted((t["category_id"], *(round(v, 3) for v in t["bbox"])) for t in boxes)
-            for boxes in prepared_targets(name, path)
+            for boxes in prepared_targets(name, path, None if path == hub else CLASSES)
         ]
-        assert found == expected, name
+        assert found == expected, path
     # Without data.labels the names come from the data: COCO's in category-id order, VOC's sorted.
     assert prepared_targets("coco", sources["coco"], None) == prepared_targets("coco", sources["coco"])
 
@@ -389,7 +426,8 @@ def test_a_trained_detector_as_checkpoint_gets_a_new_class_head_for_other_classe
     path = write_coco(renamed, tmp_path / "train.json", classes=["tomato", "navy"])
     values = detection_values(run_dir, {"train": str(path)}, tmp_path / "run", steps=1)
     del values["model"]["architecture"], values["model"]["config_overrides"]
-    values["data"].update(validation_split=None, test_split=None)
+    # The augmented training transform (flip and IoU crop, then the processor) runs here too.
+    values["data"].update(validation_split=None, test_split=None, image_augment=True)
     values["training"]["learning_rate"] = 1e-12  # one step that changes nothing measurable
     Recipe.from_dict(values).run()
     before, after = load_file(run_dir / "model.safetensors"), load_file(tmp_path / "run" / "model.safetensors")
