@@ -54,7 +54,9 @@ class DetectionDataConfig(DataConfig):
         "image column and an objects column of bbox + category lists)",
     )
     labels: list[str] | None = option(
-        None, "class names in id order; read from the data when absent (COCO: by category id; VOC: sorted names)"
+        None,
+        "class names in id order; read from the data when absent (COCO: by category id; VOC and objects: sorted names "
+        "or the ClassLabel's; YOLO: from a classes.txt beside images/)",
     )
     image_column: str = option("image", "objects format: the image column (an Image feature or paths)")
     objects_column: str = option("objects", "objects format: the column of {bbox: [...], category: [...]}")
@@ -65,7 +67,8 @@ class DetectionDataConfig(DataConfig):
     )
     image_size: int | None = option(
         None,
-        "longest image side the model sees (aspect kept, batches padded); null: the checkpoint processor's size",
+        "longest image side the model sees (aspect kept, batches padded; a square for processors that squash, as "
+        "RT-DETR's); null: the checkpoint processor's size",
     )
     image_augment: bool = option(
         True, "training images randomly flipped and cropped (SSD's IoU crop), their boxes moved and clipped with them"
