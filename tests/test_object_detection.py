@@ -151,7 +151,7 @@ def test_cli_predict_prints_boxes_and_draws_without_overwriting(detection_run, s
     assert main(["predict", str(run_dir), image, "--draw", str(drawings), "--overwrite"]) == 0
 
 
-def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_path):
+def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_path, capsys):
     run_dir, results = detection_run
     run = Predictor(run_dir)
     assert run.evaluate("test")["test_map_50"] == pytest.approx(results["test_map_50"], abs=1e-6)
@@ -164,7 +164,9 @@ def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_pa
     check = export_run(run_dir, tmp_path / "out", merge=False)
     assert check["max_abs_logit_difference"] <= 1e-4
     assert (tmp_path / "out" / "preprocessor_config.json").is_file()
+    capsys.readouterr()
     assert main(["export", str(run_dir), str(tmp_path / "onnx"), "--format", "onnx"]) == 2
+    assert "is a object-detection run; --format onnx exports" in capsys.readouterr().err
 
 
 def prepared_targets(annotation_format: str, path: Path, labels: list[str] | None = CLASSES) -> list[list[dict]]:
