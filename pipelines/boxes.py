@@ -64,6 +64,13 @@ def xyxy(box: list[float], box_format: str, width: int, height: int) -> list[flo
     return list(box)
 
 
+def four_numbers(box: Any, where: str, layout: str) -> list[float]:
+    """`box` as four floats; anything else is an error naming `where` and the expected `layout`."""
+    if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
+        raise HubtuneError(f"{where}: bbox {box!r} is not four numbers [{layout}]")
+    return [float(v) for v in box]
+
+
 def checked_box(box: list[float], width: int, height: int, where: str) -> list[float]:
     """`box` (xyxy pixels) clipped to the image; a box without area or past the edge beyond the tolerance is an
     error naming `where` and the box."""
@@ -118,7 +125,8 @@ def read_coco(path: Path) -> Dataset:
             raise HubtuneError(f"{label}: category_id {annotation.get('category_id')!r} is not in its 'categories'")
         if annotation.get("iscrowd", 0):
             continue  # COCO's crowd regions are not objects to find: DETR's own COCO preparation drops them too
-        boxes[annotation["image_id"]].append((annotation["bbox"], categories[annotation["category_id"]]))
+        box = four_numbers(annotation.get("bbox"), label, "x, y, width, height")
+        boxes[annotation["image_id"]].append((box, categories[annotation["category_id"]]))
     rows = []
     for image_id, image in images.items():
         file = (path.parent / str(image.get("file_name", ""))).resolve()
@@ -153,7 +161,10 @@ def _voc_objects(xml_file: Path) -> tuple[str | None, list[tuple[list[float], st
             name = item.findtext("name")
             if box is None or not name:
                 raise ValueError(f"object {number} has no name or no bndbox")
-            objects.append(([float(box.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax")], name))
+            corners = [box.findtext(k) or "" for k in ("xmin", "ymin", "xmax", "ymax")]
+            if "" in corners:
+                raise ValueError(f"object {number} ('{name}') lacks one of xmin, ymin, xmax, ymax")
+            objects.append(([float(v) for v in corners], name))
     except (ElementTree.ParseError, ValueError) as error:
         raise HubtuneError(f"annotation file '{xml_file}' is not a Pascal VOC xml: {error}") from error
     return root.findtext("filename"), objects
@@ -255,7 +266,13 @@ def read_objects(
                 "naming them; write class names"
             )
         rows.append(
-            _row(image, size, [xyxy(list(box), box_format, *size) for box in objects["bbox"]], categories, where)
+            _row(
+                image,
+                size,
+                [xyxy(four_numbers(box, where, box_format), box_format, *size) for box in objects["bbox"]],
+                categories,
+                where,
+            )
         )
     return _rows(rows, names)
 

@@ -357,10 +357,18 @@ def yolo_line(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
     return "yolo", str(folder), [str(folder / "labels" / "0001.txt"), "line 1", "is not 'class cx cy w h'"]
 
 
+def coco_bbox_not_four_numbers(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    def truncate(coco: dict) -> None:
+        coco["annotations"][1]["bbox"] = coco["annotations"][1]["bbox"][:3]
+
+    return (*_coco(images, tmp, truncate), ["train.json', annotation 2", "is not four numbers [x, y, width, height]"])
+
+
 @pytest.mark.parametrize(
     "case",
     [
         box_outside,
+        coco_bbox_not_four_numbers,
         box_without_area,
         unknown_category,
         image_without_xml,
