@@ -5,6 +5,7 @@ file's header), `objects` with `bbox` ([xmin, ymin, xmax, ymax] in pixels) and `
 `ClassLabel` where the format fixes the class order: COCO's category ids, YOLO's class ids), and `annotation`,
 which names where the row's boxes were written, for error messages. None of these formats has a reader in
 datasets or torchvision that checks boxes against their images and names the file at fault, hence this module.
+Training images are augmented with their boxes by torchvision's v2 transforms (`augmentation`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from datasets import ClassLabel, Dataset, Features, Image, Sequence, Value
 from PIL import Image as PILImage
+from torchvision import tv_tensors
+from torchvision.transforms import v2
 
 from pipelines.errors import HubtuneError
 from pipelines.images import image_extensions
@@ -69,6 +73,12 @@ def four_numbers(box: Any, where: str, layout: str) -> list[float]:
     if not (isinstance(box, (list, tuple)) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)):
         raise HubtuneError(f"{where}: bbox {box!r} is not four numbers [{layout}]")
     return [float(v) for v in box]
+
+
+def coco_annotation(box: list[float], category_id: int) -> dict[str, Any]:
+    """An xyxy pixel box as the COCO annotation transformers' DETR image processors take."""
+    x1, y1, x2, y2 = box
+    return {"bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": category_id, "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
 
 
 def checked_box(box: list[float], width: int, height: int, where: str) -> list[float]:
@@ -287,3 +297,29 @@ def _embedded_size(image: dict[str, Any] | None, where: str) -> tuple[int, int]:
         except (OSError, SyntaxError, ValueError) as error:
             raise HubtuneError(f"{where}: embedded image cannot be decoded ({error})") from error
     return image_size(Path(image["path"]), where)
+
+
+def augmentation() -> v2.Transform:
+    """Flip and SSD's IoU crop, moving the boxes with the image; boxes left without area (or outside the crop)
+    are dropped with their labels (SanitizeBoundingBoxes), the rest clipped to the new image."""
+    return v2.Compose(
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomIoUCrop(),
+            v2.ClampBoundingBoxes(),
+            v2.SanitizeBoundingBoxes(min_size=1),
+        ]
+    )
+
+
+def augmented(augment: v2.Transform, image: Any, targets: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    """One image and its COCO annotations through `augment` (boxes as xyxy tv_tensors, moved with the image)."""
+    corners = [[t["bbox"][0], t["bbox"][1], t["bbox"][0] + t["bbox"][2], t["bbox"][1] + t["bbox"][3]] for t in targets]
+    boxes = tv_tensors.BoundingBoxes(
+        torch.tensor(corners, dtype=torch.float32).reshape(-1, 4),
+        format="XYXY",
+        canvas_size=(image.height, image.width),
+    )
+    labels = torch.tensor([t["category_id"] for t in targets], dtype=torch.int64)
+    image, out = augment(image, {"boxes": boxes, "labels": labels})
+    return image, [coco_annotation(box, int(c)) for box, c in zip(out["boxes"].tolist(), out["labels"].tolist())]

@@ -395,7 +395,7 @@ def test_bad_annotation_exits_2_with_one_line_and_writes_nothing(case, tiny_back
 
 
 def test_augmentation_moves_boxes_with_the_image(squares):
-    from pipelines.tasks.object_detection import augmentation, augmented
+    from pipelines.boxes import augmentation, augmented
 
     torch.manual_seed(0)
     transform = augmentation()

@@ -22,11 +22,19 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
 from PIL import ImageDraw
-from torchvision import tv_tensors
-from torchvision.transforms import v2
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, EvalPrediction, Trainer
 
-from pipelines.boxes import BOX_FORMATS, checked_box, read_coco, read_objects, read_voc, read_yolo
+from pipelines.boxes import (
+    BOX_FORMATS,
+    augmentation,
+    augmented,
+    checked_box,
+    coco_annotation,
+    read_coco,
+    read_objects,
+    read_voc,
+    read_yolo,
+)
 from pipelines.config import DataConfig, option, require_one_of
 from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.dense_backbone import backbone_source, build_on_backbone
@@ -159,19 +167,6 @@ class DetectionCollator:
         return batch
 
 
-def augmentation() -> v2.Transform:
-    """Flip and SSD's IoU crop, moving the boxes with the image; boxes left without area (or outside the crop)
-    are dropped with their labels (SanitizeBoundingBoxes), the rest clipped to the new image."""
-    return v2.Compose(
-        [
-            v2.RandomHorizontalFlip(),
-            v2.RandomIoUCrop(),
-            v2.ClampBoundingBoxes(),
-            v2.SanitizeBoundingBoxes(min_size=1),
-        ]
-    )
-
-
 class ObjectDetection(Task[DetectionDataConfig]):
     name = "object-detection"
     data_config = DetectionDataConfig
@@ -272,15 +267,7 @@ class ObjectDetection(Task[DetectionDataConfig]):
                 where = f"{row['annotation']}, object {number} ('{name}')"
                 if name not in ids:
                     raise HubtuneError(f"{where}: class '{name}' is not one of the labels {names}")
-                x1, y1, x2, y2 = checked_box(box, row["width"], row["height"], where)
-                found.append(
-                    {
-                        "bbox": [x1, y1, x2 - x1, y2 - y1],
-                        "category_id": ids[name],
-                        "area": (x2 - x1) * (y2 - y1),
-                        "iscrowd": 0,
-                    }
-                )
+                found.append(coco_annotation(checked_box(box, row["width"], row["height"], where), ids[name]))
             targets.append(found)
         return targets
 
@@ -407,20 +394,3 @@ class ObjectDetection(Task[DetectionDataConfig]):
             canvas.rectangle(box["box"], outline=colour, width=2)
             canvas.text((box["box"][0] + 2, box["box"][1] + 1), f"{box['label']} {box['score']:.2f}", fill=colour)
         image.save(paths[0])
-
-
-def augmented(augment: v2.Transform, image: Any, targets: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
-    """One image and its COCO annotations through `augment` (boxes as xyxy tv_tensors, moved with the image)."""
-    corners = [[t["bbox"][0], t["bbox"][1], t["bbox"][0] + t["bbox"][2], t["bbox"][1] + t["bbox"][3]] for t in targets]
-    boxes = tv_tensors.BoundingBoxes(
-        torch.tensor(corners, dtype=torch.float32).reshape(-1, 4),
-        format="XYXY",
-        canvas_size=(image.height, image.width),
-    )
-    labels = torch.tensor([t["category_id"] for t in targets], dtype=torch.int64)
-    image, out = augment(image, {"boxes": boxes, "labels": labels})
-    moved = [
-        {"bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": int(c), "area": (x2 - x1) * (y2 - y1), "iscrowd": 0}
-        for (x1, y1, x2, y2), c in zip(out["boxes"].tolist(), out["labels"].tolist())
-    ]
-    return image, moved
