@@ -25,7 +25,7 @@ def test_every_shipped_recipe_loads_with_its_tasks_data_section(recipe):
 @pytest.mark.parametrize(
     "key, value, owner",
     [
-        ("image_size", 64, "image-classification, semantic-segmentation"),
+        ("image_size", 64, "image-classification, object-detection, semantic-segmentation"),
         ("tag_scheme", "IOB2", "token-classification"),
         ("whisper_task", "translate", "speech-recognition-seq2seq"),
         ("audio_column", "clip", "audio-classification, speech-recognition-ctc, speech-recognition-seq2seq"),

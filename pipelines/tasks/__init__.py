@@ -6,6 +6,7 @@ from pipelines.errors import HubtuneError
 from pipelines.tasks.audio_classification import AudioClassification
 from pipelines.tasks.base import PreparedData, Task
 from pipelines.tasks.image_classification import ImageClassification
+from pipelines.tasks.object_detection import ObjectDetection
 from pipelines.tasks.semantic_segmentation import SemanticSegmentation
 from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
 from pipelines.tasks.speech_seq2seq import SpeechRecognitionSeq2Seq
@@ -20,6 +21,7 @@ TASKS: dict[str, type[Task]] = {
         TextClassification,
         TokenClassification,
         ImageClassification,
+        ObjectDetection,
         SemanticSegmentation,
         AudioClassification,
         SpeechRecognitionCTC,
