@@ -6,6 +6,7 @@
 #                 results in benchmarks/
 #   make bench-scale - scripts/bench_scale.py (memory and time of the data paths at 10k-1M rows)
 #   make bench-labels - scripts/bench_labels.py (multi-label tweets, an imbalanced sentiment set)
+#   make bench-vision - scripts/bench_detection.py and bench_segmentation.py (ImageNet backbone vs scratch)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 #   make assets-vision - scripts/prepare_vision_assets.py: tree-crown boxes (deepforest), nuclei masks (stardist) and
@@ -20,7 +21,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
 .PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-data lint bench \
-	bench-scale bench-labels fewshot-image clean
+	bench-scale bench-labels bench-vision fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -83,6 +84,10 @@ bench-scale: assets-text assets-speech
 
 bench-labels: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_labels.py
+
+bench-vision: assets-vision
+	$(OFFLINE) $(BIN)/python scripts/bench_detection.py
+	$(OFFLINE) $(BIN)/python scripts/bench_segmentation.py
 
 fewshot-image: assets-image
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
