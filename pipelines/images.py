@@ -98,6 +98,17 @@ def decode_checked(value: dict[str, Any], where: str) -> PILImage.Image:
         raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
 
 
+def predict_images(inputs: list[str]) -> list[PILImage.Image]:
+    """The image files `hubtune predict` was given, decoded to RGB; a missing or undecodable one is one line."""
+    images = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise HubtuneError(f"image '{text}' does not exist")
+        images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
+    return images
+
+
 def verify_header(value: dict[str, Any], where: str) -> None:
     """Read the image's header and verify its structure (PIL's `verify`: a PNG's chunks and checksums, for
     instance) without decoding its pixels; a file that fails is reported as `where`: <image> cannot be decoded."""

@@ -35,6 +35,7 @@ from pipelines.images import (
     check_images,
     decode_checked,
     load_image_folder,
+    predict_images,
     resolve_image_paths,
     undecoded,
 )
@@ -179,12 +180,7 @@ class ImageClassification(ClassifierMixin, Task[ImageDataConfig]):
 
     @torch.no_grad()
     def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        images = []
-        for text in inputs:
-            path = Path(text).expanduser()
-            if not path.is_file():
-                raise HubtuneError(f"image '{text}' does not exist")
-            images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
+        images = predict_images(inputs)
         model.eval()
         pixels = pixel_transform(processor, False, self.data.image_size)(images).to(model.device)
         return self.records(inputs, model(pixel_values=pixels).logits, model, TOP_K)

@@ -39,7 +39,7 @@ from pipelines.config import DataConfig, option, require_one_of
 from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.dense_backbone import backbone_source, build_on_backbone
 from pipelines.errors import HubtuneError
-from pipelines.images import decode_checked, resolve_image_paths, undecoded
+from pipelines.images import decode_checked, predict_images, resolve_image_paths, undecoded
 from pipelines.modeling import from_pretrained
 from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths
@@ -348,12 +348,7 @@ class ObjectDetection(Task[DetectionDataConfig]):
 
     @torch.no_grad()
     def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        images = []
-        for text in inputs:
-            path = Path(text).expanduser()
-            if not path.is_file():
-                raise HubtuneError(f"image '{text}' does not exist")
-            images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
+        images = predict_images(inputs)
         model.eval()
         encoded = processor(images=images, return_tensors="pt").to(model.device)
         outputs = model(**{key: encoded[key] for key in processor.model_input_names if key in encoded})

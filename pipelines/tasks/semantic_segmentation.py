@@ -36,7 +36,7 @@ from pipelines.config import DataConfig, option
 from pipelines.data import Splits, load_table_file, missing_classes, require_columns
 from pipelines.dense_backbone import backbone_source, build_on_backbone
 from pipelines.errors import HubtuneError
-from pipelines.images import decode_checked, resolve_image_paths, undecoded
+from pipelines.images import decode_checked, predict_images, resolve_image_paths, undecoded
 from pipelines.masks import check_pairs, load_mask_folder, paired_augmentation, read_mask
 from pipelines.modeling import from_pretrained, load_classifier
 from pipelines.run_folder import label_names_of, load_run_model
@@ -252,17 +252,8 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
         )
         return [class_map.cpu().numpy() for class_map in maps]
 
-    def _read_images(self, inputs: list[str]) -> list[PILImage.Image]:
-        images = []
-        for text in inputs:
-            path = Path(text).expanduser()
-            if not path.is_file():
-                raise HubtuneError(f"image '{text}' does not exist")
-            images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
-        return images
-
     def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        images = self._read_images(inputs)
+        images = predict_images(inputs)
         names = label_names_of(model)
         records = []
         for text, image, class_map in zip(inputs, images, self.class_maps(model, processor, images)):
@@ -293,7 +284,7 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
         """
         from matplotlib import colormaps  # plotting only when drawing
 
-        (image,) = self._read_images([prediction["input"]])
+        (image,) = predict_images([prediction["input"]])
         (class_map,) = self.class_maps(model, self.load_processor(model.name_or_path), [image])
         mask_path, overlay_path = paths
         PILImage.fromarray(class_map.astype(np.uint8)).save(mask_path)  # 2-D bytes: mode L
