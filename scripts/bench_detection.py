@@ -6,8 +6,9 @@ offline detection recipes, scored on their test sets.
 - Canvas: recipes/canvas-detection-efficientnet-lite0-offline.yaml, Fashion-MNIST garments on 128x128 canvases.
 
 Writes benchmarks/bench_detection.json and .md: test mAP@.5 and mAP@.5:.95 of both inits, with wall times.
-Usage: HF_HUB_OFFLINE=1 python scripts/bench_detection.py [--runs DIR] [key=value ...] (the overrides go to
-both recipes, e.g. training.max_steps=20 for a smoke run). `make assets-vision` places the data first.
+Usage: HF_HUB_OFFLINE=1 python scripts/bench_detection.py [--runs DIR] [--only canvas] [--name FILE] [key=value ...]
+(the overrides go to both recipes, e.g. training.max_steps=500 for a longer run written as benchmarks/FILE.*).
+`make assets-vision` places the data first.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ RECIPES = {
 METRICS = ("test_map_50", "test_map", "test_map_75", "test_mar_100", "test_samples", "train_runtime", "wall_time_s")
 
 
-def bench(runs: Path, overrides: list[str]) -> dict[str, Any]:
+def bench(runs: Path, overrides: list[str], recipes: dict[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {}
-    for name, recipe in RECIPES.items():
+    for name, recipe in recipes.items():
         report = compare(ROOT / recipe, overrides, out_dir=runs / Path(recipe).stem)
         rows = {}
         for row in report.rows:
@@ -68,14 +69,17 @@ def main() -> None:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "bench-detection"), help="where the runs go")
     # On a small shared CPU torch's multi-thread pool stalls at every op: one thread ran these steps 2-3x faster.
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--only", choices=["tree-crowns", "canvas"], help="run one recipe only")
+    parser.add_argument("--name", default="bench_detection", help="file name of the results in benchmarks/")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for both recipes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    found = bench(Path(args.runs), args.overrides)
+    recipes = {name: path for name, path in RECIPES.items() if args.only is None or args.only in path}
+    found = bench(Path(args.runs), args.overrides, recipes)
     OUT_DIR.mkdir(exist_ok=True)
     record = {"torch_threads": torch.get_num_threads(), "results": found}
-    (OUT_DIR / "bench_detection.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    (OUT_DIR / "bench_detection.md").write_text(markdown(found, torch.get_num_threads()))
+    (OUT_DIR / f"{args.name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    (OUT_DIR / f"{args.name}.md").write_text(markdown(found, torch.get_num_threads()))
 
 
 if __name__ == "__main__":
