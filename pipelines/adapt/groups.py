@@ -88,15 +88,35 @@ def _timm_model(model: nn.Module) -> tuple[str, nn.Module] | None:
     return None
 
 
-def _timm_layer_groups(model: nn.Module, path: str, timm_model: Any) -> LayerGroups:
-    """Groups from timm's own `group_matcher` (coarse: one group per stage).
+def _stage_groups(module: nn.Module, matcher: dict[str, Any], head_names: set[str]) -> tuple[dict[str, str], int]:
+    """`module`'s parameters (outside `head_names`) grouped by a timm `group_matcher`, and the number of blocks.
 
     timm orders its groups stem, stages, then everything unmatched (the classifier, and sometimes a final
-    norm). The stem becomes `embeddings`, each stage a block, the classifier `head`, and whatever else
-    comes after the stages `neck`.
+    norm). The stem becomes `embeddings`, each stage a block, and a last group shared with the classifier `neck`.
     """
     from timm.models import group_parameters
 
+    stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
+    ordered = [names for _, names in sorted(group_parameters(module, matcher).items())]
+    groups: dict[str, str] = {}
+    num_blocks = 0
+    for position, names in enumerate(ordered):
+        body = [name for name in names if name not in head_names]
+        if not body:
+            continue
+        if position == 0 and stem is not None and all(stem.match(name) for name in body):
+            group = "embeddings"
+        elif position == len(ordered) - 1 and any(name in head_names for name in names):
+            group = "neck"
+        else:
+            group = f"block.{num_blocks}"
+            num_blocks += 1
+        groups.update({name: group for name in body})
+    return groups, num_blocks
+
+
+def _timm_layer_groups(model: nn.Module, path: str, timm_model: Any) -> LayerGroups:
+    """Groups from timm's own `group_matcher` (coarse: one group per stage); the classifier is `head`."""
     prefix = f"{path}." if path else ""
     classifier = timm_model.get_classifier()
     head_names = {
@@ -110,23 +130,8 @@ def _timm_layer_groups(model: nn.Module, path: str, timm_model: Any) -> LayerGro
         for name, module in timm_model.named_modules()
         if module is classifier and name and next(module.parameters(), None) is not None
     ]
-    matcher = timm_model.group_matcher(coarse=True)
-    stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
-    ordered = [names for _, names in sorted(group_parameters(timm_model, matcher).items())]
-    by_parameter: dict[str, str] = {}
-    num_blocks = 0
-    for position, names in enumerate(ordered):
-        body = [name for name in names if name not in head_names]
-        if not body:
-            continue
-        if position == 0 and stem is not None and all(stem.match(name) for name in body):
-            group = "embeddings"
-        elif position == len(ordered) - 1 and any(name in head_names for name in names):
-            group = "neck"
-        else:
-            group = f"block.{num_blocks}"
-            num_blocks += 1
-        by_parameter.update({prefix + name: group for name in body})
+    stages, num_blocks = _stage_groups(timm_model, timm_model.group_matcher(coarse=True), head_names)
+    by_parameter = {prefix + name: group for name, group in stages.items()}
     by_parameter.update({prefix + name: "head" for name in head_names})
     names = ["embeddings", *[f"block.{i}" for i in range(num_blocks)], "neck", "head"]
     present = set(by_parameter.values())
@@ -140,23 +145,12 @@ def _dense_layer_groups(model: nn.Module, path: str, backbone: nn.Module) -> Lay
     (timm's feature extractors have none of their own: the full model is built on the meta device to ask)."""
     import timm
     import torch
-    from timm.models import group_parameters
 
     config: Any = model.config
     with torch.device("meta"):
         reference: Any = timm.create_model(config.backbone_config.backbone, pretrained=False)
-    matcher = reference.group_matcher(coarse=True)
-    stem = re.compile(matcher["stem"]) if isinstance(matcher.get("stem"), str) else None
-    ordered = [names for _, names in sorted(group_parameters(backbone, matcher).items())]
-    by_backbone: dict[str, str] = {}
-    num_blocks = 0
-    for position, names in enumerate(ordered):
-        if position == 0 and stem is not None and all(stem.match(name) for name in names):
-            group = "embeddings"
-        else:
-            group = f"block.{num_blocks}"
-            num_blocks += 1
-        by_backbone.update({name: group for name in names})
+    # A feature extractor has no classifier, so no group of it is `neck`.
+    by_backbone, num_blocks = _stage_groups(backbone, reference.group_matcher(coarse=True), set())
     prefix = getattr(model, "base_model_prefix", "")
     base_path = prefix if isinstance(getattr(model, prefix, None), nn.Module) else ""
     by_parameter: dict[str, str] = {}
