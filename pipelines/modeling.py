@@ -217,13 +217,17 @@ def load_classifier(
             list(original.id2label.values()),
             label_names,
         )
-        for name in layer_groups(classifier).head_modules:
-            head = getattr(classifier, name)
-            # transformers 5's init functions skip tensors flagged as loaded; these must be drawn anew.
-            for parameter in head.parameters():
-                parameter._is_hf_initialized = False
-            head.apply(classifier._init_weights)
+        redraw(classifier, [getattr(classifier, name) for name in layer_groups(classifier).head_modules])
     return classifier
+
+
+def redraw(model: Any, modules: list[nn.Module]) -> None:
+    """Draw `modules` of a loaded `model` anew with the model's own init (a head whose classes were renamed)."""
+    for module in modules:
+        # transformers 5's init functions skip tensors flagged as loaded; these must be drawn anew.
+        for parameter in module.parameters():
+            parameter._is_hf_initialized = False  # type: ignore[attr-defined]  # transformers sets it dynamically
+        module.apply(model._init_weights)
 
 
 def load_text_tokenizer(model: ModelConfig, source: str | None = None, words_presplit: bool = False) -> Any:

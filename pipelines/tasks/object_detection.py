@@ -40,7 +40,7 @@ from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.dense_backbone import backbone_source, build_on_backbone
 from pipelines.errors import HubtuneError
 from pipelines.images import decode_checked, predict_images, resolve_image_paths, undecoded
-from pipelines.modeling import from_pretrained
+from pipelines.modeling import from_pretrained, redraw
 from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths
 
@@ -308,12 +308,9 @@ class ObjectDetection(Task[DetectionDataConfig]):
             # checkpoint's class scores under the new names. They are drawn anew (the box regressor, which is
             # class-agnostic, is kept).
             logger.info("checkpoint classes %s differ from %s: new class head", list(trained.values()), names)
-            for name, module in detector.named_modules():
-                if name.split(".")[-1].startswith("class_"):  # class_labels_classifier, class_embed (DETRs)
-                    # transformers 5's init functions skip tensors flagged as loaded; these must be drawn anew.
-                    for parameter in module.parameters():
-                        parameter._is_hf_initialized = False
-                    module.apply(detector._init_weights)
+            # class_labels_classifier, class_embed (DETRs)
+            classes = [module for name, module in detector.named_modules() if name.split(".")[-1].startswith("class_")]
+            redraw(detector, classes)
         return detector
 
     def load_run_model(self, run_dir: str) -> TaskModel:
