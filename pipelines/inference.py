@@ -165,7 +165,7 @@ class Predictor:
         if taken and not overwrite:
             raise HubtuneError(f"--draw: '{taken[0]}' already exists; pass --overwrite to replace the drawings")
         for prediction, paths in zip(predictions, planned):
-            self.task.draw(self.model, prediction, paths)
+            self.task.draw(self.model, self.processor, prediction, paths)
         return [path for paths in planned for path in paths]
 
     def read_data_file(self, data: str | Path) -> tuple[Dataset, str]:

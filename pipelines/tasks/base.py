@@ -209,8 +209,9 @@ class Task(ABC, Generic[DataT]):
         """The files `draw` writes for one prediction of `predict` (named from its input), checked before writing."""
         raise NotImplementedError(f"task '{self.name}' draws nothing")
 
-    def draw(self, model: TaskModel, prediction: dict[str, Any], paths: list[Path]) -> None:
-        """Write the pictures of one prediction (boxes on the image, mask PNGs) to `paths` (`drawing_paths`)."""
+    def draw(self, model: TaskModel, processor: Any, prediction: dict[str, Any], paths: list[Path]) -> None:
+        """Write the pictures of one prediction of `model` with `processor` (boxes on the image, mask PNGs) to `paths`
+        (`drawing_paths`)."""
         raise NotImplementedError(f"task '{self.name}' draws nothing")
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:

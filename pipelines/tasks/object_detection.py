@@ -377,7 +377,7 @@ class ObjectDetection(Task[DetectionDataConfig]):
     def drawing_paths(self, prediction: dict[str, Any], out_dir: Path) -> list[Path]:
         return [out_dir / f"{Path(prediction['input']).stem}.png"]
 
-    def draw(self, model: TaskModel, prediction: dict[str, Any], paths: list[Path]) -> None:
+    def draw(self, model: TaskModel, processor: Any, prediction: dict[str, Any], paths: list[Path]) -> None:
         image = decode_checked({"path": prediction["input"], "bytes": None}, "predict --draw")
         canvas = ImageDraw.Draw(image)
         names = label_names_of(model)

@@ -275,17 +275,17 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
         stem = Path(prediction["input"]).stem
         return [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"]
 
-    def draw(self, model: TaskModel, prediction: dict[str, Any], paths: list[Path]) -> None:
+    def draw(self, model: TaskModel, processor: Any, prediction: dict[str, Any], paths: list[Path]) -> None:
         """The class-id mask (mode L, the image's size) and the image under a coloured class overlay; pixels of
         class 0 (the first label: background in most data) are left unpainted, so the image shows through.
 
         A prediction record keeps only pixel fractions (a mask in JSON would be megabytes), so the mask is predicted
-        again here, with the processor saved beside the model (`name_or_path`: its run or export folder).
+        again here.
         """
         from matplotlib import colormaps  # plotting only when drawing
 
         (image,) = predict_images([prediction["input"]])
-        (class_map,) = self.class_maps(model, self.load_processor(model.name_or_path), [image])
+        (class_map,) = self.class_maps(model, processor, [image])
         mask_path, overlay_path = paths
         PILImage.fromarray(class_map.astype(np.uint8)).save(mask_path)  # 2-D bytes: mode L
         colours = (colormaps[PALETTE](np.arange(PALETTE_SIZE))[:, :3] * 255).astype(np.uint8)
