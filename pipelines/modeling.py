@@ -217,17 +217,42 @@ def load_classifier(
             list(original.id2label.values()),
             label_names,
         )
-        redraw(classifier, [getattr(classifier, name) for name in layer_groups(classifier).head_modules])
+        heads = tuple(f"{name}." for name in layer_groups(classifier).head_modules)
+        redraw(classifier, {name for name, _ in classifier.named_parameters() if name.startswith(heads)})
     return classifier
 
 
-def redraw(model: Any, modules: list[nn.Module]) -> None:
-    """Draw `modules` of a loaded `model` anew with the model's own init (a head whose classes were renamed)."""
-    for module in modules:
-        # transformers 5's init functions skip tensors flagged as loaded; these must be drawn anew.
-        for parameter in module.parameters():
-            parameter._is_hf_initialized = False  # type: ignore[attr-defined]  # transformers sets it dynamically
-        module.apply(model._init_weights)
+def redraw(model: Any, parameter_names: set[str]) -> None:
+    """Draw the named parameters of a loaded `model` anew with the model's own init (a head whose classes were
+    renamed), as transformers draws the ones `ignore_mismatched_sizes` drops.
+
+    transformers 5's init functions skip tensors flagged `_is_hf_initialized`: every other tensor is flagged and
+    the whole model's init pass runs, so a class head whose init lives in a parent module's branch (the focal-loss
+    prior bias of RT-DETR's encoder score head) gets it too, and nothing else changes.
+    """
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        tensor._is_hf_initialized = name not in parameter_names  # transformers sets this flag dynamically
+    for module in model.modules():
+        module._is_hf_initialized = False
+    model.initialize_weights()
+
+
+def label_sized_parameters(model: Any) -> set[str]:
+    """Names of the parameters whose shape follows the number of labels: every class head of the architecture
+    (RT-DETR's encoder score head and denoising class embedding as well as its decoder's `class_embed`). Found
+    by building the architecture with one label more on the meta device, which costs no memory, and comparing
+    shapes, since no naming convention covers them all."""
+    import copy
+
+    import torch
+
+    config = copy.deepcopy(model.config)
+    config.id2label = {i: f"label_{i}" for i in range(config.num_labels + 1)}  # num_labels follows id2label
+    config.label2id = {name: i for i, name in config.id2label.items()}
+    with torch.device("meta"):
+        wider = type(model)(config)
+    shapes = {name: parameter.shape for name, parameter in wider.named_parameters()}
+    return {name for name, parameter in model.named_parameters() if shapes.get(name) != parameter.shape}
 
 
 def load_text_tokenizer(model: ModelConfig, source: str | None = None, words_presplit: bool = False) -> Any:

@@ -40,7 +40,7 @@ from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.dense_backbone import backbone_source, build_on_backbone
 from pipelines.errors import HubtuneError
 from pipelines.images import decode_checked, predict_images, resolve_image_paths, undecoded
-from pipelines.modeling import from_pretrained, redraw
+from pipelines.modeling import from_pretrained, label_sized_parameters, redraw
 from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths
 
@@ -308,9 +308,7 @@ class ObjectDetection(Task[DetectionDataConfig]):
             # checkpoint's class scores under the new names. They are drawn anew (the box regressor, which is
             # class-agnostic, is kept).
             logger.info("checkpoint classes %s differ from %s: new class head", list(trained.values()), names)
-            # class_labels_classifier, class_embed (DETRs)
-            classes = [module for name, module in detector.named_modules() if name.split(".")[-1].startswith("class_")]
-            redraw(detector, classes)
+            redraw(detector, label_sized_parameters(detector))
         return detector
 
     def load_run_model(self, run_dir: str) -> TaskModel:
