@@ -237,24 +237,6 @@ def redraw(model: Any, parameter_names: set[str]) -> None:
     model.initialize_weights()
 
 
-def label_sized_parameters(model: Any) -> set[str]:
-    """Names of the parameters whose shape follows the number of labels: every class head of the architecture
-    (RT-DETR's encoder score head and denoising class embedding as well as its decoder's `class_embed`). Found
-    by building the architecture with one label more on the meta device, which costs no memory, and comparing
-    shapes, since no naming convention covers them all."""
-    import copy
-
-    import torch
-
-    config = copy.deepcopy(model.config)
-    config.id2label = {i: f"label_{i}" for i in range(config.num_labels + 1)}  # num_labels follows id2label
-    config.label2id = {name: i for i, name in config.id2label.items()}
-    with torch.device("meta"):
-        wider = type(model)(config)
-    shapes = {name: parameter.shape for name, parameter in wider.named_parameters()}
-    return {name for name, parameter in model.named_parameters() if shapes.get(name) != parameter.shape}
-
-
 def load_text_tokenizer(model: ModelConfig, source: str | None = None, words_presplit: bool = False) -> Any:
     """The checkpoint's tokenizer, made fit for batches of classified text.
 

@@ -166,3 +166,46 @@ def test_renamed_classes_redraw_every_class_sized_tensor_of_rt_detr(squares_coco
     kept = [key for key in before if key not in class_sized and "running_" not in key and "batches" not in key]
     changed = [key for key in kept if key.endswith("weight") and not torch.allclose(before[key], after[key], atol=1e-6)]
     assert kept and not changed
+
+
+def _groups(run_dir: Path) -> dict[str, dict]:
+    return {row["group"]: row for row in json.loads((run_dir / "parameters.json").read_text())}
+
+
+def test_freeze_backbone_trains_only_rt_detrs_class_heads_inside_its_base_model(squares_coco, tmp_path):
+    # RT-DETR keeps its class heads inside the base model (model.decoder.class_embed, model.enc_score_head,
+    # model.denoising_class_embed): they are the `head` group by their class-sized shapes, so feature extraction
+    # trains them, and only them.
+    checkpoint = _checkpoint("rt_detr", {0: "cat", 1: "dog", 2: "bird"}, tmp_path / "checkpoint")
+    run_dir = tmp_path / "run"
+    values = _values(checkpoint, {"train": squares_coco["train"]}, run_dir, steps=3, learning_rate=1e-2)
+    values["adapt"] = {"strategy": "freeze_backbone"}
+    Recipe.from_dict(values).run()
+    groups = _groups(run_dir)
+    assert groups["head"]["trainable"] == groups["head"]["total"] > 0
+    assert all(row["trainable"] == 0 for name, row in groups.items() if name != "head")
+    before, after = load_file(checkpoint / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    class_sized = {key for key in after if before[key].shape != after[key].shape}
+    assert {key.rsplit(".", 1)[0] for key in class_sized} == {
+        "model.decoder.class_embed.0",
+        "model.decoder.class_embed.1",
+        "model.enc_score_head",
+        "model.denoising_class_embed",
+    }
+    # BatchNorm statistics move in a training step even when frozen; every weight outside the head stays.
+    frozen = [key for key in before if key not in class_sized and "running_" not in key and "batches" not in key]
+    assert frozen and all(torch.equal(before[key], after[key]) for key in frozen)
+
+
+def test_lora_on_rt_detr_trains_and_saves_its_new_class_heads(squares_coco, tmp_path):
+    checkpoint = _checkpoint("rt_detr", {0: "cat", 1: "dog", 2: "bird"}, tmp_path / "checkpoint")
+    run_dir = tmp_path / "run"
+    values = _values(checkpoint, squares_coco, run_dir, steps=3, learning_rate=1e-2)
+    values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj", "v_proj"]}}
+    results = Recipe.from_dict(values).run()
+    groups = _groups(run_dir)
+    # PEFT trains a copy of each head module (`modules_to_save`) beside the frozen original.
+    assert 2 * groups["head"]["trainable"] == groups["head"]["total"] > 0
+    assert sum(row["trainable"] for name, row in groups.items() if name != "head") > 0  # the LoRA matrices
+    # The run folder keeps the trained heads with the adapter: reloaded, it scores the test set the same.
+    assert Predictor(run_dir).evaluate("test")["test_map"] == pytest.approx(results["test_map"], abs=1e-6)

@@ -13,11 +13,13 @@ architecture needs no new code here.
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -62,7 +64,22 @@ class LayerGroups:
         for candidate, group in self.by_parameter.items():
             if candidate.startswith(module_path + ".") or candidate == module_path:
                 return group
-        return "head" if parts[0] in self.head_modules else "adapter"
+        inside = any(module_path == head or module_path.startswith(head + ".") for head in self.head_modules)
+        return "head" if inside else "adapter"
+
+
+def label_sized_parameters(model: PreTrainedModel) -> set[str]:
+    """Names of the parameters whose shape follows the number of labels: every class head of the architecture
+    (RT-DETR's encoder score head and denoising class embedding as well as its decoder's `class_embed`). Found
+    by building the architecture with one label more on the meta device, which costs no memory, and comparing
+    shapes, since no naming convention covers them all."""
+    config: Any = copy.deepcopy(model.config)
+    config.id2label = {i: f"label_{i}" for i in range(config.num_labels + 1)}  # num_labels follows id2label
+    config.label2id = {name: i for i, name in config.id2label.items()}
+    with torch.device("meta"):
+        wider = type(model)(config)
+    shapes = {name: parameter.shape for name, parameter in wider.named_parameters()}
+    return {name for name, parameter in model.named_parameters() if shapes.get(name) != parameter.shape}
 
 
 def _blocks_container(base: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -204,6 +221,12 @@ def layer_groups(model: nn.Module) -> LayerGroups:
         for name, _ in model.named_children()
         if base_path and name != base_path and any(p for p in by_parameter if p.startswith(name + "."))
     ]
+    if not head_modules and isinstance(model, PreTrainedModel) and base is not model:
+        # A task model whose class heads sit inside its base model (RT-DETR's decoder holds `class_embed`): the
+        # modules of its class-sized parameters are the head, or freezing and LoRA would leave the new head frozen.
+        label_sized = label_sized_parameters(model)
+        head_modules = sorted({name.rsplit(".", 1)[0] for name in label_sized})
+        by_parameter.update(dict.fromkeys(label_sized, "head"))
     names = ["embeddings", *[f"block.{i}" for i in range(len(blocks))], "neck", "head"]
     present = set(by_parameter.values())
     return LayerGroups([n for n in names if n in present], by_parameter, head_modules, len(blocks))

@@ -24,6 +24,7 @@ from datasets import ClassLabel, Dataset
 from PIL import ImageDraw
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, EvalPrediction, Trainer
 
+from pipelines.adapt.groups import label_sized_parameters
 from pipelines.boxes import (
     BOX_FORMATS,
     augmentation,
@@ -40,7 +41,7 @@ from pipelines.data import Splits, load_table_file, require_columns
 from pipelines.dense_backbone import backbone_source, build_on_backbone
 from pipelines.errors import HubtuneError
 from pipelines.images import decode_checked, predict_images, resolve_image_paths, undecoded
-from pipelines.modeling import from_pretrained, label_sized_parameters, redraw
+from pipelines.modeling import from_pretrained, redraw
 from pipelines.run_folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths
 
