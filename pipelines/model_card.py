@@ -43,6 +43,24 @@ def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
     return rows
 
 
+def _origin(config: RecipeConfig) -> str:
+    model = config.model
+    link = f"[{model.checkpoint}](https://huggingface.co/{model.checkpoint})"
+    if model.architecture:
+        # Only the backbone comes from the checkpoint: the card must not pass the whole model off as pretrained.
+        backbone = f"a random `{model.checkpoint}` backbone" if model.from_scratch else f"the {link} backbone"
+        return (
+            f"A `{config.task}` model trained with hubtune: a new `{model.architecture}` built around {backbone}; "
+            "everything outside the backbone starts from random weights."
+        )
+    if model.from_scratch:
+        return (
+            f"A `{config.task}` model trained with hubtune from `{model.checkpoint}` "
+            "(architecture only, random initialisation)."
+        )
+    return f"A `{config.task}` model fine-tuned with hubtune from {link}."
+
+
 def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) -> str:
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     rows = _metric_rows(results)
@@ -66,13 +84,7 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         "",
         f"# {config.name}",
         "",
-        f"A `{config.task}` model fine-tuned with hubtune from "
-        + (
-            f"`{config.model.checkpoint}` (architecture only, random initialisation)"
-            if config.model.from_scratch
-            else f"[{config.model.checkpoint}](https://huggingface.co/{config.model.checkpoint})"
-        )
-        + ".",
+        _origin(config),
         "",
         "## Training",
         "",

@@ -169,6 +169,21 @@ def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_pa
     assert "is a object-detection run; --format onnx exports" in capsys.readouterr().err
 
 
+
+def test_push_dry_run_card_says_only_the_backbone_is_pretrained(detection_run, tmp_path):
+    import yaml
+
+    run_dir, results = detection_run
+    out = tmp_path / "upload"
+    assert main(["push", str(run_dir), "--repo-id", "me/tiny-squares", "--dry-run", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    metadata = yaml.safe_load(card.split("---")[1])
+    assert metadata["pipeline_tag"] == "object-detection" and "map" in metadata["metrics"]
+    assert "a new `deformable_detr` built around the [" in card
+    assert "everything outside the backbone starts from random weights" in card
+    assert f"| test | map_50 | {results['test_map_50']:.4f} |" in card
+
+
 def prepared_targets(annotation_format: str, path: Path, labels: list[str] | None = CLASSES) -> list[list[dict]]:
     """The COCO targets `prepare` makes of one split in `annotation_format` (no model or processor needed)."""
     from pipelines.config import load_recipe_config
