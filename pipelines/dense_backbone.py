@@ -92,6 +92,24 @@ def _hub_folder(repo_id: str, revision: str) -> Path:
         ) from error
 
 
+def _fit_hybrid_encoder(config: Any, architecture: str) -> None:
+    """RT-DETR's family reads a fixed number of backbone levels (`encoder_in_channels`, strides 8 to 32) and its
+    hybrid encoder hands the decoder `encoder_hidden_dim` channels per level; transformers sizes both for its own
+    ResNet, so they are fitted here to the timm backbone (the recipe then only sizes the transformer)."""
+    if not hasattr(config, "encoder_in_channels"):
+        return
+    import timm
+    import torch
+
+    levels = len(config.encoder_in_channels)
+    out_indices = OUT_INDICES[-levels:]
+    with torch.device("meta"):  # only the channel counts are wanted
+        features: Any = timm.create_model(architecture, pretrained=False, features_only=True, out_indices=out_indices)
+    config.backbone_config.out_indices = out_indices
+    config.encoder_in_channels = features.feature_info.channels()
+    config.decoder_in_channels = [config.encoder_hidden_dim] * levels
+
+
 def build_on_backbone(
     auto_model: Any, model: ModelConfig, label_names: list[str], head_config: dict[str, Any] | None = None
 ) -> nn.Module:
@@ -131,6 +149,7 @@ def build_on_backbone(
                 f"{closest(key, fields, 'model.config_overrides.', 'fields')}"
             )
         setattr(config, key, value)
+    _fit_hybrid_encoder(config, source.architecture)
     built = auto_model.from_config(config)
     load_backbone_weights(built, source, pretrained=not model.from_scratch)
     built.name_or_path = model.checkpoint
@@ -160,10 +179,15 @@ def load_backbone_weights(model: nn.Module, source: BackboneSource, pretrained: 
     if found is None:
         raise HubtuneError(f"{type(model).__name__} holds no timm backbone to load '{source.architecture}' into")
     path, backbone = found
+    config: Any = model.config
     overlay: dict[str, Any] = {"pretrained_cfg_overlay": {"file": str(source.weights)}} if pretrained else {}
     try:
         donor = timm.create_model(
-            source.architecture, pretrained=pretrained, features_only=True, out_indices=OUT_INDICES, **overlay
+            source.architecture,
+            pretrained=pretrained,
+            features_only=True,
+            out_indices=list(getattr(config.backbone_config, "out_indices", OUT_INDICES)),
+            **overlay,
         )
     except (RuntimeError, KeyError, ValueError) as error:
         raise HubtuneError(

@@ -26,6 +26,16 @@ DETR_HEAD = {
     "decoder_attention_heads": 2,
     "num_queries": 10,
 }
+# RT-DETR's hybrid encoder reads the backbone's last three levels; hubtune fits its input channels to them.
+RT_DETR_HEAD = {
+    "d_model": 32,
+    "encoder_hidden_dim": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "num_queries": 10,
+}
 UPERNET_HEAD = {"hidden_size": 32, "use_auxiliary_head": False, "pool_scales": [1, 2]}
 
 
@@ -58,6 +68,7 @@ def backbone_reference(folder: Path) -> dict[str, torch.Tensor]:
     ("auto_model", "architecture", "head"),
     [
         (AutoModelForObjectDetection, "conditional_detr", DETR_HEAD),
+        (AutoModelForObjectDetection, "rt_detr", RT_DETR_HEAD),
         (AutoModelForSemanticSegmentation, "upernet", UPERNET_HEAD),
     ],
 )
@@ -108,6 +119,21 @@ def test_groups_and_freezing_see_backbone_neck_and_head(timm_checkpoint):
     last = f"block.{groups.num_blocks - 1}"
     for name, parameter in adapted.named_parameters():
         assert parameter.requires_grad == (groups.by_parameter[name] in {last, "neck", "head"}), name
+
+
+def test_rt_detr_reads_the_backbones_last_three_levels_and_its_inner_class_heads_are_the_head(timm_checkpoint):
+    model_config = ModelConfig(checkpoint=str(timm_checkpoint), architecture="rt_detr")
+    model = build_on_backbone(AutoModelForObjectDetection, model_config, ["a", "b"], RT_DETR_HEAD)
+    channels = timm.create_model("test_efficientnet", features_only=True, out_indices=OUT_INDICES[-3:])
+    assert model.config.encoder_in_channels == channels.feature_info.channels()
+    assert model.config.decoder_in_channels == [32, 32, 32]
+    # Its class heads sit inside the base model: they are found by their class-sized shapes.
+    groups = layer_groups(model)
+    assert groups.head_modules == ["model.decoder.class_embed.0", "model.denoising_class_embed", "model.enc_score_head"]
+    assert groups.by_parameter["model.enc_score_head.weight"] == "head"
+    assert groups.by_parameter["model.decoder.bbox_embed.0.layers.0.weight"] == "neck"
+    logits = model(pixel_values=torch.randn(1, 3, 64, 64)).logits
+    assert logits.shape == (1, 10, 2)
 
 
 def test_bad_architecture_keys_are_one_line(timm_checkpoint, tiny_bert):

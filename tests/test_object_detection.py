@@ -169,6 +169,24 @@ def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_pa
     assert "is a object-detection run; --format onnx exports" in capsys.readouterr().err
 
 
+def test_rt_detr_around_the_backbone_trains_saves_and_reloads(tiny_backbone, coco_files, tmp_path):
+    values = detection_values(tiny_backbone, coco_files, tmp_path / "run", steps=4)
+    values["model"].update(
+        architecture="rt_detr",
+        config_overrides={
+            "d_model": 32,
+            "encoder_hidden_dim": 32,
+            "encoder_layers": 1,
+            "decoder_layers": 1,
+            "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64,
+            "num_queries": 8,
+        },
+    )
+    results = Recipe.from_dict(values).run()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model_type"] == "rt_detr"
+    assert Predictor(tmp_path / "run").evaluate("test")["test_map"] == pytest.approx(results["test_map"], abs=1e-6)
+
 
 def test_push_dry_run_card_says_only_the_backbone_is_pretrained(detection_run, tmp_path):
     import yaml

@@ -68,7 +68,7 @@ class LayerGroups:
         return "head" if inside else "adapter"
 
 
-def label_sized_parameters(model: PreTrainedModel) -> set[str]:
+def label_sized_parameters(model: Any) -> set[str]:
     """Names of the parameters whose shape follows the number of labels: every class head of the architecture
     (RT-DETR's encoder score head and denoising class embedding as well as its decoder's `class_embed`). Found
     by building the architecture with one label more on the meta device, which costs no memory, and comparing
@@ -80,6 +80,15 @@ def label_sized_parameters(model: PreTrainedModel) -> set[str]:
         wider = type(model)(config)
     shapes = {name: parameter.shape for name, parameter in wider.named_parameters()}
     return {name for name, parameter in model.named_parameters() if shapes.get(name) != parameter.shape}
+
+
+def _class_heads_inside(model: Any, by_parameter: dict[str, str]) -> list[str]:
+    """For a task model that keeps its class heads inside its base model (RT-DETR's decoder holds `class_embed`):
+    the modules of its class-sized parameters, which become the `head` group in `by_parameter`; else freezing and
+    LoRA would leave the new heads frozen."""
+    label_sized = label_sized_parameters(model)
+    by_parameter.update(dict.fromkeys(label_sized, "head"))
+    return sorted({name.rsplit(".", 1)[0] for name in label_sized})
 
 
 def _blocks_container(base: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -179,6 +188,8 @@ def _dense_layer_groups(model: nn.Module, path: str, backbone: nn.Module) -> Lay
         else:
             by_parameter[name] = "head"
     head_modules = [name for name, _ in model.named_children() if name != base_path and not path.startswith(name + ".")]
+    if not head_modules:
+        head_modules = _class_heads_inside(model, by_parameter)
     names = ["embeddings", *[f"block.{i}" for i in range(num_blocks)], "neck", "head"]
     present = set(by_parameter.values())
     return LayerGroups([n for n in names if n in present], by_parameter, head_modules, num_blocks, dense=True)
@@ -222,11 +233,7 @@ def layer_groups(model: nn.Module) -> LayerGroups:
         if base_path and name != base_path and any(p for p in by_parameter if p.startswith(name + "."))
     ]
     if not head_modules and isinstance(model, PreTrainedModel) and base is not model:
-        # A task model whose class heads sit inside its base model (RT-DETR's decoder holds `class_embed`): the
-        # modules of its class-sized parameters are the head, or freezing and LoRA would leave the new head frozen.
-        label_sized = label_sized_parameters(model)
-        head_modules = sorted({name.rsplit(".", 1)[0] for name in label_sized})
-        by_parameter.update(dict.fromkeys(label_sized, "head"))
+        head_modules = _class_heads_inside(model, by_parameter)
     names = ["embeddings", *[f"block.{i}" for i in range(len(blocks))], "neck", "head"]
     present = set(by_parameter.values())
     return LayerGroups([n for n in names if n in present], by_parameter, head_modules, len(blocks))
