@@ -12,6 +12,26 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 CLASSES = ["red", "blue"]
+# Transformer sizes of the tests' tiny detectors (DETR's family; RT-DETR's hybrid encoder also has its own width).
+TINY_DETR_SIZES = {
+    "d_model": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "encoder_attention_heads": 2,
+    "decoder_attention_heads": 2,
+    "num_queries": 10,
+}
+TINY_RT_DETR_SIZES = {
+    "d_model": 32,
+    "encoder_hidden_dim": 32,
+    "encoder_layers": 1,
+    "decoder_layers": 1,
+    "encoder_ffn_dim": 64,
+    "decoder_ffn_dim": 64,
+    "num_queries": 10,
+}
 COLOURS = {"red": (220, 40, 40), "blue": (40, 40, 220)}
 SIDE = 64
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from detection_helpers import TINY_DETR_SIZES, TINY_RT_DETR_SIZES
 from timm.models import save_for_hf
 from transformers import AutoModelForObjectDetection, AutoModelForSemanticSegmentation
 
@@ -16,26 +17,9 @@ from pipelines.adapt import adapt_model, layer_groups
 from pipelines.config import AdaptConfig, ModelConfig
 from pipelines.dense_backbone import OUT_INDICES, build_on_backbone, timm_backbone_module
 
-DETR_HEAD = {
-    "d_model": 32,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-    "encoder_ffn_dim": 64,
-    "decoder_ffn_dim": 64,
-    "encoder_attention_heads": 2,
-    "decoder_attention_heads": 2,
-    "num_queries": 10,
-}
+DETR_HEAD = TINY_DETR_SIZES
 # RT-DETR's hybrid encoder reads the backbone's last three levels; hubtune fits its input channels to them.
-RT_DETR_HEAD = {
-    "d_model": 32,
-    "encoder_hidden_dim": 32,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-    "encoder_ffn_dim": 64,
-    "decoder_ffn_dim": 64,
-    "num_queries": 10,
-}
+RT_DETR_HEAD = TINY_RT_DETR_SIZES
 UPERNET_HEAD = {"hidden_size": 32, "use_auxiliary_head": False, "pool_scales": [1, 2]}
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from detection_helpers import draw_set, write_coco
+from detection_helpers import TINY_DETR_SIZES, draw_set, write_coco
 from safetensors.torch import load_file
 from transformers import (
     ConditionalDetrConfig,
@@ -32,31 +32,18 @@ from pipelines import Recipe
 from pipelines.inference import Predictor
 
 RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}
-DETR_SIZES = {
-    "d_model": 32,
-    "encoder_layers": 1,
-    "decoder_layers": 1,
-    "encoder_ffn_dim": 64,
-    "decoder_ffn_dim": 64,
-    "encoder_attention_heads": 2,
-    "decoder_attention_heads": 2,
-    "num_queries": 10,
-}
 SQUARE_SIDE = {"shortest_edge": 64, "longest_edge": 64}
 
 
-def _detr(labels: dict[int, str]):
-    config = DetrConfig(
-        use_timm_backbone=False, backbone_config={**RESNET, "out_features": ["stage4"]}, id2label=labels, **DETR_SIZES
-    )
-    return DetrForObjectDetection(config), DetrImageProcessor(size=SQUARE_SIDE)
+def _detr_on_resnet(config_class, model_class, processor_class):
+    """DETR or Conditional DETR on a tiny transformers ResNet (no timm weights to fetch)."""
 
+    def build(labels: dict[int, str]):
+        backbone = {**RESNET, "out_features": ["stage4"]}
+        config = config_class(use_timm_backbone=False, backbone_config=backbone, id2label=labels, **TINY_DETR_SIZES)
+        return model_class(config), processor_class(size=SQUARE_SIDE)
 
-def _conditional_detr(labels: dict[int, str]):
-    config = ConditionalDetrConfig(
-        use_timm_backbone=False, backbone_config={**RESNET, "out_features": ["stage4"]}, id2label=labels, **DETR_SIZES
-    )
-    return ConditionalDetrForObjectDetection(config), ConditionalDetrImageProcessor(size=SQUARE_SIDE)
+    return build
 
 
 def _yolos(labels: dict[int, str]):
@@ -90,7 +77,14 @@ def _rt_detr(labels: dict[int, str]):
     return RTDetrForObjectDetection(config), RTDetrImageProcessor(size={"height": 64, "width": 64})
 
 
-FAMILIES = {"detr": _detr, "conditional_detr": _conditional_detr, "yolos": _yolos, "rt_detr": _rt_detr}
+FAMILIES = {
+    "detr": _detr_on_resnet(DetrConfig, DetrForObjectDetection, DetrImageProcessor),
+    "conditional_detr": _detr_on_resnet(
+        ConditionalDetrConfig, ConditionalDetrForObjectDetection, ConditionalDetrImageProcessor
+    ),
+    "yolos": _yolos,
+    "rt_detr": _rt_detr,
+}
 
 
 def _checkpoint(family: str, labels: dict[int, str], folder: Path) -> Path:

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from detection_helpers import CLASSES, COLOURS, draw_set, write_coco, write_objects, write_voc, write_yolo
+from detection_helpers import (
+    CLASSES,
+    COLOURS,
+    TINY_RT_DETR_SIZES,
+    draw_set,
+    write_coco,
+    write_objects,
+    write_voc,
+    write_yolo,
+)
 from PIL import Image
 
 from pipelines import Recipe
@@ -173,15 +182,7 @@ def test_rt_detr_around_the_backbone_trains_saves_and_reloads(tiny_backbone, coc
     values = detection_values(tiny_backbone, coco_files, tmp_path / "run", steps=4)
     values["model"].update(
         architecture="rt_detr",
-        config_overrides={
-            "d_model": 32,
-            "encoder_hidden_dim": 32,
-            "encoder_layers": 1,
-            "decoder_layers": 1,
-            "encoder_ffn_dim": 64,
-            "decoder_ffn_dim": 64,
-            "num_queries": 8,
-        },
+        config_overrides=dict(TINY_RT_DETR_SIZES),
     )
     results = Recipe.from_dict(values).run()
     assert json.loads((tmp_path / "run" / "config.json").read_text())["model_type"] == "rt_detr"
