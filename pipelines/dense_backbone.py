@@ -186,7 +186,7 @@ def load_backbone_weights(model: nn.Module, source: BackboneSource, pretrained: 
             source.architecture,
             pretrained=pretrained,
             features_only=True,
-            out_indices=list(getattr(config.backbone_config, "out_indices", OUT_INDICES)),
+            out_indices=list(config.backbone_config.out_indices),  # as built: RT-DETR reads three stages
             **overlay,
         )
     except (RuntimeError, KeyError, ValueError) as error:
