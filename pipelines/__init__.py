@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from pipelines.config import RecipeConfig, load_recipe_config
     from pipelines.errors import HubtuneError
-    from pipelines.recipe import Recipe
+    from pipelines.runner.recipe import Recipe
 
 __all__ = ["HubtuneError", "Recipe", "RecipeConfig", "load_recipe_config"]
 
 _HOMES = {
     "HubtuneError": "pipelines.errors",
-    "Recipe": "pipelines.recipe",
+    "Recipe": "pipelines.runner.recipe",
     "RecipeConfig": "pipelines.config",
     "load_recipe_config": "pipelines.config",
 }

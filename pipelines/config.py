@@ -849,7 +849,7 @@ def load_recipe_config(
     tree = apply_overrides(tree, overrides)
     if "search" in tree:
         # A search section holds ranges, not values: training it with its base values alone would look like a
-        # search that ran. Only `hubtune search` reads it (pipelines.search); it writes a trainable best recipe.
+        # search that ran. Only `hubtune search` reads it (pipelines.runner.search); it writes a trainable best recipe.
         raise HubtuneError(
             "recipe section 'search' holds ranges for `hubtune search RECIPE`; to train one set of values, "
             "train the best_recipe.yaml that a search writes, or remove the section"

@@ -21,7 +21,7 @@ COMMANDS = {
     "hubtune --help": [sys.executable, "-m", "pipelines", "--help"],
     "hubtune --version": [sys.executable, "-m", "pipelines", "--version"],
     "hubtune train --help": [sys.executable, "-m", "pipelines", "train", "--help"],
-    "import pipelines.recipe (the training path)": [sys.executable, "-c", "import pipelines.recipe"],
+    "import pipelines.runner.recipe (the training path)": [sys.executable, "-c", "import pipelines.runner.recipe"],
 }
 
 

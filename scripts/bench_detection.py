@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from pipelines.compare import compare
+from pipelines.runner.compare import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "benchmarks"

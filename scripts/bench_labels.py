@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from pipelines import Recipe
-from pipelines.inference import Predictor
+from pipelines.serving.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "benchmarks"

@@ -101,7 +101,7 @@ def recipe(task: str, checkpoint: str, train: Path, output_dir: Path, data: dict
 def child(values: dict[str, Any], out: Path) -> None:
     """One measurement, in this (fresh) process: prepare the data as a run does, then train a run on it."""
     from pipelines import Recipe, load_recipe_config
-    from pipelines.data import load_splits
+    from pipelines.data.splits import load_splits
     from pipelines.tasks import get_task
 
     config = load_recipe_config(values=values)
@@ -127,7 +127,7 @@ def child(values: dict[str, Any], out: Path) -> None:
 
 
 def child_predict(run_dir: Path, data: Path, output: Path, out: Path) -> None:
-    from pipelines.inference import Predictor
+    from pipelines.serving.predictor import Predictor
 
     predictor = Predictor(run_dir)
     started = time.perf_counter()

@@ -1,6 +1,6 @@
 """Transfer in semantic segmentation: ImageNet-pretrained vs from-scratch backbone under the same small UperNet.
 
-Runs `hubtune compare` (pipelines.compare) on the two offline segmentation recipes: nuclei in a fluorescence image
+Runs `hubtune compare` (pipelines.runner.compare) on the two offline segmentation recipes: nuclei in a fluorescence image
 (the held-out bottom-right quadrant as test) and Fashion-MNIST garment canvases (their test split), once per seed.
 Each compare trains the recipe twice, identical but for `model.from_scratch` (the backbone's ImageNet weights, or
 timm's random init; the decoder is new in both). Writes benchmarks/bench_segmentation.json and .md with test mean
@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.compare import compare
 from pipelines.config import load_recipe_config
-from pipelines.run_folder import RESULTS_FILE
+from pipelines.runner.compare import compare
+from pipelines.runs.folder import RESULTS_FILE
 
 RECIPES = [
     Path("recipes/nuclei-upernet-efficientnet-lite0-offline.yaml"),

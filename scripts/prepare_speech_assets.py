@@ -59,7 +59,7 @@ def write_spoken_digits(data_dir: Path) -> dict[str, int]:
 def main() -> None:
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    from pipelines.ct2_import import import_ct2_whisper
+    from pipelines.models.ct2_import import import_ct2_whisper
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data"))

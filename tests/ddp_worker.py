@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import torch
 
-import pipelines.recipe as recipe_module
+import pipelines.runner.recipe as recipe_module
 from pipelines import Recipe
 from pipelines.tasks.text_classification import TextClassification
 

@@ -11,10 +11,10 @@ import soundfile
 from speech_helpers import TONES, tiny_wav2vec2_folder, write_manifest, write_tone_folder
 
 from pipelines import Recipe
-from pipelines.audio import decode, load_audio_data_file
-from pipelines.cli import main
+from pipelines.commands.cli import main
+from pipelines.data.audio import decode, load_audio_data_file
 from pipelines.errors import HubtuneError
-from pipelines.inference import Predictor
+from pipelines.serving.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +148,7 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
     """A Hub-style `Audio` column (paths or bytes) is read without torchcodec, resampled and mono-mixed."""
     from datasets import Audio, Dataset, Features
 
-    from pipelines.audio import audio_lengths, undecoded_audio
+    from pipelines.data.audio import audio_lengths, undecoded_audio
 
     t = np.arange(4410) / 44100
     soundfile.write(tmp_path / "a.wav", np.stack([np.sin(2 * np.pi * 300 * t)] * 2, axis=1), 44100)
@@ -168,7 +168,7 @@ def test_hub_audio_column_is_decoded_by_soundfile(tmp_path):
 def prepare_tones(checkpoint, files, output_dir, monkeypatch=None, **data):
     """The task and its prepared data for a tone recipe; with `monkeypatch`, any decode during prepare fails."""
     from pipelines.config import load_recipe_config
-    from pipelines.data import load_splits
+    from pipelines.data.splits import load_splits
     from pipelines.tasks.audio_classification import AudioClassification
 
     config = load_recipe_config(values=recipe(checkpoint, files, output_dir, **data))
@@ -186,7 +186,7 @@ def prepare_tones(checkpoint, files, output_dir, monkeypatch=None, **data):
 
 
 def test_prepared_audio_stays_undecoded_and_batches_like_direct_decoding(tiny_wav2vec2, tones, tmp_path, monkeypatch):
-    from pipelines.audio import crop
+    from pipelines.data.audio import crop
     from pipelines.tasks.audio_task import CROP_START, LENGTH, extract_features
 
     task, prepared = prepare_tones(tiny_wav2vec2, tones, tmp_path / "run", monkeypatch)
@@ -226,7 +226,7 @@ def torch_equal(a, b) -> bool:
 def test_header_lengths_equal_decoded_lengths(tones, tmp_path):
     from datasets import Dataset
 
-    from pipelines.audio import audio_length, audio_lengths
+    from pipelines.data.audio import audio_length, audio_lengths
 
     rng = np.random.default_rng(0)
     soundfile.write(tmp_path / "narrow.wav", rng.normal(0, 0.1, 8001), 8000)  # 8 kHz, odd length: upsampled
@@ -251,7 +251,7 @@ def test_header_lengths_equal_decoded_lengths(tones, tmp_path):
 
 def test_truncated_wav_is_named_at_prepare(tiny_wav2vec2, tones, tmp_path):
     from pipelines.config import load_recipe_config
-    from pipelines.data import load_splits
+    from pipelines.data.splits import load_splits
     from pipelines.tasks.audio_classification import AudioClassification
 
     rows = [{"path": f"{label}/{label}_{i}.wav", "label": label} for label in TONES for i in range(2)]
@@ -347,7 +347,7 @@ def test_feature_cache_on_audio_matches_the_uncached_route(tones, tmp_path, capl
     assert cached["test_accuracy"] == plain["test_accuracy"]
     assert cached["test_loss"] == pytest.approx(plain["test_loss"], abs=1e-3)
     assert len([p for p in cache_dir.iterdir() if p.is_dir()]) == 3
-    with caplog.at_level(logging.INFO, logger="pipelines.feature_cache"):
+    with caplog.at_level(logging.INFO, logger="pipelines.training.feature_cache"):
         again = run("again", **cached_adapt)
     assert "feature cache hit" in caplog.text and "computing backbone features" not in caplog.text
     assert again["test_accuracy"] == cached["test_accuracy"]

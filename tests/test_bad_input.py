@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipelines import HubtuneError, Recipe
-from pipelines.cli import main
+from pipelines.commands.cli import main
 
 
 def write(path: Path, text: str) -> str:

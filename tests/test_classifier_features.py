@@ -13,7 +13,7 @@ from conftest import POSITIVE, make_sentence
 from safetensors.torch import load_file
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
-from pipelines.inference import Predictor
+from pipelines.serving.predictor import Predictor
 from pipelines.tasks import PreparedData
 from pipelines.tasks.text_classification import TextClassification
 from pipelines.tasks.token_classification import TokenClassification

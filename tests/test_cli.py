@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.cli import main
+from pipelines.commands.cli import main
 
 
 def trailing_json(text: str) -> dict:
@@ -134,7 +134,7 @@ def _texts(path: str) -> list[str]:
 
 
 def test_predict_data_writes_every_row_in_order(cli_run, sentiment_files, tmp_path, capsys):
-    from pipelines.inference import Predictor
+    from pipelines.serving.predictor import Predictor
 
     output = tmp_path / "predictions.jsonl"
     # A batch size that does not divide the 60 rows: the last batch is short.
@@ -194,7 +194,7 @@ def test_evaluate_data_scores_a_new_file_like_its_split(cli_run, sentiment_files
 
 
 def test_evaluate_reads_only_the_split_it_scores(cli_run, sentiment_files, monkeypatch):
-    from pipelines.inference import Predictor
+    from pipelines.serving.predictor import Predictor
 
     predictor = Predictor(cli_run["run"])
     read = []

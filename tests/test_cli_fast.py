@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.cli import main
-from pipelines.hub_access import go_offline_unless_reachable
+from pipelines.commands.cli import main
+from pipelines.serving.hub_access import go_offline_unless_reachable
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate")
@@ -23,7 +23,7 @@ HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate")
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["predict", "--help"]])
 def test_help_and_version_import_no_heavy_library(argv):
     script = (
-        f"import sys\nfrom pipelines.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        f"import sys\nfrom pipelines.commands.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
         f"print('LOADED', sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
     )
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -47,7 +47,7 @@ def test_train_usage_shows_overrides_as_optional(capsys):
 def test_package_names_still_import_lazily():
     from pipelines import HubtuneError, Recipe, RecipeConfig, load_recipe_config
 
-    assert Recipe.__module__ == "pipelines.recipe" and RecipeConfig.__module__ == "pipelines.config"
+    assert Recipe.__module__ == "pipelines.runner.recipe" and RecipeConfig.__module__ == "pipelines.config"
     assert callable(load_recipe_config) and issubclass(HubtuneError, Exception)
     with pytest.raises(ImportError, match="cannot import name 'Recipes'"):
         from pipelines import Recipes  # noqa: F401

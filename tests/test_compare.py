@@ -9,9 +9,9 @@ from datasets import Dataset
 from transformers import AutoTokenizer, BertConfig
 
 from pipelines import Recipe, load_recipe_config
-from pipelines import compare as compare_module
-from pipelines.cli import main
-from pipelines.data import Splits
+from pipelines.commands.cli import main
+from pipelines.data.splits import Splits
+from pipelines.runner import compare as compare_module
 from pipelines.tasks.text_classification import TextClassification
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from speech_helpers import faster_whisper_tokenizer, tiny_whisper, write_ct2_whisper
 
-from pipelines.cli import main
-from pipelines.ct2_import import import_ct2_whisper
+from pipelines.commands.cli import main
+from pipelines.models.ct2_import import import_ct2_whisper
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
@@ -58,9 +58,9 @@ def test_real_tiny_en_transcribes_librivox(tmp_path):
         pytest.skip("Debian pocketsphinx-testdata is not installed (make test installs it when run as root)")
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from pipelines.audio import decode
+    from pipelines.data.audio import decode
+    from pipelines.data.transcripts import TranscriptDataConfig, normalise
     from pipelines.metrics import load_metric
-    from pipelines.transcripts import TranscriptDataConfig, normalise
 
     target = import_ct2_whisper(package.get_model_path(), tmp_path / "tiny.en")
     model = WhisperForConditionalGeneration.from_pretrained(target).eval()

@@ -97,7 +97,7 @@ def test_two_process_fsdp2_shards_and_its_run_folder_holds_the_trained_model(rec
     from accelerate import PartialState
     from transformers import AutoModelForSequenceClassification
 
-    from pipelines.inference import Predictor
+    from pipelines.serving.predictor import Predictor
 
     run_dir = tmp_path / "fsdp-run"
     values = dict(recipe_values, output_dir=str(run_dir))
@@ -135,7 +135,7 @@ def test_two_process_fsdp2_shards_and_its_run_folder_holds_the_trained_model(rec
 
 
 def _tokenized_train(recipe: Recipe) -> list[list[int]]:
-    from pipelines.data import load_splits
+    from pipelines.data.splits import load_splits
     from pipelines.tasks.text_classification import TextClassification
 
     task = TextClassification(recipe.config)
@@ -148,7 +148,7 @@ def test_the_runs_training_arguments_exist_before_the_model_is_built(recipe_valu
     # Under DeepSpeed ZeRO-3, from_pretrained loads each rank's shard only while the run's TrainingArguments
     # (which hold the DeepSpeed config transformers reads through a weak reference) exist. DeepSpeed is not
     # installed here, so this checks the order itself: the arguments the run trains with predate build_model.
-    import pipelines.recipe as recipe_module
+    import pipelines.runner.recipe as recipe_module
     from pipelines.tasks.text_classification import TextClassification
 
     made: list = []

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from pipelines import HubtuneError
-from pipelines.cli import main
-from pipelines.export import export_run
-from pipelines.inference import Predictor
+from pipelines.commands.cli import main
+from pipelines.serving.export import export_run
+from pipelines.serving.predictor import Predictor
 
 
 def test_merged_lora_export_loads_with_plain_from_pretrained_and_predicts_the_same(trained_run, tmp_path, capsys):
@@ -38,7 +38,7 @@ def test_merged_lora_export_loads_with_plain_from_pretrained_and_predicts_the_sa
 
 
 def test_lora_export_without_merge_is_an_error(trained_run, tmp_path):
-    from pipelines.export import export_run
+    from pipelines.serving.export import export_run
 
     with pytest.raises(HubtuneError, match="--merge"):
         export_run(trained_run("lora").run_dir, tmp_path / "out", merge=False)
@@ -46,7 +46,7 @@ def test_lora_export_without_merge_is_an_error(trained_run, tmp_path):
 
 
 def test_full_run_exports_as_is(trained_run, tmp_path):
-    from pipelines.export import export_run
+    from pipelines.serving.export import export_run
 
     run = trained_run("full")
     check = export_run(run.run_dir, tmp_path / "out", merge=True)
@@ -292,10 +292,10 @@ def test_onnx_export_refuses_a_non_empty_folder(trained_run, tmp_path):
 
 
 def test_onnx_graph_outside_the_tolerance_is_an_error_naming_the_difference(trained_run, tmp_path, monkeypatch):
-    import pipelines.onnx_export
+    import pipelines.serving.onnx_export
 
     # A negative tolerance no difference meets, not even an exact match: the real graph fails the real check.
-    monkeypatch.setattr(pipelines.onnx_export, "TOLERANCE", -1.0)
+    monkeypatch.setattr(pipelines.serving.onnx_export, "TOLERANCE", -1.0)
     out = tmp_path / "onnx"
     with pytest.raises(HubtuneError, match=r"differs from the run model by \S+ on inputs input_ids \[\d+, \d+\]"):
         export_run(trained_run("full").run_dir, out, merge=False, export_format="onnx")
@@ -313,9 +313,9 @@ def test_onnx_export_of_a_streaming_run_probes_the_first_rows_of_the_stream(reci
 
 
 def test_onnx_graph_frozen_at_the_export_shapes_is_caught_at_export(trained_run, tmp_path, monkeypatch):
-    import pipelines.onnx_export
+    import pipelines.serving.onnx_export
 
     # Without dynamic axes the graph keeps the export batch's shapes; the second, smaller probe batch shows it.
-    monkeypatch.setattr(pipelines.onnx_export, "_dynamic_shapes", lambda batch: None)
+    monkeypatch.setattr(pipelines.serving.onnx_export, "_dynamic_shapes", lambda batch: None)
     with pytest.raises(HubtuneError, match=r"does not run on inputs input_ids \[4, \d+\].*invalid dimensions"):
         export_run(trained_run("full").run_dir, tmp_path / "onnx", merge=False, export_format="onnx")

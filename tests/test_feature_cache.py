@@ -10,10 +10,10 @@ from safetensors.torch import load_file
 from transformers import BertForTokenClassification
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
-from pipelines.data import load_splits
-from pipelines.feature_cache import FeatureCache
-from pipelines.inference import Predictor
+from pipelines.data.splits import load_splits
+from pipelines.serving.predictor import Predictor
 from pipelines.tasks.text_classification import TextClassification
+from pipelines.training.feature_cache import FeatureCache
 
 TEXTS = ["the film was good", "awful plot", "a superb cast and story", "dull boring acting", "quite lovely"]
 
@@ -46,7 +46,7 @@ def test_cached_head_training_matches_the_uncached_route(recipe_values, tmp_path
         dict(recipe_values, output_dir=str(tmp_path / "again")),
         [*common, "adapt.feature_cache=true", f"adapt.feature_cache_dir={cache_dir}"],
     )
-    with caplog.at_level(logging.INFO, logger="pipelines.feature_cache"):
+    with caplog.at_level(logging.INFO, logger="pipelines.training.feature_cache"):
         again_results = again.run()
     assert "feature cache hit" in caplog.text and "computing backbone features" not in caplog.text
     assert again_results["test_accuracy"] == cached_results["test_accuracy"]

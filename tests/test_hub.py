@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
-from pipelines import hub as hub_module
+from pipelines.serving import hub as hub_module
 
 
 def test_push_without_repo_id_is_a_config_error(recipe_values):
@@ -48,7 +48,7 @@ def test_push_dry_run_writes_the_card_and_the_files_to_upload(trained_run, tmp_p
 
     import yaml
 
-    from pipelines.cli import main
+    from pipelines.commands.cli import main
 
     monkeypatch.setenv("HF_TOKEN", "hf_secret_token_for_the_test")
     run = trained_run("freeze_backbone")
@@ -73,14 +73,14 @@ def test_push_dry_run_writes_the_card_and_the_files_to_upload(trained_run, tmp_p
 
 
 def test_push_without_any_repo_id_is_exit_2(trained_run, tmp_path, capsys):
-    from pipelines.cli import main
+    from pipelines.commands.cli import main
 
     assert main(["push", str(trained_run("full").run_dir), "--dry-run", str(tmp_path / "x")]) == 2
     assert "hub.repo_id" in capsys.readouterr().err
 
 
 def test_push_dry_run_leaves_the_run_folder_untouched(trained_run, tmp_path):
-    from pipelines.cli import main
+    from pipelines.commands.cli import main
 
     run_dir = trained_run("full").run_dir
 

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from pipelines import HubtuneError, Recipe
-from pipelines.inference import Predictor
+from pipelines.serving.predictor import Predictor
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -289,7 +289,7 @@ def test_top_k_accuracy_metric():
 
 @pytest.mark.parametrize("checkpoint", ["tiny_vit", "tiny_timm"])
 def test_image_size_overrides_the_checkpoint_input_size(checkpoint, image_folders, tmp_path, request):
-    from pipelines.data import load_splits
+    from pipelines.data.splits import load_splits
     from pipelines.tasks import get_task
 
     values = image_recipe(request.getfixturevalue(checkpoint), image_folders, tmp_path / "run")
@@ -307,7 +307,7 @@ def test_image_size_overrides_the_checkpoint_input_size(checkpoint, image_folder
 
 
 def test_cli_predict_and_missing_image(vit_run, image_folders, capsys):
-    from pipelines.cli import main
+    from pipelines.commands.cli import main
 
     run_dir, _ = vit_run
     image = Path(image_folders["test"]) / "yellow" / "1.png"
@@ -328,7 +328,7 @@ def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as ImageFeature
 
-    from pipelines.data import Splits
+    from pipelines.data.splits import Splits
     from pipelines.tasks import get_task
 
     def encoded(colour, mode="RGB"):
@@ -361,7 +361,7 @@ def test_image_check_reads_headers_only_and_runs_in_processes(image_folders, tmp
 
     from PIL import ImageFile
 
-    from pipelines.images import check_images, load_image_folder
+    from pipelines.data.images import check_images, load_image_folder
 
     dataset = load_image_folder(Path(image_folders["train"]), "image", "label")
 
@@ -385,7 +385,7 @@ def test_one_unreadable_image_among_ten_thousand_is_one_line(tiny_vit, image_fol
     """A large class-per-folder tree with one cut-off file: exit 2, one line naming it, nothing written."""
     from PIL import Image as PILImage
 
-    from pipelines.cli import main
+    from pipelines.commands.cli import main
 
     train = tmp_path / "train"
     for name, colour in (("red", (220, 30, 30)), ("blue", (30, 30, 220))):

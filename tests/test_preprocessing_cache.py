@@ -11,7 +11,7 @@ import pytest
 from ner_helpers import build_tiny_ner_bert, make_sentence, ner_recipe_values, write_jsonl
 
 from pipelines import HubtuneError, load_recipe_config
-from pipelines.data import load_splits
+from pipelines.data.splits import load_splits
 from pipelines.tasks.text_classification import TextClassification
 from pipelines.tasks.token_classification import TokenClassification
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipelines.data import load_table_file
+from pipelines.data.splits import load_table_file
 
 ROWS = [
     {"text": "the film was good, really", "label": "positive"},

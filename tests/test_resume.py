@@ -156,7 +156,7 @@ def test_overwrite_replaces_a_run_folder_hubtune_wrote(recipe_values, tmp_path):
 
 def test_overwrite_with_invalid_training_section_keeps_the_old_folder(recipe_values, tmp_path):
     """Bad input must be refused before the old run is deleted, also with overwrite=true."""
-    from pipelines.run_guard import finish_run, start_run
+    from pipelines.runs.guard import finish_run, start_run
 
     run_dir = tmp_path / "run"
     start_run(run_dir)

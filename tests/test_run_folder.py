@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipelines import HubtuneError, load_recipe_config
-from pipelines.inference import EVALUATE_FILE, Predictor
+from pipelines.serving.predictor import EVALUATE_FILE, Predictor
 from pipelines.tasks import get_task
 
 TEXTS = [

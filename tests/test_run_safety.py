@@ -16,9 +16,9 @@ from run_helpers import assert_same_run
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
-from pipelines.cli import main
+from pipelines.commands.cli import main
 from pipelines.errors import RunInterrupted
-from pipelines.run_guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
+from pipelines.runs.guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTING = ["training.save_strategy=steps", "training.save_steps=5", "training.num_train_epochs=2"]
@@ -115,7 +115,7 @@ def test_users_files_inside_a_run_folder_block_overwrite(finished_run, recipe_va
 
 
 def test_files_hubtune_adds_later_do_not_block_overwrite(finished_run, recipe_values, tmp_path):
-    from pipelines.inference import Predictor
+    from pipelines.serving.predictor import Predictor
 
     Predictor(finished_run).evaluate("validation")
     assert main(["push", str(finished_run), "--repo-id", "me/x", "--dry-run", str(tmp_path / "upload")]) == 0

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from pipelines import HubtuneError, Recipe
-from pipelines.cli import main
-from pipelines.search import load_search
+from pipelines.commands.cli import main
+from pipelines.runner.search import load_search
 
 SPACE = {
     "training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -168,7 +168,7 @@ def test_a_trial_out_of_gpu_memory_fails_alone_and_the_best_is_among_the_others(
     stand-in for Recipe.run that fails like an out-of-memory step and otherwise scores the learning rate)."""
     import torch
 
-    from pipelines import search as search_module
+    from pipelines.runner import search as search_module
 
     def fake_run(self, callbacks=()):
         if self.config.training["per_device_train_batch_size"] == 32:

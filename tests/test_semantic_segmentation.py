@@ -21,11 +21,11 @@ from PIL import Image
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe
-from pipelines.cli import main
-from pipelines.data import Splits
-from pipelines.inference import Predictor
-from pipelines.masks import paired_augmentation
+from pipelines.commands.cli import main
+from pipelines.data.masks import paired_augmentation
+from pipelines.data.splits import Splits
 from pipelines.metrics import load_metric
+from pipelines.serving.predictor import Predictor
 from pipelines.tasks.semantic_segmentation import SemanticSegmentation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_predict_data_reads_the_image_column(seg_run, shapes, tmp_path):
 def test_export_transformers_and_onnx_give_the_run_masks(seg_run, shapes, tmp_path, capsys):
     import onnxruntime
 
-    from pipelines.export import export_run
+    from pipelines.serving.export import export_run
 
     run_dir, _, _ = seg_run
     check = export_run(run_dir, tmp_path / "export", merge=False)
@@ -240,7 +240,7 @@ def test_complete_segformer_checkpoint_gets_a_new_head_and_quarter_size_logits_a
 
 
 def test_compare_runs_pretrained_and_scratch_backbones(backbone, shapes, tmp_path):
-    from pipelines.compare import compare
+    from pipelines.runner.compare import compare
 
     values = seg_values(backbone, shapes, tmp_path / "unused")
     values["training"]["num_train_epochs"] = 2

@@ -7,10 +7,10 @@ import pytest
 from speech_helpers import tiny_wav2vec2_folder, write_spelled_split
 
 from pipelines import Recipe
-from pipelines.cli import main
+from pipelines.commands.cli import main
+from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, normalise
 from pipelines.errors import HubtuneError
-from pipelines.inference import Predictor
-from pipelines.transcripts import TranscriptDataConfig, build_ctc_tokenizer, normalise
+from pipelines.serving.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_over_long_clip_is_dropped_by_its_header_length(tiny_ctc_encoder, spelle
     from speech_helpers import spell
 
     from pipelines.config import load_recipe_config
-    from pipelines.data import load_splits
+    from pipelines.data.splits import load_splits
     from pipelines.tasks.audio_task import LENGTH
     from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
 

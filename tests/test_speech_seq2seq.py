@@ -9,9 +9,9 @@ import soundfile
 from speech_helpers import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
 
 from pipelines import Recipe
-from pipelines.cli import main
+from pipelines.commands.cli import main
 from pipelines.errors import HubtuneError
-from pipelines.inference import Predictor
+from pipelines.serving.predictor import Predictor
 
 
 def write_word_split(folder, n, seed):

@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-import pipelines.speed
+import pipelines.training.speed
 from pipelines.config import load_recipe_config
 from pipelines.errors import HubtuneError
-from pipelines.run_folder import RESULTS_FILE
-from pipelines.training import training_arguments, training_values
+from pipelines.runs.folder import RESULTS_FILE
+from pipelines.training.trainer import training_arguments, training_values
 
 SPEED_KEYS = {"bf16", "fp16", "tf32", "train_sampling_strategy", "dataloader_num_workers"}
 
@@ -25,7 +25,7 @@ def fake_cuda(monkeypatch):
     def fake(bf16: bool = True, tf32: bool = True) -> None:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
-        monkeypatch.setattr(pipelines.speed, "is_torch_tf32_available", lambda: tf32)
+        monkeypatch.setattr(pipelines.training.speed, "is_torch_tf32_available", lambda: tf32)
 
     return fake
 

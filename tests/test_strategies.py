@@ -178,7 +178,7 @@ def test_new_label_names_reinitialise_the_checkpoint_head(recipe_values, tiny_be
     from transformers import AutoModelForSequenceClassification
 
     from pipelines.config import ModelConfig
-    from pipelines.modeling import load_classifier
+    from pipelines.models.loading import load_classifier
 
     original = checkpoint_weights(tiny_bert)
     model_config = ModelConfig(checkpoint=str(tiny_bert))

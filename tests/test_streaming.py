@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
-from pipelines.inference import Predictor
+from pipelines.serving.predictor import Predictor
 
 STREAMING = ["data.streaming=true", "data.labels=[negative,positive]", "training.max_steps=40"]
 

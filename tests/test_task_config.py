@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import HubtuneError, load_recipe_config
-from pipelines.cli import main
+from pipelines.commands.cli import main
+from pipelines.commands.recipe_keys import recipe_keys
 from pipelines.config import DataConfig
-from pipelines.recipe_keys import recipe_keys
 from pipelines.tasks import TASKS
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))

@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import EvalPrediction
 
 from pipelines import load_recipe_config
-from pipelines.data import Splits
+from pipelines.data.splits import Splits
 from pipelines.tasks import PreparedData, Task
 from pipelines.tasks.text_classification import TextClassification
 

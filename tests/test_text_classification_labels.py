@@ -19,10 +19,10 @@ from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
-from pipelines.data import load_splits
-from pipelines.inference import Predictor
+from pipelines.data.splits import load_splits
+from pipelines.serving.predictor import Predictor
 from pipelines.tasks import get_task
-from pipelines.training import build_trainer, training_arguments
+from pipelines.training.trainer import build_trainer, training_arguments
 
 # Each topic is signalled by its own cue words; a text carries one to three topics.
 TOPICS = {"praise": POSITIVE, "complaint": NEGATIVE, "acting": ["acting", "cast"], "plot": ["plot", "story"]}

@@ -10,7 +10,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from pipelines import HubtuneError
 from pipelines.config import ModelConfig
-from pipelines.modeling import from_pretrained, load_classifier
+from pipelines.models.loading import from_pretrained, load_classifier
 
 
 @pytest.fixture

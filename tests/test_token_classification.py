@@ -14,9 +14,9 @@ import yaml
 from ner_helpers import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conll
 
 from pipelines import Recipe
-from pipelines.cli import main
-from pipelines.inference import Predictor
+from pipelines.commands.cli import main
 from pipelines.metrics import load_metric
+from pipelines.serving.predictor import Predictor
 
 # A token classifier has no pooler, so no `neck` group.
 FROZEN = {"freeze_backbone": ["embeddings", "block.0", "block.1"], "train_last_n": ["embeddings", "block.0"]}
@@ -72,7 +72,7 @@ def test_full_fine_tuning_learns_entities(ner_run, ner_world):
     assert results["test_samples"] == 60 and results["train_samples"] == 300
 
     # The all-O baseline on the same test split scores no entity at all.
-    from pipelines.conll import read_conll
+    from pipelines.data.conll import read_conll
 
     test = read_conll(Path(ner_world["files"]["test"]), "tokens", "ner_tags", 0, 3)
     baseline = load_metric("ner").compute(

@@ -12,10 +12,10 @@ import yaml
 from ner_helpers import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conll, write_jsonl
 
 from pipelines import HubtuneError, Recipe
-from pipelines.cli import main
+from pipelines.commands.cli import main
 from pipelines.config import load_recipe_config
-from pipelines.conll import read_conll
-from pipelines.data import load_splits
+from pipelines.data.conll import read_conll
+from pipelines.data.splits import load_splits
 from pipelines.metrics import load_metric
 from pipelines.tasks.token_classification import TokenClassification, align_labels, continuation_ids
 
@@ -149,7 +149,7 @@ def test_json_lines_with_a_tags_column(ner_values, tokenizer, tmp_path):
 def test_label_all_tokens_spreads_tags_in_training_only(ner_values, tokenizer):
     from datasets import Dataset
 
-    from pipelines.data import Splits
+    from pipelines.data.splits import Splits
 
     sentence = {"tokens": [["angela", "merkel", "in", "berlin"]], "ner_tags": [["B-PER", "I-PER", "O", "B-LOC"]]}
     task = TokenClassification(load_recipe_config(values=ner_values, overrides=["data.label_all_tokens=true"]))
@@ -166,7 +166,7 @@ def test_label_all_tokens_spreads_tags_in_training_only(ner_values, tokenizer):
 def test_hub_style_classlabel_tags_and_truncation_warning(ner_values, tokenizer, caplog):
     from datasets import ClassLabel, Dataset, Features, List, Value
 
-    from pipelines.data import Splits
+    from pipelines.data.splits import Splits
 
     features = Features({"tokens": List(Value("string")), "ner_tags": List(ClassLabel(names=TAGS))})
     long = ["the"] * 60 + ["berlin"]

@@ -8,10 +8,10 @@ from torch import nn
 
 from pipelines.adapt.adapters import apply_adapter
 from pipelines.adapt.freeze import freeze, trainable_groups
-from pipelines.adapt.groups import LayerGroups, layer_groups
 from pipelines.adapt.param_groups import GroupPlan, plan_groups
 from pipelines.adapt.report import format_table, parameter_table
 from pipelines.config import ADAPTER_STRATEGIES, AdaptConfig
+from pipelines.models.groups import LayerGroups, layer_groups
 
 logger = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from typing import Any
 import peft
 from torch import nn
 
-from pipelines.adapt.groups import LayerGroups
 from pipelines.config import PEFT_METHOD_KEYS, PeftConfig
 from pipelines.errors import HubtuneError
+from pipelines.models.groups import LayerGroups
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from pipelines.adapt.groups import LayerGroups
 from pipelines.errors import HubtuneError
+from pipelines.models.groups import LayerGroups
 
 
 def trainable_groups(strategy: str, groups: LayerGroups, n: int) -> set[str]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from pipelines.adapt.groups import LayerGroups
 from pipelines.config import AdaptConfig
 from pipelines.errors import HubtuneError
+from pipelines.models.groups import LayerGroups
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from pipelines.adapt.groups import LayerGroups
 from pipelines.adapt.param_groups import GroupPlan
+from pipelines.models.groups import LayerGroups
 
 
 def parameter_count(parameter: nn.Parameter) -> int:

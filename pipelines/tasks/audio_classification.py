@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, BatchFeature
 
-from pipelines.audio import AudioInputConfig
 from pipelines.config import LabelledDataConfig
-from pipelines.data import Splits
-from pipelines.modeling import from_pretrained
+from pipelines.data.audio import AudioInputConfig
+from pipelines.data.splits import Splits
+from pipelines.models.loading import from_pretrained
 from pipelines.tasks.audio_task import AudioTask, check_splits_columns, extract_features
 from pipelines.tasks.base import PreparedData, TaskModel
 from pipelines.tasks.classifier import ClassifierMixin

@@ -10,10 +10,10 @@ import numpy as np
 from datasets import Dataset
 from transformers import BatchFeature
 
-from pipelines.audio import AudioInputConfig, audio_lengths, crop, decode, load_audio_data_file, undecoded_audio
-from pipelines.data import Locate, Splits, require_columns
+from pipelines.data.audio import AudioInputConfig, audio_lengths, crop, decode, load_audio_data_file, undecoded_audio
+from pipelines.data.splits import Locate, Splits, require_columns
+from pipelines.data.transcripts import TranscriptDataConfig, transcripts
 from pipelines.tasks.base import PreparedData, Task, file_paths
-from pipelines.transcripts import TranscriptDataConfig, transcripts
 
 logger = logging.getLogger(__name__)
 

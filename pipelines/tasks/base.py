@@ -20,7 +20,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
 from pipelines.config import DataConfig, RecipeConfig
-from pipelines.data import Splits, load_table_file
+from pipelines.data.splits import Splits, load_table_file
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
 

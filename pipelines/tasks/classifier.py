@@ -22,7 +22,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from pipelines.adapt.adapters import quantization_kwargs
 from pipelines.config import LabelledDataConfig, RecipeConfig
-from pipelines.data import (
+from pipelines.data.splits import (
     Splits,
     float_targets,
     label_ids,
@@ -32,8 +32,8 @@ from pipelines.data import (
     resolve_labels,
 )
 from pipelines.errors import HubtuneError
-from pipelines.modeling import load_classifier
-from pipelines.run_folder import label_names_of, load_run_model
+from pipelines.models.loading import load_classifier
+from pipelines.runs.folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, TaskModel, confusion_artifact, logits_of
 from pipelines.tasks.collate import IGNORE
 

@@ -25,13 +25,7 @@ from transformers import (
 )
 
 from pipelines.config import LabelledDataConfig, option
-from pipelines.data import (
-    Splits,
-    load_table_file,
-    require_columns,
-)
-from pipelines.errors import HubtuneError
-from pipelines.images import (
+from pipelines.data.images import (
     check_images,
     decode_checked,
     load_image_folder,
@@ -39,7 +33,13 @@ from pipelines.images import (
     resolve_image_paths,
     undecoded,
 )
-from pipelines.modeling import from_pretrained
+from pipelines.data.splits import (
+    Splits,
+    load_table_file,
+    require_columns,
+)
+from pipelines.errors import HubtuneError
+from pipelines.models.loading import from_pretrained
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths, logits_of
 from pipelines.tasks.classifier import ClassifierMixin
 

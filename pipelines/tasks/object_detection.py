@@ -24,8 +24,8 @@ from datasets import ClassLabel, Dataset
 from PIL import ImageDraw
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, EvalPrediction, Trainer
 
-from pipelines.adapt.groups import label_sized_parameters
-from pipelines.boxes import (
+from pipelines.config import DataConfig, option, require_one_of
+from pipelines.data.boxes import (
     BOX_FORMATS,
     augmentation,
     augmented,
@@ -36,13 +36,13 @@ from pipelines.boxes import (
     read_voc,
     read_yolo,
 )
-from pipelines.config import DataConfig, option, require_one_of
-from pipelines.data import Splits, load_table_file, require_columns
-from pipelines.dense_backbone import backbone_source, build_on_backbone
+from pipelines.data.images import decode_checked, predict_images, resolve_image_paths, undecoded
+from pipelines.data.splits import Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
-from pipelines.images import decode_checked, predict_images, resolve_image_paths, undecoded
-from pipelines.modeling import from_pretrained, redraw
-from pipelines.run_folder import label_names_of, load_run_model
+from pipelines.models.dense_backbone import backbone_source, build_on_backbone
+from pipelines.models.groups import label_sized_parameters
+from pipelines.models.loading import from_pretrained, redraw
+from pipelines.runs.folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths
 
 logger = logging.getLogger(__name__)

@@ -2,12 +2,12 @@
 
 Two kinds of model: a complete checkpoint (SegFormer, UperNet, DPT, BEiT ... from the Hub or a folder) with its
 head replaced for the recipe's classes, or `model.architecture: upernet` (any model type transformers builds around
-a backbone) around a timm ImageNet checkpoint (`pipelines.dense_backbone`). The checkpoint's image processor
+a backbone) around a timm ImageNet checkpoint (`pipelines.models.dense_backbone`). The checkpoint's image processor
 preprocesses; a built model gets a `SegformerImageProcessor` (resize, rescale, normalise; masks resized with nearest
 neighbours) with its backbone's ImageNet mean and std, saved with the run like any processor.
 
 Data: `<split>/images/<name>.png` + `<split>/masks/<name>.png` folders, or tables / Hub datasets with an image and a
-mask column (`pipelines.masks`). Scored by mean IoU over the classes (`pipelines/metrics/mean_iou`), at the model's
+mask column (`pipelines.data.masks`). Scored by mean IoU over the classes (`pipelines/metrics/mean_iou`), at the model's
 input size (`data.image_size`): the class maps the model trains on.
 """
 
@@ -33,13 +33,13 @@ from transformers import (
 )
 
 from pipelines.config import DataConfig, option
-from pipelines.data import Splits, load_table_file, missing_classes, require_columns
-from pipelines.dense_backbone import backbone_source, build_on_backbone
+from pipelines.data.images import decode_checked, predict_images, resolve_image_paths, undecoded
+from pipelines.data.masks import check_pairs, load_mask_folder, paired_augmentation, read_mask
+from pipelines.data.splits import Splits, load_table_file, missing_classes, require_columns
 from pipelines.errors import HubtuneError
-from pipelines.images import decode_checked, predict_images, resolve_image_paths, undecoded
-from pipelines.masks import check_pairs, load_mask_folder, paired_augmentation, read_mask
-from pipelines.modeling import from_pretrained, load_classifier
-from pipelines.run_folder import label_names_of, load_run_model
+from pipelines.models.dense_backbone import backbone_source, build_on_backbone
+from pipelines.models.loading import from_pretrained, load_classifier
+from pipelines.runs.folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths, logits_of
 from pipelines.tasks.image_classification import size_overrides
 

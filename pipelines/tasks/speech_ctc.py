@@ -17,9 +17,10 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
-from pipelines.data import Splits
-from pipelines.modeling import attention_kwargs, from_pretrained
-from pipelines.run_folder import load_run_model
+from pipelines.data.splits import Splits
+from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
+from pipelines.models.loading import attention_kwargs, from_pretrained
+from pipelines.runs.folder import load_run_model
 from pipelines.tasks.audio_task import (
     TranscriptTask,
     check_splits_columns,
@@ -27,7 +28,6 @@ from pipelines.tasks.audio_task import (
 )
 from pipelines.tasks.base import PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
-from pipelines.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
 
 
 class CTCTrainer(Trainer):

@@ -17,15 +17,15 @@ from transformers import (
 )
 
 from pipelines.config import option, require_one_of
-from pipelines.modeling import attention_kwargs, from_pretrained
-from pipelines.run_folder import load_run_model
+from pipelines.data.transcripts import TranscriptDataConfig, normalise
+from pipelines.models.loading import attention_kwargs, from_pretrained
+from pipelines.runs.folder import load_run_model
 from pipelines.tasks.audio_task import (
     TranscriptTask,
     extract_features,
 )
 from pipelines.tasks.base import PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
-from pipelines.transcripts import TranscriptDataConfig, normalise
 
 WHISPER_TASKS = ("transcribe", "translate")
 

@@ -15,7 +15,7 @@ from transformers import (
 )
 
 from pipelines.config import LabelledDataConfig, StreamingDataConfig, option
-from pipelines.data import (
+from pipelines.data.splits import (
     Locate,
     Splits,
     columns_of,
@@ -26,7 +26,7 @@ from pipelines.data import (
     streamed,
 )
 from pipelines.errors import HubtuneError
-from pipelines.modeling import fit_embeddings, load_text_tokenizer
+from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel
 from pipelines.tasks.classifier import ClassifierMixin, class_weights
 

@@ -25,8 +25,9 @@ from transformers import (
 )
 
 from pipelines.config import StreamingDataConfig, closest, option
-from pipelines.conll import read_conll
-from pipelines.data import (
+from pipelines.data.conll import read_conll
+from pipelines.data.padding_free import TokenFlattening, check_packing
+from pipelines.data.splits import (
     Splits,
     columns_of,
     first_row,
@@ -37,8 +38,7 @@ from pipelines.data import (
     streamed,
 )
 from pipelines.errors import HubtuneError
-from pipelines.modeling import fit_embeddings, load_text_tokenizer
-from pipelines.padding_free import TokenFlattening, check_packing
+from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin, class_weights, weighted_cross_entropy
 from pipelines.tasks.collate import IGNORE

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig
-from pipelines.run_folder import RESULTS_FILE
+from pipelines.runs.folder import RESULTS_FILE
 
 SKIPPED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 

@@ -16,14 +16,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, get_scheduler
 from transformers.trainer_optimizer import is_optimizer_factory
 
-from pipelines.adapt.groups import LayerGroups
 from pipelines.adapt.param_groups import GroupPlan, no_weight_decay_names, optimizer_groups
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
+from pipelines.models.groups import LayerGroups
 from pipelines.processes import cpu_processes
-from pipelines.speed import gpu_defaults
 from pipelines.tasks import get_task
 from pipelines.tasks.base import PreparedData, Task
+from pipelines.training.speed import gpu_defaults
 
 # Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
 LOCAL_TRACKERS = ("tensorboard", "trackio")
@@ -65,7 +65,7 @@ def training_values(
     overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The TrainingArguments fields of a run (all but output_dir and the seeds): the task's defaults, then the
-    device's speed settings (`pipelines.speed`), then the recipe, then `overrides`."""
+    device's speed settings (`pipelines.training.speed`), then the recipe, then `overrides`."""
     values = dict(defaults or {})
     # Cached backbone features carry no input_ids, from which length grouping reads the lengths.
     variable_length = get_task(config.task).variable_length and not config.adapt.feature_cache

@@ -20,7 +20,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from pipelines.errors import HubtuneError
-from pipelines.images import describe, image_extensions, verify_header
+from pipelines.data.images import describe, image_extensions, verify_header
 
 IMAGES_DIR, MASKS_DIR = "images", "masks"
 # Modes whose pixels are one number each: grey levels, palette indices, 32-bit integers.
@@ -102,7 +102,7 @@ def check_pairs(
     num_proc: int | None = None,
 ) -> set[int]:
     """Every row's image verifies, its mask decodes, has the image's size and holds only class ids below `classes`
-    or `ignore_index`; `num_proc` processes share the rows (as `pipelines.images.check_images`). Returns the class
+    or `ignore_index`; `num_proc` processes share the rows (as `pipelines.data.images.check_images`). Returns the class
     ids the masks hold."""
 
     def check(batch: dict[str, list], positions: list[int]) -> dict[str, list]:

@@ -197,7 +197,7 @@ def _dense_layer_groups(model: nn.Module, path: str, backbone: nn.Module) -> Lay
 
 def layer_groups(model: nn.Module) -> LayerGroups:
     """Name the layer groups of a transformers or timm model (with or without a task head)."""
-    from pipelines.dense_backbone import timm_backbone_module
+    from pipelines.models.dense_backbone import timm_backbone_module
 
     dense = timm_backbone_module(model)
     if dense is not None and getattr(getattr(model, "config", None), "backbone_config", None) is not None:

@@ -35,7 +35,7 @@ import yaml
 
 from pipelines.config import RecipeConfig, apply_overrides, closest, load_recipe_config, read_recipe_file, set_dotted
 from pipelines.errors import HubtuneError
-from pipelines.run_folder import write_json
+from pipelines.runs.folder import write_json
 
 if TYPE_CHECKING:
     import optuna
@@ -280,7 +280,7 @@ def search(
     import torch
 
     from pipelines.processes import process_state
-    from pipelines.recipe import Recipe
+    from pipelines.runner.recipe import Recipe
     from pipelines.tasks import get_task
 
     if trials < 1:

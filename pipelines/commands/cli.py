@@ -102,7 +102,7 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
 def _run(args: argparse.Namespace) -> None:
     if args.command == "train":
         from pipelines.processes import process_state
-        from pipelines.recipe import Recipe
+        from pipelines.runner.recipe import Recipe
         from pipelines.tasks import get_task
 
         recipe = Recipe.from_yaml(args.recipe, args.overrides)
@@ -112,11 +112,11 @@ def _run(args: argparse.Namespace) -> None:
             headline = {k: v for k, v in results.items() if k.startswith("test_") or k.removeprefix("eval_") in summary}
             print(json.dumps(headline, indent=2))
     elif args.command == "evaluate":
-        from pipelines.inference import Predictor
+        from pipelines.serving.predictor import Predictor
 
         print(json.dumps(Predictor(args.run).evaluate(args.split, data_file=args.data), indent=2))
     elif args.command == "compare":
-        from pipelines.compare import compare
+        from pipelines.runner.compare import compare
 
         try:
             sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
@@ -125,7 +125,7 @@ def _run(args: argparse.Namespace) -> None:
         report = compare(args.recipe, args.overrides, sizes, args.metric, args.out)
         print(json.dumps({"metric": report.metric, "rows": report.rows, "warnings": report.warnings}, indent=2))
     elif args.command == "search":
-        from pipelines.search import optuna_module, search
+        from pipelines.runner.search import optuna_module, search
 
         # Optuna's trial lines go through the command's logging setup instead of its own handler.
         optuna_module().logging.disable_default_handler()
@@ -133,7 +133,7 @@ def _run(args: argparse.Namespace) -> None:
         result = search(args.recipe, args.overrides, args.trials, args.metric, args.out).to_dict()
         print(json.dumps({key: result[key] for key in ("metric", "direction", "best", "best_recipe")}, indent=2))
     elif args.command == "export":
-        from pipelines.export import export_run
+        from pipelines.serving.export import export_run
 
         print(json.dumps(export_run(args.run, args.out, args.merge, args.format), indent=2))
     elif args.command == "push":
@@ -141,11 +141,11 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "predict":
         _predict(args)
     elif args.command == "recipe-keys":
-        from pipelines.recipe_keys import format_keys, recipe_keys
+        from pipelines.commands.recipe_keys import format_keys, recipe_keys
 
         print(format_keys(recipe_keys(args.task)))
     elif args.command == "import-ct2":
-        from pipelines.ct2_import import import_ct2_whisper
+        from pipelines.models.ct2_import import import_ct2_whisper
 
         print(import_ct2_whisper(args.source, args.target))
 
@@ -153,8 +153,8 @@ def _run(args: argparse.Namespace) -> None:
 def _predict(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from pipelines.inference import Predictor, collect_inputs
     from pipelines.processes import process_state
+    from pipelines.serving.predictor import Predictor, collect_inputs
 
     if args.data is not None and (args.inputs or args.file):
         raise HubtuneError("predict takes inputs (arguments, --file, -) or --data, not both")
@@ -205,8 +205,8 @@ def _push(args: argparse.Namespace) -> None:
     import dataclasses
     from pathlib import Path
 
-    from pipelines.hub import push_run
-    from pipelines.run_folder import read_run_recipe
+    from pipelines.runs.folder import read_run_recipe
+    from pipelines.serving.hub import push_run
     from pipelines.tasks import get_task
 
     run_dir = Path(args.run)
@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     if args.command in HUB_COMMANDS:
-        from pipelines.hub_access import go_offline_unless_reachable
+        from pipelines.serving.hub_access import go_offline_unless_reachable
 
         go_offline_unless_reachable()
     if not sys.stderr.isatty():

@@ -1,5 +1,5 @@
 """`hubtune export RUN OUT --merge`: a standalone model folder that plain `from_pretrained` loads; `--format onnx`
-an ONNX graph that onnxruntime runs alone (pipelines.onnx_export)."""
+an ONNX graph that onnxruntime runs alone (pipelines.serving.onnx_export)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from datasets import Dataset
 
-from pipelines.data import load_splits, streamed
+from pipelines.data.splits import load_splits, streamed
 from pipelines.errors import HubtuneError
-from pipelines.inference import Predictor
-from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
+from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
+from pipelines.serving.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def export_run(
     out_dir = Path(out_dir)
     if export_format == "onnx":
         _refuse_non_empty(out_dir)
-        from pipelines.onnx_export import export_onnx  # onnxruntime and the exporter only when asked for
+        from pipelines.serving.onnx_export import export_onnx  # onnxruntime and the exporter only when asked for
 
         return export_onnx(run_dir, out_dir)
     run = Predictor(run_dir)

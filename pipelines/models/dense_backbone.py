@@ -24,7 +24,7 @@ from transformers import AutoConfig
 
 from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError
-from pipelines.modeling import TIMM_HUB_PREFIX, timm_file_as_folder
+from pipelines.models.loading import TIMM_HUB_PREFIX, timm_file_as_folder
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer
 
-from pipelines.audio import AudioInputConfig
+from pipelines.data.audio import AudioInputConfig
 from pipelines.config import option, require_one_of
 from pipelines.errors import HubtuneError
 

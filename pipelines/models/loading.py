@@ -11,9 +11,9 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
-from pipelines.adapt.groups import layer_groups
 from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError
+from pipelines.models.groups import layer_groups
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from datasets import Audio, Dataset
 from scipy.signal import resample_poly
 
 from pipelines.config import DataConfig, option
-from pipelines.data import load_table_file
+from pipelines.data.splits import load_table_file
 from pipelines.errors import HubtuneError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}

@@ -17,15 +17,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from pipelines.adapt import adapt_model, format_table, parameter_table, plan_groups
 from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
-from pipelines.data import load_splits, shuffle_stream, streamed
+from pipelines.data.splits import load_splits, shuffle_stream, streamed
 from pipelines.errors import HubtuneError, RunInterrupted
-from pipelines.feature_cache import FeatureCache
-from pipelines.hub import push_run
 from pipelines.processes import process_state
-from pipelines.report import write_report
-from pipelines.resume import drop_incomplete, find_resumable
-from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
-from pipelines.run_guard import (
+from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
+from pipelines.runs.guard import (
     check_replaceable,
     check_usable,
     finish_run,
@@ -35,10 +31,14 @@ from pipelines.run_guard import (
     start_run,
     swap_in,
 )
-from pipelines.speed import speed_settings
+from pipelines.runs.report import write_report
+from pipelines.runs.resume import drop_incomplete, find_resumable
+from pipelines.serving.hub import push_run
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
-from pipelines.training import (
+from pipelines.training.feature_cache import FeatureCache
+from pipelines.training.speed import speed_settings
+from pipelines.training.trainer import (
     GroupOptimization,
     build_trainer,
     early_stopping,

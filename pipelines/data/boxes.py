@@ -24,7 +24,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from pipelines.errors import HubtuneError
-from pipelines.images import image_extensions
+from pipelines.data.images import image_extensions
 
 # Pixels a box may reach past the image's edge (annotation tools round outwards); such boxes are clipped.
 EDGE_TOLERANCE = 1.0

@@ -13,8 +13,8 @@ from huggingface_hub.utils import filter_repo_objects
 
 from pipelines.config import HubConfig, RecipeConfig
 from pipelines.errors import HubtuneError
-from pipelines.model_card import model_card
-from pipelines.run_guard import record_written
+from pipelines.runs.card import model_card
+from pipelines.runs.guard import record_written
 
 logger = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from pipelines.errors import HubtuneError
-from pipelines.export import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
-from pipelines.inference import Predictor
-from pipelines.run_folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, read_run_recipe, write_json
+from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, read_run_recipe, write_json
+from pipelines.serving.export import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
+from pipelines.serving.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 

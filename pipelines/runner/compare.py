@@ -15,11 +15,11 @@ from matplotlib.figure import Figure
 from transformers import AutoConfig
 
 from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig, load_recipe_config
-from pipelines.data import load_splits
+from pipelines.data.splits import load_splits
 from pipelines.errors import HubtuneError
-from pipelines.modeling import from_pretrained
-from pipelines.recipe import Recipe
-from pipelines.run_folder import write_json
+from pipelines.models.loading import from_pretrained
+from pipelines.runner.recipe import Recipe
+from pipelines.runs.folder import write_json
 from pipelines.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from pipelines.run_folder import RESULTS_FILE
+from pipelines.runs.folder import RESULTS_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from accelerate import PartialState
 from datasets import Dataset
 from transformers import PrinterCallback
 
-from pipelines.data import Splits, load_splits, require_columns
+from pipelines.data.splits import Splits, load_splits, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.processes import process_state
-from pipelines.run_folder import read_run_recipe, write_json
-from pipelines.run_guard import record_written
+from pipelines.runs.folder import read_run_recipe, write_json
+from pipelines.runs.guard import record_written
 from pipelines.tasks import get_task
-from pipelines.training import build_trainer, training_arguments
+from pipelines.training.trainer import build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The Trainer wrapper: training arguments, the Trainer subclass, speed defaults and the feature cache."""
