@@ -1,6 +1,7 @@
 # One entry point for a fresh machine: each target creates the venv when it is missing.
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
-#   make test   - set up, lint (ruff check and format check, mypy) and run the test suite (what .ci/run calls)
+#   make test   - set up, lint (ruff check and format check, mypy, import-linter's layer contracts) and run the
+#                 test suite (what .ci/run calls)
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), scripts/bench_feature_cache.py and
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
@@ -67,6 +68,7 @@ lint: install
 	$(BIN)/ruff check pipelines tests scripts
 	$(BIN)/ruff format --check pipelines tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The real tiny.en test transcribes LibriVox clips from this Debian package; without root it is skipped.
 test-data:

@@ -47,7 +47,7 @@ def test_train_usage_shows_overrides_as_optional(capsys):
 def test_package_names_still_import_lazily():
     from pipelines import HubtuneError, Recipe, RecipeConfig, load_recipe_config
 
-    assert Recipe.__module__ == "pipelines.runner.recipe" and RecipeConfig.__module__ == "pipelines.config"
+    assert Recipe.__module__ == "pipelines.runner.recipe" and RecipeConfig.__module__ == "pipelines.config.sections"
     assert callable(load_recipe_config) and issubclass(HubtuneError, Exception)
     with pytest.raises(ImportError, match="cannot import name 'Recipes'"):
         from pipelines import Recipes  # noqa: F401

@@ -15,7 +15,8 @@ from transformers import AutoModelForObjectDetection, AutoModelForSemanticSegmen
 from pipelines import HubtuneError, load_recipe_config
 from pipelines.adapt import adapt_model, layer_groups
 from pipelines.config import AdaptConfig, ModelConfig
-from pipelines.models.dense_backbone import OUT_INDICES, build_on_backbone, timm_backbone_module
+from pipelines.models.dense_backbone import OUT_INDICES, build_on_backbone
+from pipelines.models.groups import timm_backbone_module
 
 DETR_HEAD = TINY_DETR_SIZES
 # RT-DETR's hybrid encoder reads the backbone's last three levels; hubtune fits its input channels to them.

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import make_recipe_values
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, TrainerCallback
@@ -216,16 +219,44 @@ def test_peft_strategy_needs_pretrained_weights(recipe_values):
         load_recipe_config(values=values)
 
 
-@pytest.mark.skipif(
+NO_QLORA_MACHINE = pytest.mark.skipif(
     torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None,
     reason="this machine can run QLoRA",
 )
-def test_qlora_without_cuda_and_bitsandbytes_is_an_error_at_load(recipe_values):
+
+
+@NO_QLORA_MACHINE
+def test_qlora_is_refused_when_training_starts_not_when_the_recipe_loads(recipe_values):
     values = peft_values(recipe_values, {"method": "lora", "quantize": "4bit"})
+    recipe = Recipe.from_dict(values)  # reading the recipe asks nothing of the machine
     with pytest.raises(HubtuneError, match="'adapt.peft.quantize: 4bit'.*needs a CUDA GPU and bitsandbytes"):
-        load_recipe_config(values=values)
+        recipe.run()
+    assert not Path(values["output_dir"]).exists()  # refused before the run folder is touched
     with pytest.raises(HubtuneError, match="'adapt.peft.quantize' must be one of 4bit, got '8bit'"):
         load_recipe_config(values=peft_values(recipe_values, {"method": "lora", "quantize": "8bit"}))
+
+
+@NO_QLORA_MACHINE
+def test_a_qlora_run_folder_predicts_evaluates_and_exports_on_a_cpu_machine(peft_run, tmp_path):
+    """What a GPU-trained QLoRA run folder holds (a LoRA adapter and head over the base, its recipe saying
+    `quantize: 4bit`) is served from the full-precision base here, giving the adapter's answers."""
+    trained, results, _ = peft_run("lora")
+    run_dir = tmp_path / "qlora-run"
+    shutil.copytree(trained, run_dir)
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    recipe["adapt"]["peft"]["quantize"] = "4bit"
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+
+    predictor = Predictor(run_dir)
+    assert predictor.config.adapt.peft.quantize == "4bit"
+    expected = Predictor(trained).predict(TEXTS)
+    assert predictor.predict(TEXTS) == expected
+    scores = predictor.evaluate("test")
+    assert scores["test_accuracy"] == pytest.approx(results["test_accuracy"])
+    check = export_run(run_dir, tmp_path / "merged", merge=True)
+    assert check["merged_adapter"] is True and check["max_abs_logit_difference"] < 1e-4
+    with pytest.raises(HubtuneError, match="'adapt.peft.quantize: 4bit'.*needs a CUDA GPU"):
+        Recipe.from_yaml(run_dir / "recipe.yaml", overrides=[f"output_dir={tmp_path / 'again'}"]).run()
 
 
 def test_qlora_refuses_a_model_not_loaded_in_4_bits(tiny_bert):

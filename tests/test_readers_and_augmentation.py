@@ -70,7 +70,7 @@ def timm_processor():
 
 @pytest.mark.parametrize("make_processor", [vit_processor, timm_processor], ids=["transformers", "timm"])
 def test_augmentation_is_random_in_training_and_deterministic_at_evaluation(make_processor):
-    from pipelines.tasks.image_classification import pixel_transform
+    from pipelines.data.pixels import pixel_transform
 
     processor = make_processor()
     images = [photo(0), photo(1)]

@@ -9,7 +9,7 @@ import yaml
 
 from pipelines import HubtuneError, Recipe
 from pipelines.commands.cli import main
-from pipelines.runner.search import load_search
+from pipelines.runner.search_plan import load_search
 
 SPACE = {
     "training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
@@ -102,7 +102,8 @@ def test_three_trials_write_their_runs_the_summary_the_plot_and_a_trainable_best
         ),
         (
             {"training.num_train_epochs": {"low": 1, "hihg": 3}},
-            "search range 'training.num_train_epochs' has unknown field 'hihg'; did you mean 'high'?",
+            "unknown recipe key 'search.training.num_train_epochs.hihg'; "
+            "did you mean 'search.training.num_train_epochs.high'?",
         ),
         (
             {"training.learning_rate": {"low": 0, "high": 1e-3, "log": True}},

@@ -24,6 +24,7 @@ from transformers import AutoConfig
 
 from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError
+from pipelines.models.groups import timm_backbone_module
 from pipelines.models.loading import TIMM_HUB_PREFIX, timm_file_as_folder
 
 logger = logging.getLogger(__name__)
@@ -160,15 +161,6 @@ def build_on_backbone(
         "random init" if model.from_scratch else f"ImageNet weights from {model.checkpoint}",
     )
     return built
-
-
-def timm_backbone_module(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The timm feature extractor inside a dense-prediction model and its path (DETR's family keeps it at
-    `model.backbone.model`, UperNet at `backbone._backbone`); None for models without one."""
-    for name, module in model.named_modules():
-        if "backbone" in name and type(module).__module__.startswith("timm."):
-            return name, module
-    return None
 
 
 def load_backbone_weights(model: nn.Module, source: BackboneSource, pretrained: bool = True) -> None:

@@ -195,10 +195,17 @@ def _dense_layer_groups(model: nn.Module, path: str, backbone: nn.Module) -> Lay
     return LayerGroups([n for n in names if n in present], by_parameter, head_modules, num_blocks, dense=True)
 
 
+def timm_backbone_module(model: nn.Module) -> tuple[str, nn.Module] | None:
+    """The timm feature extractor inside a dense-prediction model and its path (DETR's family keeps it at
+    `model.backbone.model`, UperNet at `backbone._backbone`); None for models without one."""
+    for name, module in model.named_modules():
+        if "backbone" in name and type(module).__module__.startswith("timm."):
+            return name, module
+    return None
+
+
 def layer_groups(model: nn.Module) -> LayerGroups:
     """Name the layer groups of a transformers or timm model (with or without a task head)."""
-    from pipelines.models.dense_backbone import timm_backbone_module
-
     dense = timm_backbone_module(model)
     if dense is not None and getattr(getattr(model, "config", None), "backbone_config", None) is not None:
         return _dense_layer_groups(model, *dense)

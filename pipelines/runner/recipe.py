@@ -37,6 +37,7 @@ from pipelines.serving.hub import push_run
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
 from pipelines.training.feature_cache import FeatureCache
+from pipelines.training.machine import check_machine
 from pipelines.training.speed import speed_settings
 from pipelines.training.trainer import (
     GroupOptimization,
@@ -297,6 +298,7 @@ class Recipe:
 
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
         """Train, evaluate on validation and test, and write the run folder. Returns all results."""
+        check_machine(self.config)
         started = time.perf_counter()
         state = process_state()
         if state.is_main_process:

@@ -33,8 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from pipelines.config import RecipeConfig, apply_overrides, closest, load_recipe_config, read_recipe_file, set_dotted
+from pipelines.config import (
+    set_dotted,
+)
 from pipelines.errors import HubtuneError
+from pipelines.runner.search_plan import SearchPlan, load_search
 from pipelines.runs.folder import write_json
 
 if TYPE_CHECKING:
@@ -43,59 +46,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SEARCH_FILE, REPORT_FILE, PLOT_FILE, BEST_RECIPE_FILE = "search.json", "search.md", "search.png", "best_recipe.yaml"
-RANGE_FIELDS = ("low", "high", "log", "step", "type", "choices")
-RANGE_TYPES = ("float", "int")
-DIRECTIONS = ("minimize", "maximize")
-SAMPLERS = ("tpe", "random")
-SEARCH_OPTIONS = ("direction", "sampler")
-# The search sets these for every trial itself (each trial's own run folder, no uploads of trials).
-RESERVED_KEYS = ("name", "output_dir", "overwrite", "hub")
-
-
-@dataclass
-class SearchRange:
-    """One searched recipe key: numbers from low to high (int or float, optionally log-scaled), or choices."""
-
-    key: str
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    step: float | None = None
-    type: str = "float"
-    choices: list[Any] | None = None
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        if self.choices is not None:
-            return trial.suggest_categorical(self.key, self.choices)
-        if self.type == "int":
-            step = int(self.step) if self.step is not None else 1
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=step, log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
-
-    def samples(self) -> list[Any]:
-        """Values that stand for the whole range when the recipe checks it: both ends, or every choice."""
-        if self.choices is not None:
-            return list(self.choices)
-        if self.type == "int":
-            return [int(self.low), int(self.high)]
-        return [self.low, self.high]
-
-
-@dataclass
-class SearchPlan:
-    """A recipe with a search section, checked: the recipe values (overrides applied) and the ranges."""
-
-    tree: dict[str, Any]  # the recipe as written, without 'search', with the command's overrides
-    config: RecipeConfig  # the tree validated: the base values
-    ranges: list[SearchRange]
-    direction: str | None = None  # None: from the task and metric
-    sampler: str = "tpe"
-    sampler_seed: int | None = None  # None: the recipe's seed
-
-    def trial_config(self, params: dict[str, Any], extra: Sequence[str] = ()) -> RecipeConfig:
-        # JSON is YAML: each value reads back with its type through the ordinary override path.
-        overrides = [f"{key}={json.dumps(value)}" for key, value in params.items()]
-        return load_recipe_config(values=self.tree, overrides=[*overrides, *extra])
 
 
 @dataclass
@@ -133,114 +83,6 @@ class SearchResult:
             "best_recipe": str(self.out_dir / BEST_RECIPE_FILE) if best else None,
             "trials": [dataclasses.asdict(trial) for trial in self.trials],
         }
-
-
-def _number(key: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HubtuneError(f"search range '{key}': '{name}' must be a number, got {value!r}")
-    return float(value)
-
-
-def _parse_range(key: str, spec: Any) -> SearchRange:
-    if not isinstance(spec, dict):
-        raise HubtuneError(
-            f"search range '{key}' must be a mapping ({{low: .., high: ..}} or {{choices: [..]}}), got {spec!r}"
-        )
-    for name in spec:
-        if name not in RANGE_FIELDS:
-            raise HubtuneError(f"search range '{key}' has unknown field '{name}'{closest(str(name), RANGE_FIELDS)}")
-    if "choices" in spec:
-        choices = spec["choices"]
-        if set(spec) != {"choices"}:
-            raise HubtuneError(
-                f"search range '{key}' has 'choices'; it takes no {', '.join(sorted(set(spec) - {'choices'}))}"
-            )
-        if not isinstance(choices, list) or not choices:
-            raise HubtuneError(f"search range '{key}': 'choices' must be a non-empty list, got {choices!r}")
-        for choice in choices:
-            # Optuna stores categorical choices as plain values; a list or mapping would not round-trip.
-            if choice is not None and not isinstance(choice, (bool, int, float, str)):
-                raise HubtuneError(
-                    f"search range '{key}': choices must be numbers, strings, true/false or null, got {choice!r}"
-                )
-        return SearchRange(key, choices=choices)
-    for name in ("low", "high"):
-        if name not in spec:
-            raise HubtuneError(f"search range '{key}' needs '{name}' (or give 'choices')")
-    low, high = _number(key, "low", spec["low"]), _number(key, "high", spec["high"])
-    if low > high:
-        raise HubtuneError(f"search range '{key}': low {spec['low']!r} is above high {spec['high']!r}")
-    kind = spec.get("type", "float")
-    if kind not in RANGE_TYPES:
-        raise HubtuneError(f"search range '{key}': 'type' must be float or int, got {kind!r}")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise HubtuneError(f"search range '{key}': 'log' must be true or false, got {log!r}")
-    if log and low <= 0:
-        raise HubtuneError(f"search range '{key}': a log range needs low above 0, got {spec['low']!r}")
-    step = _number(key, "step", spec["step"]) if spec.get("step") is not None else None
-    if step is not None and (step <= 0 or log):
-        raise HubtuneError(f"search range '{key}': 'step' must be positive and cannot be combined with 'log'")
-    if kind == "int" and any(v is not None and not float(v).is_integer() for v in (low, high, step)):
-        raise HubtuneError(f"search range '{key}' has type int; low, high and step must be whole numbers")
-    return SearchRange(key, low, high, log, step, kind)
-
-
-def _parse_sampler(spec: Any) -> tuple[str, int | None]:
-    if not isinstance(spec, dict):
-        raise HubtuneError(f"search option 'sampler' must be a mapping like {{name: tpe, seed: 0}}, got {spec!r}")
-    for name in spec:
-        if name not in ("name", "seed"):
-            raise HubtuneError(
-                f"search option 'sampler' has unknown field '{name}'{closest(str(name), ('name', 'seed'))}"
-            )
-    sampler = spec.get("name", "tpe")
-    if sampler not in SAMPLERS:
-        raise HubtuneError(f"search option 'sampler.name' must be tpe or random, got {sampler!r}")
-    seed = spec.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise HubtuneError(f"search option 'sampler.seed' must be an integer, got {seed!r}")
-    return sampler, seed
-
-
-def _check_key(plan: SearchPlan, search_range: SearchRange) -> None:
-    """The recipe's own validation decides whether a key exists and which values it takes: the range's ends (or
-    each choice) are applied as overrides and the recipe is loaded."""
-    key = search_range.key
-    if key.split(".")[0] in RESERVED_KEYS:
-        raise HubtuneError(f"search key '{key}' cannot be searched: the search sets it for each trial itself")
-    for value in search_range.samples():
-        try:
-            plan.trial_config({key: value})
-        except HubtuneError as error:
-            raise HubtuneError(f"search key '{key}' = {value!r}: {error}") from error
-
-
-def load_search(path: str | Path, overrides: Sequence[str] = ()) -> SearchPlan:
-    """Read a recipe with a `search:` section and check it all: the recipe, every range and its key."""
-    tree = read_recipe_file(path)
-    section = tree.pop("search", None)
-    if not section:
-        raise HubtuneError(f"recipe file '{path}' has no 'search' section (recipe key -> range) to search over")
-    if not isinstance(section, dict):
-        raise HubtuneError(f"recipe section 'search' must be a mapping of recipe key -> range, got {section!r}")
-    tree = apply_overrides(tree, overrides)
-    plan = SearchPlan(tree, load_recipe_config(values=tree), ranges=[])
-    for key, spec in section.items():
-        key = str(key)
-        if key == "direction":
-            if spec not in DIRECTIONS:
-                raise HubtuneError(f"search option 'direction' must be minimize or maximize, got {spec!r}")
-            plan.direction = spec
-        elif key == "sampler":
-            plan.sampler, plan.sampler_seed = _parse_sampler(spec)
-        else:
-            plan.ranges.append(_parse_range(key, spec))
-    if not plan.ranges:
-        raise HubtuneError("recipe section 'search' has no ranges, only options; add e.g. training.learning_rate")
-    for search_range in plan.ranges:
-        _check_key(plan, search_range)
-    return plan
 
 
 def optuna_module() -> Any:

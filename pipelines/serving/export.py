@@ -10,33 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset
 
-from pipelines.data.splits import load_splits, streamed
 from pipelines.errors import HubtuneError
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.serving.predictor import Predictor
+from pipelines.serving.probe import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
 
 logger = logging.getLogger(__name__)
 
-EXPORT_CHECK_FILE = "export_check.json"
-PROBE_SIZE = 8
-TOLERANCE = 1e-4
 EXPORT_FORMATS = ("transformers", "onnx")
-
-
-def probe_batches(run: Predictor, sizes: list[int]) -> list[dict[str, torch.Tensor]]:
-    """Batches of the first `size` (at most PROBE_SIZE) real examples of the recipe's data, preprocessed and
-    collated as in training; the data is read and preprocessed once for all of them."""
-    splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file)
-    role = next(role for role in ("test", "validation", "train") if role in splits)
-    examples = splits[role]
-    if streamed(examples):  # a `data.streaming` recipe: its first rows, read from the stream
-        examples = Dataset.from_list(list(examples.take(PROBE_SIZE)), features=examples.features)
-    splits.datasets = {role: examples.select(range(min(PROBE_SIZE, len(examples))))}
-    data = run.task.prepare(splits, run.processor, label_names=run.label_names)
-    collate = run.task.data_collator(run.processor)
-    return [collate([data[role][i] for i in range(min(size, len(data[role])))]) for size in sizes]
 
 
 def _refuse_non_empty(out_dir: Path) -> None:

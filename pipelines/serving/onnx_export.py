@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.data.pixels import is_timm_processor, size_overrides
 from pipelines.errors import HubtuneError
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, read_run_recipe, write_json
-from pipelines.serving.export import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
 from pipelines.serving.predictor import Predictor
+from pipelines.serving.probe import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,6 @@ def _compare(session: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor
 def _save_preprocessing(run: Predictor, config: Any, out_dir: Path) -> None:
     """config.json (label names; a timm model's preprocessing too) and the processor files, describing the inputs
     the graph was made for: with `data.image_size`, the run's square side instead of the checkpoint's."""
-    from pipelines.tasks.image_classification import is_timm_processor, size_overrides
 
     config, processor = copy.deepcopy(config), copy.deepcopy(run.processor)
     side = getattr(run.config.data, "image_size", None)

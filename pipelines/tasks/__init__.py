@@ -1,36 +1,26 @@
-"""Registered tasks: recipe key `task` -> Task class."""
+"""The tasks: one module per task, each a `Task` subclass registered under its recipe key `task`.
+
+The built-in tasks are registered through the `hubtune.tasks` entry points (pyproject.toml), so that the recipe
+layer finds a task by name without importing this package; `TASKS` is the registry itself.
+"""
 
 from __future__ import annotations
 
-from pipelines.errors import HubtuneError
-from pipelines.tasks.audio_classification import AudioClassification
+from typing import cast
+
+from pipelines.registry import TASKS
 from pipelines.tasks.base import PreparedData, Task
-from pipelines.tasks.image_classification import ImageClassification
-from pipelines.tasks.object_detection import ObjectDetection
-from pipelines.tasks.semantic_segmentation import SemanticSegmentation
-from pipelines.tasks.speech_ctc import SpeechRecognitionCTC
-from pipelines.tasks.speech_seq2seq import SpeechRecognitionSeq2Seq
-from pipelines.tasks.text_classification import TextClassification
-from pipelines.tasks.token_classification import TokenClassification
 
-__all__ = ["TASKS", "PreparedData", "Task", "get_task"]
-
-TASKS: dict[str, type[Task]] = {
-    task.name: task
-    for task in (
-        TextClassification,
-        TokenClassification,
-        ImageClassification,
-        ObjectDetection,
-        SemanticSegmentation,
-        AudioClassification,
-        SpeechRecognitionCTC,
-        SpeechRecognitionSeq2Seq,
-    )
-}
+__all__ = ["TASKS", "PreparedData", "Task", "get_task", "register_task"]
 
 
 def get_task(name: str) -> type[Task]:
-    if name not in TASKS:
-        raise HubtuneError(f"unknown task '{name}' in recipe key 'task'; known tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    """The task class a recipe's `task` names; an unknown name is an error naming the recipe key."""
+    return cast(type[Task], TASKS.get(name))
+
+
+def register_task(task: type[Task]) -> type[Task]:
+    """Make `task` (a `Task` subclass with a `name`) available to recipes; usable as a class decorator."""
+    if not (isinstance(task, type) and issubclass(task, Task)):
+        raise TypeError(f"register_task takes a Task subclass, got {task!r}")
+    return cast(type[Task], TASKS.register(task))

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, BatchFeature
 
-from pipelines.config import LabelledDataConfig
 from pipelines.data.audio import AudioInputConfig
 from pipelines.data.splits import Splits
 from pipelines.models.loading import from_pretrained
 from pipelines.tasks.audio_task import AudioTask, check_splits_columns, extract_features
 from pipelines.tasks.base import PreparedData, TaskModel
 from pipelines.tasks.classifier import ClassifierMixin
+from pipelines.tasks.data_sections import LabelledDataConfig
 
 
 @dataclass

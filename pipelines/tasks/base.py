@@ -92,6 +92,25 @@ class Task(ABC, Generic[DataT]):
     # The recipe's `data` section for this task: the shared keys plus the task's own, each checking itself.
     data_config: ClassVar[type[DataConfig]] = DataConfig
 
+    @classmethod
+    def check_recipe(cls, config: RecipeConfig) -> None:
+        """Rules that tie the recipe's other sections to this task, run by the recipe layer (through the task
+        registry) when a recipe is loaded. Overrides call this one first."""
+        if config.model.architecture and not cls.builds_on_backbone:
+            raise HubtuneError(
+                f"recipe key 'model.architecture' builds a detection or segmentation model around a backbone; task "
+                f"'{config.task}' loads 'model.checkpoint' whole: remove the key"
+            )
+        if config.adapt.feature_cache and not cls.caches_features:
+            raise HubtuneError(
+                f"'adapt.feature_cache' stores one backbone output per example for a classifier head; a {config.task} "
+                "model's decoder reads feature maps of every stage, so it cannot train on them: remove the key"
+            )
+        if config.training.get("class_weights") is not None and not cls.class_weighted_loss:
+            raise HubtuneError(
+                f"recipe key 'training.class_weights' weights the classes of a classifier; task '{config.task}' has none"
+            )
+
     def __init__(self, config: RecipeConfig):
         self.config = config
         self._metrics: dict[str, Any] = {}

@@ -21,9 +21,15 @@ from transformers import EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
 from pipelines.adapt.adapters import quantization_kwargs
-from pipelines.config import LabelledDataConfig, RecipeConfig
-from pipelines.data.splits import (
-    Splits,
+from pipelines.config import RecipeConfig
+from pipelines.data.splits import Splits
+from pipelines.errors import HubtuneError
+from pipelines.models.loading import load_classifier
+from pipelines.runs.folder import label_names_of, load_run_model
+from pipelines.tasks.base import PreparedData, TaskModel, confusion_artifact, logits_of
+from pipelines.tasks.collate import IGNORE
+from pipelines.tasks.data_sections import LabelledDataConfig
+from pipelines.tasks.labels import (
     float_targets,
     label_ids,
     missing_classes,
@@ -31,11 +37,6 @@ from pipelines.data.splits import (
     resolve_label_set,
     resolve_labels,
 )
-from pipelines.errors import HubtuneError
-from pipelines.models.loading import load_classifier
-from pipelines.runs.folder import label_names_of, load_run_model
-from pipelines.tasks.base import PreparedData, TaskModel, confusion_artifact, logits_of
-from pipelines.tasks.collate import IGNORE
 
 # transformers' `problem_type` for each of hubtune's: the saved config.json says how the head was trained.
 TRANSFORMERS_PROBLEM_TYPES = {

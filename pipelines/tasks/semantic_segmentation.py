@@ -35,13 +35,14 @@ from transformers import (
 from pipelines.config import DataConfig, option
 from pipelines.data.images import decode_checked, predict_images, resolve_image_paths, undecoded
 from pipelines.data.masks import check_pairs, load_mask_folder, paired_augmentation, read_mask
-from pipelines.data.splits import Splits, load_table_file, missing_classes, require_columns
+from pipelines.data.pixels import size_overrides
+from pipelines.data.splits import Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.models.dense_backbone import backbone_source, build_on_backbone
 from pipelines.models.loading import from_pretrained, load_classifier
 from pipelines.runs.folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths, logits_of
-from pipelines.tasks.image_classification import size_overrides
+from pipelines.tasks.labels import missing_classes
 
 # The input side of a built model when `data.image_size` is not set: SegformerImageProcessor's own default.
 DEFAULT_SIDE = 512

@@ -14,21 +14,14 @@ from transformers import (
     DataCollatorWithPadding,
 )
 
-from pipelines.config import LabelledDataConfig, StreamingDataConfig, option
-from pipelines.data.splits import (
-    Locate,
-    Splits,
-    columns_of,
-    encode_stream_labels,
-    first_missing_text,
-    map_cached,
-    require_columns,
-    streamed,
-)
+from pipelines.config import RecipeConfig, option
+from pipelines.data.splits import Locate, Splits, columns_of, first_missing_text, map_cached, require_columns, streamed
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel
 from pipelines.tasks.classifier import ClassifierMixin, class_weights
+from pipelines.tasks.data_sections import LabelledDataConfig, StreamingDataConfig
+from pipelines.tasks.labels import encode_stream_labels
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +43,20 @@ class TextDataConfig(LabelledDataConfig, StreamingDataConfig):
         super().validate()
         if self.max_length < 1:
             raise HubtuneError(f"recipe key 'data.max_length' must be at least 1, got {self.max_length}")
+
+    def check_recipe(self, recipe: RecipeConfig) -> None:
+        super().check_recipe(recipe)
+        if not self.streaming:
+            return
+        if self.problem_type != "single_label":
+            raise HubtuneError(f"'data.streaming' reads single_label data; 'data.problem_type' is {self.problem_type}")
+        if self.sampler is not None:
+            raise HubtuneError("'data.sampler' draws examples by index, which a stream ('data.streaming') has not")
+        if recipe.training.get("class_weights") == "balanced":
+            raise HubtuneError(
+                "'training.class_weights: balanced' counts the training labels, which a stream ('data.streaming') is "
+                "not read ahead for; give a list of weights"
+            )
 
 
 def require_text(dataset: Dataset, column: str, locate: Locate) -> None:

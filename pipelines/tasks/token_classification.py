@@ -24,24 +24,17 @@ from transformers import (
     TokenClassificationPipeline,
 )
 
-from pipelines.config import StreamingDataConfig, closest, option
+from pipelines.config import RecipeConfig, closest, option
 from pipelines.data.conll import read_conll
 from pipelines.data.padding_free import TokenFlattening, check_packing
-from pipelines.data.splits import (
-    Splits,
-    columns_of,
-    first_row,
-    load_table_file,
-    map_cached,
-    missing_classes,
-    require_columns,
-    streamed,
-)
+from pipelines.data.splits import Splits, columns_of, first_row, load_table_file, map_cached, require_columns, streamed
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin, class_weights, weighted_cross_entropy
 from pipelines.tasks.collate import IGNORE
+from pipelines.tasks.data_sections import StreamingDataConfig
+from pipelines.tasks.labels import missing_classes
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +84,14 @@ class TokensDataConfig(StreamingDataConfig):
             raise HubtuneError(f"recipe key 'data.labels' repeats a tag: {self.labels}")
         if self.max_length < 1:
             raise HubtuneError(f"recipe key 'data.max_length' must be at least 1, got {self.max_length}")
+
+    def check_recipe(self, recipe: RecipeConfig) -> None:
+        super().check_recipe(recipe)
+        if self.padding_free and recipe.adapt.feature_cache:
+            raise HubtuneError(
+                "'data.padding_free' packs token sequences, but 'adapt.feature_cache' trains on cached features; "
+                "keep one"
+            )
 
 
 def require_fast_tokenizer(tokenizer: Any, checkpoint: str) -> None:

@@ -1,0 +1,167 @@
+"""The recipe's sections as dataclasses: `model`, `data` (the part every task shares), `hub`, and the recipe.
+
+A task's own data keys live in its `data_config` subclass, with the task; the `adapt` section lives in
+`pipelines.config.adapt` and `training` (TrainingArguments fields, checked against them) in
+`pipelines.config.training`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipelines.config.adapt import AdaptConfig
+from pipelines.config.builder import factory, option
+from pipelines.errors import HubtuneError
+
+
+@dataclass
+class ModelConfig:
+    checkpoint: str = option(
+        "", "a Hub id (org/name, or timm's hf-hub:org/name), a local folder, or a single timm weights file"
+    )
+    revision: str = option("main", "the Hub revision (branch, tag or commit) of the checkpoint")
+    trust_remote_code: bool = option(
+        False, "allow a checkpoint's own Python code (its config's auto_map); read that code first"
+    )
+    from_scratch: bool = option(
+        False,
+        "same architecture and config as the checkpoint, random weights: the baseline that shows what transfer gains",
+    )
+    timm_architecture: str | None = option(
+        None, "the timm architecture of a single weights file given as 'checkpoint' (e.g. resnet18)"
+    )
+    architecture: str | None = option(
+        None,
+        "detection / segmentation: a transformers model type (conditional_detr, deformable_detr, upernet ...) built "
+        "new around 'checkpoint' as its ImageNet backbone (a timm checkpoint); null: 'checkpoint' is a whole model",
+    )
+    attn_implementation: str | None = option(
+        None,
+        "the attention kernel the model is loaded with: sdpa, eager, flash_attention_2, ...; null: transformers' "
+        "default (sdpa where the model has it)",
+    )
+    config_overrides: dict[str, Any] = factory(
+        dict,
+        "model-config fields set at load, e.g. {hidden_dropout_prob: 0.2, layerdrop: 0.1, mask_time_prob: 0.05}; "
+        "each must be a field of the checkpoint's config",
+    )
+
+
+@dataclass
+class DataConfig:
+    """Where a run's data comes from and how much of it is used; every task's data section starts with these.
+
+    Each task family adds its own keys in a subclass that lives with the task and checks itself (`validate`);
+    a key of another task's section is an error at load.
+    """
+
+    dataset: str | None = option(None, "a Hub dataset id; or give 'files'")
+    dataset_config: str | None = option(None, "the Hub dataset's configuration name")
+    revision: str | None = option(None, "the Hub dataset's revision")
+    files: dict[str, str] = factory(
+        dict, "split name -> local file or folder (csv, tsv, json, jsonl, parquet, or a task's own formats)"
+    )
+    train_split: str = option("train", "the split to train on")
+    validation_split: str | None = option("validation", "the split to validate on, or null")
+    test_split: str | None = option("test", "the split to test on, or null")
+    validation_fraction: float | None = option(
+        None, "carve this share of train out for validation when there is no validation split"
+    )
+    max_train_samples: int | None = option(None, "use a random subset of this many training examples")
+    max_eval_samples: int | None = option(None, "use a random subset of this many validation examples")
+    max_test_samples: int | None = option(None, "use a random subset of this many test examples")
+    preprocessing_num_workers: int | None = option(
+        None, "processes that preprocess the data (tokenising, checking files); null: one"
+    )
+
+    def validate(self) -> None:
+        """Raise HubtuneError naming the key when a value cannot work; subclasses add their keys' rules."""
+        if not self.dataset and not self.files:
+            raise HubtuneError("recipe section 'data' needs 'dataset' (a Hub id) or 'files' (split -> local file)")
+        if self.dataset and self.files:
+            raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
+        if self.validation_fraction is not None and not 0.0 < self.validation_fraction < 1.0:
+            raise HubtuneError(
+                f"recipe key 'data.validation_fraction' must lie in (0, 1), got {self.validation_fraction}"
+            )
+        for key in ("max_train_samples", "max_eval_samples", "max_test_samples", "preprocessing_num_workers"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null), got {value}")
+
+    def check_recipe(self, recipe: RecipeConfig) -> None:
+        """Rules that tie this section's keys to the recipe's other sections (run after every section's own)."""
+
+    def stratify_column(self) -> str | None:
+        """The column whose classes a carved-out validation split keeps in proportion (none by default)."""
+        return None
+
+
+@dataclass
+class HubConfig:
+    push: bool = option(False, "push the finished run folder with its model card to the Hub")
+    repo_id: str | None = option(None, "the Hub repository to push to (org/name)")
+    private: bool = option(True, "create the repository as private")
+
+
+# `training.optim` values whose optimizers take the whole model (GaLore, APOLLO) or update inside backward
+# (LOMO) instead of taking param groups: they cannot carry hubtune's per-layer-group learning rates.
+WHOLE_MODEL_OPTIMIZERS = ("galore_", "apollo_", "lomo", "adalomo")
+
+# Keys of `training` that hubtune handles itself rather than passing to TrainingArguments.
+# hubtune's own keys in the `training` section (not TrainingArguments fields), with the type each takes.
+HUBTUNE_TRAINING_TYPES: dict[str, Any] = {
+    "resume": bool,
+    "gpu_defaults": bool,
+    "early_stopping_patience": int,  # evaluations without improvement before training stops
+    "early_stopping_threshold": float,  # how much the metric must improve to count
+    "class_weights": str | list,  # `balanced`, or one weight per class in id order (weighted cross-entropy)
+}
+HUBTUNE_TRAINING_KEYS = set(HUBTUNE_TRAINING_TYPES)
+
+# Defaults that differ from TrainingArguments' own, chosen for fine-tuning a pretrained encoder.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 5e-5,
+    "per_device_train_batch_size": 16,
+    "per_device_eval_batch_size": 64,
+    "num_train_epochs": 3,
+    "eval_strategy": "epoch",
+    "save_strategy": "epoch",
+    "save_total_limit": 2,
+    "logging_steps": 10,
+    # A sequence or token classifier under DDP logs doubled losses and gets doubled gradients with the
+    # default True (docs/platform-notes.md); per-device averaging is the correct choice for these tasks.
+    "average_tokens_across_devices": False,
+    # Every trainable parameter of these models takes part in each forward; the search costs a graph walk.
+    "ddp_find_unused_parameters": False,
+}
+
+
+@dataclass
+class RecipeConfig:
+    name: str = option("", "the run's name; the run folder is runs/<name> unless 'output_dir' says otherwise")
+    task: str = option("text-classification", "the task; its data keys are listed by `hubtune recipe-keys TASK`")
+    seed: int = option(42, "the seed of weights, data order and subsets")
+    output_dir: str | None = option(None, "the run folder; default runs/<name>")
+    overwrite: bool = option(
+        False, "replace an existing run folder that hubtune wrote (swapped in once the new run has finished)"
+    )
+    model: ModelConfig = factory(ModelConfig, "the checkpoint")
+    data: DataConfig = factory(DataConfig, "the data; its keys depend on the task")
+    adapt: AdaptConfig = factory(AdaptConfig, "how the checkpoint is adapted")
+    training: dict[str, Any] = factory(
+        dict,
+        "TrainingArguments fields, plus 'resume' and 'gpu_defaults' (true: bf16 or fp16, TF32, length-grouped "
+        "batches and dataloader workers on a CUDA GPU, each overridden by its own key)",
+    )
+    hub: HubConfig = factory(HubConfig, "pushing the finished run to the Hub")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def resolved_output_dir(self) -> Path:
+        return Path(self.output_dir) if self.output_dir else Path("runs") / self.name
