@@ -2,6 +2,7 @@
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
 #   make test   - set up, lint (ruff check and format check, mypy, import-linter's layer contracts) and run the
 #                 test suite (what .ci/run calls)
+#   make test-fast - the tests not marked slow or distributed (the inner loop, about a minute)
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), scripts/bench_feature_cache.py and
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
@@ -21,7 +22,7 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # LibriVox clips with transcripts.
 SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
-.PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-data lint bench \
+.PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-fast test-data lint bench \
 	bench-scale bench-labels bench-vision fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
@@ -63,6 +64,10 @@ demo-speech: assets-speech
 # Lint and format check first: they take a second, the suite minutes.
 test: install test-data lint
 	$(OFFLINE) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: every test but the slow and multi-process ones (about a minute), no lint.
+test-fast: install
+	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow and not distributed" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check pipelines tests scripts

@@ -21,6 +21,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the suite fast and its timing stable.
 torch.set_num_threads(1)
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests need a CUDA device: on a machine without one they are skipped, saying so."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (marker 'gpu'); this machine has none")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 POSITIVE = ["good", "great", "excellent", "wonderful", "superb", "lovely"]
 NEGATIVE = ["bad", "awful", "terrible", "dull", "boring", "poor"]
 FILLER = ["the", "film", "was", "plot", "acting", "story", "really", "quite", "a", "and", "movie", "cast"]

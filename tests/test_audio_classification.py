@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
-from speech_helpers import TONES, tiny_wav2vec2_folder, write_manifest, write_tone_folder
+from helpers.speech import TONES, tiny_wav2vec2_folder, write_manifest, write_tone_folder
 
 from pipelines import Recipe
 from pipelines.commands.cli import main

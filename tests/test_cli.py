@@ -204,6 +204,7 @@ def test_evaluate_reads_only_the_split_it_scores(cli_run, sentiment_files, monke
     assert read == [str(Path(sentiment_files["validation"]).resolve())]
 
 
+@pytest.mark.distributed
 def test_predict_data_under_two_processes_keeps_row_order(cli_run, sentiment_files, tmp_path):
     """Each of 2 gloo processes predicts its half; the joined file equals a single process's."""
     root = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from speech_helpers import faster_whisper_tokenizer, tiny_whisper, write_ct2_whisper
+from helpers.speech import faster_whisper_tokenizer, tiny_whisper, write_ct2_whisper
 
 from pipelines.commands.cli import main
 from pipelines.models.ct2_import import import_ct2_whisper

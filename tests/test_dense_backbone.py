@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from detection_helpers import TINY_DETR_SIZES, TINY_RT_DETR_SIZES
+from helpers.detection import TINY_DETR_SIZES, TINY_RT_DETR_SIZES
 from timm.models import save_for_hf
 from transformers import AutoModelForObjectDetection, AutoModelForSemanticSegmentation
 

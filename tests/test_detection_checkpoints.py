@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from detection_helpers import TINY_DETR_SIZES, draw_set, write_coco
+from helpers.detection import TINY_DETR_SIZES, draw_set, write_coco
 from safetensors.torch import load_file
 from transformers import (
     ConditionalDetrConfig,

@@ -16,6 +16,8 @@ from transformers import TrainerCallback
 
 from pipelines import Recipe
 
+
+pytestmark = pytest.mark.distributed
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "accelerate_configs").glob("*.yaml"))
 
@@ -35,7 +37,7 @@ def test_two_process_ddp_splits_data_writes_once_and_matches_one_process(recipe_
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(values))
     cache = tmp_path / "datasets-cache"
-    records = _launch("cpu_2proc.yaml", "ddp_worker.py", recipe_path, tmp_path, datasets_cache=cache)
+    records = _launch("cpu_2proc.yaml", "workers/ddp.py", recipe_path, tmp_path, datasets_cache=cache)
     ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world_size"] for r in ranks] == [2, 2]
 
@@ -101,13 +103,13 @@ def test_two_process_fsdp2_shards_and_its_run_folder_holds_the_trained_model(rec
 
     run_dir = tmp_path / "fsdp-run"
     values = dict(recipe_values, output_dir=str(run_dir))
-    # use_configured_state: the Trainer keeps the distributed state fsdp_worker.py set up (see there why).
+    # use_configured_state: the Trainer keeps the distributed state workers/fsdp.py set up (see there why).
     values["training"] = dict(
         values["training"], per_device_train_batch_size=8, accelerator_config={"use_configured_state": True}
     )
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(values))
-    records = _launch("cpu_fsdp_2proc.yaml", "fsdp_worker.py", recipe_path, tmp_path)
+    records = _launch("cpu_fsdp_2proc.yaml", "workers/fsdp.py", recipe_path, tmp_path)
     ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
     results = ranks[0]["results"]
 
@@ -187,7 +189,7 @@ def test_two_processes_each_read_their_own_share_of_a_stream(recipe_values, tmp_
     )
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(values))
-    records = _launch("cpu_2proc.yaml", "ddp_worker.py", recipe_path, tmp_path)
+    records = _launch("cpu_2proc.yaml", "workers/ddp.py", recipe_path, tmp_path)
     ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
     # The collator's first batches are training batches (the final scoring comes after).
     seen = [Counter(tuple(ids) for batch in rank["batches"][:steps] for ids in batch) for rank in ranks]

@@ -160,7 +160,7 @@ def test_onnx_export_merges_a_lora_adapter_without_asking(trained_run, tmp_path)
 
 
 def test_onnx_token_classification_export(tmp_path):
-    from ner_helpers import build_tiny_ner_bert, ner_recipe_values, write_conll
+    from helpers.ner import build_tiny_ner_bert, ner_recipe_values, write_conll
     from transformers import AutoTokenizer
 
     from pipelines import Recipe
@@ -230,7 +230,7 @@ def test_onnx_image_classification_export(family, tmp_path):
 
 
 def test_onnx_audio_classification_export(tmp_path):
-    from speech_helpers import tiny_wav2vec2_folder, write_tone_folder
+    from helpers.speech import tiny_wav2vec2_folder, write_tone_folder
     from transformers import AutoFeatureExtractor
 
     from pipelines import Recipe
@@ -258,7 +258,7 @@ def test_onnx_audio_classification_export(tmp_path):
 
 
 def test_onnx_export_of_a_transcription_run_is_one_error_line(tmp_path, capsys):
-    from speech_helpers import tiny_wav2vec2_folder, write_spelled_split
+    from helpers.speech import tiny_wav2vec2_folder, write_spelled_split
 
     from pipelines import Recipe
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from script_loader import load_script
+from helpers.scripts import load_script
 
 
 def test_efficientnet_lite0_keys_map_one_to_one():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from detection_helpers import (
+from helpers.detection import (
     CLASSES,
     COLOURS,
     TINY_RT_DETR_SIZES,
@@ -286,6 +286,7 @@ def test_readers_give_the_same_boxes(squares, coco_files, tmp_path):
     assert prepared_targets("coco", sources["coco"], None) == prepared_targets("coco", sources["coco"])
 
 
+@pytest.mark.distributed
 def test_two_process_run_trains_and_evaluates(tiny_backbone, coco_files, tmp_path):
     run_dir = tmp_path / "ddp"
     values = detection_values(tiny_backbone, coco_files, run_dir, steps=20)

@@ -7,7 +7,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pandas as pd
 import pytest
-from script_loader import load_script
+from helpers.scripts import load_script
 
 from pipelines import HubtuneError, Recipe
 from pipelines.adapt import layer_groups

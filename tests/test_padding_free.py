@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from ner_helpers import build_tiny_ner_bert, make_sentence, ner_recipe_values, vocabulary, write_conll
+from helpers.ner import build_tiny_ner_bert, make_sentence, ner_recipe_values, vocabulary, write_conll
 from transformers import (
     BertTokenizerFast,
     DataCollatorForTokenClassification,

@@ -259,6 +259,18 @@ def test_a_qlora_run_folder_predicts_evaluates_and_exports_on_a_cpu_machine(peft
         Recipe.from_yaml(run_dir / "recipe.yaml", overrides=[f"output_dir={tmp_path / 'again'}"]).run()
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="QLoRA needs the bitsandbytes package")
+def test_qlora_trains_a_4bit_base_and_its_run_folder_reloads(recipe_values, tmp_path):
+    values = peft_values(recipe_values, {**METHODS["lora"], "quantize": "4bit"})
+    keep = KeepModel()
+    results = Recipe.from_dict(values).run(callbacks=[keep])
+    assert keep.model.is_loaded_in_4bit and results["trainable_share"] < 0.5
+    run_dir = Path(values["output_dir"])
+    assert (run_dir / "adapter_config.json").is_file() and not (run_dir / "model.safetensors").exists()
+    assert Predictor(run_dir).evaluate("test")["test_accuracy"] == pytest.approx(results["test_accuracy"], abs=0.02)
+
+
 def test_qlora_refuses_a_model_not_loaded_in_4_bits(tiny_bert):
     # Reached only where the load check passed (a CUDA machine) with a task that does not quantize its model.
     model = BertForSequenceClassification.from_pretrained(tiny_bert)

@@ -140,7 +140,7 @@ def test_output_file_is_not_replaced_without_overwrite(sentiment_run, tmp_path, 
 
 
 def test_ner_predict_tags_a_text_longer_than_the_model_positions(tmp_path_factory):
-    from ner_helpers import build_tiny_ner_bert, ner_recipe_values, write_conll
+    from helpers.ner import build_tiny_ner_bert, ner_recipe_values, write_conll
 
     root = tmp_path_factory.mktemp("ner-long")
     files = {

@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from ner_helpers import build_tiny_ner_bert, make_sentence, ner_recipe_values, write_jsonl
+from helpers.ner import build_tiny_ner_bert, make_sentence, ner_recipe_values, write_jsonl
 
 from pipelines import HubtuneError, load_recipe_config
 from pipelines.data.splits import load_splits

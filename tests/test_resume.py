@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from run_helpers import StopAt, losses, quality
+from helpers.runs import StopAt, losses, quality
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 

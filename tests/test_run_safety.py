@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from run_helpers import assert_same_run
+from helpers.runs import assert_same_run
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
@@ -179,7 +179,7 @@ def test_kill_9_while_saving_a_checkpoint_resumes_from_the_last_complete_one(str
     recipe_path.write_text(yaml.safe_dump(values))
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "crash_worker.py"), str(recipe_path), "15"],
+        [sys.executable, str(ROOT / "tests" / "workers/crash.py"), str(recipe_path), "15"],
         env=env,
         capture_output=True,
         text=True,

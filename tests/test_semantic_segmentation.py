@@ -455,6 +455,7 @@ def test_recipe_key_errors_name_the_key(section, change, expected, backbone, sha
         Recipe.from_dict(values)
 
 
+@pytest.mark.distributed
 def test_two_process_ddp_trains_and_evaluates(backbone, shapes, tmp_path):
     """`accelerate launch` of `hubtune train` on two CPU processes (gloo), then `hubtune evaluate` of its folder."""
     values = seg_values(backbone, shapes, tmp_path / "ddp-run")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from speech_helpers import tiny_wav2vec2_folder, write_spelled_split
+from helpers.speech import tiny_wav2vec2_folder, write_spelled_split
 
 from pipelines import Recipe
 from pipelines.commands.cli import main
@@ -113,7 +113,7 @@ def test_over_long_clip_is_dropped_by_its_header_length(tiny_ctc_encoder, spelle
     import shutil
 
     import soundfile
-    from speech_helpers import spell
+    from helpers.speech import spell
 
     from pipelines.config import load_recipe_config
     from pipelines.data.splits import load_splits

@@ -6,7 +6,7 @@ import random
 
 import pytest
 import soundfile
-from speech_helpers import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
+from helpers.speech import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
 
 from pipelines import Recipe
 from pipelines.commands.cli import main

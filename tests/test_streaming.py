@@ -57,7 +57,7 @@ def test_a_bad_label_deep_in_a_stream_names_its_row(recipe_values, tmp_path):
 def test_a_streamed_ner_run_trains_and_names_bad_rows(tmp_path):
     import random
 
-    from ner_helpers import TAGS, build_tiny_ner_bert, make_sentence, ner_recipe_values, write_jsonl
+    from helpers.ner import TAGS, build_tiny_ner_bert, make_sentence, ner_recipe_values, write_jsonl
 
     checkpoint = build_tiny_ner_bert(tmp_path / "tiny-ner-bert")
     rng = random.Random(0)

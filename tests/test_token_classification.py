@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from ner_helpers import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conll
+from helpers.ner import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conll
 
 from pipelines import Recipe
 from pipelines.commands.cli import main

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ner_helpers import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conll, write_jsonl
+from helpers.ner import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conll, write_jsonl
 
 from pipelines import HubtuneError, Recipe
 from pipelines.commands.cli import main

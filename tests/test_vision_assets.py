@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.scripts import load_script
 from PIL import Image
-from script_loader import load_script
 
 script = load_script("prepare_vision_assets")
 
