@@ -1,8 +1,9 @@
 # One entry point for a fresh machine: each target creates the venv when it is missing.
 #   make demo   - set up, place the offline assets, fine-tune all-MiniLM-L6-v2 on Rotten Tomatoes
-#   make test   - set up, lint (ruff check and format check, mypy, import-linter's layer contracts) and run the
-#                 test suite (what .ci/run calls)
+#   make test   - set up, lint (ruff check and format check, mypy, import-linter's layer contracts), build the
+#                 docs and run the test suite (what .ci/run calls)
 #   make test-fast - the tests not marked slow or distributed (the inner loop, about a minute)
+#   make docs   - build the mkdocs site from docs/ into site/ in strict mode (a broken link or a warning fails)
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128), scripts/bench_feature_cache.py and
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
@@ -22,7 +23,8 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # LibriVox clips with transcripts.
 SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
-.PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-fast test-data lint bench \
+.PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-fast test-data lint \
+	docs bench \
 	bench-scale bench-labels bench-vision fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
@@ -61,8 +63,8 @@ demo-speech: assets-speech
 	$(OFFLINE) $(BIN)/hubtune train recipes/spoken-digits-whisper-offline.yaml overwrite=true
 	$(OFFLINE) $(BIN)/hubtune predict runs/spoken-digits-whisper-offline data/spoken_digits/test/seven/en-us-nyc_p35.wav
 
-# Lint and format check first: they take a second, the suite minutes.
-test: install test-data lint
+# Lint, format check and the docs build first: they take seconds, the suite minutes.
+test: install test-data lint docs
 	$(OFFLINE) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The inner loop: every test but the slow and multi-process ones (about a minute), no lint.
@@ -74,6 +76,12 @@ lint: install
 	$(BIN)/ruff format --check pipelines tests scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# Strict, so that a link to a moved page or a docstring mkdocstrings cannot read fails here and in CI.
+# mkdocs-material (9.8.2) prints an end-of-life banner on stderr (not a log warning, so strict mode passes);
+# NO_MKDOCS_2_WARNING is its documented switch, set so that the build's output shows only real problems.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The real tiny.en test transcribes LibriVox clips from this Debian package; without root it is skipped.
 test-data:
@@ -100,4 +108,4 @@ fewshot-image: assets-image
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site
