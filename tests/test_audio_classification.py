@@ -16,6 +16,9 @@ from pipelines.data.audio import decode, load_audio_data_file
 from pipelines.errors import HubtuneError
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tones(tmp_path_factory):

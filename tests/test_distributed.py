@@ -16,7 +16,6 @@ from transformers import TrainerCallback
 
 from pipelines import Recipe
 
-
 pytestmark = pytest.mark.distributed
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "accelerate_configs").glob("*.yaml"))

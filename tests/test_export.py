@@ -15,6 +15,9 @@ from pipelines.commands.cli import main
 from pipelines.serving.export import export_run
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 
 def test_merged_lora_export_loads_with_plain_from_pretrained_and_predicts_the_same(trained_run, tmp_path, capsys):
     run = trained_run("lora")

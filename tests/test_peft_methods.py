@@ -22,6 +22,9 @@ from pipelines.config import AdaptConfig, LoraConfig, PeftConfig
 from pipelines.serving.export import export_run
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 # Variant name -> `adapt.peft` section.
 METHODS = {
     "lora": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]},

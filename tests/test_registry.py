@@ -24,6 +24,7 @@ def test_every_task_entry_point_names_its_class_by_the_class_name():
         assert TASKS.get(name) is task
 
 
+@pytest.mark.slow  # a fresh interpreter imports transformers (seconds)
 def test_loading_a_recipe_does_not_import_the_tasks_it_does_not_name(tmp_path):
     """The recipe layer reaches a task through the registry: only the named task's module is imported."""
     script = (

@@ -14,6 +14,9 @@ from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 STOP_AT = 10
 EPOCHS = 2
 STEPS = EPOCHS * 240 // 16  # 30

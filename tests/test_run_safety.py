@@ -20,6 +20,9 @@ from pipelines.commands.cli import main
 from pipelines.errors import RunInterrupted
 from pipelines.runs.guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTING = ["training.save_strategy=steps", "training.save_steps=5", "training.num_train_epochs=2"]
 STEPS = 2 * 240 // 16  # 30

@@ -11,6 +11,9 @@ from pipelines import HubtuneError, Recipe
 from pipelines.commands.cli import main
 from pipelines.runner.search_plan import load_search
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 SPACE = {
     "training.learning_rate": {"low": 1e-4, "high": 1e-2, "log": True},
     "training.per_device_train_batch_size": {"choices": [8, 16, 32]},

@@ -28,6 +28,9 @@ from pipelines.metrics import load_metric
 from pipelines.serving.predictor import Predictor
 from pipelines.tasks.semantic_segmentation import SemanticSegmentation
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["background", "disc", "square"]
 SIDE = 64

@@ -12,6 +12,9 @@ from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer
 from pipelines.errors import HubtuneError
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def spelled(tmp_path_factory):

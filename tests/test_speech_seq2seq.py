@@ -13,6 +13,9 @@ from pipelines.commands.cli import main
 from pipelines.errors import HubtuneError
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 
 def write_word_split(folder, n, seed):
     """Clips of one tone each, transcribed by the tone's name ("Low." etc.), at 16 and 8 kHz."""

@@ -10,6 +10,9 @@ import pytest
 from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 STREAMING = ["data.streaming=true", "data.labels=[negative,positive]", "training.max_steps=40"]
 
 

@@ -24,6 +24,9 @@ from pipelines.serving.predictor import Predictor
 from pipelines.tasks import get_task
 from pipelines.training.trainer import build_trainer, training_arguments
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 # Each topic is signalled by its own cue words; a text carries one to three topics.
 TOPICS = {"praise": POSITIVE, "complaint": NEGATIVE, "acting": ["acting", "cast"], "plot": ["plot", "story"]}
 NEUTRAL = [word for word in FILLER if not any(word in cues for cues in TOPICS.values())]

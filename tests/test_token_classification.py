@@ -18,6 +18,9 @@ from pipelines.commands.cli import main
 from pipelines.metrics import load_metric
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 # A token classifier has no pooler, so no `neck` group.
 FROZEN = {"freeze_backbone": ["embeddings", "block.0", "block.1"], "train_last_n": ["embeddings", "block.0"]}
 # Entity F1 each strategy must reach on held-out sentences; tagging everything O scores 0. The tiny base is

@@ -13,6 +13,9 @@ from transformers import BertForSequenceClassification, TrainerCallback
 
 from pipelines import HubtuneError, Recipe
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 BASE_LR = 1e-3
 
 
