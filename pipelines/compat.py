@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch import nn
-from transformers import PreTrainedConfig
+from torch.utils.data import Sampler
+from transformers import PreTrainedConfig, Trainer
 
 
 def set_initialized_flag(target: torch.Tensor | nn.Module, initialized: bool) -> None:
@@ -62,3 +63,50 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     Checked against datasets 5.2.0: `Dataset._fingerprint`; datasets has no public accessor for it.
     """
     return dataset._fingerprint
+
+
+def feature_frames(model: Any, sample_counts: torch.Tensor) -> torch.Tensor:
+    """The number of encoder frames (logit positions) an audio model makes of clips of `sample_counts` samples.
+
+    Checked against transformers 5.23.0: `_get_feat_extract_output_lengths` of the wav2vec2 family (wav2vec2,
+    HuBERT, WavLM, data2vec-audio...), the convolutional feature encoder's arithmetic, which no public method
+    exposes.
+    """
+    return model._get_feat_extract_output_lengths(sample_counts)
+
+
+def mark_lr_scheduler_created(trainer: Trainer) -> None:
+    """Tell `trainer` that the LR scheduler a `create_scheduler` override made is its own, as upstream's does.
+
+    Checked against transformers 5.23.0: `Trainer._created_lr_scheduler`. A later `train()` call on the same
+    Trainer then drops the scheduler and builds one for its own step count (`_prepare_for_training`) instead of
+    reusing the last one; the public API sets the flag only inside `Trainer.create_scheduler`.
+    """
+    trainer._created_lr_scheduler = True
+
+
+def prepare_inputs(trainer: Trainer, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A batch moved to the Trainer's device (and dtype, under DeepSpeed), as `Trainer.prediction_step` does before
+    the forward pass, for a task that replaces that step.
+
+    Checked against transformers 5.23.0: `Trainer._prepare_inputs`; no public method prepares a batch.
+    """
+    return trainer._prepare_inputs(inputs)
+
+
+class SamplerHookTrainer(Trainer):
+    """A Trainer whose training sampler comes from the public `training_sampler`, for subclasses to override.
+
+    Checked against transformers 5.23.0: `Trainer._get_train_sampler(train_dataset=None)`, which
+    `get_train_dataloader` calls with the training set (its unused columns removed). Through it a sampler goes
+    where the Trainer's own goes, so accelerate still shards its batches across ranks and `set_epoch` is still
+    called; the Trainer takes no sampler as an argument.
+    """
+
+    def training_sampler(self, dataset: Any = None) -> Sampler | None:
+        """The sampler that draws `dataset`'s training examples (None: the training set); the Trainer's own by
+        default."""
+        return super()._get_train_sampler(dataset)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
+        return self.training_sampler(train_dataset)
