@@ -24,7 +24,7 @@ END = "<|endoftext|>"
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory) -> Path:
     """A 2-layer GPT-2 language model with a byte-level BPE tokenizer that, like GPT-2's, has no pad token."""
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import ByteLevelBPETokenizer, Tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
     rng = random.Random(0)
@@ -32,7 +32,9 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     texts += ["Angela Merkel visited Paris", "John Smith met Maria in Berlin"] * 10
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=400, min_frequency=1, special_tokens=[END])
-    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe._tokenizer, eos_token=END, bos_token=END, unk_token=END)
+    tokenizer = GPT2TokenizerFast(
+        tokenizer_object=Tokenizer.from_str(bpe.to_str()), eos_token=END, bos_token=END, unk_token=END
+    )
     assert tokenizer.pad_token is None and not tokenizer.add_prefix_space
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     torch.manual_seed(0)

@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from pipelines import Recipe
+from pipelines.compat import attention_implementation
 from pipelines.data.padding_free import TokenFlattening, _position_start, check_packing
 from pipelines.errors import HubtuneError
 
@@ -105,7 +106,7 @@ def test_bert_under_sdpa_is_refused(tmp_path):
     from transformers import AutoModelForTokenClassification
 
     model = AutoModelForTokenClassification.from_pretrained(build_tiny_ner_bert(tmp_path / "bert"))
-    assert model.config._attn_implementation == "sdpa"  # transformers 5's default
+    assert attention_implementation(model.config) == "sdpa"  # transformers 5's default
     with pytest.raises(HubtuneError, match="flash_attention_2"):
         check_packing(model)
 

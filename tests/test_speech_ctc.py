@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from helpers.speech import tiny_wav2vec2_folder, write_spelled_split
 
 from pipelines import Recipe
 from pipelines.commands.cli import main
+from pipelines.compat import feature_frames
+from pipelines.data.splits import load_splits
 from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, normalise
 from pipelines.errors import HubtuneError
 from pipelines.serving.predictor import Predictor
+from pipelines.tasks.audio_task import LENGTH
+from pipelines.tasks.collate import IGNORE
+from pipelines.training.trainer import build_trainer, training_arguments
 
 # Trains models for seconds each: `make test-fast` leaves this module out.
 pytestmark = pytest.mark.slow
@@ -94,6 +100,21 @@ def test_ctc_reload_predicts(ctc_run, spelled, capsys):
     assert set(transcript) <= set("abc ")
     assert main(["predict", str(run_dir), clip]) == 0
     assert capsys.readouterr().out.strip() == f"{transcript}\t{clip}"
+
+
+def test_evaluation_blanks_the_padding_frames_of_each_clip(ctc_run, tmp_path):
+    # Padded into a batch, a short clip gets logits past its end too (the head's bias), which greedy decoding
+    # would read as letters: the task's prediction step fills them with IGNORE, whose argmax is the blank.
+    run = Predictor(ctc_run[0])
+    splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file, roles=("test",))
+    prepared = run.task.prepare(splits, run.processor)
+    defaults = run.task.training_defaults
+    args = training_arguments(run.config, tmp_path, False, defaults=defaults, per_device_eval_batch_size=4)
+    output = build_trainer(run.task, run.model, prepared, args).predict(prepared["test"])
+    frames = feature_frames(run.model, torch.tensor(prepared["test"][LENGTH])).tolist()
+    assert len(set(frames)) > 1, frames  # clips of different lengths: padding frames in the batches
+    for logits, count in zip(output.predictions, frames):
+        assert (logits[count:] == IGNORE).all() and (logits[:count] != IGNORE).all()
 
 
 def test_empty_transcript_is_named(tiny_ctc_encoder, spelled, tmp_path):

@@ -330,7 +330,7 @@ def test_balanced_sampler_draws_classes_about_evenly(tiny_bert, tmp_path):
     assert sum(drawn.values()) == 400
     assert 0.4 <= drawn[1] / 400 <= 0.6, drawn  # uniform sampling would give 0.1
     # Every rank draws the same sequence for an epoch (accelerate then shards its batches); epochs differ.
-    sampler = trainer._get_train_sampler()
+    sampler = trainer.training_sampler()
     sampler.set_epoch(0)
     first = list(sampler)
     sampler.set_epoch(0)

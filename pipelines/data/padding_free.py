@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithFlattening
 
+from pipelines.compat import attention_implementation
 from pipelines.errors import HubtuneError
 
 FLASH_ATTENTION = "flash_attention"
@@ -67,7 +68,7 @@ def check_packing(model: Any) -> int:
     if getattr(model.config, "use_cache", False):
         # A cache object in the forward pass turns off transformers' packed-sequence detection; training needs none.
         model.config.use_cache = False
-    implementation = model.config._attn_implementation or "eager"
+    implementation = attention_implementation(model.config) or "eager"
     was_training = model.training
     model.eval()
     try:

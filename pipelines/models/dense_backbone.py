@@ -22,6 +22,7 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig
 
+from pipelines.compat import auto_class_builds, auto_class_model_types
 from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError
 from pipelines.models.groups import timm_backbone_module
@@ -137,10 +138,10 @@ def build_on_backbone(
         raise HubtuneError(
             f"'model.architecture' is '{model.architecture}', which is not a transformers model type: {error}"
         ) from error
-    if type(config) not in auto_model._model_mapping:
+    if not auto_class_builds(auto_model, config):
         raise HubtuneError(
             f"'model.architecture' is '{model.architecture}', which {auto_model.__name__} cannot build; it builds "
-            f"{', '.join(sorted(auto_model._model_mapping._model_mapping))}"
+            f"{', '.join(auto_class_model_types(auto_model))}"
         )
     fields = config.to_dict()
     for key, value in {**(head_config or {}), **model.config_overrides}.items():

@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
+from pipelines.compat import set_initialized_flag
 from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError
 from pipelines.models.groups import layer_groups
@@ -226,14 +227,14 @@ def redraw(model: Any, parameter_names: set[str]) -> None:
     """Draw the named parameters of a loaded `model` anew with the model's own init (a head whose classes were
     renamed), as transformers draws the ones `ignore_mismatched_sizes` drops.
 
-    transformers 5's init functions skip tensors flagged `_is_hf_initialized`: every other tensor is flagged and
-    the whole model's init pass runs, so a class head whose init lives in a parent module's branch (the focal-loss
-    prior bias of RT-DETR's encoder score head) gets it too, and nothing else changes.
+    transformers 5's init functions skip tensors flagged as initialized (`set_initialized_flag`): every other tensor
+    is flagged and the whole model's init pass runs, so a class head whose init lives in a parent module's branch
+    (the focal-loss prior bias of RT-DETR's encoder score head) gets it too, and nothing else changes.
     """
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        tensor._is_hf_initialized = name not in parameter_names  # transformers sets this flag dynamically
+        set_initialized_flag(tensor, name not in parameter_names)
     for module in model.modules():
-        module._is_hf_initialized = False
+        set_initialized_flag(module, False)
     model.initialize_weights()
 
 

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import numpy as np
 from datasets import Dataset
@@ -28,6 +28,10 @@ DataT = TypeVar("DataT", bound=DataConfig)
 # A transformers model, or a PEFT model wrapping one. Their attributes (config, device, generate, ...) are
 # dynamic, which torch's `nn.Module` typing cannot express, so the type checker takes them as they come.
 TaskModel = Any
+# A task's evaluation of one batch in place of the Trainer's `prediction_step`, called with the trainer, the model,
+# the batch, `prediction_loss_only` and the Trainer's own step (`standard(model, inputs, prediction_loss_only)`, for
+# a task that only adjusts what it returns); returns (loss, predictions, labels) as that step does.
+PredictionStep = Callable[[Trainer, TaskModel, dict[str, Any], bool, Callable[..., tuple]], tuple]
 
 
 @dataclass
@@ -85,7 +89,9 @@ class Task(ABC, Generic[DataT]):
     # not multi-scale feature maps through a trained decoder (dense prediction).
     caches_features: ClassVar[bool] = True
     peft_task_type: ClassVar[str | None] = None  # PEFT's TaskType, so adapters save and reload with the head
-    trainer_class: ClassVar[type[Trainer]] = Trainer
+    # The Trainer the task's models train under: "seq2seq" for transformers' `Seq2SeqTrainer` (evaluation by
+    # generating), else "trainer"; hubtune's own additions come over either (`pipelines.training.trainer`).
+    trainer_base: ClassVar[Literal["trainer", "seq2seq"]] = "trainer"
     training_arguments_class: ClassVar[type[TrainingArguments]] = TrainingArguments
     # TrainingArguments this task needs unless the recipe's `training` section says otherwise.
     training_defaults: ClassVar[dict[str, Any]] = {}
@@ -198,6 +204,11 @@ class Task(ABC, Generic[DataT]):
         """(logits, labels) -> what evaluation keeps of a batch's logits for `compute_metrics` (the Trainer's hook of
         that name): e.g. a segmentation's class maps instead of its per-class score maps, so that what is gathered
         over an evaluation set stays small. None: the logits as they are."""
+        return None
+
+    def prediction_step(self) -> PredictionStep | None:
+        """What evaluation keeps of a batch, where the Trainer's `prediction_step` would keep the wrong thing (a
+        `PredictionStep`); None: the Trainer's."""
         return None
 
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:

@@ -24,6 +24,7 @@ from datasets import ClassLabel, Dataset
 from PIL import ImageDraw
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, EvalPrediction, Trainer
 
+from pipelines.compat import prepare_inputs
 from pipelines.config import DataConfig, option, require_one_of
 from pipelines.data.boxes import (
     BOX_FORMATS,
@@ -43,7 +44,7 @@ from pipelines.models.dense_backbone import backbone_source, build_on_backbone
 from pipelines.models.groups import label_sized_parameters
 from pipelines.models.loading import from_pretrained, redraw
 from pipelines.runs.folder import label_names_of, load_run_model
-from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths
+from pipelines.tasks.base import PredictionStep, PreparedData, Task, TaskModel, file_paths
 
 logger = logging.getLogger(__name__)
 
@@ -130,23 +131,23 @@ def corners(boxes: torch.Tensor, height: float, width: float) -> torch.Tensor:
     return torch.stack([(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height], -1)
 
 
-class DetectionTrainer(Trainer):
-    """Evaluation keeps the predicted class logits and boxes (not the loss parts and decoder states a DETR output
-    also holds), with the targets as `target_table` rows."""
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        labels = inputs.get("labels")
-        with torch.no_grad(), self.compute_loss_context_manager():
-            if labels is None:
-                loss, outputs = None, model(**inputs)
-            else:
-                loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-                loss = loss.detach().mean()
-        if prediction_loss_only:
-            return loss, None, None
-        predictions = (outputs.logits.detach(), outputs.pred_boxes.detach())
-        return loss, predictions, None if labels is None else target_table(labels)
+def boxes_and_targets(
+    trainer: Trainer, model: TaskModel, inputs: dict[str, Any], prediction_loss_only: bool, standard: Callable
+) -> tuple:
+    """An evaluation step that keeps the predicted class logits and boxes (not the loss parts and decoder states a
+    DETR output also holds), with the targets as `target_table` rows (a `PredictionStep`)."""
+    inputs = prepare_inputs(trainer, inputs)
+    labels = inputs.get("labels")
+    with torch.no_grad(), trainer.compute_loss_context_manager():
+        if labels is None:
+            loss, outputs = None, model(**inputs)
+        else:
+            loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+            loss = loss.detach().mean()
+    if prediction_loss_only:
+        return loss, None, None
+    predictions = (outputs.logits.detach(), outputs.pred_boxes.detach())
+    return loss, predictions, None if labels is None else target_table(labels)
 
 
 class DetectionCollator:
@@ -178,7 +179,6 @@ class ObjectDetection(Task[DetectionDataConfig]):
     input_column_key = "image_column"
     builds_on_backbone = True
     drawable = True
-    trainer_class = DetectionTrainer
     # Images and boxes are decoded per batch by a dataset transform; the Trainer would drop their columns.
     training_defaults = {"remove_unused_columns": False}
 
@@ -320,6 +320,9 @@ class ObjectDetection(Task[DetectionDataConfig]):
 
     def data_collator(self, processor: Any) -> Any:
         return DetectionCollator(processor)
+
+    def prediction_step(self) -> PredictionStep:
+        return boxes_and_targets
 
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
         logits, boxes = (torch.as_tensor(np.asarray(array)) for array in prediction.predictions)

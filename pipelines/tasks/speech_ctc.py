@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from transformers import (
     Wav2Vec2Processor,
 )
 
+from pipelines.compat import feature_frames
 from pipelines.data.splits import Splits
 from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
 from pipelines.models.loading import attention_kwargs, from_pretrained
@@ -26,33 +28,32 @@ from pipelines.tasks.audio_task import (
     check_splits_columns,
     extract_features,
 )
-from pipelines.tasks.base import PreparedData, TaskModel, logits_of
+from pipelines.tasks.base import PredictionStep, PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 
 
-class CTCTrainer(Trainer):
-    """The Trainer, with the logits of padding frames blanked at evaluation.
+def blank_padding_frames(
+    trainer: Trainer, model: TaskModel, inputs: dict[str, Any], prediction_loss_only: bool, standard: Callable
+) -> tuple:
+    """The Trainer's evaluation step, with the logits of padding frames blanked (a `PredictionStep`).
 
     Frames past a clip's end are masked in attention but still get logits (the head's bias), which greedy
     decoding would read as letters. Filled with -100 like the Trainer's own padding between batches, their
     argmax is id 0, the CTC blank.
     """
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        if logits is not None and inputs.get("attention_mask") is not None:
-            encoder = self.accelerator.unwrap_model(model)
-            lengths = encoder._get_feat_extract_output_lengths(inputs["attention_mask"].sum(-1))
-            frames = torch.arange(logits.shape[1], device=logits.device)
-            logits = logits.masked_fill((frames[None, :] >= lengths[:, None])[..., None], IGNORE)
-        return loss, logits, labels
+    loss, logits, labels = standard(model, inputs, prediction_loss_only)
+    if logits is not None and inputs.get("attention_mask") is not None:
+        encoder = trainer.accelerator.unwrap_model(model)
+        lengths = feature_frames(encoder, inputs["attention_mask"].sum(-1))
+        frames = torch.arange(logits.shape[1], device=logits.device)
+        logits = logits.masked_fill((frames[None, :] >= lengths[:, None])[..., None], IGNORE)
+    return loss, logits, labels
 
 
 class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
     name = "speech-recognition-ctc"
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
-    trainer_class = CTCTrainer
 
     def load_processor(self, source: str | None = None) -> Any:
         if source is not None:  # a run folder holds the feature extractor and the vocabulary it was trained with
@@ -98,10 +99,14 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         # References are spelled out: repeated letters ("ll") must not be merged as CTC repeats are.
         return tokenizer.batch_decode(label_ids, group_tokens=False, skip_special_tokens=True)
 
+    def prediction_step(self) -> PredictionStep:
+        return blank_padding_frames
+
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
         tokenizer = prepared.processor.tokenizer
         logits = logits_of(prediction.predictions)
-        # Padding frames hold -100 everywhere (CTCTrainer, and the Trainer between batches): argmax is the blank.
+        # Padding frames hold -100 everywhere (`blank_padding_frames`, and the Trainer between batches): argmax is
+        # the blank.
         hypotheses = tokenizer.batch_decode(np.argmax(logits, axis=-1))
         return self.metric("speech_recognition").compute(
             predictions=hypotheses, references=self.decode_labels(tokenizer, np.asarray(prediction.label_ids))

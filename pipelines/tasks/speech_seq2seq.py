@@ -12,7 +12,6 @@ from transformers import (
     AutoProcessor,
     BatchFeature,
     EvalPrediction,
-    Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
 )
 
@@ -48,7 +47,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     # Not PEFT's SEQ_2_SEQ_LM: its forward adds `input_ids`, which Whisper (audio in `input_features`) passes on
     # to its decoder twice. The plain PeftModel forwards the Trainer's batch as it is.
     peft_task_type = None
-    trainer_class = Seq2SeqTrainer
+    trainer_base = "seq2seq"
     training_arguments_class = Seq2SeqTrainingArguments
     # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax.
     training_defaults = {

@@ -21,6 +21,7 @@ from datasets import Dataset, load_from_disk
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from pipelines.compat import dataset_fingerprint
 from pipelines.config import RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.tasks.base import TaskModel
@@ -69,7 +70,7 @@ class FeatureCache:
             "revision": self.config.model.revision,
             "from_scratch": self.config.model.from_scratch,
             "model": type(self.model).__name__,
-            "data": dataset._fingerprint,
+            "data": dataset_fingerprint(dataset),
             "format": FORMAT_VERSION,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]

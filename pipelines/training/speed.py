@@ -18,6 +18,8 @@ import torch
 from transformers import TrainingArguments
 from transformers.utils import is_torch_tf32_available
 
+from pipelines.compat import attention_implementation
+
 # Dataloader worker processes per GPU process: enough to keep tokenised or decoded batches ahead of the GPU.
 MAX_WORKERS = 4
 
@@ -66,6 +68,6 @@ def speed_settings(args: TrainingArguments, model: Any, padding_free: bool) -> d
     """Which speed settings a run trained with, as all_results.json records them."""
     settings = {key: getattr(args, key) for key in RECORDED_KEYS}
     settings["optim"] = str(getattr(args.optim, "value", args.optim))
-    settings["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
+    settings["attn_implementation"] = attention_implementation(model.config)
     settings["padding_free"] = padding_free
     return settings

@@ -8,21 +8,30 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from datasets import Dataset
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, get_scheduler
+from torch.utils.data import Sampler
+from transformers import (
+    EarlyStoppingCallback,
+    Seq2SeqTrainer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    get_scheduler,
+)
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from pipelines.adapt.param_groups import GroupPlan, no_weight_decay_names, optimizer_groups
+from pipelines.compat import SamplerHookTrainer, mark_lr_scheduler_created
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.models.groups import LayerGroups
 from pipelines.processes import cpu_processes
 from pipelines.tasks import get_task
-from pipelines.tasks.base import PreparedData, Task
+from pipelines.tasks.base import PredictionStep, PreparedData, Task
 from pipelines.training.speed import gpu_defaults
 
 # Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
@@ -138,35 +147,66 @@ def _gated(schedule: Callable[[int], float], start_step: int) -> Callable[[int],
     return lr_lambda
 
 
-if TYPE_CHECKING:  # the mixin is only ever combined with a Trainer class (`build_trainer`)
-    _TrainerBase = Trainer
-else:
-    _TrainerBase = object
+class HubtuneTrainer(SamplerHookTrainer):
+    """transformers' Trainer with what a hubtune run adds, each from a collaborator given to `__init__`; where one
+    is None the Trainer's own behaviour stands.
 
-
-class LayerGroupOptimizationMixin(_TrainerBase):
-    """Trainer mixin: optimizer groups by layer group (LR decay, head scale, no decay for biases and norms), a
-    per-group LR gate for gradual unfreezing, and frozen parts kept in eval mode.
-
-    Every trainable parameter is in the optimizer from the start and only its learning rate waits, so DDP, the
-    LR scheduler and checkpoint resume see one fixed set of parameters (the Trainer has no such hook).
+    - `optimization`: optimizer groups by layer group (LR decay, head scale, no decay for biases and norms), a
+      per-group LR gate for gradual unfreezing, and frozen parts kept in eval mode. Every trainable parameter is
+      in the optimizer from the start and only its learning rate waits, so DDP, the LR scheduler and checkpoint
+      resume see one fixed set of parameters (the Trainer has no such hook).
+    - `task_loss`: the task's `loss_function(logits, labels)` (a weighted cross-entropy, binary cross-entropy per
+      label, MSE on standardised targets) instead of the model's own loss.
+    - `train_sampler`: the task's sampler of training examples (a class-balanced one).
+    - `train_collator`: training batches from it (padding-free packing); evaluation and prediction batches still
+      come from `data_collator`, since metrics and prediction files need one row per example.
+    - `task_prediction_step`: the task's evaluation of a batch (`Task.prediction_step`).
     """
 
-    optimization: GroupOptimization
-    _frozen_modules: list[nn.Module] | None = None
+    def __init__(
+        self,
+        *,
+        optimization: GroupOptimization | None = None,
+        task_loss: Callable[[Any, Any], Any] | None = None,
+        train_sampler: Sampler | None = None,
+        train_collator: Callable | None = None,
+        task_prediction_step: PredictionStep | None = None,
+        **trainer_arguments: Any,
+    ):
+        self.optimization = optimization
+        self.task_loss = task_loss
+        self.task_sampler = train_sampler
+        self.train_collator = train_collator
+        self.task_prediction_step = task_prediction_step
+        self.frozen_parts: list[nn.Module] | None = None
+        if task_loss is not None:
+            # An override of `compute_loss`, not the Trainer's `compute_loss_func` argument: with that argument the
+            # Trainer takes the loss as already normalised over the whole accumulated batch, while the task's are
+            # per-batch means, which it must divide by the gradient accumulation steps.
+            self.loss_is_scaled_for_ga = False
+        super().__init__(**trainer_arguments)
 
-    def compute_loss(self, model, inputs, *args, **kwargs):
-        # training_step has just put the whole model in train mode; frozen parts run in eval mode instead, so
-        # their features are deterministic (no dropout) and BatchNorm keeps its pretrained statistics.
-        if self._frozen_modules is None:
-            self._frozen_modules = frozen_modules(self.model)
-        for module in self._frozen_modules:
-            module.eval()
-        return super().compute_loss(model, inputs, *args, **kwargs)
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.optimization is not None:
+            # training_step has just put the whole model in train mode; frozen parts run in eval mode instead, so
+            # their features are deterministic (no dropout) and BatchNorm keeps its pretrained statistics.
+            if self.frozen_parts is None:
+                self.frozen_parts = frozen_modules(self.model)
+            for module in self.frozen_parts:
+                module.eval()
+        if self.task_loss is None or "labels" not in inputs:  # no labels: prediction, with no loss to compute
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.task_loss(outputs["logits"], labels)
+        return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
         """The optimizer `training.optim` names (upstream's choice of class and arguments, 8-bit and paged ones
         included), over hubtune's layer-group param groups instead of upstream's decay/no-decay pair."""
+        if self.optimization is None:
+            return super().create_optimizer(model)
         if self.optimizer is None:
             target = self.model if model is None else model
             if self.optimizer_cls_and_kwargs is not None:
@@ -190,7 +230,7 @@ class LayerGroupOptimizationMixin(_TrainerBase):
             self.optimizer = optimizer_cls(groups, **kwargs)
         return self.optimizer
 
-    def _update_steps_per_epoch(self) -> int:
+    def update_steps_per_epoch(self) -> int:
         # As Trainer counts them: the per-process batch count (DDP split and drop_last applied by the prepared
         # loader), and a last partial accumulation window still makes an update step.
         batches = len(self.get_train_dataloader())
@@ -198,6 +238,8 @@ class LayerGroupOptimizationMixin(_TrainerBase):
         return max(1, batches // accumulation + int(batches % accumulation > 0))
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.optimization is None:
+            return super().create_scheduler(num_training_steps, optimizer)
         if self.lr_scheduler is None:
             optimizer = optimizer or self.optimizer
             schedule = get_scheduler(
@@ -214,22 +256,17 @@ class LayerGroupOptimizationMixin(_TrainerBase):
                         f"'adapt.unfreeze_schedule' needs a LambdaLR schedule; "
                         f"'training.lr_scheduler_type={self.args.lr_scheduler_type}' is not one"
                     )
-                unit = 1 if self.optimization.unfreeze_unit == "step" else self._update_steps_per_epoch()
+                unit = 1 if self.optimization.unfreeze_unit == "step" else self.update_steps_per_epoch()
                 starts = [round(group["unfreeze_at"] * unit) for group in optimizer.param_groups]
                 schedule = LambdaLR(optimizer, [_gated(schedule.lr_lambdas[0], start) for start in starts])
                 self.add_callback(FreshOptimizerStateAtUnfreeze(starts))
             self.lr_scheduler = schedule
-            self._created_lr_scheduler = True
+            mark_lr_scheduler_created(self)
         return self.lr_scheduler
 
-
-class TrainingCollatorMixin(_TrainerBase):
-    """Trainer mixin: training batches from `train_collator` (padding-free packing), evaluation and prediction
-    batches from the task's usual collator, since metrics and prediction files need one row per example."""
-
-    train_collator: Callable
-
     def get_train_dataloader(self):
+        if self.train_collator is None:
+            return super().get_train_dataloader()
         # The Trainer builds every loader from `self.data_collator`; training swaps in its own for that one build.
         collator = self.data_collator
         self.data_collator = self.train_collator
@@ -238,37 +275,24 @@ class TrainingCollatorMixin(_TrainerBase):
         finally:
             self.data_collator = collator
 
+    def training_sampler(self, dataset=None):
+        # Through the Trainer's own sampler hook, so that accelerate still shards the task sampler's batches.
+        return super().training_sampler(dataset) if self.task_sampler is None else self.task_sampler
 
-class TaskLossMixin(_TrainerBase):
-    """Trainer mixin: the loss from the task's `loss_function(logits, labels)` (a weighted cross-entropy, binary
-    cross-entropy per label, MSE on standardised targets) instead of the model's own.
-
-    An override of `compute_loss`, not the Trainer's `compute_loss_func` argument: with that argument the Trainer
-    takes the loss as already normalised over the whole accumulated batch, while these are per-batch means, which
-    it must divide by the gradient accumulation steps (`loss_is_scaled_for_ga = False`).
-    """
-
-    task_loss: Callable
-    loss_is_scaled_for_ga = False
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "labels" not in inputs:  # prediction on unlabelled data: no loss to compute
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        loss = self.task_loss(outputs["logits"], labels)
-        return (loss, outputs) if return_outputs else loss
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **kwargs):
+        standard = functools.partial(super().prediction_step, ignore_keys=ignore_keys, **kwargs)
+        if self.task_prediction_step is None:
+            return standard(model, inputs, prediction_loss_only)
+        return self.task_prediction_step(self, model, inputs, prediction_loss_only, standard)
 
 
-class TaskSamplerMixin(_TrainerBase):
-    """Trainer mixin: training examples drawn by the task's sampler (a class-balanced one), through the Trainer's
-    own sampler hook, so that accelerate still shards its batches across ranks."""
+class HubtuneSeq2SeqTrainer(HubtuneTrainer, Seq2SeqTrainer):
+    """`HubtuneTrainer` over transformers' `Seq2SeqTrainer`, which evaluates by generating (`trainer_base`
+    "seq2seq")."""
 
-    task_sampler: Any
 
-    def _get_train_sampler(self, train_dataset=None):
-        return self.task_sampler
+# The Trainer class for each `Task.trainer_base`.
+TRAINERS: dict[str, type[HubtuneTrainer]] = {"trainer": HubtuneTrainer, "seq2seq": HubtuneSeq2SeqTrainer}
 
 
 def frozen_modules(model: nn.Module) -> list[nn.Module]:
@@ -296,33 +320,19 @@ def build_trainer(
     optimization: GroupOptimization | None = None,
     data_collator: Callable | None = None,
     datasets: dict[str, Dataset] | None = None,
-) -> Trainer:
+) -> HubtuneTrainer:
     """The task's Trainer on `prepared` data; `datasets` (with their `data_collator`) stand in for the prepared
     splits where a run trains on something else, such as cached backbone features."""
-    # The task's Trainer class, extended through its public hooks by the mixins this run needs (each with the
-    # class attribute it reads), composed into one class: the first listed comes first in the MRO.
-    mixins: list[type] = []
-    attributes: dict[str, Any] = {}
     train_collator = task.train_data_collator(prepared.processor, model) if datasets is None else None
-    if train_collator is not None:
-        mixins.append(TrainingCollatorMixin)
-        attributes["train_collator"] = staticmethod(train_collator)
-    if optimization is not None:
-        mixins.append(LayerGroupOptimizationMixin)
-        attributes["optimization"] = optimization
     sampler = task.train_sampler(prepared, args.seed)
-    if sampler is not None:
-        mixins.append(TaskSamplerMixin)
-        attributes["task_sampler"] = sampler
     loss = task.loss_function(prepared)
-    if loss is not None:
-        mixins.append(TaskLossMixin)
-        attributes["task_loss"] = staticmethod(loss)
-    trainer_class = task.trainer_class
-    if mixins:
-        trainer_class = type(f"Hubtune{trainer_class.__name__}", (*mixins, trainer_class), attributes)
     datasets = prepared.datasets if datasets is None else datasets
-    trainer = trainer_class(
+    return TRAINERS[task.trainer_base](
+        optimization=optimization,
+        task_loss=loss,
+        train_sampler=sampler,
+        train_collator=train_collator,
+        task_prediction_step=task.prediction_step(),
         model=model,
         args=args,
         processing_class=prepared.processor,
@@ -333,7 +343,6 @@ def build_trainer(
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
         callbacks=list(callbacks),
     )
-    return trainer
 
 
 def save_full_model(trainer: Trainer, folder: Path) -> None:
