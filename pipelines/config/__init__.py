@@ -20,7 +20,7 @@ from pipelines.config.adapt import (
 from pipelines.config.builder import build, closest, factory, option, require_one_of
 from pipelines.config.loading import build_data_config, dump_recipe_config, load_recipe_config
 from pipelines.config.sections import DataConfig, HubConfig, ModelConfig, RecipeConfig
-from pipelines.config.training import HUBTUNE_TRAINING_KEYS, TRAINING_DEFAULTS
+from pipelines.config.training import HUBTUNE_TRAINING_KEYS, TRACKERS, TRAINING_DEFAULTS
 from pipelines.config.yaml_io import apply_overrides, read_recipe_file, read_yaml, set_dotted
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "ADAPT_STRATEGIES",
     "HUBTUNE_TRAINING_KEYS",
     "PEFT_METHOD_KEYS",
+    "TRACKERS",
     "TRAINING_DEFAULTS",
     "AdaptConfig",
     "DataConfig",

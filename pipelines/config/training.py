@@ -23,6 +23,9 @@ HUBTUNE_TRAINING_TYPES: dict[str, Any] = {
 }
 HUBTUNE_TRAINING_KEYS = set(HUBTUNE_TRAINING_TYPES)
 
+# The experiment trackers `training.report_to` may name, with the package each needs (checked when a run starts).
+TRACKERS = {"tensorboard": "tensorboard", "trackio": "trackio", "mlflow": "mlflow", "wandb": "wandb"}
+
 # Defaults that differ from TrainingArguments' own, chosen for fine-tuning a pretrained encoder.
 TRAINING_DEFAULTS: dict[str, Any] = {
     "learning_rate": 5e-5,
@@ -72,6 +75,7 @@ def validate_training(training: dict[str, Any]) -> None:
     _check_class_weights(training)
     _check_early_stopping(training)
     _check_optimizer(training)
+    _check_report_to(training)
 
 
 def _check_training_values(training: dict[str, Any]) -> None:
@@ -159,3 +163,18 @@ def _check_optimizer(training: dict[str, Any]) -> None:
             "model, so it cannot take hubtune's layer-group learning rates; choose e.g. adamw_torch, "
             "adafactor or an 8-bit/paged AdamW"
         )
+
+
+def _check_report_to(training: dict[str, Any]) -> None:
+    """`none`, or tracker names from TRACKERS (one, or a list): what hubtune logs to and tests."""
+    value = training.get("report_to")
+    if value is None or value == "none":
+        return
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise HubtuneError(f"recipe key 'training.report_to' must be a tracker name or a list of them, got {value!r}")
+    for name in names:
+        if name not in TRACKERS:
+            raise HubtuneError(
+                f"recipe key 'training.report_to' names '{name}'{closest(str(name), [*TRACKERS, 'none'], noun='values')}"
+            )

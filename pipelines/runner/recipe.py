@@ -39,6 +39,7 @@ from pipelines.tasks.base import logits_of
 from pipelines.training.feature_cache import FeatureCache
 from pipelines.training.machine import check_machine
 from pipelines.training.speed import speed_settings
+from pipelines.training.trackers import tracker_callbacks
 from pipelines.training.trainer import (
     GroupOptimization,
     build_trainer,
@@ -317,7 +318,8 @@ class Recipe:
         set_seed(self.config.seed)
         model = task.build_model(data)
         try:
-            stage = self._train_and_score(task, model, data, args, plan, [*callbacks, *early_stopping(self.config)])
+            callbacks = [*callbacks, *early_stopping(self.config), *tracker_callbacks(self.config)]
+            stage = self._train_and_score(task, model, data, args, plan, callbacks)
         except KeyboardInterrupt:
             raise self._interrupted(plan, state) from None
         stage.results["wall_time_s"] = time.perf_counter() - started

@@ -10,8 +10,9 @@ import importlib.util
 
 import torch
 
-from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig
+from pipelines.config import ADAPTER_STRATEGIES, TRACKERS, RecipeConfig
 from pipelines.errors import HubtuneError
+from pipelines.training.trackers import named_trackers
 
 # transformers' attention kernels that run on CUDA only, with the package each needs.
 CUDA_ATTENTION_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
@@ -21,6 +22,13 @@ def check_machine(config: RecipeConfig) -> None:
     """Refuse, naming the recipe key, a run this machine cannot train (rather than failing at the first step)."""
     if config.adapt.strategy in ADAPTER_STRATEGIES and config.adapt.adapter().quantize is not None:
         _require_cuda("'adapt.peft.quantize: 4bit' (QLoRA)", "bitsandbytes")
+    for tracker in named_trackers(config.training.get("report_to")):
+        package = TRACKERS[tracker]
+        if importlib.util.find_spec(package) is None:
+            raise HubtuneError(
+                f"recipe key 'training.report_to' names {tracker}, whose package is not installed "
+                f"(pip install {'mlflow' if tracker == 'mlflow' else package})"
+            )
     attention = config.model.attn_implementation
     if attention in CUDA_ATTENTION_PACKAGES:
         _require_cuda(f"'model.attn_implementation: {attention}'", CUDA_ATTENTION_PACKAGES[attention])

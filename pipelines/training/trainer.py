@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,9 +32,7 @@ from pipelines.processes import cpu_processes
 from pipelines.tasks import get_task
 from pipelines.tasks.base import PredictionStep, PreparedData, Task
 from pipelines.training.speed import gpu_defaults
-
-# Trackers that log to local files by default; others (wandb, comet...) need `training.report_to` set.
-LOCAL_TRACKERS = ("tensorboard", "trackio")
+from pipelines.training.trackers import default_report_to
 
 
 def early_stopping(config: RecipeConfig) -> list[TrainerCallback]:
@@ -45,10 +42,6 @@ def early_stopping(config: RecipeConfig) -> list[TrainerCallback]:
         return []
     threshold = config.training.get("early_stopping_threshold") or 0.0
     return [EarlyStoppingCallback(early_stopping_patience=patience, early_stopping_threshold=threshold)]
-
-
-def installed_local_trackers() -> list[str]:
-    return [name for name in LOCAL_TRACKERS if importlib.util.find_spec(name) is not None]
 
 
 def training_arguments(
@@ -84,7 +77,7 @@ def training_values(
         # Early stopping keeps the best evaluated checkpoint as the run's model (checked at load).
         values["load_best_model_at_end"] = True
     values.update(overrides or {})
-    values.setdefault("report_to", installed_local_trackers() or "none")
+    values.setdefault("report_to", default_report_to())
     # Progress bars for a person at a terminal; quiet in CI logs and batch jobs.
     values.setdefault("disable_tqdm", not sys.stderr.isatty())
     if not has_validation:
