@@ -6,7 +6,8 @@ import json
 
 from PIL import Image
 
-from pipelines.training.trainer import LOCAL_TRACKERS, installed_local_trackers, training_arguments
+from pipelines.training.trackers import LOCAL_TRACKERS, installed_local_trackers
+from pipelines.training.trainer import training_arguments
 
 
 def test_run_writes_plots_confusion_matrix_and_report(trained_run):

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
 REPORT_FILE = "report.md"
+# Where transformers' TensorBoard callback and trackio write inside the run folder.
+TENSORBOARD_DIR, TRACKIO_DIR = "runs", "trackio"
 CONFUSION_FILE = "test_confusion_matrix.json"
 
 
@@ -117,6 +119,19 @@ def _plot_confusion(run_dir: Path, path: Path) -> bool:
     return True
 
 
+def _tracker_lines(run_dir: Path) -> list[str]:
+    """Where the run's local tracker logs are (relative links: the report moves with the folder)."""
+    found = []
+    if (run_dir / TENSORBOARD_DIR).is_dir():
+        found.append(
+            f"- TensorBoard: [{TENSORBOARD_DIR}/]({TENSORBOARD_DIR}/), viewed with "
+            f"`tensorboard --logdir <this folder>/{TENSORBOARD_DIR}`"
+        )
+    if (run_dir / TRACKIO_DIR).is_dir():
+        found.append(f"- trackio: [{TRACKIO_DIR}/]({TRACKIO_DIR}/)")
+    return ["", "## Experiment trackers", "", *found] if found else []
+
+
 def write_report(run_dir: Path, title: str, summary_metrics: tuple[str, ...]) -> Path:
     """Write plots/*.png and report.md into the run folder; returns the report's path. `summary_metrics` are the
     task's (`Task.summary_metrics`): the validation curves plotted."""
@@ -143,6 +158,7 @@ def write_report(run_dir: Path, title: str, summary_metrics: tuple[str, ...]) ->
     for heading, file in made.items():
         if file:
             lines += ["", f"## {heading}", "", f"![{heading}]({PLOTS_DIR}/{file})"]
+    lines += _tracker_lines(run_dir)
     report = run_dir / REPORT_FILE
     report.write_text("\n".join(lines) + "\n")
     logger.info("report: %s", report)
