@@ -10,7 +10,7 @@ time with `TASKS.register(MyTask)` (or the decorator form), after which recipes 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -79,6 +79,10 @@ class Registry:
         """Every entry, loading the installed ones (for listings and error messages that compare them)."""
         for name in self.names():
             yield name, self.get(name)
+
+    def where(self, test: Callable[[Any], bool]) -> list[str]:
+        """The names of the entries that pass `test` (what a capability error lists as the ones that can)."""
+        return [name for name, entry in self.items() if test(entry)]
 
 
 TASKS = Registry("task", "task", "hubtune.tasks")

@@ -84,6 +84,6 @@ def test_a_trained_head_on_an_overlapping_label_set_is_a_warning(recipe_values, 
     from pipelines.tasks import get_task
 
     task = get_task(recipe.task)(recipe)
-    warnings = compare_module._label_warnings(recipe, task, ["negative", "positive"])
+    warnings = compare_module._label_warnings(task, ["negative", "positive"])
     assert len(warnings) == 1 and "label set looks mismatched" in warnings[0]
-    assert compare_module._label_warnings(recipe, task, ["negative", "neutral", "positive"]) == []
+    assert compare_module._label_warnings(task, ["negative", "neutral", "positive"]) == []

@@ -68,3 +68,24 @@ def test_cli_predict_without_inputs_or_with_a_missing_file_is_exit_2(trained_run
     assert main(["predict", run_dir, "--file", str(tmp_path / "nope.txt"), "--output", str(tmp_path / "o.jsonl")]) == 2
     assert not (tmp_path / "o.jsonl").exists()
     assert capsys.readouterr().err.count("hubtune: error:") == 2
+
+
+def test_the_output_writer_leaves_nothing_when_predictions_fail_half_way(trained_run, sentiment_files, tmp_path):
+    predictor = Predictor.from_run(trained_run("full").run_dir)
+    output = tmp_path / "predictions.jsonl"
+
+    def interrupted():
+        yield from predictor.predict(["the film was good"])
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        predictor.write(interrupted(), output)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its partial file
+    assert predictor.write(predictor.predict(["awful plot", "a superb cast"]), output) == 2
+    # The writer and predict --data refuse to replace a file unless asked, as the CLI does.
+    with pytest.raises(HubtuneError, match="already exists; pass --overwrite"):
+        predictor.write([], output)
+    with pytest.raises(HubtuneError, match="already exists; pass --overwrite"):
+        predictor.predict_data(sentiment_files["test"], output)
+    assert predictor.predict_data(sentiment_files["test"], output, overwrite=True) == 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.jsonl"]

@@ -24,9 +24,13 @@ RUNTIME_KEYS = ("runtime", "per_second")
 
 
 def in_memory_predictions(run, texts):
-    """The trained model object (as the Trainer finished with it) with the checkpoint's own tokenizer."""
+    """The trained model object (as the Trainer finished with it) with the checkpoint's own tokenizer, served by the
+    task's serving half without a Predictor."""
     task = get_task(run.recipe.config.task)(run.recipe.config)
-    return task.predict(run.model, task.load_processor(), texts)
+    serving = task.serving(task, run.model.eval(), task.load_processor())
+    batch = serving.preprocess(texts)
+    with torch.no_grad():
+        return serving.postprocess(batch, serving.forward(batch))
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])

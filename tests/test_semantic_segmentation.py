@@ -129,8 +129,8 @@ def test_upernet_learns_shapes_and_reloads_with_identical_masks(seg_run, shapes)
     run = Predictor(run_dir)
     assert run.label_names == LABELS
     images = [Image.open(p).convert("RGB") for p in sorted(Path(shapes["test"], "images").glob("*.png"))[:6]]
-    reloaded = run.task.class_maps(run.model, run.processor, images)
-    original = run.task.class_maps(trained, run.processor, images)
+    reloaded = run.serving.class_maps(images)
+    original = run.task.serving(run.task, trained.eval(), run.processor).class_maps(images)
     for ours, theirs in zip(reloaded, original):
         assert ours.shape == (SIDE, SIDE)
         np.testing.assert_array_equal(ours, theirs)
@@ -200,7 +200,7 @@ def test_export_transformers_and_onnx_give_the_run_masks(seg_run, shapes, tmp_pa
     pixels = run.processor(images=images, return_tensors="np")["pixel_values"]
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     graph_maps = session.run(["logits"], {"pixel_values": pixels})[0].argmax(axis=1)
-    for graph_map, run_map in zip(graph_maps, run.task.class_maps(run.model, run.processor, images)):
+    for graph_map, run_map in zip(graph_maps, run.serving.class_maps(images)):
         assert (graph_map == run_map).mean() > 0.999
 
 
@@ -238,7 +238,7 @@ def test_complete_segformer_checkpoint_gets_a_new_head_and_quarter_size_logits_a
     # SegFormer's logits come at a quarter of the input side; the metric upsamples them to the 64x64 labels.
     assert results["test_mean_iou"] >= 0.5, results
     image = Image.open(Path(shapes["test"], "images", "000.png")).convert("RGB")
-    (class_map,) = run.task.class_maps(run.model, run.processor, [image])
+    (class_map,) = run.serving.class_maps([image])
     assert class_map.shape == (SIDE, SIDE)
 
 

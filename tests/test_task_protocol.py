@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 from datasets import Dataset
@@ -54,3 +56,56 @@ def test_a_task_must_implement_the_protocol():
     with pytest.raises(TypeError, match="abstract methods.*build_model.*compute_metrics"):
         Incomplete(None)  # type: ignore[abstract]
     assert PreparedData({}, None).label_names == []
+
+
+# --- Capabilities are what a task implements -------------------------------------------------------------------
+
+
+def test_capabilities_follow_what_each_built_in_task_implements():
+    from pipelines.tasks import TASKS
+
+    assert TASKS.where(lambda task: task.serving.implements("draw")) == ["object-detection", "semantic-segmentation"]
+    assert TASKS.where(lambda task: task.serving.implements("onnx_axes")) == [
+        "audio-classification",
+        "image-classification",
+        "semantic-segmentation",
+        "text-classification",
+        "token-classification",
+    ]
+    label_heads = TASKS.where(lambda task: task.checkpoint_label_names is not Task.checkpoint_label_names)
+    assert label_heads == [
+        "audio-classification",
+        "image-classification",
+        "semantic-segmentation",
+        "text-classification",
+        "token-classification",
+    ]
+    for name, task in TASKS.items():
+        # Every serving half reads a column its task's data section names.
+        assert task.serving.input_column_key in {f.name for f in fields(task.data_config)}, name
+
+
+def test_a_serving_half_draws_only_when_it_implements_draw():
+    from pipelines.tasks.serving_base import Batch, TaskServing
+
+    class Echo(TaskServing):
+        def preprocess(self, inputs):
+            return Batch(inputs, {})
+
+        def postprocess(self, batch, outputs):
+            return [{"input": text} for text in batch.inputs]
+
+    class Pictured(Echo):
+        def draw(self, prediction):
+            return {}
+
+    assert not Echo.implements("draw") and Pictured.implements("draw") and not Pictured.implements("onnx_axes")
+    with pytest.raises(NotImplementedError, match="Echo draws nothing"):
+        Echo(None, None, None).draw({"input": "x"})
+    assert Echo(None, None, None).format({"input": "x"}) == '{"input": "x"}'
+
+
+def test_the_label_head_hook_reads_the_checkpoint_head(recipe_values):
+    task = TextClassification(load_recipe_config(values=recipe_values))
+    # The tiny BERT was saved as a sentiment classifier with transformers' default label names.
+    assert task.checkpoint_label_names() == ["LABEL_0", "LABEL_1"]

@@ -154,7 +154,7 @@ def _predict(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pipelines.processes import process_state
-    from pipelines.serving.predictor import Predictor, collect_inputs
+    from pipelines.serving.predictor import Predictor, check_output
 
     if args.data is not None and (args.inputs or args.file):
         raise HubtuneError("predict takes inputs (arguments, --file, -) or --data, not both")
@@ -167,35 +167,24 @@ def _predict(args: argparse.Namespace) -> None:
     output = Path(args.output) if args.output else None
     if args.data is not None and output is None:
         raise HubtuneError("predict --data writes one JSON line per row to --output FILE; give one")
-    if output is not None and output.exists() and not args.overwrite:
-        raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
-    if output is not None and not output.parent.is_dir():
-        raise HubtuneError(f"--output file '{output}': folder '{output.parent}' does not exist")
     if args.draw is not None and args.data is not None:
         raise HubtuneError("--draw draws the images given as inputs; with --data, predictions go to --output only")
+    if output is not None:
+        check_output(output, args.overwrite)  # before the model loads
     predictor = Predictor.from_run(args.run)
-    if args.draw is not None and not predictor.task.drawable:
-        raise HubtuneError(
-            f"--draw: a {predictor.task.name} run predicts nothing to draw (object-detection and "
-            "semantic-segmentation runs do)"
-        )
+    if args.draw is not None:
+        predictor.check_drawing()
     if args.data is not None and output is not None:
-        rows = predictor.predict_data(args.data, output, args.batch_size, args.column)
+        rows = predictor.predict_data(args.data, output, args.batch_size, args.column, args.overwrite)
         if process_state().is_main_process:
             print(f"{rows} predictions -> {output}")
         return
-    # All inputs are read and checked before any prediction is written.
-    inputs = list(collect_inputs(predictor.task.input_kind, args.inputs, args.file, sys.stdin))
-    predictions = predictor.predict(inputs, args.batch_size)
+    predictions = predictor.predict(predictor.read_inputs(args.inputs, args.file, sys.stdin), args.batch_size)
     if args.draw is not None:
         for path in predictor.draw(predictions, Path(args.draw), args.overwrite):
             print(f"drawn -> {path}", file=sys.stderr)
     if output is not None:
-        # Written beside and renamed: a predict that fails half way never leaves a half file in its place.
-        partial = output.with_name(f".{output.name}.partial")
-        partial.write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
-        partial.replace(output)
-        print(f"{len(predictions)} predictions -> {output}")
+        print(f"{predictor.write(predictions, output, args.overwrite)} predictions -> {output}")
         return
     for prediction in predictions:
         print(json.dumps(prediction) if args.json else predictor.format_prediction(prediction))

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
-from transformers import AutoConfig
 
 from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig, load_recipe_config
 from pipelines.data.splits import load_splits
 from pipelines.errors import HubtuneError
-from pipelines.models.loading import from_pretrained
 from pipelines.runner.recipe import Recipe
 from pipelines.runs.folder import write_json
 from pipelines.tasks import Task, get_task
@@ -34,14 +32,8 @@ class TransferReport:
     warnings: list[str] = field(default_factory=list)
 
 
-def _label_warnings(config: RecipeConfig, task: Task, label_names: list[str]) -> list[str]:
-    # A model built on a backbone (`model.architecture`) has a new head: its checkpoint holds no trained label set.
-    if task.head_suffix is None or config.model.architecture:
-        return []
-    checkpoint = from_pretrained(AutoConfig, config.model)
-    if not any(name.endswith(task.head_suffix) for name in checkpoint.architectures or []):
-        return []
-    theirs = {str(name).lower() for name in checkpoint.id2label.values()}
+def _label_warnings(task: Task, label_names: list[str]) -> list[str]:
+    theirs = {name.lower() for name in task.checkpoint_label_names()}
     ours = {name.lower() for name in label_names}
     if theirs & ours and theirs != ours:
         return [
@@ -90,7 +82,7 @@ def compare(
     splits = load_splits(config.data, config.seed, task.load_data_file)
     prepared = task.prepare(splits, task.fit_processor(splits, processor))
     report = TransferReport(metric=f"test_{metric}")
-    report.warnings += _label_warnings(config, task, prepared.label_names)
+    report.warnings += _label_warnings(task, prepared.label_names)
     report.warnings += task.domain_warnings(splits, processor)
     for init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
         results = recipe.run()

@@ -1,4 +1,7 @@
-"""`hubtune export RUN OUT --format onnx`: the run's classifier as one ONNX graph that onnxruntime runs alone.
+"""`hubtune export RUN OUT --format onnx`: the run's model as one ONNX graph that onnxruntime runs alone.
+
+A task exports when its serving half implements `onnx_axes` (which input axes of the graph are dynamic): tasks
+whose predictions are the logits of one forward pass.
 
 OUT holds `model.onnx` (its weights in `model.onnx.data` beside it), the processor files and `config.json` with
 the label names, so a serving stack needs neither hubtune nor torch. The graph is checked against the run model
@@ -23,20 +26,15 @@ from pipelines.errors import HubtuneError
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, read_run_recipe, write_json
 from pipelines.serving.predictor import Predictor
 from pipelines.serving.probe import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
+from pipelines.tasks import TASKS, get_task
+from pipelines.tasks.serving_base import OnnxAxes
 
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 OUTPUT_NAME = "logits"
-# Tasks whose model maps preprocessed inputs to logits in one forward pass. Transcription decodes outside the
-# model (CTC collapsing, or seq2seq generation one token at a time), which no single graph holds.
-ONNX_TASKS = (
-    "text-classification",
-    "token-classification",
-    "image-classification",
-    "audio-classification",
-    "semantic-segmentation",
-)
+# The serving-half method that describes a graph's inputs: a task exports to ONNX when it implements it.
+ONNX_CAPABILITY = "onnx_axes"
 
 
 class _Logits(torch.nn.Module):
@@ -51,15 +49,20 @@ class _Logits(torch.nn.Module):
         return self.model(**dict(zip(self.names, inputs))).logits
 
 
-def _dynamic_shapes(batch: dict[str, torch.Tensor]) -> tuple[tuple[dict[int, Any], ...]]:
-    """Axis 0 of every input is the batch; axis 1 of a 2-D input (token ids and their masks, raw waveforms) is
-    the sequence. Images and spectrograms keep the fixed size their processor makes, as the model was trained."""
-    batch_axis, sequence_axis = torch.export.Dim("batch"), torch.export.Dim("sequence")
+def _dynamic_shapes(axes: list[dict[int, str]]) -> tuple[tuple[dict[int, Any], ...]]:
+    """torch.export's dynamic shapes of the graph inputs, in order, from the task's axis names (`onnx_axes`): axes of
+    one name share one size."""
+    dims: dict[str, Any] = {}
+    shapes = tuple(
+        {axis: dims.setdefault(name, torch.export.Dim(name)) for axis, name in named.items()} for named in axes
+    )
     # One tuple per positional argument of `_Logits.forward`: its `*inputs` is a single (tuple) argument.
-    return (tuple({0: batch_axis, 1: sequence_axis} if v.dim() == 2 else {0: batch_axis} for v in batch.values()),)
+    return (shapes,)
 
 
-def _export_graph(model: torch.nn.Module, batch: dict[str, torch.Tensor], path: Path, run_dir: Path) -> None:
+def _export_graph(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], axes: OnnxAxes, path: Path, run_dir: Path
+) -> None:
     # The exporter's graph optimiser logs each rewrite at INFO: hundreds of lines that say nothing to a user.
     optimiser_log = logging.getLogger("onnx_ir")
     level = optimiser_log.level
@@ -74,7 +77,7 @@ def _export_graph(model: torch.nn.Module, batch: dict[str, torch.Tensor], path: 
                 str(path),
                 input_names=list(batch),
                 output_names=[OUTPUT_NAME],
-                dynamic_shapes=_dynamic_shapes(batch),
+                dynamic_shapes=_dynamic_shapes([axes[name] for name in batch]),
                 dynamo=True,
                 verbose=False,
             )
@@ -136,10 +139,11 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     task = read_run_recipe(run_dir).task
-    if task not in ONNX_TASKS:
+    if not get_task(task).serving.implements(ONNX_CAPABILITY):
+        exported = TASKS.where(lambda known: known.serving.implements(ONNX_CAPABILITY))
         raise HubtuneError(
-            f"run folder '{run_dir}' is a {task} run; --format onnx exports {', '.join(ONNX_TASKS)} runs "
-            "(transcription decodes outside the model, in no single graph)"
+            f"run folder '{run_dir}' is a {task} run; --format onnx exports {', '.join(exported)} runs, whose "
+            "predictions are the logits of one forward pass (transcription decodes outside the model)"
         )
     try:
         import onnxruntime
@@ -164,7 +168,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     # no half-written OUT behind.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as scratch:
-        _export_graph(standalone, batches[0], Path(scratch) / ONNX_FILE, run_dir)
+        axes = run.serving.onnx_axes(batches[0])
+        _export_graph(standalone, batches[0], axes, Path(scratch) / ONNX_FILE, run_dir)
         out_dir.mkdir(exist_ok=True)
         for written in Path(scratch).iterdir():
             written.rename(out_dir / written.name)

@@ -1,4 +1,8 @@
-"""`evaluate` and `predict` from a run folder alone: on inputs, on the recipe's splits, or on a new data file."""
+"""`evaluate` and `predict` from a run folder alone: on inputs, on the recipe's splits, or on a new data file.
+
+The Predictor owns batching and every output: the task's serving half (pipelines/tasks/serving_base.py) only turns
+a batch of inputs into prediction records, one line each, or pictures.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+import torch
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import PrinterCallback
@@ -19,7 +25,8 @@ from pipelines.errors import HubtuneError
 from pipelines.processes import process_state
 from pipelines.runs.folder import read_run_recipe, write_json
 from pipelines.runs.guard import record_written
-from pipelines.tasks import get_task
+from pipelines.tasks import TASKS, get_task
+from pipelines.tasks.serving_base import on_device
 from pipelines.training.trainer import build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
@@ -110,6 +117,11 @@ def check_texts(inputs: Sequence[str]) -> None:
             )
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise HubtuneError(f"batch size must be at least 1, got {batch_size}")
+
+
 def _share(rows: int, state: PartialState) -> range:
     """This process's contiguous share of `rows`: concatenated in process order, the shares keep input order."""
     size, extra = divmod(rows, state.num_processes)
@@ -117,9 +129,33 @@ def _share(rows: int, state: PartialState) -> range:
     return range(start, start + size + (state.process_index < extra))
 
 
+def check_output(output: Path, overwrite: bool) -> None:
+    """An output file may replace one only when asked to, and goes into a folder that exists: checked before any
+    prediction is made (the CLI checks before the model loads)."""
+    if output.exists() and not overwrite:
+        raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
+    if not output.parent.is_dir():
+        raise HubtuneError(f"--output file '{output}': folder '{output.parent}' does not exist")
+
+
+@contextmanager
+def atomic_output(output: Path) -> Iterator[TextIO]:
+    """The one way predictions reach a file: written beside `output` and renamed onto it when complete, so a
+    predict that fails half way leaves neither a half file in its place nor one beside it."""
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            yield handle
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(output)
+
+
 class Predictor:
-    """A trained run loaded for inference: the task, its processor and its model (on this process's GPU when
-    there is one).
+    """A trained run loaded for inference: the task, its processor, its model (on this process's GPU when there is
+    one) and the task's serving half, which the Predictor drives in batches (preprocess, forward, postprocess). It
+    writes every output itself: JSON lines, drawings, the evaluation results.
 
     `Predictor.from_run("runs/x").predict(["a text", ...])` in research code; the CLI's predict and evaluate.
     """
@@ -133,40 +169,78 @@ class Predictor:
         self.processor = self.task.load_processor(str(self.run_dir))
         # accelerate's device for this process: its own GPU under `accelerate launch`, the GPU (or Apple's MPS)
         # when there is one, else the CPU.
-        self.model = self.task.load_run_model(str(self.run_dir)).to(process_state().device)
+        self.model = self.task.load_run_model(str(self.run_dir)).to(process_state().device).eval()
         self.label_names = self.task.trained_label_names(self.model)
+        self.serving = self.task.serving(self.task, self.model, self.processor)
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
         return cls(run_dir)
 
+    def read_inputs(self, values: Sequence[str], files: Sequence[str], stdin: Iterable[str]) -> list[str]:
+        """`hubtune predict`'s inputs (`collect_inputs`), all read and checked before any is predicted."""
+        return list(collect_inputs(self.serving.input_kind, values, files, stdin))
+
+    def _predict_batch(self, inputs: list[str]) -> list[dict[str, Any]]:
+        batch = self.serving.preprocess(inputs)
+        batch.features = on_device(batch.features, self.model.device)
+        with torch.no_grad():
+            outputs = self.serving.forward(batch)
+        return self.serving.postprocess(batch, outputs)
+
     def predict(self, inputs: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
         """One prediction dict per input (texts, or file paths for image and audio tasks), in batches."""
         if not inputs:
             raise HubtuneError("predict needs at least one input")
-        if batch_size < 1:
-            raise HubtuneError(f"batch size must be at least 1, got {batch_size}")
-        if self.task.input_kind == "text":
+        _check_batch_size(batch_size)
+        if self.serving.input_kind == "text":
             check_texts(inputs)
         predictions = []
         for start in range(0, len(inputs), batch_size):
-            predictions += self.task.predict(self.model, self.processor, list(inputs[start : start + batch_size]))
+            predictions += self._predict_batch(list(inputs[start : start + batch_size]))
         return predictions
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
-        return self.task.format_prediction(prediction)
+        """The line `hubtune predict` prints for one prediction."""
+        return self.serving.format(prediction)
+
+    def write(self, predictions: Iterable[dict[str, Any]], output: str | Path, overwrite: bool = False) -> int:
+        """`predictions` as JSON lines in `output`, which appears only when complete; returns their number."""
+        output = Path(output)
+        check_output(output, overwrite)
+        with atomic_output(output) as handle:
+            lines = [handle.write(json.dumps(prediction) + "\n") for prediction in predictions]
+        return len(lines)
+
+    def check_drawing(self) -> None:
+        """Drawing is for tasks whose serving half implements `draw`; another's run is one line naming those."""
+        if not self.serving.implements("draw"):
+            drawing = TASKS.where(lambda task: task.serving.implements("draw"))
+            raise HubtuneError(
+                f"--draw: a {self.task.name} run predicts nothing to draw ({', '.join(drawing)} runs do)"
+            )
 
     def draw(self, predictions: Sequence[dict[str, Any]], out_dir: Path, overwrite: bool = False) -> list[Path]:
-        """The task's pictures of `predictions` (boxes, masks) in `out_dir`; no file is replaced unless `overwrite`,
-        and a name taken is found before anything is written."""
+        """The task's pictures of `predictions` (boxes, masks) in `out_dir`. They are drawn in a scratch folder inside
+        it and moved in when all are drawn: no file is replaced unless `overwrite`, and a name taken stops the
+        drawing before anything is written there."""
+        self.check_drawing()
         out_dir.mkdir(parents=True, exist_ok=True)
-        planned = [self.task.drawing_paths(prediction, out_dir) for prediction in predictions]
-        taken = [path for paths in planned for path in paths if path.exists()]
-        if taken and not overwrite:
-            raise HubtuneError(f"--draw: '{taken[0]}' already exists; pass --overwrite to replace the drawings")
-        for prediction, paths in zip(predictions, planned):
-            self.task.draw(self.model, self.processor, prediction, paths)
-        return [path for paths in planned for path in paths]
+        drawn = []
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".drawing-") as scratch:
+            for prediction in predictions:
+                with torch.no_grad():
+                    pictures = self.serving.draw(prediction)
+                for name, picture in pictures.items():
+                    if (out_dir / name).exists() and not overwrite:
+                        raise HubtuneError(
+                            f"--draw: '{out_dir / name}' already exists; pass --overwrite to replace the drawings"
+                        )
+                    picture.save(Path(scratch) / name)
+                    drawn.append(name)
+            for name in drawn:
+                (Path(scratch) / name).replace(out_dir / name)
+        return [out_dir / name for name in drawn]
 
     def read_data_file(self, data: str | Path) -> tuple[Dataset, str]:
         """A new file or folder in a format of the run's task (a table, an image or audio folder, CoNLL)."""
@@ -176,7 +250,12 @@ class Predictor:
         return self.task.load_data_file(path), f"data file '{path}'"
 
     def predict_data(
-        self, data: str | Path, output: str | Path, batch_size: int = 32, column: str | None = None
+        self,
+        data: str | Path,
+        output: str | Path,
+        batch_size: int = 32,
+        column: str | None = None,
+        overwrite: bool = False,
     ) -> int:
         """Predict every row of a data file into `output` (JSON lines, in row order, each with its `row`).
 
@@ -184,11 +263,11 @@ class Predictor:
         Under `accelerate launch` each process predicts its share; the main process joins the shares in order.
         The output appears only when complete. Returns the number of rows.
         """
-        if batch_size < 1:
-            raise HubtuneError(f"batch size must be at least 1, got {batch_size}")
+        _check_batch_size(batch_size)
         output = Path(output)
+        check_output(output, overwrite)
         dataset, source = self.read_data_file(data)
-        key = self.task.input_column_key
+        key = self.serving.input_column_key
         column = column or getattr(self.config.data, key)
         require_columns(dataset, {key: column}, source)
         dataset = dataset.select_columns([column])
@@ -205,22 +284,19 @@ class Predictor:
                     def locate(i: int, first: int = start) -> str:
                         return f"{source}, row {first + i + 1}"
 
-                    inputs = self.task.data_inputs(values, locate, column)
-                    for position, prediction in zip(positions, self.task.predict(self.model, self.processor, inputs)):
+                    inputs = self.serving.data_inputs(values, locate, column)
+                    for position, prediction in zip(positions, self._predict_batch(inputs)):
                         handle.write(json.dumps({"row": position + 1, **prediction}) + "\n")
         except BaseException:
             share.unlink(missing_ok=True)  # a failed or interrupted predict leaves no part behind
             raise
         state.wait_for_everyone()
         if state.is_main_process:
-            # Joined beside the output and renamed: a predict that fails half way never leaves a half file.
-            partial = output.with_name(f".{output.name}.partial")
-            with partial.open("w", encoding="utf-8") as joined:
+            with atomic_output(output) as joined:
                 for share in shares:
                     with share.open(encoding="utf-8") as part:
                         shutil.copyfileobj(part, joined)
                     share.unlink()
-            partial.replace(output)
         state.wait_for_everyone()
         return len(dataset)
 

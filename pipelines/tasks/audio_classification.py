@@ -11,15 +11,26 @@ from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, 
 from pipelines.data.audio import AudioInputConfig
 from pipelines.data.splits import Splits
 from pipelines.models.loading import from_pretrained
-from pipelines.tasks.audio_task import AudioTask, check_splits_columns, extract_features
-from pipelines.tasks.base import PreparedData, TaskModel
+from pipelines.tasks.audio_task import AudioServing, AudioTask, check_splits_columns, extract_features
+from pipelines.tasks.base import PreparedData
 from pipelines.tasks.classifier import ClassifierMixin
+from pipelines.tasks.classifier_serving import ClassifierServing
 from pipelines.tasks.data_sections import LabelledDataConfig
+from pipelines.tasks.serving_base import Batch
 
 
 @dataclass
 class AudioDataConfig(AudioInputConfig, LabelledDataConfig):
     """Audio classification data: a clip and its class label."""
+
+
+class AudioClassificationServing(AudioServing["AudioClassification"], ClassifierServing["AudioClassification"]):
+    def preprocess(self, inputs: list[str]) -> Batch:
+        # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
+        return Batch(inputs, [extract_features(self.processor, [wave]) for wave in self.waveforms(inputs)])
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return torch.stack([self.model(**features).logits[0] for features in batch.features])
 
 
 class AudioClassification(ClassifierMixin, AudioTask[AudioDataConfig]):
@@ -29,6 +40,7 @@ class AudioClassification(ClassifierMixin, AudioTask[AudioDataConfig]):
     auto_model = AutoModelForAudioClassification
     head_suffix = "ForAudioClassification"
     data_config = AudioDataConfig
+    serving = AudioClassificationServing
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoFeatureExtractor, self.config.model, source)
@@ -53,13 +65,3 @@ class AudioClassification(ClassifierMixin, AudioTask[AudioDataConfig]):
             return batch
 
         return collate
-
-    @torch.no_grad()
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        model.eval()
-        # One clip at a time: padding a raw waveform changes what a model without attention mask hears.
-        logits = [
-            model(**extract_features(processor, [wave]).to(model.device)).logits[0]
-            for wave in self.read_inputs(processor, inputs)
-        ]
-        return self.records(inputs, torch.stack(logits), model)

@@ -13,7 +13,8 @@ from transformers import BatchFeature
 from pipelines.data.audio import AudioInputConfig, audio_lengths, crop, decode, load_audio_data_file, undecoded_audio
 from pipelines.data.splits import Locate, Splits, require_columns
 from pipelines.data.transcripts import TranscriptDataConfig, transcripts
-from pipelines.tasks.base import PreparedData, Task, file_paths
+from pipelines.tasks.base import PreparedData, Task
+from pipelines.tasks.serving_base import TaskServing, file_paths
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +41,11 @@ def extract_features(processor: Any, waveforms: list[np.ndarray]) -> BatchFeatur
 
 AudioDataT = TypeVar("AudioDataT", bound=AudioInputConfig)
 TranscriptDataT = TypeVar("TranscriptDataT", bound=TranscriptDataConfig)
+AudioTaskT = TypeVar("AudioTaskT", bound="AudioTask[Any]")
 
 
 class AudioTask(Task[AudioDataT]):
     """Base of the speech tasks: reading audio splits, keeping them undecoded, decoding them per batch."""
-
-    input_kind = "path"  # hubtune predict takes audio files and folders
-    input_column_key = "audio_column"
 
     # The collator decodes the undecoded audio column, which the Trainer would otherwise drop for not being a
     # model input; length-grouped batching reads the header lengths instead of decoding every clip.
@@ -113,15 +112,6 @@ class AudioTask(Task[AudioDataT]):
         column = self.data.audio_column
         return [crop(decode(row[column], rate, "in a batch"), limit, row.get(CROP_START, 0)) for row in rows]
 
-    def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
-        return file_paths(values, locate, column, "audio")
-
-    def read_inputs(self, processor: Any, inputs: list[str]) -> list[np.ndarray]:
-        """`hubtune predict` inputs: audio file paths, decoded like the training data (crop from the start)."""
-        rate = feature_extractor_of(processor).sampling_rate
-        waves = [decode(path, rate, f"input '{path}'") for path in inputs]
-        return [crop(wave, self.max_samples(processor)) for wave in waves] if self.crops_long_audio else waves
-
 
 def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None:
     for role, dataset in splits.datasets.items():
@@ -146,3 +136,27 @@ class TranscriptTask(AudioTask[TranscriptDataT]):
             labels = processor.tokenizer(transcripts(dataset, self.data, splits.locate(role))).input_ids
             result.datasets[role] = self.audio_dataset(role, dataset, labels, splits.locate(role), source, processor)
         return result
+
+
+class AudioServing(TaskServing[AudioTaskT]):
+    """Serving half of the speech tasks: `predict` takes audio files, decoded like the training data."""
+
+    input_kind = "path"  # hubtune predict takes audio files and folders
+    input_column_key = "audio_column"
+
+    def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
+        return file_paths(values, locate, column, "audio")
+
+    def waveforms(self, inputs: list[str]) -> list[np.ndarray]:
+        """Audio file paths decoded (mono, at the processor's rate) and, where the task crops, cropped from the
+        start as evaluation crops."""
+        task, rate = self.task, feature_extractor_of(self.processor).sampling_rate
+        waves = [decode(path, rate, f"input '{path}'") for path in inputs]
+        return [crop(wave, task.max_samples(self.processor)) for wave in waves] if task.crops_long_audio else waves
+
+
+class TranscriptServing(AudioServing[AudioTaskT]):
+    """Serving half of the speech recognisers: one transcript per clip."""
+
+    def format(self, prediction: dict[str, Any]) -> str:
+        return f"{prediction['transcript']}\t{prediction['input']}"

@@ -1,8 +1,11 @@
-"""The task protocol: what a task adds to the shared spine (data checks, preprocessing, model, metrics).
+"""The task protocol, training half: what a task adds to the shared spine (data checks, preprocessing, model,
+metrics).
 
-Everything else (config, data loading, adaptation, the Trainer, the run folder, the CLI) is shared. A new
-task is one module: a `Task` subclass (this ABC names what it must implement) with its `data_config` (a
-`DataConfig` subclass holding the task's own recipe keys), registered in `pipelines.tasks.TASKS`; plus a recipe.
+Everything else (config, data loading, adaptation, the Trainer, the run folder, the CLI) is shared. A new task is
+a `Task` subclass (this ABC names what it must implement) with its `data_config` (a `DataConfig` subclass holding
+the task's own recipe keys) and its `serving` half (a `TaskServing` subclass, pipelines/tasks/serving_base.py:
+what the trained model makes of raw inputs), registered with `pipelines.tasks.register_task` or an entry point of
+the `hubtune.tasks` group; plus a recipe.
 """
 
 from __future__ import annotations
@@ -23,11 +26,9 @@ from pipelines.config import DataConfig, RecipeConfig
 from pipelines.data.splits import Splits, load_table_file
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
+from pipelines.tasks.serving_base import TaskModel, TaskServing
 
 DataT = TypeVar("DataT", bound=DataConfig)
-# A transformers model, or a PEFT model wrapping one. Their attributes (config, device, generate, ...) are
-# dynamic, which torch's `nn.Module` typing cannot express, so the type checker takes them as they come.
-TaskModel = Any
 # A task's evaluation of one batch in place of the Trainer's `prediction_step`, called with the trainer, the model,
 # the batch, `prediction_loss_only` and the Trainer's own step (`standard(model, inputs, prediction_loss_only)`, for
 # a task that only adjusts what it returns); returns (loss, predictions, labels) as that step does.
@@ -77,9 +78,6 @@ class Task(ABC, Generic[DataT]):
     lower_is_better: tuple[str, ...] = ("loss",)
     # Takes `training.class_weights` (a weighted cross-entropy over its classes).
     class_weighted_loss: ClassVar[bool] = False
-    head_suffix: ClassVar[str | None] = None  # architecture names ending in it carry a trained label head
-    input_kind: ClassVar[str] = "text"  # what `hubtune predict` takes: "text" itself, or a "path" to a file
-    input_column_key: ClassVar[str] = "text_column"  # the recipe key of the column `predict --data` reads
     # Examples differ in length (tokenised text's `input_ids`, or a length column named by the task's
     # `length_column_name` default, as audio's header lengths): on a GPU, batches group similar lengths.
     variable_length: ClassVar[bool] = False
@@ -97,6 +95,8 @@ class Task(ABC, Generic[DataT]):
     training_defaults: ClassVar[dict[str, Any]] = {}
     # The recipe's `data` section for this task: the shared keys plus the task's own, each checking itself.
     data_config: ClassVar[type[DataConfig]] = DataConfig
+    # The serving half: what `Predictor` (hubtune predict, export) does with a trained model of this task.
+    serving: ClassVar[type[TaskServing[Any]]]
 
     @classmethod
     def check_recipe(cls, config: RecipeConfig) -> None:
@@ -162,6 +162,12 @@ class Task(ABC, Generic[DataT]):
     def load_run_model(self, run_dir: str) -> TaskModel:
         """The trained model from a run folder (with its adapter, if any)."""
 
+    def checkpoint_label_names(self) -> list[str]:
+        """The label set of the checkpoint's own trained head where it is one of this task's kind, for `hubtune
+        compare` to warn when the recipe's differs: the label-head hook, implemented by tasks with a label head.
+        Empty by default."""
+        return []
+
     def trained_label_names(self, model: TaskModel) -> list[str]:
         """The label set a trained model predicts, for preparing new data the way it was trained (none by default:
         transcription has no fixed label set)."""
@@ -219,48 +225,6 @@ class Task(ABC, Generic[DataT]):
         """Data (name -> JSON payload) kept from a split's predictions, e.g. a confusion matrix; the run folder
         stores each as `<split>_<name>.json`. Most tasks have none."""
         return {}
-
-    @abstractmethod
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        """Predictions for raw inputs as given on the command line, one dict each."""
-
-    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
-        """`predict` inputs from the values of a data file's input column (`predict --data`): texts by default;
-        `locate(i)` names the i-th value's file and row."""
-        for i, value in enumerate(values):
-            if not isinstance(value, str) or not value.strip():
-                raise HubtuneError(f"{locate(i)}: column '{column}' holds {value!r}, not a text to predict")
-        return values
-
-    # `hubtune predict --draw DIR` pictures its predictions (`drawing_paths` and `draw`).
-    drawable: ClassVar[bool] = False
-
-    def drawing_paths(self, prediction: dict[str, Any], out_dir: Path) -> list[Path]:
-        """The files `draw` writes for one prediction of `predict` (named from its input), checked before writing."""
-        raise NotImplementedError(f"task '{self.name}' draws nothing")
-
-    def draw(self, model: TaskModel, processor: Any, prediction: dict[str, Any], paths: list[Path]) -> None:
-        """Write the pictures of one prediction of `model` with `processor` (boxes on the image, mask PNGs) to `paths`
-        (`drawing_paths`)."""
-        raise NotImplementedError(f"task '{self.name}' draws nothing")
-
-    def format_prediction(self, prediction: dict[str, Any]) -> str:
-        """One line of `hubtune predict` output for one prediction of `predict`."""
-        return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
-
-
-def file_paths(values: list[Any], locate: Callable[[int], str], column: str, kind: str) -> list[str]:
-    """`predict --data` inputs of image and audio tasks: the files a column names (a path, or a datasets
-    `{path, bytes}` value). Files held only as bytes inside a dataset are an error: `predict` reads files."""
-    paths = []
-    for i, value in enumerate(values):
-        path = value.get("path") if isinstance(value, dict) else value
-        if not isinstance(path, str) or not Path(path).is_file():
-            raise HubtuneError(
-                f"{locate(i)}: column '{column}' holds {str(value)[:80]!r}, not the path of an {kind} file"
-            )
-        paths.append(path)
-    return paths
 
 
 def logits_of(predictions: Any) -> np.ndarray:

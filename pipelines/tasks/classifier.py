@@ -1,8 +1,8 @@
 """What every task with a label head shares: building and reloading the model, and scoring its labels.
 
 Text, image and audio classification predict one class (`data.problem_type: single_label`), any number of classes
-(`multi_label`) or a number (`regression`); `ClassifierMixin` gives them the labels, loss, sampler, metrics and
-prediction records of each.
+(`multi_label`) or a number (`regression`); `ClassifierMixin` gives them the labels, loss, sampler and metrics of
+each (their prediction records: pipelines/tasks/classifier_serving.py).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from sklearn.metrics import precision_recall_curve
 from sklearn.utils.class_weight import compute_class_weight
 from torch.nn import functional
 from torch.utils.data import WeightedRandomSampler
-from transformers import EvalPrediction
+from transformers import AutoConfig, EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
 from pipelines.adapt.adapters import quantization_kwargs
-from pipelines.config import RecipeConfig
+from pipelines.config import ModelConfig, RecipeConfig
 from pipelines.data.splits import Splits
 from pipelines.errors import HubtuneError
-from pipelines.models.loading import load_classifier
+from pipelines.models.loading import from_pretrained, load_classifier
 from pipelines.runs.folder import label_names_of, load_run_model
 from pipelines.tasks.base import PreparedData, TaskModel, confusion_artifact, logits_of
 from pipelines.tasks.collate import IGNORE
@@ -78,26 +78,19 @@ class LabelHeadMixin:
     def trained_label_names(self, model: TaskModel) -> list[str]:
         return label_names_of(model)
 
+    def checkpoint_label_names(self) -> list[str]:
+        return trained_head_labels(self.config.model, self.head_suffix)
 
-def label_predictions(
-    inputs: list[str],
-    probabilities: Sequence[torch.Tensor] | torch.Tensor,
-    label_names: list[str],
-    top_k: int | None = None,
-) -> list[dict[str, Any]]:
-    """`hubtune predict`'s record of one single-label prediction per input: the best label, its probability, and
-    every label's (`scores`) or, with `top_k` for label sets too large to list, the k most probable (`top`)."""
-    records = []
-    for item, row in zip(inputs, probabilities):
-        best = int(row.argmax())
-        record = {"input": item, "label": label_names[best], "score": float(row[best])}
-        if top_k is None:
-            record["scores"] = {name: float(p) for name, p in zip(label_names, row)}
-        else:
-            top = row.topk(min(top_k, len(row)))
-            record["top"] = {label_names[int(i)]: float(p) for p, i in zip(top.values, top.indices)}
-        records.append(record)
-    return records
+
+def trained_head_labels(model: ModelConfig, head_suffix: str) -> list[str]:
+    """The label names of the checkpoint's trained head, where its architecture ends in `head_suffix` (a head of
+    the task's kind); none for a model built new on a backbone (`model.architecture`) or a checkpoint without one."""
+    if model.architecture:
+        return []
+    checkpoint = from_pretrained(AutoConfig, model)
+    if not any(name.endswith(head_suffix) for name in checkpoint.architectures or []):
+        return []
+    return [str(name) for name in checkpoint.id2label.values()]
 
 
 def class_weights(setting: Any, label_names: list[str], labels: Sequence[int]) -> list[float] | None:
@@ -298,39 +291,6 @@ class ClassifierMixin(LabelHeadMixin):
             prepared.thresholds = [found[name] for name in prepared.label_names]
             setattr(model.config, THRESHOLDS, found)
         return {"best_thresholds": found}
-
-    def records(
-        self, inputs: list[str], logits: torch.Tensor, model: TaskModel, top_k: int | None = None
-    ) -> list[dict[str, Any]]:
-        """`hubtune predict`'s record per input: the class (single_label), every class at or above
-        its threshold (tuned, or `data.threshold`) with every class's probability (multi_label), or the value (regression)."""
-        names = label_names_of(model)
-        if self.problem_type == "single_label":
-            return label_predictions(inputs, logits.softmax(-1), names, top_k)
-        if self.problem_type == "regression":
-            scaling = self.from_trained(PreparedData({}, None), model).target_scaling
-            return [{"input": item, "value": float(value)} for item, value in zip(inputs, self.scores(logits, scaling))]
-        records = []
-        thresholds = self.class_thresholds(model, names)
-        for item, row in zip(inputs, self.scores(logits, None)):
-            chosen = self.above_threshold(row, thresholds)
-            above = [i for i in np.argsort(-row) if chosen[i]]
-            records.append(
-                {
-                    "input": item,
-                    "labels": [names[i] for i in above],
-                    "scores": {name: float(p) for name, p in zip(names, row)},
-                }
-            )
-        return records
-
-    def format_prediction(self, prediction: dict[str, Any]) -> str:
-        if self.problem_type == "regression":
-            return f"{prediction['value']:.4g}\t{prediction['input']}"
-        if self.problem_type == "multi_label":
-            found = ", ".join(f"{name} {prediction['scores'][name]:.3f}" for name in prediction["labels"]) or "-"
-            return f"{found}\t{prediction['input']}"
-        return f"{prediction['label']}\t{prediction['score']:.3f}\t{prediction['input']}"
 
 
 def weighted_cross_entropy(weights: list[float] | None) -> Callable[[Any, Any], Any] | None:

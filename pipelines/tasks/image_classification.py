@@ -9,12 +9,10 @@ checkpoint: its `AutoImageProcessor` for transformers models, timm's `resolve_da
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from transformers import (
     AutoImageProcessor,
@@ -33,16 +31,14 @@ from pipelines.data.images import (
     undecoded,
 )
 from pipelines.data.pixels import pixel_transform
-from pipelines.data.splits import (
-    Splits,
-    load_table_file,
-    require_columns,
-)
+from pipelines.data.splits import Locate, Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import from_pretrained
-from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths, logits_of
+from pipelines.tasks.base import PreparedData, Task, logits_of
 from pipelines.tasks.classifier import ClassifierMixin
+from pipelines.tasks.classifier_serving import ClassifierServing
 from pipelines.tasks.data_sections import LabelledDataConfig
+from pipelines.tasks.serving_base import Batch, file_paths
 
 TOP_K = 5
 
@@ -65,14 +61,26 @@ class ImageDataConfig(LabelledDataConfig):
             )
 
 
+class ImageClassificationServing(ClassifierServing["ImageClassification"]):
+    input_kind = "path"
+    input_column_key = "image_column"
+    top_k = TOP_K
+
+    def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
+        return file_paths(values, locate, column, "image")
+
+    def preprocess(self, inputs: list[str]) -> Batch:
+        to_pixels = pixel_transform(self.processor, False, self.task.data.image_size)
+        return Batch(inputs, {"pixel_values": to_pixels(predict_images(inputs))})
+
+
 class ImageClassification(ClassifierMixin, Task[ImageDataConfig]):
     name = "image-classification"
     data_config = ImageDataConfig
     auto_model = AutoModelForImageClassification
     head_suffix = "ForImageClassification"
     pipeline_tag = "image-classification"
-    input_kind = "path"
-    input_column_key = "image_column"
+    serving = ImageClassificationServing
     # Images are decoded per batch by a dataset transform from the (undecoded) image column, which the
     # Trainer would otherwise drop for not being a model input.
     training_defaults = {"remove_unused_columns": False}
@@ -128,13 +136,3 @@ class ImageClassification(ClassifierMixin, Task[ImageDataConfig]):
                 )
             )
         return results
-
-    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
-        return file_paths(values, locate, column, "image")
-
-    @torch.no_grad()
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        images = predict_images(inputs)
-        model.eval()
-        pixels = pixel_transform(processor, False, self.data.image_size)(images).to(model.device)
-        return self.records(inputs, model(pixel_values=pixels).logits, model, TOP_K)

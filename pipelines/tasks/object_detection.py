@@ -5,8 +5,9 @@ The model is a complete detection checkpoint (its head replaced for the recipe's
 read from COCO, Pascal VOC, YOLO or Hub-style `objects` annotations (pipelines/boxes.py) and checked against their
 images before anything is written. The checkpoint's image processor (or, for a built model, the processor class of
 its model type, normalised like the backbone) resizes, normalises and turns the boxes into the model's targets, and
-post-processes predictions back to boxes in the original image's pixels; torchvision's v2 transforms augment images
-and boxes together; the score is torchmetrics' COCO mean average precision.
+post-processes predictions back to boxes in the original image's pixels (the serving half,
+pipelines/tasks/object_detection_serving.py); torchvision's v2 transforms augment images and boxes together; the
+score is torchmetrics' COCO mean average precision.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset
-from PIL import ImageDraw
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForObjectDetection, EvalPrediction, Trainer
 
 from pipelines.compat import prepare_inputs
@@ -37,22 +37,21 @@ from pipelines.data.boxes import (
     read_voc,
     read_yolo,
 )
-from pipelines.data.images import decode_checked, predict_images, resolve_image_paths, undecoded
+from pipelines.data.images import decode_checked, resolve_image_paths, undecoded
 from pipelines.data.splits import Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.models.dense_backbone import backbone_source, build_on_backbone
 from pipelines.models.groups import label_sized_parameters
 from pipelines.models.loading import from_pretrained, redraw
 from pipelines.runs.folder import label_names_of, load_run_model
-from pipelines.tasks.base import PredictionStep, PreparedData, Task, TaskModel, file_paths
+from pipelines.tasks.base import PredictionStep, PreparedData, Task, TaskModel
+from pipelines.tasks.object_detection_serving import ObjectDetectionServing
 
 logger = logging.getLogger(__name__)
 
 ANNOTATION_FORMATS = ("coco", "voc", "yolo", "objects")
 # Padding of the evaluation target table (`target_table`): the Trainer pads its gathered labels with this too.
 PAD = -100
-# Box colours of `--draw`, one per class id (cycled).
-PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c"]
 
 
 @dataclass
@@ -175,10 +174,8 @@ class ObjectDetection(Task[DetectionDataConfig]):
     pipeline_tag = "object-detection"
     primary_metric = "map_50"
     summary_metrics = ("map_50", "map", "map_75", "mar_100")
-    input_kind = "path"
-    input_column_key = "image_column"
     builds_on_backbone = True
-    drawable = True
+    serving = ObjectDetectionServing
     # Images and boxes are decoded per batch by a dataset transform; the Trainer would drop their columns.
     training_defaults = {"remove_unused_columns": False}
 
@@ -341,50 +338,3 @@ class ObjectDetection(Task[DetectionDataConfig]):
         return self.metric("detection_map").compute(
             predictions=predictions, references=references, label_names=prepared.label_names
         )
-
-    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
-        return file_paths(values, locate, column, "image")
-
-    @torch.no_grad()
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        images = predict_images(inputs)
-        model.eval()
-        encoded = processor(images=images, return_tensors="pt").to(model.device)
-        outputs = model(**{key: encoded[key] for key in processor.model_input_names if key in encoded})
-        found = processor.post_process_object_detection(
-            outputs, threshold=self.data.score_threshold, target_sizes=[image.size[::-1] for image in images]
-        )
-        names = label_names_of(model)
-        records = []
-        for item, image in zip(inputs, found):
-            order = image["scores"].argsort(descending=True).tolist()
-            boxes = [
-                {
-                    "label": names[int(image["labels"][i])],
-                    "score": round(float(image["scores"][i]), 4),
-                    "box": [round(float(v), 2) for v in image["boxes"][i]],
-                }
-                for i in order
-            ]
-            records.append({"input": item, "boxes": boxes})
-        return records
-
-    def format_prediction(self, prediction: dict[str, Any]) -> str:
-        found = "; ".join(
-            f"{box['label']} {box['score']:.3f} [{', '.join(f'{v:.0f}' for v in box['box'])}]"
-            for box in prediction["boxes"]
-        )
-        return f"{len(prediction['boxes'])} boxes\t{found or '-'}\t{prediction['input']}"
-
-    def drawing_paths(self, prediction: dict[str, Any], out_dir: Path) -> list[Path]:
-        return [out_dir / f"{Path(prediction['input']).stem}.png"]
-
-    def draw(self, model: TaskModel, processor: Any, prediction: dict[str, Any], paths: list[Path]) -> None:
-        image = decode_checked({"path": prediction["input"], "bytes": None}, "predict --draw")
-        canvas = ImageDraw.Draw(image)
-        names = label_names_of(model)
-        for box in prediction["boxes"]:
-            colour = PALETTE[names.index(box["label"]) % len(PALETTE)]
-            canvas.rectangle(box["box"], outline=colour, width=2)
-            canvas.text((box["box"][0] + 2, box["box"][1] + 1), f"{box['label']} {box['score']:.2f}", fill=colour)
-        image.save(paths[0])

@@ -13,8 +13,7 @@ input size (`data.image_size`): the class maps the model trains on.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -36,13 +35,15 @@ from pipelines.config import DataConfig, option
 from pipelines.data.images import decode_checked, predict_images, resolve_image_paths, undecoded
 from pipelines.data.masks import check_pairs, load_mask_folder, paired_augmentation, read_mask
 from pipelines.data.pixels import size_overrides
-from pipelines.data.splits import Splits, load_table_file, require_columns
+from pipelines.data.splits import Locate, Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.models.dense_backbone import backbone_source, build_on_backbone
 from pipelines.models.loading import from_pretrained, load_classifier
 from pipelines.runs.folder import label_names_of, load_run_model
-from pipelines.tasks.base import PreparedData, Task, TaskModel, file_paths, logits_of
+from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
+from pipelines.tasks.classifier import trained_head_labels
 from pipelines.tasks.labels import missing_classes
+from pipelines.tasks.serving_base import Batch, OnnxAxes, TaskServing, dynamic_axes, file_paths
 
 # The input side of a built model when `data.image_size` is not set: SegformerImageProcessor's own default.
 DEFAULT_SIDE = 512
@@ -113,6 +114,73 @@ def class_maps_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return scores.argmax(dim=1)
 
 
+class SemanticSegmentationServing(TaskServing["SemanticSegmentation"]):
+    input_kind = "path"
+    input_column_key = "image_column"
+
+    def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
+        return file_paths(values, locate, column, "image")
+
+    def pixels(self, images: list[PILImage.Image]) -> torch.Tensor:
+        return self.processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def preprocess(self, inputs: list[str]) -> Batch:
+        images = predict_images(inputs)
+        return Batch(inputs, {"pixel_values": self.pixels(images)}, {"images": images})
+
+    def upsampled(self, outputs: Any, images: list[PILImage.Image]) -> list[np.ndarray]:
+        """Each image's predicted class map at the image's own size (the processor's post-processing upsamples)."""
+        sizes = [(image.height, image.width) for image in images]
+        return [
+            class_map.cpu().numpy()
+            for class_map in self.processor.post_process_semantic_segmentation(outputs, target_sizes=sizes)
+        ]
+
+    @torch.no_grad()
+    def class_maps(self, images: list[PILImage.Image]) -> list[np.ndarray]:
+        """The class maps of decoded images, at their own sizes (for drawing, and for research code)."""
+        return self.upsampled(self.model(pixel_values=self.pixels(images).to(self.model.device)), images)
+
+    def postprocess(self, batch: Batch, outputs: Any) -> list[dict[str, Any]]:
+        names = label_names_of(self.model)
+        records = []
+        images = batch.context["images"]
+        for text, image, class_map in zip(batch.inputs, images, self.upsampled(outputs, images)):
+            counts = np.bincount(class_map.ravel(), minlength=len(names))
+            records.append(
+                {
+                    "input": text,
+                    "width": image.width,
+                    "height": image.height,
+                    "fractions": {name: float(count / class_map.size) for name, count in zip(names, counts)},
+                }
+            )
+        return records
+
+    def draw(self, prediction: dict[str, Any]) -> dict[str, PILImage.Image]:
+        """The class-id mask (mode L, the image's size) and the image under a coloured class overlay; pixels of
+        class 0 (the first label: background in most data) are left unpainted, so the image shows through.
+
+        A prediction record keeps only pixel fractions (a mask in JSON would be megabytes), so the mask is predicted
+        again here.
+        """
+        from matplotlib import colormaps  # plotting only when drawing
+
+        (image,) = predict_images([prediction["input"]])
+        (class_map,) = self.class_maps([image])
+        colours = (colormaps[PALETTE](np.arange(PALETTE_SIZE))[:, :3] * 255).astype(np.uint8)
+        # More classes than colours reuse them in turn; the mask PNG keeps every id apart.
+        painted = PILImage.fromarray(colours[class_map % len(colours)])
+        overlay = PILImage.blend(image, painted, OVERLAY_OPACITY)
+        overlay.paste(image, mask=PILImage.fromarray(((class_map == 0) * 255).astype(np.uint8)))
+        stem = Path(prediction["input"]).stem
+        # The mask as 2-D bytes: mode L.
+        return {f"{stem}_mask.png": PILImage.fromarray(class_map.astype(np.uint8)), f"{stem}_overlay.png": overlay}
+
+    def onnx_axes(self, features: Mapping[str, torch.Tensor]) -> OnnxAxes:
+        return dynamic_axes(features)
+
+
 class SemanticSegmentation(Task[SegmentationDataConfig]):
     name = "semantic-segmentation"
     pipeline_tag = "image-segmentation"
@@ -122,9 +190,7 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
     head_suffix = "ForSemanticSegmentation"
     builds_on_backbone = True
     caches_features = False
-    input_kind = "path"
-    input_column_key = "image_column"
-    drawable = True
+    serving = SemanticSegmentationServing
     # Images and masks are decoded per batch by a dataset transform from the (undecoded) columns, which the
     # Trainer would otherwise drop for not being model inputs.
     training_defaults = {"remove_unused_columns": False}
@@ -224,6 +290,9 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
     def trained_label_names(self, model: TaskModel) -> list[str]:
         return label_names_of(model)
 
+    def checkpoint_label_names(self) -> list[str]:
+        return trained_head_labels(self.config.model, self.head_suffix)
+
     def data_collator(self, processor: Any) -> Any:
         return DefaultDataCollator()
 
@@ -238,60 +307,3 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
             ignore_index=self.data.ignore_index,
             label_names=prepared.label_names,
         )
-
-    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
-        return file_paths(values, locate, column, "image")
-
-    @torch.no_grad()
-    def class_maps(self, model: TaskModel, processor: Any, images: list[PILImage.Image]) -> list[np.ndarray]:
-        """Each image's predicted class map at the image's own size (the processor's post-processing upsamples)."""
-        model.eval()
-        pixels = processor(images=images, return_tensors="pt")["pixel_values"].to(model.device)
-        outputs = model(pixel_values=pixels)
-        maps = processor.post_process_semantic_segmentation(
-            outputs, target_sizes=[(image.height, image.width) for image in images]
-        )
-        return [class_map.cpu().numpy() for class_map in maps]
-
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        images = predict_images(inputs)
-        names = label_names_of(model)
-        records = []
-        for text, image, class_map in zip(inputs, images, self.class_maps(model, processor, images)):
-            counts = np.bincount(class_map.ravel(), minlength=len(names))
-            records.append(
-                {
-                    "input": text,
-                    "width": image.width,
-                    "height": image.height,
-                    "fractions": {name: float(count / class_map.size) for name, count in zip(names, counts)},
-                }
-            )
-        return records
-
-    def format_prediction(self, prediction: dict[str, Any]) -> str:
-        return json.dumps(prediction)
-
-    def drawing_paths(self, prediction: dict[str, Any], out_dir: Path) -> list[Path]:
-        stem = Path(prediction["input"]).stem
-        return [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_overlay.png"]
-
-    def draw(self, model: TaskModel, processor: Any, prediction: dict[str, Any], paths: list[Path]) -> None:
-        """The class-id mask (mode L, the image's size) and the image under a coloured class overlay; pixels of
-        class 0 (the first label: background in most data) are left unpainted, so the image shows through.
-
-        A prediction record keeps only pixel fractions (a mask in JSON would be megabytes), so the mask is predicted
-        again here.
-        """
-        from matplotlib import colormaps  # plotting only when drawing
-
-        (image,) = predict_images([prediction["input"]])
-        (class_map,) = self.class_maps(model, processor, [image])
-        mask_path, overlay_path = paths
-        PILImage.fromarray(class_map.astype(np.uint8)).save(mask_path)  # 2-D bytes: mode L
-        colours = (colormaps[PALETTE](np.arange(PALETTE_SIZE))[:, :3] * 255).astype(np.uint8)
-        # More classes than colours reuse them in turn; the mask PNG keeps every id apart.
-        painted = PILImage.fromarray(colours[class_map % len(colours)])
-        overlay = PILImage.blend(image, painted, OVERLAY_OPACITY)
-        overlay.paste(image, mask=PILImage.fromarray(((class_map == 0) * 255).astype(np.uint8)))
-        overlay.save(overlay_path)

@@ -23,13 +23,10 @@ from pipelines.data.splits import Splits
 from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
 from pipelines.models.loading import attention_kwargs, from_pretrained
 from pipelines.runs.folder import load_run_model
-from pipelines.tasks.audio_task import (
-    TranscriptTask,
-    check_splits_columns,
-    extract_features,
-)
+from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, check_splits_columns, extract_features
 from pipelines.tasks.base import PredictionStep, PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
+from pipelines.tasks.serving_base import Batch
 
 
 def blank_padding_frames(
@@ -50,10 +47,28 @@ def blank_padding_frames(
     return loss, logits, labels
 
 
+class SpeechRecognitionCTCServing(TranscriptServing["SpeechRecognitionCTC"]):
+    def preprocess(self, inputs: list[str]) -> Batch:
+        # One clip at a time, as audio classification: padding a raw waveform changes what the model hears.
+        return Batch(inputs, [extract_features(self.processor, [wave]) for wave in self.waveforms(inputs)])
+
+    def forward(self, batch: Batch) -> list[torch.Tensor]:
+        return [self.model(**features).logits[0] for features in batch.features]
+
+    def postprocess(self, batch: Batch, outputs: list[torch.Tensor]) -> list[dict[str, Any]]:
+        # Greedy CTC decoding: the best token per frame, repeats merged and blanks dropped by the tokenizer.
+        decode = self.processor.tokenizer.decode
+        return [
+            {"input": path, "transcript": decode(logits.argmax(-1).tolist())}
+            for path, logits in zip(batch.inputs, outputs)
+        ]
+
+
 class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
     name = "speech-recognition-ctc"
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
+    serving = SpeechRecognitionCTCServing
 
     def load_processor(self, source: str | None = None) -> Any:
         if source is not None:  # a run folder holds the feature extractor and the vocabulary it was trained with
@@ -111,15 +126,3 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         return self.metric("speech_recognition").compute(
             predictions=hypotheses, references=self.decode_labels(tokenizer, np.asarray(prediction.label_ids))
         )
-
-    @torch.no_grad()
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        model.eval()
-        results = []
-        for path, wave in zip(inputs, self.read_inputs(processor, inputs)):
-            logits = model(**extract_features(processor, [wave]).to(model.device)).logits
-            results.append({"input": path, "transcript": processor.tokenizer.decode(logits[0].argmax(-1).tolist())})
-        return results
-
-    def format_prediction(self, prediction: dict[str, Any]) -> str:
-        return f"{prediction['transcript']}\t{prediction['input']}"

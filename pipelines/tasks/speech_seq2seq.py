@@ -19,12 +19,10 @@ from pipelines.config import option, require_one_of
 from pipelines.data.transcripts import TranscriptDataConfig, normalise
 from pipelines.models.loading import attention_kwargs, from_pretrained
 from pipelines.runs.folder import load_run_model
-from pipelines.tasks.audio_task import (
-    TranscriptTask,
-    extract_features,
-)
+from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, extract_features
 from pipelines.tasks.base import PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
+from pipelines.tasks.serving_base import Batch
 
 WHISPER_TASKS = ("transcribe", "translate")
 
@@ -39,6 +37,19 @@ class WhisperDataConfig(TranscriptDataConfig):
         require_one_of("data.whisper_task", self.whisper_task, WHISPER_TASKS)
 
 
+class SpeechRecognitionSeq2SeqServing(TranscriptServing["SpeechRecognitionSeq2Seq"]):
+    def preprocess(self, inputs: list[str]) -> Batch:
+        return Batch(inputs, extract_features(self.processor, self.waveforms(inputs)))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        limit = self.task.config.training.get("generation_max_length") or 128
+        return self.model.generate(**batch.features, max_new_tokens=limit)
+
+    def postprocess(self, batch: Batch, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        texts = self.processor.tokenizer.batch_decode(outputs, skip_special_tokens=True)
+        return [{"input": path, "transcript": text.strip()} for path, text in zip(batch.inputs, texts)]
+
+
 class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     name = "speech-recognition-seq2seq"
     data_config = WhisperDataConfig
@@ -48,6 +59,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     # to its decoder twice. The plain PeftModel forwards the Trainer's batch as it is.
     peft_task_type = None
     trainer_base = "seq2seq"
+    serving = SpeechRecognitionSeq2SeqServing
     training_arguments_class = Seq2SeqTrainingArguments
     # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax.
     training_defaults = {
@@ -116,14 +128,3 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             predictions=self.decode(tokenizer, generated),
             references=self.decode(tokenizer, np.asarray(prediction.label_ids)),
         )
-
-    @torch.no_grad()
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        model.eval()
-        features = extract_features(processor, self.read_inputs(processor, inputs)).to(model.device)
-        generated = model.generate(**features, max_new_tokens=self.config.training.get("generation_max_length") or 128)
-        texts = processor.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        return [{"input": path, "transcript": text.strip()} for path, text in zip(inputs, texts)]
-
-    def format_prediction(self, prediction: dict[str, Any]) -> str:
-        return f"{prediction['transcript']}\t{prediction['input']}"

@@ -20,8 +20,10 @@ from pipelines.errors import HubtuneError
 from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel
 from pipelines.tasks.classifier import ClassifierMixin, class_weights
+from pipelines.tasks.classifier_serving import ClassifierServing
 from pipelines.tasks.data_sections import LabelledDataConfig, StreamingDataConfig
 from pipelines.tasks.labels import encode_stream_labels
+from pipelines.tasks.serving_base import Batch
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,27 @@ def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
         raise HubtuneError(f"{locate(row)}: column '{column}' holds {dataset[row][column]!r}, not text")
 
 
+class TextClassificationServing(ClassifierServing["TextClassification"]):
+    def preprocess(self, inputs: list[str]) -> Batch:
+        tokenizer, limit = self.processor, self.task.data.max_length
+        truncated = [len(ids) > limit for ids in tokenizer(inputs, truncation=False)["input_ids"]]
+        if any(truncated):
+            logger.warning(
+                "%d of %d inputs are longer than data.max_length=%d tokens: each is classified on its "
+                'first %d tokens (marked "truncated": true)',
+                sum(truncated),
+                len(inputs),
+                limit,
+                limit,
+            )
+        features = tokenizer(inputs, truncation=True, max_length=limit, padding=True, return_tensors="pt")
+        return Batch(inputs, features, {"truncated": truncated})
+
+    def postprocess(self, batch: Batch, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        records = self.records(batch.inputs, outputs)
+        return [{**record, "truncated": cut} for record, cut in zip(records, batch.context["truncated"])]
+
+
 class TextClassification(ClassifierMixin, Task[TextDataConfig]):
     name = "text-classification"
     pipeline_tag = "text-classification"
@@ -72,6 +95,7 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
     auto_model = AutoModelForSequenceClassification
     head_suffix = "ForSequenceClassification"
     data_config = TextDataConfig
+    serving = TextClassificationServing
     variable_length = True
 
     @property
@@ -171,21 +195,3 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
                 "pieces on average"
             )
         return warnings
-
-    @torch.no_grad()
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        model.eval()
-        limit = self.data.max_length
-        truncated = [len(ids) > limit for ids in processor(inputs, truncation=False)["input_ids"]]
-        if any(truncated):
-            logger.warning(
-                "%d of %d inputs are longer than data.max_length=%d tokens: each is classified on its "
-                'first %d tokens (marked "truncated": true)',
-                sum(truncated),
-                len(inputs),
-                limit,
-                limit,
-            )
-        batch = processor(inputs, truncation=True, max_length=limit, padding=True, return_tensors="pt").to(model.device)
-        records = self.records(inputs, model(**batch).logits, model)
-        return [{**record, "truncated": cut} for record, cut in zip(records, truncated)]

@@ -15,14 +15,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import torch
 from datasets import ClassLabel, Dataset, IterableDataset
-from transformers import (
-    AutoModelForTokenClassification,
-    DataCollatorForTokenClassification,
-    EvalPrediction,
-    TokenClassificationPipeline,
-)
+from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification, EvalPrediction
 
 from pipelines.config import RecipeConfig, closest, option
 from pipelines.data.conll import read_conll
@@ -35,6 +29,7 @@ from pipelines.tasks.classifier import LabelHeadMixin, class_weights, weighted_c
 from pipelines.tasks.collate import IGNORE
 from pipelines.tasks.data_sections import StreamingDataConfig
 from pipelines.tasks.labels import missing_classes
+from pipelines.tasks.token_classification_serving import TokenClassificationServing
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +214,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
     summary_metrics = ("f1", "precision", "recall", "accuracy")
     peft_task_type = "TOKEN_CLS"
     data_config = TokensDataConfig
-    input_column_key = "tokens_column"
+    serving = TokenClassificationServing
     variable_length = True
     class_weighted_loss = True
 
@@ -342,54 +337,3 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
             predictions.append([names[i] for i in predicted_row[scored]])
             references.append([names[i] for i in label_row[scored]])
         return self.metric("ner").compute(predictions=predictions, references=references, scheme=self.data.tag_scheme)
-
-    def data_inputs(self, values: list[Any], locate: Callable[[int], str], column: str) -> list[str]:
-        """Sentences as their words joined by spaces (what `predict` tags), or as text already."""
-        texts = [
-            " ".join(value) if isinstance(value, list) and all(isinstance(w, str) for w in value) else value
-            for value in values
-        ]
-        return super().data_inputs(texts, locate, column)
-
-    @torch.no_grad()
-    def predict(self, model: TaskModel, processor: Any, inputs: list[str]) -> list[dict[str, Any]]:
-        model.eval()
-        # transformers' pipeline does the sub-token -> word -> entity grouping with character offsets; a LoRA
-        # run's PEFT wrapper is unwrapped because the pipeline expects a transformers model (adapters stay active).
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        # A text longer than the model's positions is tagged whole: the pipeline cuts it into windows of that
-        # many tokens overlapping by a quarter, and each word is tagged from one window.
-        positions = getattr(base.config, "max_position_embeddings", None) or processor.model_max_length
-        processor.model_max_length = min(processor.model_max_length, positions)
-        tagger = TokenClassificationPipeline(
-            model=base,
-            tokenizer=processor,
-            aggregation_strategy="first",
-            device=base.device,
-            stride=processor.model_max_length // 4,
-        )
-        results = []
-        for text in inputs:
-            entities = tagger(text) if text.strip() else []
-            results.append(
-                {
-                    "input": text,
-                    "entities": [
-                        {
-                            "type": entity["entity_group"],
-                            "text": text[int(entity["start"]) : int(entity["end"])],
-                            "start": int(entity["start"]),
-                            "end": int(entity["end"]),
-                            "score": float(entity["score"]),
-                        }
-                        for entity in entities
-                    ],
-                }
-            )
-        return results
-
-    def format_prediction(self, prediction: dict[str, Any]) -> str:
-        entities = "; ".join(
-            f'{e["type"]} "{e["text"]}" {e["start"]}-{e["end"]} {e["score"]:.3f}' for e in prediction["entities"]
-        )
-        return f"{prediction['input']}\t{entities or '(no entities)'}"
