@@ -23,8 +23,8 @@ from PIL import Image as PILImage
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipelines.errors import HubtuneError
 from pipelines.data.images import image_extensions
+from pipelines.errors import HubtuneError
 
 # Pixels a box may reach past the image's edge (annotation tools round outwards); such boxes are clipped.
 EDGE_TOLERANCE = 1.0

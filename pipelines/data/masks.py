@@ -19,8 +19,8 @@ from PIL import Image as PILImage
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipelines.errors import HubtuneError
 from pipelines.data.images import describe, image_extensions, verify_header
+from pipelines.errors import HubtuneError
 
 IMAGES_DIR, MASKS_DIR = "images", "masks"
 # Modes whose pixels are one number each: grey levels, palette indices, 32-bit integers.

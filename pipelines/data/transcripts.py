@@ -11,8 +11,8 @@ from pathlib import Path
 from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer
 
-from pipelines.data.audio import AudioInputConfig
 from pipelines.config import option, require_one_of
+from pipelines.data.audio import AudioInputConfig
 from pipelines.errors import HubtuneError
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"

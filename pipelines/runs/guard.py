@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 
 from pipelines.errors import HubtuneError
-from pipelines.runs.resume import TRAINER_STATE
 from pipelines.runs.folder import write_json
+from pipelines.runs.resume import TRAINER_STATE
 
 logger = logging.getLogger(__name__)
 
