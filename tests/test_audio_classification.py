@@ -124,7 +124,7 @@ def test_csv_of_paths_with_lora(tiny_wav2vec2, tones, tmp_path):
         validation_split=None,
         test_split=None,
     )
-    values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj", "v_proj"]}}
+    values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "target_modules": ["q_proj", "v_proj"]}}
     values["training"]["num_train_epochs"] = 1
     Recipe.from_dict(values).run()
     model = Predictor(tmp_path / "run").model

@@ -81,7 +81,7 @@ def missing_split(values: dict, tmp: Path) -> list[str]:
 
 
 def unknown_recipe_key(values: dict, tmp: Path) -> list[str]:
-    values["adapt"] = {"strategi": "lora"}
+    values["adapt"] = {"strategi": "peft"}
     return ["'adapt.strategi'", "'adapt.strategy'"]
 
 
@@ -112,8 +112,8 @@ def missing_checkpoint_folder(values: dict, tmp: Path) -> list[str]:
 
 
 def lora_on_unknown_modules(values: dict, tmp: Path) -> list[str]:
-    values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj"]}}
-    return ["'bert'", "adapt.lora.target_modules"]
+    values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "target_modules": ["q_proj"]}}
+    return ["'bert'", "adapt.peft.target_modules"]
 
 
 def training_value(key: str, value, rule: str) -> Case:
@@ -252,9 +252,9 @@ def test_cli_missing_recipe_file(tmp_path, capsys):
 def test_cli_bad_override(tmp_path, capsys, recipe_values):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe_values))
-    assert main(["train", str(path), "adapt.lora.rr=4"]) == 2
+    assert main(["train", str(path), "adapt.strategy=peft", "adapt.peft.rr=4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["hubtune: error: unknown recipe key 'adapt.lora.rr'; did you mean 'adapt.lora.r'?"]
+    assert err == ["hubtune: error: unknown recipe key 'adapt.peft.rr'; did you mean 'adapt.peft.r'?"]
     assert not Path(recipe_values["output_dir"]).exists()
 
 

@@ -35,7 +35,10 @@ def test_yaml_file_loads_into_typed_sections(tmp_path):
             "validation_split": None,
             "validation_fraction": 0.25,
         },
-        "adapt": {"strategy": "lora", "lora": {"r": 4, "alpha": 8, "dropout": 0, "target_modules": ["query"]}},
+        "adapt": {
+            "strategy": "peft",
+            "peft": {"method": "lora", "r": 4, "alpha": 8, "dropout": 0, "target_modules": ["query"]},
+        },
         "training": {"learning_rate": 1e-3, "num_train_epochs": 2},
     }
     config = load_recipe_config(write_yaml(tmp_path / "recipe.yaml", tree))
@@ -49,11 +52,11 @@ def test_yaml_file_loads_into_typed_sections(tmp_path):
     assert config.data.max_length == 48
     assert config.data.validation_split is None
     assert config.data.validation_fraction == 0.25
-    assert config.adapt.strategy == "lora"
-    assert (config.adapt.lora.r, config.adapt.lora.alpha) == (4, 8)
+    assert config.adapt.strategy == "peft"
+    assert (config.adapt.peft.method, config.adapt.peft.r, config.adapt.peft.alpha) == ("lora", 4, 8)
     # An int given for a float field becomes a float.
-    assert config.adapt.lora.dropout == 0.0 and isinstance(config.adapt.lora.dropout, float)
-    assert config.adapt.lora.target_modules == ["query"]
+    assert config.adapt.peft.dropout == 0.0 and isinstance(config.adapt.peft.dropout, float)
+    assert config.adapt.peft.target_modules == ["query"]
     # The training section is merged over hubtune's defaults: given keys win, the others stay.
     assert config.training["learning_rate"] == 1e-3
     assert config.training["num_train_epochs"] == 2
@@ -76,9 +79,9 @@ def test_dotted_overrides_get_yaml_types(tmp_path, minimal):
             "data.max_length=64",
             "overwrite=true",
             "model.from_scratch=false",
-            "adapt.strategy=lora",
-            "adapt.lora.target_modules=[query, value]",
-            "adapt.lora.dropout=0",
+            "adapt.strategy=peft",
+            "adapt.peft.target_modules=[query, value]",
+            "adapt.peft.dropout=0",
             "data.validation_split=null",
             "data.labels=[neg, pos]",
             "hub.repo_id=me/tiny",
@@ -89,9 +92,9 @@ def test_dotted_overrides_get_yaml_types(tmp_path, minimal):
     assert config.data.max_length == 64 and type(config.data.max_length) is int
     assert config.overwrite is True
     assert config.model.from_scratch is False
-    assert config.adapt.strategy == "lora"
-    assert config.adapt.lora.target_modules == ["query", "value"]
-    assert config.adapt.lora.dropout == 0.0 and type(config.adapt.lora.dropout) is float
+    assert config.adapt.strategy == "peft"
+    assert config.adapt.peft.target_modules == ["query", "value"]
+    assert config.adapt.peft.dropout == 0.0 and type(config.adapt.peft.dropout) is float
     assert config.data.validation_split is None
     assert config.data.labels == ["neg", "pos"]
     assert config.hub.repo_id == "me/tiny"
@@ -126,10 +129,10 @@ def test_overrides_do_not_mutate_the_callers_values(minimal):
     [
         ("nmae=x", "nmae", "name"),
         ("outptu_dir=/tmp/x", "outptu_dir", "output_dir"),
-        ("adapt.strategi=lora", "adapt.strategi", "adapt.strategy"),
+        ("adapt.strategi=peft", "adapt.strategi", "adapt.strategy"),
         ("data.text_colum=sentence", "data.text_colum", "data.text_column"),
         ("model.chekpoint=/x", "model.chekpoint", "model.checkpoint"),
-        ("adapt.lora.target_module=[query]", "adapt.lora.target_module", "adapt.lora.target_modules"),
+        ("adapt.peft.target_module=[query]", "adapt.peft.target_module", "adapt.peft.target_modules"),
         ("training.learning_rat=0.1", "training.learning_rat", "training.learning_rate"),
         ("training.num_train_epoch=2", "training.num_train_epoch", "training.num_train_epochs"),
     ],
@@ -147,7 +150,7 @@ def test_unknown_key_names_full_dotted_key_and_closest(minimal, override, key, s
     ("tree_patch", "key", "suggestion"),
     [
         ({"seeed": 1}, "seeed", "seed"),
-        ({"adapt": {"strategi": "lora"}}, "adapt.strategi", "adapt.strategy"),
+        ({"adapt": {"strategi": "peft"}}, "adapt.strategi", "adapt.strategy"),
         ({"data": {"files": {"train": "a.csv"}, "max_lenght": 12}}, "data.max_lenght", "data.max_length"),
         (
             {"training": {"per_device_train_batchsize": 8}},
@@ -176,14 +179,14 @@ def test_unknown_key_without_close_match_lists_valid_keys(minimal):
     [
         ("data.max_length=abc", "data.max_length"),
         ("adapt.n=true", "adapt.n"),
-        ("adapt.lora.r=2.5", "adapt.lora.r"),
+        ("adapt.peft.r=2.5", "adapt.peft.r"),
         ("seed=[1, 2]", "seed"),
         ("overwrite=1", "overwrite"),
         ("model.from_scratch=maybe", "model.from_scratch"),
         ("data.labels=negative", "data.labels"),
         ("data.files=train.csv", "data.files"),
         ("model=3", "model"),
-        ("adapt.lora.target_modules=[query, 3]", "adapt.lora.target_modules[1]"),
+        ("adapt.peft.target_modules=[query, 3]", "adapt.peft.target_modules[1]"),
         ("training.resume=3", "training.resume"),
     ],
 )
@@ -206,17 +209,17 @@ def test_malformed_override(minimal, override):
 
 def test_unknown_adapt_strategy_suggests_closest(minimal):
     with pytest.raises(HubtuneError) as caught:
-        load_recipe_config(values=minimal, overrides=["adapt.strategy=lorra"])
+        load_recipe_config(values=minimal, overrides=["adapt.strategy=pefft"])
     message = str(caught.value)
-    assert "'lorra'" in message and "'adapt.strategy'" in message
-    assert "did you mean 'lora'" in message
+    assert "'pefft'" in message and "'adapt.strategy'" in message
+    assert "did you mean 'peft'" in message and "\n" not in message
 
 
 def test_unknown_adapt_strategy_without_close_match_lists_them(minimal):
     with pytest.raises(HubtuneError) as caught:
         load_recipe_config(values=minimal, overrides=["adapt.strategy=xyz"])
     message = str(caught.value)
-    for strategy in ("full", "freeze_backbone", "train_last_n", "lora"):
+    for strategy in ("full", "freeze_backbone", "train_last_n", "peft", "lp_ft"):
         assert strategy in message
 
 
@@ -230,7 +233,7 @@ def test_unknown_adapt_strategy_without_close_match_lists_them(minimal):
         ({"data": {"files": {"train": "a.csv"}, "validation_fraction": 1.5}}, "data.validation_fraction"),
         ({"data": {"files": {"train": "a.csv"}, "labels": ["a", "b", "a"]}}, "data.labels"),
         ({"adapt": {"strategy": "train_last_n", "n": 0}}, "adapt.n"),
-        ({"adapt": {"strategy": "lora"}, "model": {"checkpoint": "/m", "from_scratch": True}}, "model.from_scratch"),
+        ({"adapt": {"strategy": "peft"}, "model": {"checkpoint": "/m", "from_scratch": True}}, "model.from_scratch"),
         ({"training": {"output_dir": "/tmp/x"}}, "output_dir"),
     ],
 )
@@ -265,15 +268,22 @@ def test_recipe_file_that_is_not_a_mapping(tmp_path):
         load_recipe_config(path)
 
 
-def test_dumped_recipe_round_trips(tmp_path, minimal):
+@pytest.mark.parametrize(
+    "adapt",
+    [
+        ["adapt.strategy=peft", "adapt.peft.target_modules=[query]"],
+        ["adapt.strategy=train_last_n", "adapt.n=1"],
+        ["adapt.strategy=lp_ft", "adapt.lp_ft.then=train_last_n"],
+        ["adapt.strategy=freeze_backbone", "adapt.feature_cache=true"],
+    ],
+)
+def test_dumped_recipe_round_trips(tmp_path, minimal, adapt):
     from pipelines.config import dump_recipe_config
 
-    config = load_recipe_config(
-        values=minimal,
-        overrides=["adapt.strategy=lora", "adapt.lora.target_modules=[query]", "training.num_train_epochs=2"],
-    )
+    config = load_recipe_config(values=minimal, overrides=[*adapt, "training.num_train_epochs=2"])
     dump_recipe_config(config, tmp_path / "recipe.yaml")
-    assert load_recipe_config(tmp_path / "recipe.yaml").to_dict() == config.to_dict()
+    again = load_recipe_config(tmp_path / "recipe.yaml")
+    assert again.to_dict() == config.to_dict() and type(again.adapt) is type(config.adapt)
 
 
 def test_yaml_1_2_scalars_no_stays_a_string_and_exponent_floats_are_numbers(tmp_path):

@@ -14,7 +14,7 @@ from transformers import AutoModelForObjectDetection, AutoModelForSemanticSegmen
 
 from pipelines import HubtuneError, load_recipe_config
 from pipelines.adapt import adapt_model, layer_groups
-from pipelines.config import AdaptConfig, ModelConfig
+from pipelines.config import AdaptConfig, ModelConfig, build_adapt_config
 from pipelines.models.dense_backbone import OUT_INDICES, build_on_backbone
 from pipelines.models.groups import timm_backbone_module
 
@@ -100,7 +100,7 @@ def test_groups_and_freezing_see_backbone_neck_and_head(timm_checkpoint):
         assert parameter.requires_grad == (not name.startswith(path + ".")), name
 
     model = build_on_backbone(AutoModelForObjectDetection, model_config, ["a", "b"], DETR_HEAD)
-    adapted, groups = adapt_model(model, AdaptConfig(strategy="train_last_n", n=1), None)
+    adapted, groups = adapt_model(model, build_adapt_config({"strategy": "train_last_n", "n": 1}), None)
     last = f"block.{groups.num_blocks - 1}"
     for name, parameter in adapted.named_parameters():
         assert parameter.requires_grad == (groups.by_parameter[name] in {last, "neck", "head"}), name

@@ -195,7 +195,7 @@ def test_lora_on_rt_detr_trains_and_saves_its_new_class_heads(squares_coco, tmp_
     checkpoint = _checkpoint("rt_detr", {0: "cat", 1: "dog", 2: "bird"}, tmp_path / "checkpoint")
     run_dir = tmp_path / "run"
     values = _values(checkpoint, squares_coco, run_dir, steps=3, learning_rate=1e-2)
-    values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj", "v_proj"]}}
+    values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "target_modules": ["q_proj", "v_proj"]}}
     results = Recipe.from_dict(values).run()
     groups = _groups(run_dir)
     # PEFT trains a copy of each head module (`modules_to_save`) beside the frozen original.

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_merged_lora_export_loads_with_plain_from_pretrained_and_predicts_the_same(trained_run, tmp_path, capsys):
-    run = trained_run("lora")
+    run = trained_run("peft")
     out = tmp_path / "merged"
     assert main(["export", str(run.run_dir), str(out), "--merge"]) == 0
     check = json.loads((out / "export_check.json").read_text())
@@ -44,7 +44,7 @@ def test_lora_export_without_merge_is_an_error(trained_run, tmp_path):
     from pipelines.serving.export import export_run
 
     with pytest.raises(HubtuneError, match="--merge"):
-        export_run(trained_run("lora").run_dir, tmp_path / "out", merge=False)
+        export_run(trained_run("peft").run_dir, tmp_path / "out", merge=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -149,7 +149,7 @@ def test_onnx_text_export_runs_in_onnxruntime_alone_at_any_batch_size_and_length
 def test_onnx_export_merges_a_lora_adapter_without_asking(trained_run, tmp_path):
     from transformers import AutoTokenizer
 
-    run = trained_run("lora")
+    run = trained_run("peft")
     out = tmp_path / "onnx"
     check = export_onnx_cli(run.run_dir, out)
     assert check["merged_adapter"] is True

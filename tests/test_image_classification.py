@@ -228,7 +228,7 @@ def test_timm_reload_predicts_like_the_saved_run(timm_run, image_folders):
 def test_timm_lora_on_convolutions_saves_adapter_and_head(tiny_timm, image_folders, tmp_path):
     run_dir = tmp_path / "run"
     values = image_recipe(tiny_timm, image_folders, run_dir, num_train_epochs=2)
-    values["adapt"] = {"strategy": "lora", "lora": {"r": 4, "target_modules": ["conv2"]}}
+    values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "r": 4, "target_modules": ["conv2"]}}
     results = Recipe.from_dict(values).run()
     adapter = json.loads((run_dir / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_timm)

@@ -17,7 +17,7 @@ from transformers import (
 
 from pipelines import HubtuneError
 from pipelines.adapt import adapt_model, layer_groups, parameter_table
-from pipelines.config import AdaptConfig, LoraConfig
+from pipelines.config import build_adapt_config
 from pipelines.metrics import load_metric
 
 
@@ -149,7 +149,7 @@ def test_group_of_under_peft(build, targets, head):
 def test_lora_parameter_table_has_no_unassigned_rows():
     model = tiny_bert_model()
     head_size = sum(p.numel() for p in model.classifier.parameters())
-    wrapped, groups = adapt_model(model, AdaptConfig(strategy="lora", lora=LoraConfig(r=2)), "SEQ_CLS")
+    wrapped, groups = adapt_model(model, build_adapt_config({"strategy": "peft", "peft": {"r": 2}}), "SEQ_CLS")
     rows = parameter_table(wrapped, groups)
     assert [row["group"] for row in rows] == groups.names  # no "adapter" catch-all
     assert sum(row["total"] for row in rows) == sum(p.numel() for p in wrapped.parameters())
@@ -164,15 +164,16 @@ def test_lora_parameter_table_has_no_unassigned_rows():
 
 
 @pytest.mark.parametrize(
-    ("strategy", "n", "trainable"),
+    ("adapt", "trainable"),
     [
-        ("full", 2, {"embeddings", "block.0", "block.1", "block.2", "neck", "head"}),
-        ("freeze_backbone", 2, {"head"}),
-        ("train_last_n", 2, {"block.1", "block.2", "neck", "head"}),
+        ({"strategy": "full"}, {"embeddings", "block.0", "block.1", "block.2", "neck", "head"}),
+        ({"strategy": "freeze_backbone"}, {"head"}),
+        ({"strategy": "train_last_n", "n": 2}, {"block.1", "block.2", "neck", "head"}),
+        ({"strategy": "lp_ft", "n": 1, "lp_ft": {"then": "train_last_n"}}, {"block.2", "neck", "head"}),
     ],
 )
-def test_freezing_strategies(strategy, n, trainable):
-    model, groups = adapt_model(tiny_bert_model(layers=3), AdaptConfig(strategy=strategy, n=n), None)
+def test_freezing_strategies(adapt, trainable):
+    model, groups = adapt_model(tiny_bert_model(layers=3), build_adapt_config(adapt), None)
     for name, parameter in model.named_parameters():
         assert parameter.requires_grad == (groups.by_parameter[name] in trainable), name
 

@@ -3,6 +3,7 @@ reload to the trained model's logits and merge on export; every `adapt.peft` key
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -17,8 +18,8 @@ from transformers import AutoModelForSequenceClassification, BertForSequenceClas
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.adapt import adapt_model, layer_groups
-from pipelines.adapt.adapters import apply_adapter, peft_config
-from pipelines.config import AdaptConfig, LoraConfig, PeftConfig
+from pipelines.adapt.strategies.peft import PeftConfig, apply_adapter, peft_config
+from pipelines.config import build_adapt_config
 from pipelines.serving.export import export_run
 from pipelines.serving.predictor import Predictor
 
@@ -278,7 +279,7 @@ def test_qlora_refuses_a_model_not_loaded_in_4_bits(tiny_bert):
     # Reached only where the load check passed (a CUDA machine) with a task that does not quantize its model.
     model = BertForSequenceClassification.from_pretrained(tiny_bert)
     with pytest.raises(HubtuneError, match="'adapt.peft.quantize' needs the task's model loaded in 4 bits"):
-        apply_adapter(model, PeftConfig(quantize="4bit"), layer_groups(model), "SEQ_CLS", "adapt.peft")
+        apply_adapter(model, PeftConfig(quantize="4bit"), layer_groups(model), "SEQ_CLS")
 
 
 def test_parameter_table_counts_4bit_weights_by_their_original_shape(tiny_bert):
@@ -298,29 +299,87 @@ def test_parameter_table_counts_4bit_weights_by_their_original_shape(tiny_bert):
     assert {row["group"]: row["total"] for row in parameter_table(model, groups)} == before
 
 
-def test_legacy_lora_section_is_the_lora_method(recipe_values, tmp_path):
-    """`adapt.strategy: lora` with `adapt.lora` keeps working and builds the PEFT config `adapt.peft` would."""
-    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query"]}
-    legacy = load_recipe_config(values={**recipe_values, "adapt": {"strategy": "lora", "lora": lora}})
-    assert legacy.adapt.peft is None and legacy.adapt.lora == LoraConfig(**lora)
-    assert legacy.adapt.adapter() == PeftConfig(method="lora", **lora)
-    new = load_recipe_config(values=peft_values(recipe_values, {"method": "lora", **lora}))
-    as_dict = [peft_config(c.adapt.adapter(), ["classifier"], "SEQ_CLS").to_dict() for c in (legacy, new)]
+@pytest.mark.parametrize(
+    ("lora", "read_as"),
+    [
+        (
+            {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query"]},
+            {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query"]},
+        ),
+        # The legacy section's own defaults, which are not PEFT's (alpha 8, dropout 0), carry over.
+        (None, {"r": 8, "alpha": 16, "dropout": 0.1}),
+    ],
+)
+def test_legacy_lora_section_is_the_lora_method(recipe_values, tmp_path, caplog, lora, read_as):
+    """`adapt.strategy: lora` with `adapt.lora` is rewritten at load to `adapt.strategy: peft` with the lora method,
+    building the same PEFT config as before, with a warning naming the new keys; the run saves the new form."""
+    legacy_section = {"strategy": "lora"} | ({"lora": lora} if lora is not None else {})
+    with caplog.at_level("WARNING", logger="pipelines.config.legacy"):
+        legacy = load_recipe_config(values={**recipe_values, "adapt": legacy_section})
+    (warning,) = [record.getMessage() for record in caplog.records if "legacy LoRA form" in record.getMessage()]
+    assert "'adapt.strategy: peft'" in warning and "'adapt.peft: {method: lora, r: " in warning
+    assert legacy.adapt.strategy == "peft" and legacy.adapt.peft == PeftConfig(method="lora", **read_as)
+    new = load_recipe_config(values=peft_values(recipe_values, {"method": "lora", **read_as}))
+    assert new.adapt == legacy.adapt
+    as_dict = [peft_config(c.adapt.peft, ["classifier"], "SEQ_CLS").to_dict() for c in (legacy, new)]
     assert as_dict[0] == as_dict[1]
-    assert as_dict[0]["r"] == 4 and as_dict[0]["lora_alpha"] == 8 and as_dict[0]["lora_dropout"] == 0.0
+    assert (as_dict[0]["r"], as_dict[0]["lora_alpha"], as_dict[0]["lora_dropout"]) == (
+        read_as["r"],
+        read_as["alpha"],
+        read_as["dropout"],
+    )
 
-    # The run folder's recipe.yaml reads back with the same meaning.
+    # What a run saves is the rewritten recipe, which reads back with the same meaning and no warning.
     from pipelines.config import dump_recipe_config
 
     dump_recipe_config(legacy, tmp_path / "recipe.yaml")
+    saved = yaml.safe_load((tmp_path / "recipe.yaml").read_text())["adapt"]
+    assert saved["strategy"] == "peft" and "lora" not in saved and saved["peft"]["method"] == "lora"
+    caplog.clear()
     assert load_recipe_config(tmp_path / "recipe.yaml").adapt == legacy.adapt
+    assert not [record for record in caplog.records if "legacy" in record.getMessage()]
+
+
+def test_a_run_folder_of_an_earlier_hubtune_still_loads(recipe_values, tmp_path):
+    """Earlier run folders saved every strategy's keys (`n`, `lora`, `peft`, `lp_ft`) whatever the strategy."""
+    defaults = {
+        "n": 2,
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None},
+        "peft": None,
+        "layer_decay": None,
+        "head_lr_scale": 1.0,
+        "unfreeze_schedule": None,
+        "lp_ft": {"probe_epochs": 1.0, "probe_learning_rate": 0.001, "then": "full"},
+        "feature_cache": False,
+        "feature_cache_dir": None,
+        "freeze_feature_encoder": True,
+    }
+    saved = {
+        "full": {"strategy": "full"},
+        "train_last_n": {"strategy": "train_last_n", "n": 1},
+        "lora": {"strategy": "lora", "lora": {"r": 4, "alpha": 16, "dropout": 0.1, "target_modules": ["query"]}},
+        "peft": {"strategy": "peft", "peft": dataclasses.asdict(PeftConfig(r=2))},
+        "peft without a section": {"strategy": "peft"},
+        # A recipe switched to full by an override kept the keys of the strategy it named before.
+        "full with another strategy's keys": {"strategy": "full", "n": 1, "lp_ft": {"then": "train_last_n"}},
+    }
+    for name, adapt in saved.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**recipe_values, "adapt": {**defaults, **adapt}}))
+        config = load_recipe_config(path)
+        assert config.adapt.strategy == {"lora": "peft", "peft without a section": "peft"}.get(
+            name, adapt["strategy"]
+        ), name
+    assert load_recipe_config(tmp_path / "lora.yaml").adapt.peft == PeftConfig("lora", 4, 16, 0.1, ["query"])
+    assert load_recipe_config(tmp_path / "train_last_n.yaml").adapt.n == 1
+    assert load_recipe_config(tmp_path / "peft without a section.yaml").adapt.peft == PeftConfig()
 
 
 def test_unset_keys_take_pefts_defaults(tiny_bert):
     import peft
 
     model = BertForSequenceClassification.from_pretrained(tiny_bert)
-    wrapped, _ = adapt_model(model, AdaptConfig(strategy="peft", peft=PeftConfig(method="loha")), "SEQ_CLS")
+    wrapped, _ = adapt_model(model, build_adapt_config({"strategy": "peft", "peft": {"method": "loha"}}), "SEQ_CLS")
     config = wrapped.peft_config["default"]
     assert isinstance(config, peft.LoHaConfig)
     assert (config.r, config.alpha) == (peft.LoHaConfig().r, peft.LoHaConfig().alpha)

@@ -182,7 +182,7 @@ def test_run_folder_without_weights_is_one_line_naming_it(sentiment_run, tmp_pat
     assert len(err) == 1 and f"run folder '{run_dir}' holds a config.json but no model weights" in err[0]
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora"])
+@pytest.mark.parametrize("strategy", ["full", "peft"])
 def test_remote_code_run_whose_recipe_forbids_it_names_the_key(
     recipe_values, remote_code_checkpoint, monkeypatch, strategy
 ):
@@ -190,7 +190,7 @@ def test_remote_code_run_whose_recipe_forbids_it_names_the_key(
         copy.deepcopy(recipe_values), model={"checkpoint": str(remote_code_checkpoint), "trust_remote_code": True}
     )
     values["training"]["max_steps"] = 1
-    lora = ["adapt.lora.target_modules=[query,value]"] if strategy == "lora" else []
+    lora = ["adapt.peft.target_modules=[query,value]"] if strategy == "peft" else []
     Recipe.from_dict(values, overrides=[f"adapt.strategy={strategy}", *lora]).run()
     run_dir = Path(values["output_dir"])
     monkeypatch.setattr("builtins.input", lambda *args: pytest.fail("prompted for trust_remote_code"))

@@ -33,7 +33,7 @@ def in_memory_predictions(run, texts):
         return serving.postprocess(batch, serving.forward(batch))
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora"])
+@pytest.mark.parametrize("strategy", ["full", "peft"])
 def test_reload_predicts_like_the_trained_model(trained_run, strategy):
     run = trained_run(strategy)
     first = Predictor(run.run_dir).predict(TEXTS)
@@ -60,7 +60,7 @@ def test_lora_reload_goes_through_peft_with_the_trained_head(trained_run, tiny_b
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    run = trained_run("lora")
+    run = trained_run("peft")
     loaded = Predictor(run.run_dir)
     assert isinstance(loaded.model, PeftModel)
     assert loaded.label_names == ["negative", "positive"]
@@ -77,7 +77,7 @@ def test_lora_reload_goes_through_peft_with_the_trained_head(trained_run, tiny_b
     assert torch.equal(word_embeddings.detach(), base["bert.embeddings.word_embeddings.weight"])
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora"])
+@pytest.mark.parametrize("strategy", ["full", "peft"])
 def test_evaluate_reproduces_the_test_metrics(trained_run, strategy):
     run = trained_run(strategy)
     saved = json.loads((run.run_dir / "all_results.json").read_text())
@@ -136,7 +136,7 @@ def test_all_results_contents(trained_run):
     assert state["global_step"] == 4 * 240 // 16
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora"])
+@pytest.mark.parametrize("strategy", ["full", "peft"])
 def test_run_folder_layout_and_recipe(trained_run, strategy):
     run = trained_run(strategy)
     for name in (
@@ -149,7 +149,7 @@ def test_run_folder_layout_and_recipe(trained_run, strategy):
         "tokenizer_config.json",
     ):
         assert (run.run_dir / name).is_file(), name
-    weights = "adapter_model.safetensors" if strategy == "lora" else "model.safetensors"
+    weights = "adapter_model.safetensors" if strategy == "peft" else "model.safetensors"
     assert (run.run_dir / weights).is_file()
     config = json.loads((run.run_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}

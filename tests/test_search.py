@@ -90,9 +90,9 @@ def test_three_trials_write_their_runs_the_summary_the_plot_and_a_trainable_best
             "did you mean 'training.learning_rate'?",
         ),
         (
-            {"adapt.lora.rank": {"choices": [4, 8]}},
-            "search key 'adapt.lora.rank' = 4: unknown recipe key 'adapt.lora.rank'; valid keys: alpha, dropout, r, "
-            "target_modules",
+            {"adapt.peft.rank": {"choices": [4, 8]}},
+            "search key 'adapt.peft.rank' = 4: unknown recipe key 'adapt.peft.rank'; valid keys: alpha, dropout, "
+            "feedforward_modules, method, quantize, r, target_modules, use_dora, use_rslora",
         ),
         (
             {"training.learning_rate": {"low": 1e-3, "high": 1e-5}},

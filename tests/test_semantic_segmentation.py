@@ -447,7 +447,7 @@ def test_mask_check_in_two_processes_names_the_file(backbone, tmp_path, capsys):
         ("data", {"labels": ["background"]}, "at least two"),
         ("data", {"ignore_index": 1}, "'data.ignore_index' is 1, the mask value of class 'disc'"),
         ("data", {"ignore_index": 300}, "0..255"),
-        ("adapt", {"strategy": "lora"}, "'adapt.strategy: lora' saves an adapter over 'model.checkpoint'"),
+        ("adapt", {"strategy": "peft"}, "'adapt.strategy: peft' saves an adapter over 'model.checkpoint'"),
         ("adapt", {"strategy": "freeze_backbone", "feature_cache": True}, "'adapt.feature_cache' stores one backbone"),
     ],
 )

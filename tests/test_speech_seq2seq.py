@@ -99,7 +99,7 @@ def test_unknown_whisper_task_is_named(tiny_whisper_checkpoint, words, tmp_path)
 
 def test_whisper_lora_saves_and_reloads(tiny_whisper_checkpoint, words, tmp_path):
     values = whisper_recipe(tiny_whisper_checkpoint, words, tmp_path / "run")
-    values["adapt"] = {"strategy": "lora", "lora": {"target_modules": ["q_proj", "v_proj"]}}
+    values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "target_modules": ["q_proj", "v_proj"]}}
     values["training"]["num_train_epochs"] = 1
     results = Recipe.from_dict(values).run()
     assert 0 < results["trainable_share"] < 0.1

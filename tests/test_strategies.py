@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 
 from pipelines import HubtuneError, Recipe
 from pipelines.adapt import adapt_model, layer_groups
-from pipelines.config import AdaptConfig
+from pipelines.config import build_adapt_config
 
-STRATEGIES = ["full", "freeze_backbone", "train_last_n", "lora"]
+STRATEGIES = ["full", "freeze_backbone", "train_last_n", "peft"]
 GROUPS = ["embeddings", "block.0", "block.1", "neck", "head"]
 
 
@@ -78,7 +78,7 @@ def test_parameter_table(trained_run, strategy, tiny_bert):
         assert table["embeddings"]["trainable"] == table["block.0"]["trainable"] == 0
         for group in ("block.1", "neck", "head"):
             assert table[group]["trainable"] == table[group]["total"] == checkpoint_sizes[group]
-    elif strategy == "lora":
+    elif strategy == "peft":
         assert table["embeddings"]["trainable"] == 0
         assert table["neck"]["trainable"] == 0
         for block in ("block.0", "block.1"):
@@ -128,7 +128,7 @@ def test_full_changes_every_group(trained_run, tiny_bert):
 
 
 def test_lora_run_folder_holds_adapter_with_head(trained_run, tiny_bert):
-    run = trained_run("lora")
+    run = trained_run("peft")  # method lora, PEFT's defaults
     assert (run.run_dir / "adapter_config.json").is_file()
     assert (run.run_dir / "adapter_model.safetensors").is_file()
     assert not (run.run_dir / "model.safetensors").exists()
@@ -160,7 +160,7 @@ def test_lora_run_folder_holds_adapter_with_head(trained_run, tiny_bert):
 def test_lora_target_modules_override(recipe_values):
     # Only the query projection gets an adapter when the recipe says so.
     recipe = Recipe.from_dict(
-        recipe_values, overrides=["adapt.strategy=lora", "adapt.lora.target_modules=[query]", "adapt.lora.r=2"]
+        recipe_values, overrides=["adapt.strategy=peft", "adapt.peft.target_modules=[query]", "adapt.peft.r=2"]
     )
     from pipelines.tasks import PreparedData, get_task
 
@@ -203,13 +203,13 @@ def test_train_last_n_larger_than_depth_is_an_error(tiny_bert):
 
     model = BertForSequenceClassification.from_pretrained(tiny_bert)
     with pytest.raises(HubtuneError, match="'adapt.n' is 3 but the model has only 2 blocks"):
-        adapt_model(model, AdaptConfig(strategy="train_last_n", n=3), None)
+        adapt_model(model, build_adapt_config({"strategy": "train_last_n", "n": 3}), None)
 
 
 def test_freezing_sets_requires_grad_by_group(tiny_bert):
     from transformers import BertForSequenceClassification
 
     model = BertForSequenceClassification.from_pretrained(tiny_bert)
-    model, groups = adapt_model(model, AdaptConfig(strategy="train_last_n", n=1), None)
+    model, groups = adapt_model(model, build_adapt_config({"strategy": "train_last_n", "n": 1}), None)
     for name, parameter in model.named_parameters():
         assert parameter.requires_grad == (groups.by_parameter[name] in {"block.1", "neck", "head"}), name

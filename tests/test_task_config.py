@@ -67,7 +67,9 @@ def test_every_key_has_help_and_only_the_tasks_data_keys_are_listed(task):
     assert {
         "name",
         "model.checkpoint",
-        "adapt.lora.r",
+        "adapt.peft.r",
+        "adapt.n",
+        "adapt.lp_ft.then",
         "adapt.unfreeze_schedule.every",
         "training.*",
         "hub.repo_id",

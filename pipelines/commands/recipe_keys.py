@@ -6,7 +6,8 @@ import dataclasses
 import typing
 from typing import Any
 
-from pipelines.config import TRAINING_DEFAULTS, RecipeConfig
+from pipelines.config import TRAINING_DEFAULTS, AdaptConfig, RecipeConfig
+from pipelines.registry import STRATEGIES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,20 +34,39 @@ def _default(spec: dataclasses.Field) -> str:
     return repr(spec.default_factory()) if spec.default_factory is not dataclasses.MISSING else "required"
 
 
+def _strategy_keys() -> dict[str, tuple[type, list[str]]]:
+    """Each strategy's own `adapt` key -> the config class of the first strategy that takes it, and all of them."""
+    owners: dict[str, tuple[type, list[str]]] = {}
+    shared = {spec.name for spec in dataclasses.fields(AdaptConfig)}
+    for name, strategy in STRATEGIES.items():
+        for spec in dataclasses.fields(strategy.adapt_config):
+            if spec.name not in shared:
+                owners.setdefault(spec.name, (strategy.adapt_config, []))[1].append(name)
+    return owners
+
+
 def recipe_keys(task: str) -> list[RecipeKey]:
-    """The keys of a `task` recipe in the order a recipe writes them; `data` is the task's own section."""
+    """The keys of a `task` recipe in the order a recipe writes them; `data` is the task's own section, `adapt`
+    the keys every strategy takes followed by each strategy's own."""
     from pipelines.tasks import get_task
 
     data_class = get_task(task).data_config
     keys: list[RecipeKey] = []
 
-    def walk(cls: type, prefix: str) -> None:
+    def walk(cls: type, prefix: str, note: str = "", only: str | None = None) -> None:
         hints = typing.get_type_hints(cls)
         for spec in dataclasses.fields(cls):
+            if only is not None and spec.name != only:
+                continue
             key, annotation = prefix + spec.name, hints[spec.name]
+            if cls is RecipeConfig and spec.name == "adapt":
+                walk(AdaptConfig, "adapt.")
+                for name, (owner, strategies) in _strategy_keys().items():
+                    walk(owner, "adapt.", f" (adapt.strategy: {', '.join(strategies)})", only=name)
+                continue
             nested = data_class if cls is RecipeConfig and spec.name == "data" else _dataclass_in(annotation)
             if nested is not None:
-                walk(nested, key + ".")
+                walk(nested, key + ".", note)
             elif cls is RecipeConfig and spec.name == "training":
                 defaults = ", ".join(f"{k}={v}" for k, v in TRAINING_DEFAULTS.items())
                 keys.append(
@@ -59,7 +79,8 @@ def recipe_keys(task: str) -> list[RecipeKey]:
                     )
                 )
             else:
-                keys.append(RecipeKey(key, _type_name(annotation), _default(spec), spec.metadata.get("help", "")))
+                help_text = spec.metadata.get("help", "")
+                keys.append(RecipeKey(key, _type_name(annotation), _default(spec), help_text + note))
 
     walk(RecipeConfig, "")
     return keys

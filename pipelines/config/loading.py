@@ -1,27 +1,32 @@
 """Loading a recipe: YAML and overrides -> typed sections -> the checks that span sections.
 
 The task's own rules run through the task registry (`Task.check_recipe`) and its data section's
-(`DataConfig.check_recipe`); nothing here imports a task. Nothing here looks at the machine either: CUDA and
-bitsandbytes are checked when a run starts training, so a run folder reads back anywhere.
+(`DataConfig.check_recipe`), the adapt strategy's through the strategy registry (`Strategy.check_recipe`); nothing
+here imports a task or a strategy. Nothing here looks at the machine either: CUDA and bitsandbytes are checked
+when a run starts training, so a run folder reads back anywhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.config.adapt import ADAPTER_STRATEGIES, validate_adapt
-from pipelines.config.builder import build, closest
+from pipelines.config.adapt import AdaptConfig
+from pipelines.config.builder import build, closest, coerce
+from pipelines.config.legacy import upgrade_adapt
 from pipelines.config.sections import DataConfig, RecipeConfig
 from pipelines.config.training import TRAINING_DEFAULTS, validate_training
 from pipelines.config.yaml_io import apply_overrides, read_recipe_file
 from pipelines.errors import HubtuneError
-from pipelines.registry import TASKS
+from pipelines.registry import STRATEGIES, TASKS
+
+logger = logging.getLogger(__name__)
 
 
 def validate_recipe(config: RecipeConfig) -> None:
@@ -35,15 +40,8 @@ def validate_recipe(config: RecipeConfig) -> None:
         )
     if not config.model.checkpoint:
         raise HubtuneError("recipe key 'model.checkpoint' is required (a Hub id or a local folder)")
-    validate_adapt(config.adapt, config.model.from_scratch)
-    if config.model.architecture and config.adapt.strategy in ADAPTER_STRATEGIES:
-        # A run folder of an adapter names its base by `model.checkpoint`, which here holds only the backbone's
-        # weights under timm's names: a reload would start from a random backbone and predict garbage.
-        raise HubtuneError(
-            f"recipe key 'adapt.strategy: {config.adapt.strategy}' saves an adapter over 'model.checkpoint', which "
-            "with 'model.architecture' is only the backbone, so the run could not be reloaded; use full, "
-            "freeze_backbone or train_last_n"
-        )
+    config.adapt.validate()
+    STRATEGIES.get(config.adapt.strategy).check_recipe(config)
     TASKS.get(config.task).check_recipe(config)
     config.data.validate()
     if config.hub.push and not config.hub.repo_id:
@@ -69,8 +67,10 @@ def load_recipe_config(
         )
     training = {**TRAINING_DEFAULTS, **(tree.pop("training", None) or {})}
     data = tree.pop("data", None) or {}
+    adapt = tree.pop("adapt", None) or {}
     config = build(RecipeConfig, tree)
     config.training = training
+    config.adapt = build_adapt_config(adapt)
     config.data = build_data_config(config.task, data)
     validate_recipe(config)
     return config
@@ -97,6 +97,48 @@ def build_data_config(task: str, values: Any) -> DataConfig:
             )
         raise HubtuneError(f"unknown recipe key 'data.{key}'{closest(key, names, 'data.')} (task '{task}')")
     return build(data_class, values, "data.")
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _left_at_default(adapt_class: type, key: str, value: Any) -> bool:
+    return value is None or getattr(build(adapt_class, {key: value}, "adapt."), key) == getattr(adapt_class(), key)
+
+
+def build_adapt_config(values: Any) -> AdaptConfig:
+    """The `adapt` section as its strategy's own config class (`Strategy.adapt_config`, found through the strategy
+    registry), after the legacy LoRA form is rewritten.
+
+    A key of another strategy is checked against that strategy's section and left out: a recipe may keep the
+    settings of strategies it switches to by an override (and every recipe.yaml of an earlier hubtune holds every
+    strategy's keys). Set to anything but its default, a warning says it is unused.
+    """
+    if not isinstance(values, dict):
+        raise HubtuneError(f"recipe section 'adapt' must be a mapping, got {values!r}")
+    values = upgrade_adapt(values)
+    name = coerce(values.get("strategy", "full"), str, "adapt.strategy")
+    adapt_class = STRATEGIES.get(name).adapt_config
+    names = _field_names(adapt_class)
+    own = {}
+    for key, value in values.items():
+        if key in names:
+            own[key] = value
+            continue
+        every = {other: strategy.adapt_config for other, strategy in STRATEGIES.items()}
+        owners = {other: cls for other, cls in every.items() if key in _field_names(cls)}
+        if not owners:
+            keys = set().union(*map(_field_names, every.values()))
+            raise HubtuneError(f"unknown recipe key 'adapt.{key}'{closest(key, keys, 'adapt.')}")
+        if not all(_left_at_default(cls, key, value) for cls in owners.values()):
+            logger.warning(
+                "recipe key 'adapt.%s' is for strategy %s; 'adapt.strategy: %s' leaves it unused",
+                key,
+                ", ".join(sorted(owners)),
+                name,
+            )
+    return build(adapt_class, own, "adapt.")
 
 
 def dump_recipe_config(config: RecipeConfig, path: Path) -> None:

@@ -13,7 +13,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig, load_recipe_config
+from pipelines.adapt.strategies import strategy_class
+from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.data.splits import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.runner.recipe import Recipe
@@ -74,7 +75,8 @@ def compare(
     task = get_task(config.task)(config)
     metric = metric or task.primary_metric
     out_dir = Path(out_dir) if out_dir else Path("runs") / f"{config.name}-compare"
-    if config.adapt.strategy in ADAPTER_STRATEGIES:
+    if strategy_class(config.adapt.strategy).saves_adapter:
+        # An adapter is saved over the pretrained checkpoint: there is no adapter over random weights to compare.
         raise HubtuneError(
             f"compare trains from random weights too; use another 'adapt.strategy' than {config.adapt.strategy}"
         )

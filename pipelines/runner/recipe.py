@@ -15,8 +15,9 @@ from accelerate import PartialState
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from pipelines.adapt import adapt_model, format_table, parameter_table, plan_groups
-from pipelines.config import AdaptConfig, RecipeConfig, dump_recipe_config, load_recipe_config
+from pipelines.adapt import format_table, parameter_table, plan_groups
+from pipelines.adapt.strategies import ProbeStage, Strategy, strategy_for
+from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_config
 from pipelines.data.splits import load_splits, shuffle_stream, streamed
 from pipelines.errors import HubtuneError, RunInterrupted
 from pipelines.processes import process_state
@@ -153,34 +154,35 @@ class Recipe:
             start_run(plan.work_dir)
         state.wait_for_everyone()
 
-    def _adapt(self, task: Task, model: nn.Module, strategy: str) -> tuple[nn.Module, GroupOptimization, list[dict]]:
-        adapt = self.config.adapt
-        model, groups = adapt_model(model, adapt, task.peft_task_type, strategy)
+    def _adapt(
+        self, task: Task, model: nn.Module, strategy: Strategy
+    ) -> tuple[nn.Module, GroupOptimization, list[dict]]:
+        adapt = strategy.settings
+        model, groups = strategy.adapt(model, task.peft_task_type)
         plans = plan_groups(model, groups, adapt)
         table = parameter_table(model, groups, plans)
-        logger.info("trainable parameters by layer group (%s):\n%s", strategy, format_table(table))
+        logger.info("trainable parameters by layer group (%s):\n%s", strategy.describe(), format_table(table))
         unit = adapt.unfreeze_schedule.unit if adapt.unfreeze_schedule else "epoch"
         return model, GroupOptimization(groups, plans, unit), table
 
-    def _linear_probe(self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan) -> dict[str, Any]:
-        """LP-FT's first stage: train the head alone; its metrics are kept as `probe_*`."""
+    def _probe(
+        self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan, stage: ProbeStage
+    ) -> dict[str, Any]:
+        """A strategy's first stage (LP-FT's linear probe): the head alone; its metrics are kept as `probe_*`."""
         probe_dir = plan.work_dir / PROBE_DIR
         if plan.checkpoint is not None and (probe_dir / RESULTS_FILE).is_file():
             # The fine-tuning stage's checkpoint already holds the probed head.
             return json.loads((probe_dir / RESULTS_FILE).read_text())
-        lp_ft = self.config.adapt.lp_ft
-        probe, groups = adapt_model(model, AdaptConfig(), task.peft_task_type, "freeze_backbone")
-        optimization = GroupOptimization(groups, plan_groups(probe, groups, AdaptConfig()))
-        logger.info("LP-FT stage 1, linear probe:\n%s", format_table(parameter_table(probe, groups)))
+        probe, optimization, _ = self._adapt(task, model, stage.strategy)
         args = training_arguments(
             self.config,
             probe_dir,
             "validation" in data,
             task.training_arguments_class,
             task.training_defaults,
-            num_train_epochs=lp_ft.probe_epochs,
+            num_train_epochs=stage.epochs,
             max_steps=-1,
-            learning_rate=lp_ft.probe_learning_rate,
+            learning_rate=stage.learning_rate,
             save_strategy="no",
             load_best_model_at_end=False,
         )
@@ -211,9 +213,10 @@ class Recipe:
         callbacks: Sequence[TrainerCallback],
     ) -> TrainedStage:
         config = self.config
-        lp_ft = config.adapt.strategy == "lp_ft"
-        if not lp_ft:
-            model, optimization, table = self._adapt(task, model, config.adapt.strategy)
+        strategy = strategy_for(config.adapt)
+        probe = strategy.probe_stage()
+        if probe is None:
+            model, optimization, table = self._adapt(task, model, strategy)
         state = process_state()
         cache = None
         if config.adapt.feature_cache:
@@ -223,9 +226,9 @@ class Recipe:
         self._open_folder(plan, state)
 
         results: dict[str, Any] = {}
-        if lp_ft:
-            results.update(self._linear_probe(task, model, data, plan))
-            model, optimization, table = self._adapt(task, model, config.adapt.lp_ft.then)
+        if probe is not None:
+            results.update(self._probe(task, model, data, plan, probe))
+            model, optimization, table = self._adapt(task, model, strategy)
         backbone: contextlib.AbstractContextManager[None]
         datasets = data.datasets
         if cache is None:

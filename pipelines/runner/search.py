@@ -13,7 +13,7 @@ Optuna is driven directly (ask and tell) around `Recipe.run`, not through `Train
 That method re-runs one Trainer with `model_init`, sets only `TrainingArguments` attributes (it skips any other
 name with a warning) and keeps every trial's checkpoints under the one Trainer's output folder. A hubtune run
 is more than one Trainer: the data is prepared from the recipe (`data.max_length`), the model is adapted from it
-(`adapt.lora.r`, `adapt.layer_decay` shape the PEFT model and the layer-group optimizer), LP-FT trains two
+(`adapt.peft.r`, `adapt.layer_decay` shape the PEFT model and the layer-group optimizer), LP-FT trains two
 Trainers in turn, and the run guard, results and report belong to one run folder. So each trial here is a
 complete hubtune run of the recipe with the trial's values as overrides, in its own run folder, and any recipe
 key can be searched.

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipelines.config import ADAPTER_STRATEGIES, RecipeConfig
+from pipelines.adapt.strategies import strategy_for
+from pipelines.config import RecipeConfig
 from pipelines.runs.folder import RESULTS_FILE
 
 SKIPPED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
@@ -21,12 +21,6 @@ def _data_description(config: RecipeConfig) -> str:
         name = f"[{data.dataset}](https://huggingface.co/datasets/{data.dataset})"
         return name + (f" (config `{data.dataset_config}`)" if data.dataset_config else "")
     return "local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in data.files.items())
-
-
-def _adapter_description(config: RecipeConfig) -> str:
-    """The adapter's method and the settings the recipe gave (unset ones are PEFT's defaults)."""
-    settings = dataclasses.asdict(config.adapt.adapter())
-    return ", ".join(f"{key}={value}" for key, value in settings.items() if value is not None)
 
 
 def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
@@ -64,14 +58,14 @@ def _origin(config: RecipeConfig) -> str:
 def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) -> str:
     results = json.loads((run_dir / RESULTS_FILE).read_text())
     rows = _metric_rows(results)
-    is_adapter = config.adapt.strategy in ADAPTER_STRATEGIES
+    strategy = strategy_for(config.adapt)
     metadata: dict[str, Any] = {
-        "library_name": "peft" if is_adapter else "transformers",
+        "library_name": "peft" if strategy.saves_adapter else "transformers",
         "base_model": config.model.checkpoint if not config.model.from_scratch else None,
         "pipeline_tag": pipeline_tag,
         "datasets": [config.data.dataset] if config.data.dataset else None,
         "metrics": sorted({metric for _, metric, _ in rows if "_" not in metric}) or None,
-        "tags": ["hubtune", config.task, config.adapt.strategy],
+        "tags": ["hubtune", config.task, strategy.name],
     }
     metadata = {key: value for key, value in metadata.items() if value is not None}
     training = {k: v for k, v in config.training.items() if k != "resume"}
@@ -91,9 +85,7 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         f"- Data: {_data_description(config)}; {results.get('train_samples', '?')} training examples"
         + (f", {results['test_samples']} test examples" if "test_samples" in results else "")
         + ".",
-        f"- Adaptation: `{config.adapt.strategy}`"
-        + (f" (top {config.adapt.n} blocks)" if config.adapt.strategy == "train_last_n" else "")
-        + (f" ({_adapter_description(config)})" if is_adapter else "")
+        f"- Adaptation: {strategy.describe()}"
         + (
             f"; {results['trainable_parameters']:,} of {results['total_parameters']:,} parameters trained "
             f"({share:.2%})."
@@ -129,7 +121,7 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         "```",
         "",
     ]
-    if is_adapter:
+    if strategy.saves_adapter:
         lines[-1:-1] = [
             "Load the adapter with its head: `PeftModel.from_pretrained(base_model, repo_id)`, "
             "or `hubtune export RUN --merge OUT` for a standalone model.",

@@ -20,7 +20,7 @@ from torch.utils.data import WeightedRandomSampler
 from transformers import AutoConfig, EvalPrediction
 from transformers.trainer_utils import PredictionOutput
 
-from pipelines.adapt.adapters import quantization_kwargs
+from pipelines.adapt.strategies import strategy_for
 from pipelines.config import ModelConfig, RecipeConfig
 from pipelines.data.splits import Splits
 from pipelines.errors import HubtuneError
@@ -63,9 +63,9 @@ class LabelHeadMixin:
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
         problem_type = TRANSFORMERS_PROBLEM_TYPES[problem_type_of(self.config)]
-        quantization = quantization_kwargs(self.config.adapt.peft)  # QLoRA's 4-bit base
+        strategy_kwargs = strategy_for(self.config.adapt).model_load_kwargs()  # QLoRA's 4-bit base
         model = load_classifier(
-            self.auto_model, self.config.model, prepared.label_names, self.head_suffix, problem_type, **quantization
+            self.auto_model, self.config.model, prepared.label_names, self.head_suffix, problem_type, **strategy_kwargs
         )
         if prepared.target_scaling is not None:
             mean, std = prepared.target_scaling

@@ -10,7 +10,8 @@ import importlib.util
 
 import torch
 
-from pipelines.config import ADAPTER_STRATEGIES, TRACKERS, RecipeConfig
+from pipelines.adapt.strategies import strategy_for
+from pipelines.config import TRACKERS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.training.trackers import named_trackers
 
@@ -20,8 +21,8 @@ CUDA_ATTENTION_PACKAGES = {"flash_attention_2": "flash_attn", "flash_attention_3
 
 def check_machine(config: RecipeConfig) -> None:
     """Refuse, naming the recipe key, a run this machine cannot train (rather than failing at the first step)."""
-    if config.adapt.strategy in ADAPTER_STRATEGIES and config.adapt.adapter().quantize is not None:
-        _require_cuda("'adapt.peft.quantize: 4bit' (QLoRA)", "bitsandbytes")
+    for setting, package in strategy_for(config.adapt).cuda_requirements().items():
+        _require_cuda(setting, package)
     for tracker in named_trackers(config.training.get("report_to")):
         package = TRACKERS[tracker]
         if importlib.util.find_spec(package) is None:
