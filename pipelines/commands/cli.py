@@ -88,7 +88,12 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     visibility = push.add_mutually_exclusive_group()
     visibility.add_argument("--private", dest="private", action="store_true", default=None)
     visibility.add_argument("--public", dest="private", action="store_false")
-    push.add_argument("--dry-run", metavar="DIR", help="write what would be uploaded to DIR instead")
+    push.add_argument(
+        "--dry-run", metavar="DIR", help="write what would be uploaded to DIR and list it, instead of uploading"
+    )
+    push.add_argument("--revision", help="the branch to commit to (made when missing; default: main)")
+    push.add_argument("--commit-message", help="the commit's message (default: 'hubtune run NAME')")
+    push.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     keys = commands.add_parser("recipe-keys", help="every recipe key of a task, with its help and default")
     keys.add_argument("task", help="a task name, e.g. text-classification")
     convert = commands.add_parser(
@@ -195,7 +200,7 @@ def _push(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from pipelines.runs.folder import read_run_recipe
-    from pipelines.serving.hub import push_run
+    from pipelines.serving.hub import PushTarget, push_run
     from pipelines.tasks import get_task
 
     run_dir = Path(args.run)
@@ -205,10 +210,14 @@ def _push(args: argparse.Namespace) -> None:
         repo_id=args.repo_id or config.hub.repo_id,
         private=config.hub.private if args.private is None else args.private,
     )
-    where = push_run(
-        run_dir, config, hub, get_task(config.task).pipeline_tag, Path(args.dry_run) if args.dry_run else None
-    )
-    print(where)
+    target = PushTarget(hub, args.revision, args.commit_message, args.create_pr)
+    dry_run = Path(args.dry_run) if args.dry_run else None
+    pushed = push_run(run_dir, config, target, get_task(config.task).pipeline_tag, dry_run)
+    if dry_run is not None:
+        print(f"dry run: {len(pushed.files)} files for {hub.repo_id}, written to {pushed.where}:")
+        print("\n".join(f"  {name}" for name in pushed.files))
+    else:
+        print(pushed.where)
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

@@ -34,7 +34,7 @@ from pipelines.runs.guard import (
 )
 from pipelines.runs.report import write_report
 from pipelines.runs.resume import drop_incomplete, find_resumable
-from pipelines.serving.hub import push_run
+from pipelines.serving.hub import PushTarget, push_run
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
 from pipelines.training.feature_cache import FeatureCache
@@ -330,5 +330,6 @@ class Recipe:
             stage.results["warnings"] = list(data.warnings)
         self._write_run_folder(stage, plan, task)
         if self.config.hub.push and stage.trainer.is_world_process_zero():
-            stage.results["hub_url"] = push_run(self.output_dir, self.config, self.config.hub, task.pipeline_tag)
+            pushed = push_run(self.output_dir, self.config, PushTarget(self.config.hub), task.pipeline_tag)
+            stage.results["hub_url"] = pushed.where
         return stage.results

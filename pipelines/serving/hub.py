@@ -4,71 +4,98 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-from huggingface_hub.utils import filter_repo_objects
 
 from pipelines.config import HubConfig, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.runs.card import model_card
 from pipelines.runs.guard import record_written
+from pipelines.serving.upload import UploadFile, plan_upload
 
 logger = logging.getLogger(__name__)
 
-# Checkpoints are for resuming here; the Hub gets the final model, the processor and the results.
-UPLOAD_IGNORE = ["checkpoint-*", "training_args.bin", "evaluate_results.json"]
 CARD_FILE = "README.md"
 MANIFEST_FILE = "upload_manifest.json"
 
 
-def files_to_upload(run_dir: Path) -> list[str]:
-    """The run folder's files that go to the Hub, filtered as `upload_folder` filters them."""
-    relative = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
-    return list(filter_repo_objects(relative, ignore_patterns=UPLOAD_IGNORE))
+@dataclass(frozen=True)
+class PushTarget:
+    """Where an upload goes: the repository, and the branch, commit message and pull request of its commit."""
+
+    hub: HubConfig
+    revision: str | None = None  # a branch, made when missing; None: the repository's main branch
+    commit_message: str | None = None
+    create_pr: bool = False
+
+
+@dataclass
+class PushResult:
+    where: str  # the repository's (or pull request's) URL, or the dry run's folder
+    files: list[str] = field(default_factory=list)
+
+
+def _write_dry_run(files: list[UploadFile], target: PushTarget, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        destination = out_dir / file.path_in_repo
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(file.data())
+    manifest = {
+        "repo_id": target.hub.repo_id,
+        "private": target.hub.private,
+        "revision": target.revision,
+        "create_pr": target.create_pr,
+        "files": [file.path_in_repo for file in files],
+    }
+    (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def push_run(
-    run_dir: Path, config: RecipeConfig, hub: HubConfig, pipeline_tag: str | None, dry_run: Path | None = None
-) -> str:
-    """Write the model card, then upload (or, with `dry_run`, copy what would be uploaded and a manifest).
+    run_dir: Path, config: RecipeConfig, target: PushTarget, pipeline_tag: str | None, dry_run: Path | None = None
+) -> PushResult:
+    """Upload the run folder's files (`pipelines.serving.upload`) with a new model card in one commit; with
+    `dry_run`, write exactly those files and a manifest there instead. The run folder is written only after a
+    successful upload (the card, kept so the folder documents itself as its Hub copy does).
 
     The token comes from HF_TOKEN or `hf auth login`; it is never written or logged.
     """
-    if not hub.repo_id:
+    repo_id = target.hub.repo_id
+    if not repo_id:
         raise HubtuneError("no Hub repository: set 'hub.repo_id' in the recipe or pass --repo-id")
     card = model_card(run_dir, config, pipeline_tag)
+    files = plan_upload(run_dir, card, CARD_FILE)
+    names = [file.path_in_repo for file in files]
     if dry_run is not None:
-        # A dry run shows what would go up and leaves the run folder exactly as it was.
-        files = sorted({*(name for name in files_to_upload(run_dir) if name != CARD_FILE), CARD_FILE})
-        dry_run.mkdir(parents=True, exist_ok=True)
-        for name in files:
-            (dry_run / name).parent.mkdir(parents=True, exist_ok=True)
-            if name != CARD_FILE:
-                shutil.copy2(run_dir / name, dry_run / name)
-        (dry_run / CARD_FILE).write_text(card)
-        manifest = {"repo_id": hub.repo_id, "private": hub.private, "files": files}
-        (dry_run / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        logger.info("dry run: %d files for %s in %s", len(files), hub.repo_id, dry_run)
-        return str(dry_run)
-    # The card is kept in the run folder too: the folder then documents itself as the Hub copy does.
-    (run_dir / CARD_FILE).write_text(card)
-    record_written(run_dir, [CARD_FILE])
+        _write_dry_run(files, target, dry_run)
+        logger.info("dry run: %d files for %s in %s", len(files), repo_id, dry_run)
+        return PushResult(str(dry_run), names)
     api = HfApi()
+    operations = [
+        CommitOperationAdd(file.path_in_repo, file.content if file.content is not None else str(file.source))
+        for file in files
+    ]
     try:
-        url = api.create_repo(hub.repo_id, private=hub.private, exist_ok=True)
-        api.upload_folder(
-            repo_id=hub.repo_id,
-            folder_path=str(run_dir),
-            ignore_patterns=UPLOAD_IGNORE,
-            commit_message=f"hubtune run {run_dir.name}",
+        url = api.create_repo(repo_id, private=target.hub.private, exist_ok=True)
+        if target.revision and not target.create_pr:
+            api.create_branch(repo_id, branch=target.revision, exist_ok=True)
+        commit = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=target.commit_message or f"hubtune run {run_dir.name}",
+            revision=target.revision,
+            create_pr=target.create_pr,
         )
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
         raise HubtuneError(
-            f"pushing '{run_dir}' to the Hub as '{hub.repo_id}' failed: {error}; "
-            "the run folder is complete: retry with `hubtune push RUN`"
+            f"pushing '{run_dir}' to the Hub as '{repo_id}' failed: {error}; the run folder is unchanged: retry "
+            "with `hubtune push RUN`"
         ) from error
-    logger.info("pushed %s to %s", run_dir, url)
-    return str(url)
+    (run_dir / CARD_FILE).write_text(card)
+    record_written(run_dir, [CARD_FILE])
+    where = str(getattr(commit, "pr_url", None) or url)
+    logger.info("pushed %s to %s (%d files)", run_dir, where, len(files))
+    return PushResult(where, names)
