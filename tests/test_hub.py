@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx2  # huggingface_hub 2 raises its HTTP errors with responses of this library
 import pytest
+import yaml
+from huggingface_hub.errors import HfHubHTTPError
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.serving import hub as hub_module
@@ -13,26 +20,96 @@ def test_push_without_repo_id_is_a_config_error(recipe_values):
         load_recipe_config(values=recipe_values, overrides=["hub.push=true"])
 
 
-def test_push_uploads_the_run_folder_without_checkpoints(recipe_values, monkeypatch):
-    calls = {}
+class RecordingApi:
+    """HfApi as push uses it, recording each call; `fail` makes the commit fail as a refused upload does."""
 
-    class RecordingApi:
-        def create_repo(self, repo_id, private, exist_ok):
-            calls["create"] = (repo_id, private, exist_ok)
-            return f"https://huggingface.co/{repo_id}"
+    fail = False
+    calls: dict = {}
 
-        def upload_folder(self, repo_id, folder_path, ignore_patterns, commit_message):
-            calls["upload"] = (repo_id, folder_path, ignore_patterns)
+    def create_repo(self, repo_id, private, exist_ok):
+        self.calls["create"] = (repo_id, private, exist_ok)
+        return f"https://huggingface.co/{repo_id}"
 
+    def create_branch(self, repo_id, branch, exist_ok):
+        self.calls["branch"] = (repo_id, branch)
+
+    def create_commit(self, repo_id, operations, commit_message, revision, create_pr):
+        if self.fail:
+            response = httpx2.Response(403, request=httpx2.Request("POST", "https://huggingface.co/api"))
+            raise HfHubHTTPError("403 Forbidden: no write access", response=response)
+        uploads = {}
+        for operation in operations:
+            source = operation.path_or_fileobj
+            uploads[operation.path_in_repo] = source if isinstance(source, bytes) else Path(source).read_bytes()
+        self.calls["commit"] = (repo_id, uploads, commit_message, revision, create_pr)
+        return SimpleNamespace(pr_url="https://huggingface.co/me/tiny/discussions/1" if create_pr else None)
+
+
+@pytest.fixture
+def hub_api(monkeypatch):
+    RecordingApi.fail, RecordingApi.calls = False, {}
     monkeypatch.setattr(hub_module, "HfApi", RecordingApi)
+    return RecordingApi
+
+
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+def test_push_uploads_the_run_folder_without_checkpoints_or_local_paths(recipe_values, hub_api, tmp_path):
     recipe = Recipe.from_dict(
-        recipe_values, ["hub.push=true", "hub.repo_id=me/tiny", "hub.private=false", "training.num_train_epochs=1"]
+        recipe_values,
+        [
+            "hub.push=true",
+            "hub.repo_id=me/tiny",
+            "hub.private=false",
+            "training.save_strategy=epoch",
+            "adapt.strategy=lora",
+        ],
     )
     results = recipe.run()
     assert results["hub_url"] == "https://huggingface.co/me/tiny"
-    assert calls["create"] == ("me/tiny", False, True)
-    repo_id, folder, ignore = calls["upload"]
-    assert repo_id == "me/tiny" and folder == str(recipe.output_dir) and "checkpoint-*" in ignore
+    assert hub_api.calls["create"] == ("me/tiny", False, True)
+    repo_id, uploads, message, revision, create_pr = hub_api.calls["commit"]
+    assert (repo_id, message, revision, create_pr) == ("me/tiny", "hubtune run run", None, False)
+    assert {"README.md", "recipe.yaml", "adapter_config.json", "all_results.json", "config.json"} <= set(uploads)
+    assert not [name for name in uploads if name.startswith(("checkpoint-", ".hubtune")) or name == "training_args.bin"]
+    # No path of this machine in any uploaded file: the run folder, the data, the local base checkpoint.
+    local = [str(tmp_path), str(Path(recipe_values["model"]["checkpoint"]).parent), str(Path.home())]
+    for name, content in uploads.items():
+        assert not any(path.encode() in content for path in local), name
+    uploaded = yaml.safe_load(uploads["recipe.yaml"])
+    assert uploaded["data"]["files"] == {
+        split: Path(path).name for split, path in recipe_values["data"]["files"].items()
+    }
+    assert uploaded["output_dir"] is None and uploaded["model"]["checkpoint"] == "tiny-bert"
+    assert json.loads(uploads["adapter_config.json"])["base_model_name_or_path"] == "tiny-bert"
+    assert (recipe.output_dir / "README.md").read_bytes() == uploads["README.md"]  # kept once the upload succeeded
+
+
+def test_push_commits_to_a_branch_with_a_message_or_opens_a_pull_request(trained_run, hub_api, capsys):
+    from pipelines.commands.cli import main
+
+    run_dir = str(trained_run("full").run_dir)
+    argv = ["push", run_dir, "--repo-id", "me/tiny", "--revision", "v2", "--commit-message", "better head"]
+    assert main(argv) == 0
+    assert hub_api.calls["branch"] == ("me/tiny", "v2")
+    assert hub_api.calls["commit"][2:] == ("better head", "v2", False)
+    assert main(["push", run_dir, "--repo-id", "me/tiny", "--create-pr"]) == 0
+    assert hub_api.calls["commit"][4] is True
+    assert capsys.readouterr().out.strip().endswith("https://huggingface.co/me/tiny/discussions/1")
+
+
+def test_a_failed_upload_leaves_the_run_folder_unchanged(trained_run, hub_api, capsys):
+    from pipelines.commands.cli import main
+
+    run_dir = trained_run("full").run_dir
+    before = folder_state(run_dir)
+    hub_api.fail = True
+    assert main(["push", str(run_dir), "--repo-id", "me/tiny"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "403 Forbidden" in error and "the run folder is unchanged" in error and "\n" not in error
+    assert folder_state(run_dir) == before
 
 
 def test_push_offline_fails_with_one_line_and_keeps_the_run(recipe_values):
@@ -54,7 +131,12 @@ def test_push_dry_run_writes_the_card_and_the_files_to_upload(trained_run, tmp_p
     run = trained_run("freeze_backbone")
     out = tmp_path / "upload"
     assert main(["push", str(run.run_dir), "--repo-id", "me/tiny-sentiment", "--public", "--dry-run", str(out)]) == 0
+    listed = capsys.readouterr().out
     manifest = json.loads((out / "upload_manifest.json").read_text())
+    assert listed.startswith(f"dry run: {len(manifest['files'])} files for me/tiny-sentiment")
+    assert all(f"  {name}\n" in listed for name in manifest["files"])
+    assert not any(name.startswith(".hubtune") for name in manifest["files"])
+    assert str(run.run_dir) not in (out / "recipe.yaml").read_text()
     assert manifest["repo_id"] == "me/tiny-sentiment" and manifest["private"] is False
     files = set(manifest["files"])
     assert {"README.md", "model.safetensors", "config.json", "recipe.yaml", "all_results.json"} <= files
