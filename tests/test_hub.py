@@ -82,8 +82,10 @@ def test_push_uploads_the_run_folder_without_checkpoints_or_local_paths(recipe_v
     assert uploaded["data"]["files"] == {
         split: Path(path).name for split, path in recipe_values["data"]["files"].items()
     }
-    assert uploaded["output_dir"] is None and uploaded["model"]["checkpoint"] == "tiny-bert"
-    assert json.loads(uploads["adapter_config.json"])["base_model_name_or_path"] == "tiny-bert"
+    base = Path(recipe_values["model"]["checkpoint"]).name
+    assert uploaded["output_dir"] is None and uploaded["model"]["checkpoint"] == base
+    assert json.loads(uploads["adapter_config.json"])["base_model_name_or_path"] == base
+    assert not [name for name in uploads if name.startswith("runs/")]  # TensorBoard's files record local paths
     assert (recipe.output_dir / "README.md").read_bytes() == uploads["README.md"]  # kept once the upload succeeded
 
 
@@ -133,6 +135,7 @@ def test_push_dry_run_writes_the_card_and_the_files_to_upload(trained_run, tmp_p
     assert main(["push", str(run.run_dir), "--repo-id", "me/tiny-sentiment", "--public", "--dry-run", str(out)]) == 0
     listed = capsys.readouterr().out
     manifest = json.loads((out / "upload_manifest.json").read_text())
+    listed = listed[listed.index("dry run:") :]  # after the training fixture's own log lines
     assert listed.startswith(f"dry run: {len(manifest['files'])} files for me/tiny-sentiment")
     assert all(f"  {name}\n" in listed for name in manifest["files"])
     assert not any(name.startswith(".hubtune") for name in manifest["files"])
@@ -144,7 +147,8 @@ def test_push_dry_run_writes_the_card_and_the_files_to_upload(trained_run, tmp_p
     card = (out / "README.md").read_text()
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["pipeline_tag"] == "text-classification"
-    assert metadata["base_model"] == run.recipe.config.model.checkpoint
+    assert "base_model" not in metadata  # the base is a local folder, no Hub id a reader could open
+    assert f"from a local checkpoint `{Path(run.recipe.config.model.checkpoint).name}`" in card
     assert "accuracy" in metadata["metrics"] and "freeze_backbone" in metadata["tags"]
     accuracy = json.loads((run.run_dir / "all_results.json").read_text())["test_accuracy"]
     assert f"| test | accuracy | {accuracy:.4f} |" in card
@@ -173,3 +177,19 @@ def test_push_dry_run_leaves_the_run_folder_untouched(trained_run, tmp_path):
     assert main(["push", str(run_dir), "--repo-id", "me/tiny", "--dry-run", str(tmp_path / "upload")]) == 0
     assert snapshot() == before
     assert (tmp_path / "upload" / "README.md").is_file()
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "hub_id"),
+    [
+        ("sentence-transformers/all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"),
+        ("hf-hub:timm/resnet18.a1_in1k", "timm/resnet18.a1_in1k"),
+        ("/models/bert", None),
+        ("./bert", None),
+        ("~/bert", None),
+    ],
+)
+def test_a_card_names_a_hub_base_model_and_never_a_local_folder(checkpoint, hub_id):
+    from pipelines.runs.card import hub_checkpoint
+
+    assert hub_checkpoint(checkpoint) == hub_id

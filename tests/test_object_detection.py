@@ -201,7 +201,8 @@ def test_push_dry_run_card_says_only_the_backbone_is_pretrained(detection_run, t
     card = (out / "README.md").read_text()
     metadata = yaml.safe_load(card.split("---")[1])
     assert metadata["pipeline_tag"] == "object-detection" and "map" in metadata["metrics"]
-    assert "a new `deformable_detr` built around the [" in card
+    assert "a new `deformable_detr` built around the a local checkpoint `" not in card  # the test backbone is local
+    assert "a new `deformable_detr` built around the local backbone `" in card
     assert "everything outside the backbone starts from random weights" in card
     assert f"| test | map_50 | {results['test_map_50']:.4f} |" in card
 

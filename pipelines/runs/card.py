@@ -37,21 +37,30 @@ def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
     return rows
 
 
+def hub_checkpoint(checkpoint: str) -> str | None:
+    """The Hub id of a checkpoint, or None for a local folder or file (which no Hub reader can open)."""
+    is_local = checkpoint.startswith((".", "/", "~")) or Path(checkpoint).expanduser().exists()
+    return None if is_local else checkpoint.removeprefix("hf-hub:")
+
+
 def _origin(config: RecipeConfig) -> str:
     model = config.model
-    link = f"[{model.checkpoint}](https://huggingface.co/{model.checkpoint})"
+    hub_id = hub_checkpoint(model.checkpoint)
+    name = hub_id or Path(model.checkpoint).name
+    link = f"[{hub_id}](https://huggingface.co/{hub_id})" if hub_id else f"a local checkpoint `{name}`"
     if model.architecture:
         # Only the backbone comes from the checkpoint: the card must not pass the whole model off as pretrained.
-        backbone = f"a random `{model.checkpoint}` backbone" if model.from_scratch else f"the {link} backbone"
+        backbone = (
+            f"a random `{name}` backbone"
+            if model.from_scratch
+            else (f"the {link} backbone" if hub_id else f"the local backbone `{name}`")
+        )
         return (
             f"A `{config.task}` model trained with hubtune: a new `{model.architecture}` built around {backbone}; "
             "everything outside the backbone starts from random weights."
         )
     if model.from_scratch:
-        return (
-            f"A `{config.task}` model trained with hubtune from `{model.checkpoint}` "
-            "(architecture only, random initialisation)."
-        )
+        return f"A `{config.task}` model trained with hubtune from `{name}` (architecture only, random initialisation)."
     return f"A `{config.task}` model fine-tuned with hubtune from {link}."
 
 
@@ -61,7 +70,7 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
     strategy = strategy_for(config.adapt)
     metadata: dict[str, Any] = {
         "library_name": "peft" if strategy.saves_adapter else "transformers",
-        "base_model": config.model.checkpoint if not config.model.from_scratch else None,
+        "base_model": hub_checkpoint(config.model.checkpoint) if not config.model.from_scratch else None,
         "pipeline_tag": pipeline_tag,
         "datasets": [config.data.dataset] if config.data.dataset else None,
         "metrics": sorted({metric for _, metric, _ in rows if "_" not in metric}) or None,
@@ -112,8 +121,8 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         "",
         "## Reproduce",
         "",
-        "`recipe.yaml` in this repository is the resolved recipe of this run (local data paths as on the "
-        "training machine):",
+        "`recipe.yaml` in this repository is the resolved recipe of this run; it names local data files by their "
+        "file name, so put them beside it (or point `data.files` at them) to train it again:",
         "",
         "```bash",
         "pip install hubtune",

@@ -24,7 +24,9 @@ from pipelines.runs.guard import MARKER, TRAINER_ENTRIES
 # hubtune's own bookkeeping, what only resuming here needs, and scores of other data than the recipe's.
 INTERNAL_PATTERNS = [
     MARKER,
-    *(f"{entry}/*" for entry in TRAINER_ENTRIES if entry != "runs"),  # TensorBoard logs do go: the Hub plots them
+    # Tracker logs stay here too: TensorBoard's event files hold the training arguments with this machine's paths
+    # and host name, in a binary format that cannot be cleaned the way a JSON file is.
+    *(f"{entry}/*" for entry in TRAINER_ENTRIES),
     *(entry for entry in TRAINER_ENTRIES if "*" in entry),
     "*.partial",
     "training_args.bin",  # a pickle of TrainingArguments: a path-laden object nobody should unpickle
@@ -76,13 +78,18 @@ def _clean_copy(path: Path, name: str, local_texts: list[str]) -> bytes | None:
     text = path.read_text(encoding="utf-8", errors="replace")
     if name == RECIPE_FILE:
         return yaml.safe_dump(_portable_recipe(yaml.safe_load(text) or {}), sort_keys=False).encode()
-    if not any(local in text for local in local_texts):
-        return None
     if path.suffix == ".json":
         try:
-            return (json.dumps(_without_local_paths(json.loads(text)), indent=2) + "\n").encode()
+            values = json.loads(text)
         except json.JSONDecodeError:
-            pass
+            values = None
+        if values is not None:
+            # Any value may be a path (a base model's folder in an adapter's config, the best checkpoint in
+            # trainer_state.json), wherever on this machine it points.
+            clean = _without_local_paths(values)
+            return None if clean == values else (json.dumps(clean, indent=2) + "\n").encode()
+    if not any(local in text for local in local_texts):
+        return None
     for local in local_texts:  # a text that is not JSON: the path's last part in its place
         text = text.replace(local, Path(local).name)
     return text.encode()
