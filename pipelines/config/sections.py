@@ -95,6 +95,14 @@ class DataConfig:
     def check_recipe(self, recipe: RecipeConfig) -> None:
         """Rules that tie this section's keys to the recipe's other sections (run after every section's own)."""
 
+    def is_streamed(self) -> bool:
+        """Whether the splits are read as streams (`data.streaming`, for the tasks that take it)."""
+        return False
+
+    def packs_sequences(self) -> bool:
+        """Whether training batches pack several sequences without padding (`data.padding_free`)."""
+        return False
+
     def stratify_column(self) -> str | None:
         """The column whose classes a carved-out validation split keeps in proportion (none by default)."""
         return None

@@ -262,7 +262,7 @@ class Recipe:
         trainable = sum(row["trainable"] for row in table)
         total = sum(row["total"] for row in table)
         results.update(trainable_parameters=trainable, total_parameters=total, trainable_share=trainable / total)
-        results["speed_settings"] = speed_settings(args, model, getattr(config.data, "padding_free", False))
+        results["speed_settings"] = speed_settings(args, model, config.data.packs_sequences())
         return TrainedStage(trainer, model, table, results, artifacts)
 
     def _write_run_folder(self, stage: TrainedStage, plan: RunPlan, task: Task) -> None:

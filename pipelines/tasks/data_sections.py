@@ -111,6 +111,9 @@ class StreamingDataConfig(DataConfig):
                 "with 'data.streaming' give a validation split"
             )
 
+    def is_streamed(self) -> bool:
+        return self.streaming
+
     def check_recipe(self, recipe: RecipeConfig) -> None:
         super().check_recipe(recipe)
         if not self.streaming:

@@ -80,6 +80,9 @@ class TokensDataConfig(StreamingDataConfig):
         if self.max_length < 1:
             raise HubtuneError(f"recipe key 'data.max_length' must be at least 1, got {self.max_length}")
 
+    def packs_sequences(self) -> bool:
+        return self.padding_free
+
     def check_recipe(self, recipe: RecipeConfig) -> None:
         super().check_recipe(recipe)
         if self.padding_free and recipe.adapt.feature_cache:

@@ -83,7 +83,7 @@ def training_values(
     if not has_validation:
         values["eval_strategy"] = "no"
         values["load_best_model_at_end"] = False
-    if getattr(config.data, "streaming", False):
+    if config.data.is_streamed():
         # By default accelerate lets the main process read a stream and send every rank its batches. Each rank
         # reads its own share instead: accelerate splits the stream by its file shards (as datasets'
         # `split_dataset_by_node` does), or, with fewer shards than ranks, keeps every n-th batch per rank.
