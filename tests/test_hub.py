@@ -193,3 +193,20 @@ def test_a_card_names_a_hub_base_model_and_never_a_local_folder(checkpoint, hub_
     from pipelines.runs.card import hub_checkpoint
 
     assert hub_checkpoint(checkpoint) == hub_id
+
+
+def test_a_dry_run_never_writes_into_the_run_or_over_a_users_files(trained_run, tmp_path, capsys):
+    from pipelines.commands.cli import main
+
+    run_dir = trained_run("full").run_dir
+    before = folder_state(run_dir)
+    assert main(["push", str(run_dir), "--repo-id", "me/x", "--dry-run", str(run_dir)]) == 2
+    assert "is inside the run folder" in capsys.readouterr().err
+    assert main(["push", str(run_dir), "--repo-id", "me/x", "--dry-run", str(run_dir / "upload")]) == 2
+    assert folder_state(run_dir) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("my notes")
+    assert main(["push", str(run_dir), "--repo-id", "me/x", "--dry-run", str(mine)]) == 2
+    assert "already exists and is not empty" in capsys.readouterr().err
+    assert (mine / "README.md").read_text() == "my notes"

@@ -38,6 +38,17 @@ class PushResult:
     files: list[str] = field(default_factory=list)
 
 
+def _check_dry_run_folder(out_dir: Path, run_dir: Path) -> None:
+    """A dry run writes a folder of its own: never into the run, never over files already there."""
+    out, run = out_dir.resolve(), run_dir.resolve()
+    if out == run or run in out.parents:
+        raise HubtuneError(
+            f"--dry-run folder '{out_dir}' is inside the run folder '{run_dir}'; give a folder outside it"
+        )
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise HubtuneError(f"--dry-run folder '{out_dir}' already exists and is not empty; give a new or empty folder")
+
+
 def _write_dry_run(files: list[UploadFile], target: PushTarget, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for file in files:
@@ -70,6 +81,7 @@ def push_run(
     files = plan_upload(run_dir, card, CARD_FILE)
     names = [file.path_in_repo for file in files]
     if dry_run is not None:
+        _check_dry_run_folder(dry_run, run_dir)
         _write_dry_run(files, target, dry_run)
         logger.info("dry run: %d files for %s in %s", len(files), repo_id, dry_run)
         return PushResult(str(dry_run), names)
