@@ -16,6 +16,7 @@ from pipelines.config import RecipeConfig
 from pipelines.data.splits import columns_of, load_splits, streamed
 from pipelines.errors import HubtuneError
 from pipelines.tasks import get_task
+from pipelines.tasks.data_sections import StreamingDataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def widget_text(config: RecipeConfig) -> str | None:
         return None
     data = config.data
     column = getattr(data, serving_class.input_column_key)
-    if data.dataset and hasattr(data, "streaming") and not hub_constants.HF_HUB_OFFLINE:
+    if data.dataset and isinstance(data, StreamingDataConfig) and not hub_constants.HF_HUB_OFFLINE:
         # Online, the first rows of a Hub dataset's test split are streamed rather than every split downloaded
         # (on the machine that trained, offline, they are read from the datasets cache).
         data = dataclasses.replace(data, streaming=True)
