@@ -151,8 +151,8 @@ def test_push_dry_run_writes_the_card_and_the_files_to_upload(trained_run, tmp_p
     assert f"from a local checkpoint `{Path(run.recipe.config.model.checkpoint).name}`" in card
     assert "accuracy" in metadata["metrics"] and "freeze_backbone" in metadata["tags"]
     accuracy = json.loads((run.run_dir / "all_results.json").read_text())["test_accuracy"]
-    assert f"| test | accuracy | {accuracy:.4f} |" in card
-    assert "hubtune train recipe.yaml" in card and "| learning_rate |" in card
+    assert f"| accuracy | {accuracy:.4f} |" in card[card.index("### Test") :]
+    assert "hubtune train recipe.yaml" in card and "| learning rate | 0.005 |" in card
     written = [p.read_bytes() for p in [*out.rglob("*"), *run.run_dir.rglob("*")] if p.is_file()]
     assert not any(b"hf_secret_token_for_the_test" in content for content in written)
     assert "hf_secret_token_for_the_test" not in "".join(capsys.readouterr())

@@ -201,7 +201,6 @@ def _push(args: argparse.Namespace) -> None:
 
     from pipelines.runs.folder import read_run_recipe
     from pipelines.serving.hub import PushTarget, push_run
-    from pipelines.tasks import get_task
 
     run_dir = Path(args.run)
     config = read_run_recipe(run_dir)
@@ -212,7 +211,7 @@ def _push(args: argparse.Namespace) -> None:
     )
     target = PushTarget(hub, args.revision, args.commit_message, args.create_pr)
     dry_run = Path(args.dry_run) if args.dry_run else None
-    pushed = push_run(run_dir, config, target, get_task(config.task).pipeline_tag, dry_run)
+    pushed = push_run(run_dir, config, target, dry_run)
     if dry_run is not None:
         print(f"dry run: {len(pushed.files)} files for {hub.repo_id}, written to {pushed.where}:")
         print("\n".join(f"  {name}" for name in pushed.files))

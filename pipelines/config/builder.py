@@ -69,8 +69,14 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return coerce(value, inner, where)
+        members = [a for a in args if a is not type(None)]
+        if len(members) > 1:  # `str | list[str]`: the member the value's own type fits
+            fitting = [member for member in members if fits_type(value, member)]
+            if not fitting:
+                kinds = " or ".join(getattr(typing.get_origin(m) or m, "__name__", str(m)) for m in members)
+                raise HubtuneError(f"recipe key '{where}' must be {kinds}, got {value!r}")
+            members = fitting[:1]
+        return coerce(value, members[0], where)
     if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise HubtuneError(f"recipe key '{where}' must be a mapping, got {value!r}")

@@ -44,8 +44,7 @@ def validate_recipe(config: RecipeConfig) -> None:
     STRATEGIES.get(config.adapt.strategy).check_recipe(config)
     TASKS.get(config.task).check_recipe(config)
     config.data.validate()
-    if config.hub.push and not config.hub.repo_id:
-        raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
+    config.hub.validate()
     validate_training(config.training)
     config.data.check_recipe(config)
 

@@ -8,6 +8,7 @@ A task's own data keys live in its `data_config` subclass, with the task; the `a
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,46 @@ class DataConfig:
         return None
 
 
+# A Hub license identifier (apache-2.0, mit, cc-by-nc-4.0, llama3.1, openrail++, other, ...) and a language code
+# (ISO 639-1/2/3, with optional subtags: en, fra, pt-BR), or one of the Hub's special language values.
+LICENSE_PATTERN = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+LANGUAGE_PATTERN = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+SPECIAL_LANGUAGES = ("code", "multilingual")
+
+
 @dataclass
 class HubConfig:
     push: bool = option(False, "push the finished run folder with its model card to the Hub")
     repo_id: str | None = option(None, "the Hub repository to push to (org/name)")
     private: bool = option(True, "create the repository as private")
+    license: str | None = option(
+        None,
+        "the model card's license, a Hub license identifier (apache-2.0, mit, other, ...); null: the base model's "
+        "own (from its card), or none",
+    )
+    language: str | list[str] | None = option(
+        None, "the model card's language: an ISO 639 code (en) or a list of them ([en, fr]); null: none"
+    )
+
+    def validate(self) -> None:
+        if self.push and not self.repo_id:
+            raise HubtuneError("'hub.push' is true but 'hub.repo_id' is not set")
+        if self.license is not None and not LICENSE_PATTERN.fullmatch(self.license):
+            raise HubtuneError(
+                f"recipe key 'hub.license' must be a Hub license identifier such as apache-2.0, mit or other, got "
+                f"{self.license!r}"
+            )
+        for code in self.languages:
+            if code not in SPECIAL_LANGUAGES and not LANGUAGE_PATTERN.fullmatch(code):
+                raise HubtuneError(
+                    f"recipe key 'hub.language' takes ISO 639 language codes (en, fr, pt-BR) or a list of them, "
+                    f"got {code!r}"
+                )
+
+    @property
+    def languages(self) -> list[str]:
+        """`language` as a list (empty when unset)."""
+        return [self.language] if isinstance(self.language, str) else list(self.language or [])
 
 
 # `training.optim` values whose optimizers take the whole model (GaLore, APOLLO) or update inside backward

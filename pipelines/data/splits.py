@@ -53,6 +53,8 @@ class Splits:
     datasets: dict[str, Any] = field(default_factory=dict)  # Dataset, or IterableDataset when streaming
     sources: dict[str, str] = field(default_factory=dict)
     rows: dict[str, np.ndarray] = field(default_factory=dict)
+    # The share of the train split carved out as validation (`data.validation_fraction`), where it was.
+    carved_validation: float | None = None
 
     def __contains__(self, role: str) -> bool:
         return role in self.datasets
@@ -200,6 +202,7 @@ def load_splits(
         parts = _stratified(config, splits["train"], n_validation, seed) or (order[:n_validation], order[n_validation:])
         splits.take("validation", parts[0], source_role="train")
         splits.take("train", parts[1])
+        splits.carved_validation = config.validation_fraction
         splits.sources["validation"] = (
             f"{splits.sources['train']} (the {config.validation_fraction:.0%} carved out for validation)"
         )

@@ -39,6 +39,7 @@ from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
 from pipelines.training.feature_cache import FeatureCache
 from pipelines.training.machine import check_machine
+from pipelines.training.setup_record import training_setup
 from pipelines.training.speed import speed_settings
 from pipelines.training.trackers import tracker_callbacks
 from pipelines.training.trainer import (
@@ -195,13 +196,18 @@ class Recipe:
             write_json(probe_dir / RESULTS_FILE, results)
         return results
 
-    def _prepare_data(self, task: Task) -> PreparedData:
+    def _prepare_data(self, task: Task) -> tuple[PreparedData, dict[str, str]]:
+        """The prepared data, and the data split each role (train, validation, test) was read from."""
+        data = self.config.data
         processor = task.load_processor()
-        splits = load_splits(self.config.data, self.config.seed, task.load_data_file)
+        splits = load_splits(data, self.config.seed, task.load_data_file)
         prepared = task.prepare(splits, task.fit_processor(splits, processor))
         if streamed(prepared.datasets.get("train")):
             prepared.datasets["train"] = shuffle_stream(prepared["train"], self.config.seed)
-        return prepared
+        names = {"train": data.train_split, "validation": data.validation_split, "test": data.test_split}
+        if splits.carved_validation is not None:
+            names["validation"] = f"{data.train_split} ({splits.carved_validation:.0%} held out for validation)"
+        return prepared, {role: str(names[role]) for role in splits.datasets}
 
     def _train_and_score(
         self,
@@ -311,7 +317,7 @@ class Recipe:
         plan = self._plan()
         # Everything that can be wrong with the input is checked before the run folder is touched.
         task = get_task(self.config.task)(self.config)
-        data = self._prepare_data(task)
+        data, split_names = self._prepare_data(task)
         # The arguments exist before the model: under DeepSpeed ZeRO-3 they hold the config that transformers
         # reads through a weak reference in from_pretrained (zero3_init), so that each rank loads only its shard
         # of the weights instead of the whole model. `args` keeps that reference alive until training.
@@ -325,11 +331,12 @@ class Recipe:
             stage = self._train_and_score(task, model, data, args, plan, callbacks)
         except KeyboardInterrupt:
             raise self._interrupted(plan, state) from None
+        stage.results["training_setup"] = training_setup(stage.trainer, split_names)
         stage.results["wall_time_s"] = time.perf_counter() - started
         if data.warnings:
             stage.results["warnings"] = list(data.warnings)
         self._write_run_folder(stage, plan, task)
         if self.config.hub.push and stage.trainer.is_world_process_zero():
-            pushed = push_run(self.output_dir, self.config, PushTarget(self.config.hub), task.pipeline_tag)
+            pushed = push_run(self.output_dir, self.config, PushTarget(self.config.hub))
             stage.results["hub_url"] = pushed.where
         return stage.results

@@ -1,4 +1,12 @@
-"""The model card of a run folder: what the Hub shows and reads (metadata), written from the run's own files."""
+"""The model card of a run folder: what the Hub shows and reads (metadata, model-index), written from the run's
+own files (pipelines/runs/card_data.py reads them).
+
+The metadata is what the Hub indexes: `model-index` holds the run's validation and test scores exactly as
+`all_results.json` records them, `license` comes from the recipe (`hub.license`) or else the base model's own
+card, `language` from the recipe (`hub.language`). The body says what ran: the effective batch, precision,
+optimizer and schedule (`all_results.json`'s `training_setup`), the scores per epoch and per class, and the
+versions of the libraries that trained the model.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +16,35 @@ from typing import Any
 
 import yaml
 
-from pipelines.adapt.strategies import strategy_for
+from pipelines.adapt.strategies import Strategy, strategy_for
 from pipelines.config import RecipeConfig
-from pipelines.runs.folder import RESULTS_FILE
+from pipelines.runs.card_data import (
+    Evaluation,
+    base_card_metadata,
+    class_names,
+    epoch_table,
+    evaluations,
+    hub_checkpoint,
+    metric_id,
+    model_labels,
+)
+from pipelines.runs.folder import ADAPTER_CONFIG, RESULTS_FILE
 
-SKIPPED_METRICS = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+__all__ = ["hub_checkpoint", "model_card"]
+
+# Keys of a base model's card that go with its license: a license `other` is named and linked by these.
+LICENSE_KEYS = ("license", "license_name", "license_link")
 
 
-def _data_description(config: RecipeConfig) -> str:
+def _data_description(config: RecipeConfig, markdown: bool = True) -> str:
     data = config.data
     if data.dataset:
+        if not markdown:
+            return data.dataset
         name = f"[{data.dataset}](https://huggingface.co/datasets/{data.dataset})"
         return name + (f" (config `{data.dataset_config}`)" if data.dataset_config else "")
-    return "local files: " + ", ".join(f"{split} `{Path(path).name}`" for split, path in data.files.items())
-
-
-def _metric_rows(results: dict[str, Any]) -> list[tuple[str, str, float]]:
-    rows = []
-    for key, value in sorted(results.items()):
-        split, _, metric = key.partition("_")
-        if (
-            split in ("eval", "test")
-            and isinstance(value, (int, float))
-            and not metric.endswith(SKIPPED_METRICS)
-            and metric != "samples"
-        ):
-            rows.append((split, metric, float(value)))
-    return rows
-
-
-def hub_checkpoint(checkpoint: str) -> str | None:
-    """The Hub id of a checkpoint, or None for a local folder or file (which no Hub reader can open)."""
-    is_local = checkpoint.startswith((".", "/", "~")) or Path(checkpoint).expanduser().exists()
-    return None if is_local else checkpoint.removeprefix("hf-hub:")
+    quote = "`" if markdown else ""
+    return "local files: " + ", ".join(f"{quote}{Path(path).name}{quote}" for path in data.files.values())
 
 
 def _origin(config: RecipeConfig) -> str:
@@ -64,31 +68,165 @@ def _origin(config: RecipeConfig) -> str:
     return f"A `{config.task}` model fine-tuned with hubtune from {link}."
 
 
-def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) -> str:
-    results = json.loads((run_dir / RESULTS_FILE).read_text())
-    rows = _metric_rows(results)
+def _what_this_is(run_dir: Path, strategy: Strategy) -> list[str]:
+    """Which copy of an adapter run this is: the adapter with its head, or a merged export."""
+    if (run_dir / ADAPTER_CONFIG).is_file():
+        return [
+            "This repository holds a PEFT adapter with its task head, not a standalone model: load it with PEFT on "
+            "top of the base model, `PeftModel.from_pretrained(base_model, repo_id)` (the base model with this "
+            "repository's `config.json`, so that the head has the run's labels); `hubtune export RUN --merge OUT` "
+            "writes a standalone model instead.",
+            "",
+        ]
+    if strategy.saves_adapter:
+        return [
+            "This repository holds a merged export (`hubtune export --merge`): the adapter folded into the base "
+            "weights, a standalone model that `from_pretrained` loads without PEFT.",
+            "",
+        ]
+    return []
+
+
+def _license(config: RecipeConfig) -> dict[str, Any]:
+    """`hub.license` when the recipe sets it, else the base model's own license (with its name and link)."""
+    if config.hub.license:
+        return {"license": config.hub.license}
+    base = base_card_metadata(config)
+    return {key: base[key] for key in LICENSE_KEYS if base.get("license") and base.get(key)}
+
+
+def _model_index(config: RecipeConfig, pipeline_tag: str, found: list[Evaluation]) -> list[dict[str, Any]]:
+    description = _data_description(config, markdown=False)
+    dataset: dict[str, Any] = {"name": description, "type": description}
+    if config.data.dataset:
+        dataset.update(config=config.data.dataset_config, revision=config.data.revision)
+    results = [
+        {
+            "task": {"type": pipeline_tag, "name": pipeline_tag.replace("-", " ").capitalize()},
+            "dataset": {key: value for key, value in {**dataset, "split": evaluation.split}.items() if value},
+            "metrics": [
+                {"type": metric_id(name), "value": value, "name": f"{evaluation.title} {name}"}
+                for name, value in evaluation.scores.items()
+            ],
+        }
+        for evaluation in found
+        if evaluation.scores
+    ]
+    return [{"name": config.name, "results": results}] if results else []
+
+
+def _metadata(
+    run_dir: Path, config: RecipeConfig, pipeline_tag: str | None, widget: str | None, found: list[Evaluation]
+) -> dict[str, Any]:
     strategy = strategy_for(config.adapt)
     metadata: dict[str, Any] = {
-        "library_name": "peft" if strategy.saves_adapter else "transformers",
+        "language": config.hub.languages or None,
+        **_license(config),
+        "library_name": "peft" if (run_dir / ADAPTER_CONFIG).is_file() else "transformers",
         "base_model": hub_checkpoint(config.model.checkpoint) if not config.model.from_scratch else None,
         "pipeline_tag": pipeline_tag,
         "datasets": [config.data.dataset] if config.data.dataset else None,
-        "metrics": sorted({metric for _, metric, _ in rows if "_" not in metric}) or None,
+        "metrics": sorted({metric_id(name) for evaluation in found for name in evaluation.scores}) or None,
         "tags": ["hubtune", config.task, strategy.name],
+        "widget": [{"text": widget}] if widget else None,
+        "model-index": _model_index(config, pipeline_tag, found) if pipeline_tag else None,
     }
-    metadata = {key: value for key, value in metadata.items() if value is not None}
-    training = {k: v for k, v in config.training.items() if k != "resume"}
+    return {key: value for key, value in metadata.items() if value}
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    cells = [[f"{value:.4f}" if isinstance(value, float) else str(value) for value in row] for row in rows]
+    return [f"| {' | '.join(header)} |", "|" + "---|" * len(header), *(f"| {' | '.join(row)} |" for row in cells)]
+
+
+def _precision(setup: dict[str, Any]) -> str:
+    mixed, weights = setup.get("mixed_precision") or "no", setup.get("weights_dtype") or "float32"
+    if mixed == "no":
+        return "fp32" if weights == "float32" else f"{weights} weights"
+    return f"{mixed} mixed precision" + ("" if weights == "float32" else f", {weights} weights")
+
+
+def _settings_table(rows: list[list[Any]]) -> list[str]:
+    """Settings as they were given: 0.005, not a score's 0.0050."""
+    return _table(["hyperparameter", "value"], [[name, f"{v:g}" if isinstance(v, float) else v] for name, v in rows])
+
+
+def _hyperparameters(config: RecipeConfig, results: dict[str, Any]) -> list[str]:
+    setup = results.get("training_setup")
+    if not setup:  # a run folder of an earlier hubtune: what the recipe asked for is all it kept
+        training = {key: value for key, value in config.training.items() if key != "resume"}
+        return [
+            "As the recipe set them (this run folder does not record what ran):",
+            "",
+            *_settings_table([[key, training[key]] for key in sorted(training)] + [["seed", config.seed]]),
+        ]
+    steps, epochs = setup["steps_trained"], setup["epochs_trained"]
+    warmup = setup["warmup_steps"]
+    rows = [
+        ["learning rate", setup["learning_rate"]],
+        ["train batch size per device", setup["per_device_train_batch_size"]],
+        ["gradient accumulation steps", setup["gradient_accumulation_steps"]],
+        ["processes", setup["num_processes"]],
+        ["total train batch size", setup["total_train_batch_size"]],
+        ["precision", _precision(setup)],
+        ["optimizer", f"{setup['optimizer']} (weight decay {setup['weight_decay']:g})"],
+        ["learning-rate schedule", f"{setup['lr_scheduler_type']}, {warmup} warmup step{'s' * (warmup != 1)}"],
+        ["trained for", f"{round(epochs, 2):g} epochs ({steps} steps)"],
+        ["seed", setup["seed"]],
+    ]
+    return _settings_table(rows)
+
+
+def _results(found: list[Evaluation]) -> list[str]:
+    lines: list[str] = []
+    for evaluation in found:
+        examples = f", {evaluation.examples} examples" if evaluation.examples is not None else ""
+        lines += [f"### {evaluation.title} (split `{evaluation.split}`{examples})", ""]
+        lines += _table(["metric", "value"], [[name, value] for name, value in evaluation.metrics.items()]) + [""]
+        if evaluation.per_class:
+            columns = sorted({name for scores in evaluation.per_class.values() for name in scores})
+            per_class = [
+                [label, *(scores.get(name, "") for name in columns)] for label, scores in evaluation.per_class.items()
+            ]
+            lines += ["Per class:", "", *_table(["class", *columns], per_class), ""]
+    return lines or ["The run evaluated the finished model on no split.", ""]
+
+
+def _epochs(run_dir: Path, classes: list[str]) -> list[str]:
+    rows = epoch_table(run_dir, classes)
+    if not rows:
+        return ["No evaluation during training (`training.eval_strategy`), or no `trainer_state.json` here.", ""]
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    return [*_table(columns, [[row.get(name, "") for name in columns] for row in rows]), ""]
+
+
+def _versions(results: dict[str, Any]) -> list[str]:
+    versions = (results.get("training_setup") or {}).get("versions")
+    if not versions:
+        return []
+    return ["## Framework versions", "", *(f"- {name} {version}" for name, version in versions.items()), ""]
+
+
+def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None, widget: str | None = None) -> str:
+    """The card (README.md) of the run folder `run_dir`; `widget`: a text of the test split for the Hub's widget."""
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    strategy = strategy_for(config.adapt)
+    labels = model_labels(run_dir, config)
+    classes = class_names(labels)
+    found = evaluations(results, config, classes)
     share = results.get("trainable_share")
-    labels = getattr(config.data, "labels", None)  # speech recognition has transcripts, not labels
     lines = [
         "---",
-        yaml.safe_dump(metadata, sort_keys=False).strip(),
+        yaml.safe_dump(
+            _metadata(run_dir, config, pipeline_tag, widget, found), sort_keys=False, allow_unicode=True
+        ).strip(),
         "---",
         "",
         f"# {config.name}",
         "",
         _origin(config),
         "",
+        *_what_this_is(run_dir, strategy),
         "## Training",
         "",
         f"- Data: {_data_description(config)}; {results.get('train_samples', '?')} training examples"
@@ -101,19 +239,19 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
             if share is not None
             else "."
         ),
-        f"- Labels: {', '.join(labels) if labels else 'see config.json (id2label)'}.",
+        *([f"- Labels: {', '.join(labels)}."] if labels else []),
         "",
-        "| hyperparameter | value |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in sorted(training.items())],
-        f"| seed | {config.seed} |",
+        "### Hyperparameters",
         "",
-        "## Results",
+        *_hyperparameters(config, results),
         "",
-        "| split | metric | value |",
-        "|---|---|---|",
-        *[f"| {split} | {metric} | {value:.4f} |" for split, metric, value in rows],
+        "### Results per epoch",
         "",
+        *_epochs(run_dir, classes),
+        "## Evaluation",
+        "",
+        *_results(found),
+        *_versions(results),
         "## Intended use and limits",
         "",
         f"Made for `{config.task}` on data like the training data above. It inherits the biases and the domain "
@@ -130,10 +268,4 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None) ->
         "```",
         "",
     ]
-    if strategy.saves_adapter:
-        lines[-1:-1] = [
-            "Load the adapter with its head: `PeftModel.from_pretrained(base_model, repo_id)`, "
-            "or `hubtune export RUN --merge OUT` for a standalone model.",
-            "",
-        ]
     return "\n".join(lines)

@@ -14,7 +14,9 @@ from pipelines.config import HubConfig, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.runs.card import model_card
 from pipelines.runs.guard import record_written
+from pipelines.serving.card_example import widget_text
 from pipelines.serving.upload import UploadFile, plan_upload
+from pipelines.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +67,7 @@ def _write_dry_run(files: list[UploadFile], target: PushTarget, out_dir: Path) -
     (out_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def push_run(
-    run_dir: Path, config: RecipeConfig, target: PushTarget, pipeline_tag: str | None, dry_run: Path | None = None
-) -> PushResult:
+def push_run(run_dir: Path, config: RecipeConfig, target: PushTarget, dry_run: Path | None = None) -> PushResult:
     """Upload the run folder's files (`pipelines.serving.upload`) with a new model card in one commit; with
     `dry_run`, write exactly those files and a manifest there instead. The run folder is written only after a
     successful upload (the card, kept so the folder documents itself as its Hub copy does).
@@ -77,7 +77,7 @@ def push_run(
     repo_id = target.hub.repo_id
     if not repo_id:
         raise HubtuneError("no Hub repository: set 'hub.repo_id' in the recipe or pass --repo-id")
-    card = model_card(run_dir, config, pipeline_tag)
+    card = model_card(run_dir, config, get_task(config.task).pipeline_tag, widget_text(config))
     files = plan_upload(run_dir, card, CARD_FILE)
     names = [file.path_in_repo for file in files]
     if dry_run is not None:

@@ -35,6 +35,9 @@ INTERNAL_PATTERNS = [
 ]
 # Files read as text and checked for local paths; everything else (weights, images, event files) goes as it is.
 TEXT_SUFFIXES = (".json", ".yaml", ".yml", ".md", ".txt", ".jinja")
+# A tokenizer's vocabulary: tokens and BPE merges such as "/", "//" or "~ ~" look like paths and are not; changed,
+# the uploaded tokenizer would differ from the one the model was trained with. They hold no path of this machine.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "merges.txt", "added_tokens.json")
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class UploadFile:
 
 
 def _is_local_path(text: str) -> bool:
-    return text.startswith(("/", "~")) or (len(text) > 2 and text[1] == ":" and text[2] in "\\/")
+    return text.startswith(("/", "~/")) or (len(text) > 2 and text[1] == ":" and text[2] in "\\/")
 
 
 def _without_local_paths(value: Any) -> Any:
@@ -105,7 +108,9 @@ def plan_upload(run_dir: Path, card: str, card_name: str) -> list[UploadFile]:
         UploadFile(
             name,
             run_dir / name,
-            _clean_copy(run_dir / name, name, local_texts) if name.endswith(TEXT_SUFFIXES) else None,
+            _clean_copy(run_dir / name, name, local_texts)
+            if name.endswith(TEXT_SUFFIXES) and Path(name).name not in VOCABULARY_FILES
+            else None,
         )
         for name in filter_repo_objects(names, ignore_patterns=INTERNAL_PATTERNS)
         if name != card_name
