@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -108,6 +109,13 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
         return fit_embeddings(super().build_model(prepared), prepared.processor)
+
+    def saved_processor(self, processor: Any, model: TaskModel) -> Any:
+        # transformers' pipeline() cuts texts at the tokenizer's `model_max_length` (given `truncation=True`):
+        # the saved tokenizer cuts them where training and `predict` do.
+        saved = copy.deepcopy(processor)
+        saved.model_max_length = self.data.max_length
+        return saved
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data
