@@ -239,9 +239,10 @@ def tiny_timm_checkpoint(folder: Path, architecture: str = "test_efficientnet") 
     return folder
 
 
-def assert_images_match(run_dir: Path, images: list[str]) -> None:
+def assert_images_match(run_dir: Path, images: list[str], served: Path | None = None) -> None:
+    """`pipeline()` on `served` (the run folder, or an export of it) answers as `hubtune predict` on the run."""
     predicted = Predictor(run_dir).predict(images)
-    answers = pipeline("image-classification", model=str(run_dir))(images, top_k=None)
+    answers = pipeline("image-classification", model=str(served or run_dir))(images, top_k=None)
     for hubtune, rows in zip(predicted, answers):
         assert rows[0]["label"] == hubtune["label"]
         # hubtune lists the five most probable classes (here all three).
@@ -301,9 +302,12 @@ def test_audio_classification(tmp_path):
         assert_close(by_label(rows), hubtune["scores"])
 
 
-def assert_transcripts_match(run_dir: Path, clips: list[tuple[str, np.ndarray]], **options) -> list[str]:
+def assert_transcripts_match(
+    run_dir: Path, clips: list[tuple[str, np.ndarray]], served: Path | None = None, **options
+) -> list[str]:
+    """`pipeline()` on `served` (the run folder, or an export of it) transcribes as `hubtune predict` on the run."""
     predicted = [p["transcript"] for p in Predictor(run_dir).predict([path for path, _ in clips])]
-    recognise = pipeline("automatic-speech-recognition", model=str(run_dir))
+    recognise = pipeline("automatic-speech-recognition", model=str(served or run_dir))
     answers = recognise([{"raw": wave, "sampling_rate": 16000} for _, wave in clips], **options)
     assert [answer["text"].strip() for answer in answers] == predicted
     return predicted
@@ -475,3 +479,62 @@ def test_semantic_segmentation(timm_backbone, tmp_path):
         assert (found == class_map).all()
         fractions = {mask["label"]: float((np.asarray(mask["mask"]) == 255).mean()) for mask in masks}
         assert_close(fractions, {name: value for name, value in hubtune["fractions"].items() if value > 0})
+
+
+# --- adapter runs ----------------------------------------------------------------------------------------------
+
+
+def merged(run_dir: Path, out: Path) -> Path:
+    """`hubtune export RUN OUT --merge`: the adapter folded into the base weights, a folder pipeline() loads."""
+    assert main(["export", str(run_dir), str(out), "--merge"]) == 0
+    assert json.loads((out / "export_check.json").read_text())["merged_adapter"] is True
+    return out
+
+
+def test_merged_text_adapter_answers_as_the_run(trained_run, tmp_path):
+    run_dir = trained_run("peft").run_dir
+    predicted = Predictor(run_dir).predict(TEXTS)
+    answers = pipeline("text-classification", model=str(merged(run_dir, tmp_path / "merged")))(
+        TEXTS, top_k=None, truncation=True
+    )
+    for hubtune, rows in zip(predicted, answers):
+        assert rows[0]["label"] == hubtune["label"]
+        assert_close(by_label(rows), hubtune["scores"])
+
+
+def test_adapter_run_folder_loads_with_peft_auto_class(trained_run):
+    from peft import AutoPeftModelForSequenceClassification
+
+    run_dir = trained_run("peft").run_dir
+    run = Predictor(run_dir)
+    # The base checkpoint's config comes with the base weights: the run's label names are given as they are saved.
+    names = json.loads((run_dir / "config.json").read_text())["id2label"]
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        str(run_dir), id2label={int(i): name for i, name in names.items()}
+    ).eval()
+    batch = run.processor(TEXTS, padding=True, truncation=True, max_length=32, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits, run.model(**batch).logits, atol=1e-5)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_merged_image_adapter_answers_as_the_run(tmp_path):
+    files = write_colours(tmp_path / "colours")
+    lora = {"strategy": "peft", "peft": {"method": "lora", "r": 4, "target_modules": ["conv2"]}}
+    checkpoint = tiny_timm_checkpoint(tmp_path / "timm", "test_resnet")
+    run_dir = image_run(checkpoint, files, tmp_path / "run", image_size=56, **lora)
+    images = sorted(str(p) for p in Path(files["test"]).rglob("*.png"))
+    assert_images_match(run_dir, images, served=merged(run_dir, tmp_path / "merged"))
+
+
+def test_merged_whisper_adapter_answers_as_the_run(whisper_checkpoint, tmp_path):
+    lora = {"strategy": "peft", "peft": {"method": "lora", "target_modules": ["q_proj", "v_proj"]}}
+    values = whisper_values(whisper_checkpoint, tmp_path, **lora)
+    Recipe.from_dict(values).run()
+    transcripts = assert_transcripts_match(
+        tmp_path / "run",
+        mono_16k_clips(values["data"]["files"]["test"]),
+        served=merged(tmp_path / "run", tmp_path / "merged"),
+        generate_kwargs={"max_new_tokens": 8},
+    )
+    assert any(transcripts), "every transcript is empty: the test proves nothing"
