@@ -101,7 +101,8 @@ def test_text_classification_single_label(trained_run):
         assert_close(by_label(rows), hubtune["scores"])
 
 
-def test_text_classification_multi_label(tiny_bert, tmp_path):
+@pytest.mark.parametrize("tune_thresholds", [False, True])
+def test_text_classification_multi_label(tiny_bert, tmp_path, tune_thresholds):
     rng = random.Random(0)
     topics = {"praise": POSITIVE, "complaint": NEGATIVE}
 
@@ -112,15 +113,22 @@ def test_text_classification_multi_label(tiny_bert, tmp_path):
 
     files = {split: write_rows(tmp_path / f"{split}.csv", ["text", "label"], topic_rows(n)) for split, n in SPLITS}
     run_dir = text_run(
-        tiny_bert, files, tmp_path / "run", problem_type="multi_label", label_separator="|", tune_thresholds=True
+        tiny_bert,
+        files,
+        tmp_path / "run",
+        problem_type="multi_label",
+        label_separator="|",
+        threshold=0.45,
+        tune_thresholds=tune_thresholds,
     )
     predicted = Predictor(run_dir).predict(TEXTS)
-    # The pipeline applies a sigmoid per label and returns every label; it takes no decision. The tuned thresholds
-    # travel in config.json, where any consumer finds hubtune's decision.
+    # The pipeline applies a sigmoid per label and returns every label; it takes no decision. Every class's threshold
+    # (tuned, or `data.threshold`) travels in config.json, where any consumer finds hubtune's decision.
     answers = pipeline("text-classification", model=str(run_dir))(
         TEXTS, top_k=None, function_to_apply="sigmoid", truncation=True
     )
     thresholds = json.loads((run_dir / "config.json").read_text())["hubtune_thresholds"]
+    assert (set(thresholds.values()) == {0.45}) != tune_thresholds, thresholds
     for hubtune, rows in zip(predicted, answers):
         scores = by_label(rows)
         assert_close(scores, hubtune["scores"])

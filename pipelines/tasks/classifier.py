@@ -325,6 +325,10 @@ class ClassifierMixin(LabelHeadMixin):
         )
 
     def saved_model(self, model: TaskModel) -> None:
+        if self.problem_type == "multi_label" and getattr(model.config, THRESHOLDS, None) is None:
+            # Every class's decision threshold goes where a consumer without hubtune looks (config.json), tuned or
+            # not: transformers' pipeline() returns the probabilities and takes no decision.
+            setattr(model.config, THRESHOLDS, dict.fromkeys(label_names_of(model), self.labelled.threshold))
         fold_target_scaling(model)
 
     def prediction_artifacts(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
