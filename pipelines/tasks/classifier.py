@@ -40,16 +40,16 @@ from pipelines.tasks.labels import (
     resolve_labels,
 )
 
+logger = logging.getLogger(__name__)
+
 # transformers' `problem_type` for each of hubtune's: the saved config.json says how the head was trained.
 TRANSFORMERS_PROBLEM_TYPES = {
     "single_label": "single_label_classification",
     "multi_label": "multi_label_classification",
     "regression": "regression",
 }
-logger = logging.getLogger(__name__)
-
-# The model-config fields holding a regression's target scaling and a multi-label classifier's tuned thresholds
-# (name -> threshold): config.json carries them with the weights.
+# The model-config fields holding a regression's target scaling and a multi-label classifier's decision thresholds
+# (name -> threshold, tuned or `data.threshold`): config.json carries them with the weights.
 TARGET_SCALING = "hubtune_target_scaling"
 THRESHOLDS = "hubtune_thresholds"
 # Marks a target scaling that the saved weights already apply (`fold_target_scaling`).

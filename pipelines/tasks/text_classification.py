@@ -71,7 +71,9 @@ def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
 class TextClassificationServing(ClassifierServing["TextClassification"]):
     def preprocess(self, inputs: list[str]) -> Batch:
         tokenizer, limit = self.processor, self.task.data.max_length
-        truncated = [len(ids) > limit for ids in tokenizer(inputs, truncation=False)["input_ids"]]
+        # Counted whole, without transformers' own too-long warning: the saved tokenizer's limit is `limit`, and
+        # hubtune says below what becomes of a longer text.
+        truncated = [len(ids) > limit for ids in tokenizer(inputs, truncation=False, verbose=False)["input_ids"]]
         if any(truncated):
             logger.warning(
                 "%d of %d inputs are longer than data.max_length=%d tokens: each is classified on its "
