@@ -3,6 +3,7 @@ transforms alike), with train-time augmentation and an optional square size that
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,25 @@ def size_overrides(processor: Any, side: int | None) -> dict[str, Any]:
     if getattr(processor, "crop_size", None):
         overrides["crop_size"] = square
     return overrides
+
+
+def sized_processor(processor: Any, side: int | None) -> Any:
+    """The processor as `pixel_transform` uses it at evaluation with `side`: a transformers image processor copied
+    with `size_overrides` as its own settings, so that it preprocesses alike when saved and loaded alone. A timm
+    processor comes back as it is: its settings live in the model's config (`size_timm_config`)."""
+    if side is None or is_timm_processor(processor):
+        return processor
+    sized = copy.deepcopy(processor)
+    for name, value in size_overrides(processor, side).items():
+        setattr(sized, name, value)
+    return sized
+
+
+def size_timm_config(config: Any, side: int | None) -> None:
+    """A timm model's config set, in place, for `side` x `side` inputs: transformers'
+    `TimmWrapperImageProcessor` reads its preprocessing from the config's `pretrained_cfg`, in config.json."""
+    if side is not None and getattr(config, "pretrained_cfg", None) is not None:
+        config.pretrained_cfg = {**config.pretrained_cfg, "input_size": [3, side, side]}
 
 
 def pixel_transform(processor: Any, train: bool, side: int | None = None) -> Callable[[list], torch.Tensor]:

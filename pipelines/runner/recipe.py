@@ -273,11 +273,17 @@ class Recipe:
 
     def _write_run_folder(self, stage: TrainedStage, plan: RunPlan, task: Task) -> None:
         trainer, folder = stage.trainer, plan.work_dir
+        model = trainer.accelerator.unwrap_model(stage.model)
+        # Every score is in: the model and processor become what a consumer without hubtune (transformers'
+        # pipeline(), the Hub widget) needs to preprocess and predict as hubtune does. The Trainer saves its
+        # processing class with the model.
+        task.saved_model(model)
+        trainer.processing_class = task.saved_processor(trainer.processing_class, model)
         save_full_model(trainer, folder)
         trainer.save_state()
         if trainer.is_world_process_zero():
             # The label names live in the task model's config; an adapter folder does not save it itself.
-            trainer.accelerator.unwrap_model(stage.model).config.save_pretrained(folder)
+            model.config.save_pretrained(folder)
             dump_recipe_config(self.config, folder / RECIPE_FILE)
             write_json(folder / PARAMETERS_FILE, stage.table)
             write_json(folder / RESULTS_FILE, stage.results)

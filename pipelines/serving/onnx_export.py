@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipelines.data.pixels import is_timm_processor, size_overrides
+from pipelines.data.pixels import size_timm_config
 from pipelines.errors import HubtuneError
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, read_run_recipe, write_json
 from pipelines.serving.predictor import Predictor
@@ -118,16 +118,11 @@ def _compare(session: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor
 def _save_preprocessing(run: Predictor, config: Any, out_dir: Path) -> None:
     """config.json (label names; a timm model's preprocessing too) and the processor files, describing the inputs
     the graph was made for: with `data.image_size`, the run's square side instead of the checkpoint's."""
-
-    config, processor = copy.deepcopy(config), copy.deepcopy(run.processor)
-    side = getattr(run.config.data, "image_size", None)
-    if side is not None and is_timm_processor(processor):
-        config.pretrained_cfg = {**config.pretrained_cfg, "input_size": [3, side, side]}
-    elif side is not None:
-        for name, value in size_overrides(processor, side).items():
-            setattr(processor, name, value)
+    # A run folder saved since it keeps these itself (`Task.saved_processor`); earlier ones get them here.
+    config = copy.deepcopy(config)
+    size_timm_config(config, getattr(run.config.data, "image_size", None))
     config.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    run.task.saved_processor(run.processor, run.model).save_pretrained(out_dir)
 
 
 def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:

@@ -54,6 +54,9 @@ class PreparedData:
     class_weights: list[float] | None = None
     # Regression targets are standardised with these (mean, std) of the training targets (`data.scale_targets`).
     target_scaling: tuple[float, float] | None = None
+    # The model's outputs are in the targets' own units already: its run folder folded `target_scaling` into the
+    # output layer (`Task.saved_model`), so that consumers without hubtune get values in the data's units.
+    scaling_in_weights: bool = False
     # A multi-label classifier's decision threshold per class in id order, tuned on validation
     # (`data.tune_thresholds`); None: `data.threshold` for every class.
     thresholds: list[float] | None = None
@@ -220,6 +223,17 @@ class Task(ABC, Generic[DataT]):
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Signs that the data lies outside the checkpoint's input domain, as plain sentences (none by default)."""
         return []
+
+    def saved_processor(self, processor: Any, model: TaskModel) -> Any:
+        """The processor as the run folder saves it, for consumers without hubtune (transformers' `pipeline()`, the
+        Hub widget): a copy set as training and `predict` used it where the recipe changes the checkpoint's settings
+        (an image size, a truncation length). A run folder's own processor comes back as it is. Default: unchanged."""
+        return processor
+
+    def saved_model(self, model: TaskModel) -> None:
+        """The trained model made ready for its run folder, in place, after its last evaluation: what a consumer
+        without hubtune must find in config.json (timm's preprocessing, which lives there) or in the weights (a
+        regression's target scaling). A run folder's own model comes back as it is. Default: nothing to add."""
 
     def prediction_artifacts(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
         """Data (name -> JSON payload) kept from a split's predictions, e.g. a confusion matrix; the run folder

@@ -7,6 +7,7 @@ each (their prediction records: pipelines/tasks/classifier_serving.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
@@ -15,6 +16,7 @@ import torch
 from datasets import Dataset
 from sklearn.metrics import precision_recall_curve
 from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
 from torch.nn import functional
 from torch.utils.data import WeightedRandomSampler
 from transformers import AutoConfig, EvalPrediction
@@ -38,16 +40,20 @@ from pipelines.tasks.labels import (
     resolve_labels,
 )
 
+logger = logging.getLogger(__name__)
+
 # transformers' `problem_type` for each of hubtune's: the saved config.json says how the head was trained.
 TRANSFORMERS_PROBLEM_TYPES = {
     "single_label": "single_label_classification",
     "multi_label": "multi_label_classification",
     "regression": "regression",
 }
-# The model-config fields holding a regression's target scaling and a multi-label classifier's tuned thresholds
-# (name -> threshold): config.json carries them with the weights.
+# The model-config fields holding a regression's target scaling and a multi-label classifier's decision thresholds
+# (name -> threshold, tuned or `data.threshold`): config.json carries them with the weights.
 TARGET_SCALING = "hubtune_target_scaling"
 THRESHOLDS = "hubtune_thresholds"
+# Marks a target scaling that the saved weights already apply (`fold_target_scaling`).
+IN_WEIGHTS = "in_weights"
 
 
 def problem_type_of(config: RecipeConfig) -> str:
@@ -80,6 +86,39 @@ class LabelHeadMixin:
 
     def checkpoint_label_names(self) -> list[str]:
         return trained_head_labels(self.config.model, self.head_suffix)
+
+
+def output_layer(model: TaskModel) -> nn.Linear | None:
+    """The output layer of a classifier's head: the last linear layer with one output per label and a bias (where
+    PEFT keeps the head in `modules_to_save`, the trained copy, which comes after the original); None if none is."""
+    found = [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.Linear) and module.out_features == model.config.num_labels and module.bias is not None
+    ]
+    return found[-1] if found else None
+
+
+@torch.no_grad()
+def fold_target_scaling(model: TaskModel) -> None:
+    """A regression's target scaling folded into its output layer (w * std, b * std + mean), so that the model
+    outputs values in the data's own units to any consumer (transformers' pipeline() returns them as they are); the
+    config's scaling is marked as applied, so that hubtune does not apply it again."""
+    scaling = getattr(model.config, TARGET_SCALING, None)
+    if scaling is None or scaling.get(IN_WEIGHTS):
+        return
+    layer = output_layer(model)
+    if layer is None:
+        logger.warning(
+            "no output layer with a bias found in %s: the target scaling stays in config.json (%s), and the "
+            "saved model outputs standardised values",
+            type(model).__name__,
+            TARGET_SCALING,
+        )
+        return
+    layer.weight.mul_(scaling["std"])
+    layer.bias.mul_(scaling["std"]).add_(scaling["mean"])
+    setattr(model.config, TARGET_SCALING, {**scaling, IN_WEIGHTS: True})
 
 
 def trained_head_labels(model: ModelConfig, head_suffix: str) -> list[str]:
@@ -220,6 +259,7 @@ class ClassifierMixin(LabelHeadMixin):
         scaling = getattr(model.config, TARGET_SCALING, None)
         if scaling is not None:
             prepared.target_scaling = (scaling["mean"], scaling["std"])
+            prepared.scaling_in_weights = bool(scaling.get(IN_WEIGHTS))
         prepared.thresholds = self.class_thresholds(model, label_names_of(model))
         return prepared
 
@@ -240,8 +280,10 @@ class ClassifierMixin(LabelHeadMixin):
             return lambda logits, labels: functional.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
         if self.problem_type == "regression":
             mean, std = prepared.target_scaling or (0.0, 1.0)
+            # On standardised targets; outputs that are in the targets' units already are standardised too.
+            outputs_mean, outputs_std = (mean, std) if prepared.scaling_in_weights else (0.0, 1.0)
             return lambda logits, labels: functional.mse_loss(
-                logits.view(-1), (labels.view(-1).to(logits.dtype) - mean) / std
+                (logits.view(-1) - outputs_mean) / outputs_std, (labels.view(-1).to(logits.dtype) - mean) / std
             )
         return weighted_cross_entropy(prepared.class_weights)
 
@@ -251,14 +293,18 @@ class ClassifierMixin(LabelHeadMixin):
         counts = np.bincount(prepared.train_labels, minlength=len(prepared.label_names))
         return EpochSeededSampler((1.0 / counts[prepared.train_labels]).tolist(), seed)
 
-    def scores(self, logits: torch.Tensor | np.ndarray, prepared_scaling: tuple[float, float] | None) -> np.ndarray:
-        """Logits as what they predict: class probabilities (softmax, or sigmoid per label) or values."""
+    def scores(self, logits: torch.Tensor | np.ndarray, prepared: PreparedData | None) -> np.ndarray:
+        """Logits as what they predict: class probabilities (softmax, or sigmoid per label) or values in the targets'
+        units (`prepared`'s target scaling applied, unless the weights apply it)."""
         logits = torch.as_tensor(logits).detach().float().cpu()
         if self.problem_type == "multi_label":
             return logits.sigmoid().numpy()
         if self.problem_type == "regression":
-            mean, std = prepared_scaling or (0.0, 1.0)
-            return (logits.view(-1) * std + mean).numpy()
+            values = logits.view(-1)
+            if prepared is not None and prepared.target_scaling is not None and not prepared.scaling_in_weights:
+                mean, std = prepared.target_scaling
+                values = values * std + mean
+            return values.numpy()
         return logits.softmax(-1).numpy()
 
     def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
@@ -272,11 +318,18 @@ class ClassifierMixin(LabelHeadMixin):
             )
         if self.problem_type == "regression":
             return self.metric("regression").compute(
-                predictions=self.scores(logits, prepared.target_scaling), references=prediction.label_ids
+                predictions=self.scores(logits, prepared), references=prediction.label_ids
             )
         return self.metric("classification").compute(
             predictions=np.argmax(logits, axis=-1), references=prediction.label_ids, label_names=prepared.label_names
         )
+
+    def saved_model(self, model: TaskModel) -> None:
+        if self.problem_type == "multi_label" and getattr(model.config, THRESHOLDS, None) is None:
+            # Every class's decision threshold goes where a consumer without hubtune looks (config.json), tuned or
+            # not: transformers' pipeline() returns the probabilities and takes no decision.
+            setattr(model.config, THRESHOLDS, dict.fromkeys(label_names_of(model), self.labelled.threshold))
+        fold_target_scaling(model)
 
     def prediction_artifacts(self, output: PredictionOutput, prepared: PreparedData) -> dict[str, Any]:
         return confusion_artifact(output, prepared.label_names) if self.problem_type == "single_label" else {}

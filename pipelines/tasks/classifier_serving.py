@@ -57,8 +57,8 @@ class ClassifierServing(TaskServing[ClassifierT]):
         if task.problem_type == "single_label":
             return label_predictions(inputs, logits.softmax(-1), names, self.top_k)
         if task.problem_type == "regression":
-            scaling = task.from_trained(PreparedData({}, None), self.model).target_scaling
-            return [{"input": item, "value": float(value)} for item, value in zip(inputs, task.scores(logits, scaling))]
+            trained = task.from_trained(PreparedData({}, None), self.model)
+            return [{"input": item, "value": float(value)} for item, value in zip(inputs, task.scores(logits, trained))]
         records = []
         thresholds = task.class_thresholds(self.model, names)
         for item, row in zip(inputs, task.scores(logits, None)):

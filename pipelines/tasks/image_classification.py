@@ -30,11 +30,11 @@ from pipelines.data.images import (
     resolve_image_paths,
     undecoded,
 )
-from pipelines.data.pixels import pixel_transform
+from pipelines.data.pixels import pixel_transform, size_timm_config, sized_processor
 from pipelines.data.splits import Locate, Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import from_pretrained
-from pipelines.tasks.base import PreparedData, Task, logits_of
+from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import ClassifierMixin
 from pipelines.tasks.classifier_serving import ClassifierServing
 from pipelines.tasks.data_sections import LabelledDataConfig
@@ -87,6 +87,13 @@ class ImageClassification(ClassifierMixin, Task[ImageDataConfig]):
 
     def load_processor(self, source: str | None = None) -> Any:
         return from_pretrained(AutoImageProcessor, self.config.model, source)
+
+    def saved_processor(self, processor: Any, model: TaskModel) -> Any:
+        return sized_processor(processor, self.data.image_size)
+
+    def saved_model(self, model: TaskModel) -> None:
+        super().saved_model(model)
+        size_timm_config(model.config, self.data.image_size)
 
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data

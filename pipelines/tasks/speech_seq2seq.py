@@ -83,6 +83,10 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     def _set_generation(self, model: TaskModel) -> TaskModel:
         generation = model.generation_config
         generation.forced_decoder_ids = None  # the language and task go through `language` / `task` instead
+        if generation.num_beams is None:
+            # generate() decodes greedily where the generation config names no beams, transformers' ASR pipeline
+            # searches 5: named, so that pipeline() on a run folder decodes as predict and evaluation do.
+            generation.num_beams = 1
         if self.data.language:
             generation.language, generation.task = self.data.language, self.data.whisper_task
         return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,7 +71,9 @@ def require_text(dataset: Dataset, column: str, locate: Locate) -> None:
 class TextClassificationServing(ClassifierServing["TextClassification"]):
     def preprocess(self, inputs: list[str]) -> Batch:
         tokenizer, limit = self.processor, self.task.data.max_length
-        truncated = [len(ids) > limit for ids in tokenizer(inputs, truncation=False)["input_ids"]]
+        # Counted whole, without transformers' own too-long warning: the saved tokenizer's limit is `limit`, and
+        # hubtune says below what becomes of a longer text.
+        truncated = [len(ids) > limit for ids in tokenizer(inputs, truncation=False, verbose=False)["input_ids"]]
         if any(truncated):
             logger.warning(
                 "%d of %d inputs are longer than data.max_length=%d tokens: each is classified on its "
@@ -108,6 +111,13 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
         return fit_embeddings(super().build_model(prepared), prepared.processor)
+
+    def saved_processor(self, processor: Any, model: TaskModel) -> Any:
+        # transformers' pipeline() cuts texts at the tokenizer's `model_max_length` (given `truncation=True`):
+        # the saved tokenizer cuts them where training and `predict` do.
+        saved = copy.deepcopy(processor)
+        saved.model_max_length = self.data.max_length
+        return saved
 
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         data = self.data

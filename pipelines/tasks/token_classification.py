@@ -7,6 +7,7 @@ the fast tokenizer's `word_ids()`, and scored per entity with seqeval (`pipeline
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from pipelines.tasks.classifier import LabelHeadMixin, class_weights, weighted_c
 from pipelines.tasks.collate import IGNORE
 from pipelines.tasks.data_sections import StreamingDataConfig
 from pipelines.tasks.labels import missing_classes
-from pipelines.tasks.token_classification_serving import TokenClassificationServing
+from pipelines.tasks.token_classification_serving import TokenClassificationServing, window_length
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,13 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
         tokenizer = load_text_tokenizer(self.config.model, source, words_presplit=True)
         require_fast_tokenizer(tokenizer, source or self.config.model.checkpoint)
         return tokenizer
+
+    def saved_processor(self, processor: Any, model: TaskModel) -> Any:
+        # transformers' pipeline() reads its window length from the tokenizer (as `predict` does, at most the
+        # model's positions): a checkpoint's tokenizer without a limit would feed the model more than it has.
+        saved = copy.deepcopy(processor)
+        saved.model_max_length = window_length(processor, model.config)
+        return saved
 
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data

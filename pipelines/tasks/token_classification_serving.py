@@ -13,6 +13,12 @@ from pipelines.data.splits import Locate
 from pipelines.tasks.serving_base import Batch, OnnxAxes, TaskServing, dynamic_axes
 
 
+def window_length(tokenizer: Any, config: Any) -> int:
+    """Tokens per window of a text the pipeline tags: the tokenizer's limit, at most the model's positions."""
+    positions = getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length
+    return min(tokenizer.model_max_length, positions)
+
+
 class TokenClassificationServing(TaskServing[Any]):
     input_column_key = "tokens_column"
 
@@ -26,8 +32,7 @@ class TokenClassificationServing(TaskServing[Any]):
         tokenizer = self.processor
         # A text longer than the model's positions is tagged whole: the pipeline cuts it into windows of that many
         # tokens overlapping by a quarter, and each word is tagged from one window.
-        positions = getattr(base.config, "max_position_embeddings", None) or tokenizer.model_max_length
-        tokenizer.model_max_length = min(tokenizer.model_max_length, positions)
+        tokenizer.model_max_length = window_length(tokenizer, base.config)
         return TokenClassificationPipeline(
             model=base,
             tokenizer=tokenizer,
