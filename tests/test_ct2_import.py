@@ -11,6 +11,9 @@ from helpers.speech import faster_whisper_tokenizer, tiny_whisper, write_ct2_whi
 from pipelines.commands.cli import main
 from pipelines.models.ct2_import import import_ct2_whisper
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 
 

@@ -31,6 +31,9 @@ from transformers import (
 from pipelines import Recipe
 from pipelines.serving.predictor import Predictor
 
+# Trains models for seconds each: `make test-fast` leaves this module out.
+pytestmark = pytest.mark.slow
+
 RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 32, 64], "depths": [1, 1, 1, 1]}
 SQUARE_SIDE = {"shortest_edge": 64, "longest_edge": 64}
 
