@@ -29,6 +29,7 @@ from helpers.speech import (
     write_spelled_split,
     write_tone_folder,
 )
+from helpers.vision import save_tiny_vit
 from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from PIL import Image
@@ -147,15 +148,7 @@ def timm_backbone(folder: Path) -> Path:
 
 
 def tiny_vit(folder: Path) -> Path:
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(folder)
 
 
 @dataclasses.dataclass

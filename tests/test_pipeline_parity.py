@@ -32,6 +32,7 @@ from helpers.speech import (
     write_spelled_split,
     write_tone_folder,
 )
+from helpers.vision import save_tiny_vit
 from PIL import Image
 from transformers import pipeline
 
@@ -223,15 +224,7 @@ def image_run(checkpoint: Path, files: dict[str, str], run_dir: Path, image_size
 def tiny_vit_checkpoint(folder: Path) -> Path:
     """A ViT for 32x32 inputs whose processor keeps transformers' default 224x224: `data.image_size: 32` is what
     makes it train at all, and what its run folder must tell the pipeline."""
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    torch.manual_seed(0)
-    config = ViTConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
-    )
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessor().save_pretrained(folder)
-    return folder
+    return save_tiny_vit(folder, processor_side=None)
 
 
 def tiny_timm_checkpoint(folder: Path, architecture: str = "test_efficientnet") -> Path:

@@ -151,39 +151,6 @@ class HubConfig:
         return [self.language] if isinstance(self.language, str) else list(self.language or [])
 
 
-# `training.optim` values whose optimizers take the whole model (GaLore, APOLLO) or update inside backward
-# (LOMO) instead of taking param groups: they cannot carry hubtune's per-layer-group learning rates.
-WHOLE_MODEL_OPTIMIZERS = ("galore_", "apollo_", "lomo", "adalomo")
-
-# Keys of `training` that hubtune handles itself rather than passing to TrainingArguments.
-# hubtune's own keys in the `training` section (not TrainingArguments fields), with the type each takes.
-HUBTUNE_TRAINING_TYPES: dict[str, Any] = {
-    "resume": bool,
-    "gpu_defaults": bool,
-    "early_stopping_patience": int,  # evaluations without improvement before training stops
-    "early_stopping_threshold": float,  # how much the metric must improve to count
-    "class_weights": str | list,  # `balanced`, or one weight per class in id order (weighted cross-entropy)
-}
-HUBTUNE_TRAINING_KEYS = set(HUBTUNE_TRAINING_TYPES)
-
-# Defaults that differ from TrainingArguments' own, chosen for fine-tuning a pretrained encoder.
-TRAINING_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 5e-5,
-    "per_device_train_batch_size": 16,
-    "per_device_eval_batch_size": 64,
-    "num_train_epochs": 3,
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "save_total_limit": 2,
-    "logging_steps": 10,
-    # A sequence or token classifier under DDP logs doubled losses and gets doubled gradients with the
-    # default True (docs/platform-notes.md); per-device averaging is the correct choice for these tasks.
-    "average_tokens_across_devices": False,
-    # Every trainable parameter of these models takes part in each forward; the search costs a graph walk.
-    "ddp_find_unused_parameters": False,
-}
-
-
 @dataclass
 class RecipeConfig:
     name: str = option("", "the run's name; the run folder is runs/<name> unless 'output_dir' says otherwise")
