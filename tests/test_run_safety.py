@@ -175,6 +175,38 @@ def test_ctrl_c_during_overwrite_keeps_the_old_run_and_resumes_the_new_one(strai
     assert not staging_dir(finished_run).exists()
 
 
+def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resume_gives_the_uninterrupted_run(
+    straight, recipe_values, tmp_path
+):
+    values = copy.deepcopy(recipe_values)
+    values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(values))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "workers/term.py"), str(recipe_path), "12"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 143, completed.stderr[-2000:]
+    run_dir = Path(values["output_dir"])
+    (last_line,) = [line for line in completed.stderr.splitlines() if line.startswith("hubtune:")]
+    assert last_line.startswith("hubtune: terminated: training stopped; its last complete checkpoint is")
+    assert str(run_dir / "checkpoint-10") in last_line and "training.resume=true" in last_line
+    assert not (run_dir / "all_results.json").exists()
+    resumed = Recipe.from_dict(values, ["training.resume=true"]).run()
+    assert_same_run(resumed, run_dir, *straight)
+
+
+def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, recipe_values):
+    before = snapshot(finished_run)
+    with pytest.raises(HubtuneError, match="holds a finished run .* nothing to resume; set 'overwrite=true'"):
+        Recipe.from_dict(copy.deepcopy(recipe_values), [*CHECKPOINTING, "training.resume=true"]).run()
+    assert snapshot(finished_run) == before
+
+
 def test_kill_9_while_saving_a_checkpoint_resumes_from_the_last_complete_one(straight, recipe_values, tmp_path, caplog):
     values = copy.deepcopy(recipe_values)
     values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)

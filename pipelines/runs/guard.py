@@ -125,6 +125,12 @@ def start_run(folder: Path) -> None:
         _write_marker(folder, {"finished": False, "files": []})
 
 
+def is_finished(folder: Path) -> bool:
+    """Whether `folder` holds a run that hubtune finished (its marker says so)."""
+    marker = _read_marker(folder)
+    return bool(marker and marker.get("finished"))
+
+
 def finish_run(folder: Path) -> None:
     """Record everything the finished run wrote, so that a later overwrite knows it is all hubtune's."""
     _write_marker(folder, {"finished": True, "files": sorted(e.name for e in folder.iterdir() if e.name != MARKER)})
