@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.commands.cli import main
 from pipelines.errors import RunInterrupted
 from pipelines.runs.guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
+from pipelines.runs.lock import lock_path
 
 # Trains models for seconds each: `make test-fast` leaves this module out.
 pytestmark = pytest.mark.slow
@@ -198,6 +200,58 @@ def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resume_gives_the_uninterrup
     assert not (run_dir / "all_results.json").exists()
     resumed = Recipe.from_dict(values, ["training.resume=true"]).run()
     assert_same_run(resumed, run_dir, *straight)
+
+
+def _start_holder(values: dict, folder: Path) -> subprocess.Popen:
+    """A `hubtune train` process that pauses at step 3 holding its run folder (tests/workers/hold.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe_path = folder / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(values))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    holder = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "workers/hold.py"), str(recipe_path), "3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while not (folder / "holding").exists():
+        assert holder.poll() is None, holder.stderr.read()[-2000:] if holder.stderr else ""
+        assert time.monotonic() < deadline, "the holding run never reached its step"
+        time.sleep(0.1)
+    return holder
+
+
+def test_a_second_run_on_a_folder_in_use_is_refused_naming_the_first(recipe_values, tmp_path):
+    values = copy.deepcopy(recipe_values)
+    holder = _start_holder(values, tmp_path / "first")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "pipelines", "train", str(tmp_path / "first" / "recipe.yaml"), "overwrite=true"],
+            env=dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert second.returncode == 2, second.stderr[-2000:]
+        (line,) = [line for line in second.stderr.splitlines() if line.startswith("hubtune:")]
+        assert f"is in use by another hubtune run (process {holder.pid} on " in line
+    finally:
+        (tmp_path / "first" / "release").touch()
+        assert holder.wait(timeout=300) == 0
+    assert (Path(values["output_dir"]) / "all_results.json").is_file()  # the first run went on undisturbed
+    assert not lock_path(Path(values["output_dir"])).exists()
+
+
+def test_the_lock_of_a_killed_run_is_taken_over(recipe_values, tmp_path):
+    values = copy.deepcopy(recipe_values)
+    holder = _start_holder(values, tmp_path / "first")
+    holder.kill()  # SIGKILL: no cleanup runs, the lock file stays behind
+    holder.wait(timeout=60)
+    assert lock_path(Path(values["output_dir"])).exists()
+    results = Recipe.from_dict(values, ["overwrite=true", "training.num_train_epochs=1"]).run()
+    assert results["train_samples"] > 0 and not lock_path(Path(values["output_dir"])).exists()
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, recipe_values):

@@ -33,6 +33,7 @@ from pipelines.runs.guard import (
     start_run,
     swap_in,
 )
+from pipelines.runs.lock import run_lock
 from pipelines.runs.report import write_report
 from pipelines.runs.resume import drop_incomplete, find_resumable
 from pipelines.serving.hub import PushTarget, push_run
@@ -325,10 +326,16 @@ class Recipe:
         )
 
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
-        """Train, evaluate on validation and test, and write the run folder. Returns all results."""
+        """Train, evaluate on validation and test, and write the run folder. Returns all results.
+
+        The main process holds the run folder's lock throughout: a second run on the same folder is refused."""
         check_machine(self.config)
-        started = time.perf_counter()
         state = process_state()
+        with run_lock(self.output_dir) if state.is_main_process else contextlib.nullcontext():
+            return self._run(callbacks, state)
+
+    def _run(self, callbacks: Sequence[TrainerCallback], state: PartialState) -> dict[str, Any]:
+        started = time.perf_counter()
         if state.is_main_process:
             recover_interrupted_swap(self.output_dir)
         state.wait_for_everyone()
