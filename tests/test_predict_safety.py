@@ -139,6 +139,22 @@ def test_output_file_is_not_replaced_without_overwrite(sentiment_run, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preds.jsonl"]
 
 
+def test_an_input_file_never_becomes_the_output_even_with_overwrite(sentiment_run, sentiment_files, tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the film was good\nawful plot\n")
+    for argv in (
+        ["--file", str(texts), "--output", str(texts), "--overwrite"],
+        ["--data", str(texts), "--output", str(tmp_path / "." / "texts.txt"), "--overwrite"],
+    ):
+        assert main(["predict", str(sentiment_run), *argv]) == 2
+        assert "is also an input" in capsys.readouterr().err
+    assert texts.read_text() == "the film was good\nawful plot\n"
+    table = tmp_path / "test.csv"
+    table.write_text(Path(sentiment_files["test"]).read_text())
+    with pytest.raises(HubtuneError, match="is also an input"):
+        Predictor(sentiment_run).predict_data(table, table, overwrite=True)
+
+
 def test_ner_predict_tags_a_text_longer_than_the_model_positions(tmp_path_factory):
     from helpers.ner import build_tiny_ner_bert, ner_recipe_values, write_conll
 

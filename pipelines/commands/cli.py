@@ -176,7 +176,9 @@ def _predict(args: argparse.Namespace) -> None:
     if args.draw is not None and args.data is not None:
         raise HubtuneError("--draw draws the images given as inputs; with --data, predictions go to --output only")
     if output is not None:
-        check_output(output, args.overwrite)  # before the model loads
+        # Before the model loads; an input file must never become the output, --overwrite or not.
+        inputs = [*args.file, *args.inputs, *([args.data] if args.data is not None else [])]
+        check_output(output, args.overwrite, inputs)
     predictor = Predictor.from_run(args.run)
     if args.draw is not None:
         predictor.check_drawing()

@@ -129,9 +129,15 @@ def _share(rows: int, state: PartialState) -> range:
     return range(start, start + size + (state.process_index < extra))
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """An output file may replace one only when asked to, and goes into a folder that exists: checked before any
-    prediction is made (the CLI checks before the model loads)."""
+def check_output(output: Path, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """An output file may replace one only when asked to, never one of the `inputs` it is made from, and goes into
+    a folder that exists: checked before any prediction is made (the CLI checks before the model loads)."""
+    for source in inputs:
+        if Path(source).is_file() and output.exists() and output.resolve() == Path(source).resolve():
+            raise HubtuneError(
+                f"--output file '{output}' is also an input ('{source}'): the predictions would replace what they "
+                "are made from; write them to another file"
+            )
     if output.exists() and not overwrite:
         raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
     if not output.parent.is_dir():
@@ -265,7 +271,7 @@ class Predictor:
         """
         _check_batch_size(batch_size)
         output = Path(output)
-        check_output(output, overwrite)
+        check_output(output, overwrite, [data])
         dataset, source = self.read_data_file(data)
         key = self.serving.input_column_key
         column = column or getattr(self.config.data, key)
