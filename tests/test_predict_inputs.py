@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 
@@ -14,7 +15,7 @@ from pipelines.serving.predictor import Predictor, collect_inputs
 
 def test_collect_inputs_for_text_tasks_reads_args_stdin_and_files(tmp_path):
     listing = tmp_path / "texts.txt"
-    listing.write_text("awful plot\n\n  \nthe film was good\n")
+    listing.write_text("awful plot\nthe film was good\n\n  \n")  # blank lines at the end shift nothing
     stdin = io.StringIO("from stdin one\nfrom stdin two\n")
     assert list(collect_inputs("text", ["first", "-"], [str(listing)], stdin)) == [
         "first",
@@ -23,6 +24,18 @@ def test_collect_inputs_for_text_tasks_reads_args_stdin_and_files(tmp_path):
         "awful plot",
         "the film was good",
     ]
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_a_blank_line_between_inputs_is_an_error_naming_it(tmp_path, source):
+    """Output line N is the prediction of input line N: a dropped blank line would shift every later one."""
+    listing = tmp_path / "texts.txt"
+    listing.write_text("awful plot\n\n  \nthe film was good\n")
+    files, stdin = ([str(listing)], io.StringIO("")) if source == "file" else ([], io.StringIO(listing.read_text()))
+    values = [] if source == "file" else ["-"]
+    name = f"input file '{listing}'" if source == "file" else "standard input"
+    with pytest.raises(HubtuneError, match=re.escape(f"{name}, line 2: blank, between inputs")):
+        list(collect_inputs("text", values, files, stdin))
 
 
 def test_collect_inputs_for_path_tasks_expands_folders_and_checks_paths(tmp_path):

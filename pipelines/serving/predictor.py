@@ -43,8 +43,20 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
     Path tasks (images, audio): each value is a file or a folder (its files, sorted), `-` reads paths from stdin.
     """
 
-    def lines(source: Iterable[str]) -> Iterator[str]:
-        return (line.rstrip("\n") for line in source if line.strip())
+    def lines(source: Iterable[str], name: str) -> Iterator[tuple[int, str]]:
+        """(line number, line) of every line; a blank line between inputs is an error, since output line N must
+        stay the prediction of input line N (blank lines at the end are harmless and left out)."""
+        blank = None
+        for number, line in enumerate(source, start=1):
+            if not line.strip():
+                blank = blank or number
+                continue
+            if blank is not None:
+                raise HubtuneError(
+                    f"{name}, line {blank}: blank, between inputs; predictions come one per input line, so a blank "
+                    "line would shift every later one: remove it or put an input there"
+                )
+            yield number, line.rstrip("\n")
 
     def expand(value: str) -> Iterator[str]:
         if input_kind != "path":
@@ -61,7 +73,7 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
     def text_lines(source: Iterable[str], name: str) -> Iterator[str]:
         number = 0
         try:
-            for number, line in enumerate(lines(source), start=1):
+            for number, line in lines(source, name):
                 if "\x00" in line:
                     raise HubtuneError(
                         f"{name}, line {number}: holds NUL bytes, so it is binary, not text; "
