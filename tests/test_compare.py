@@ -58,6 +58,23 @@ def test_negative_transfer_is_a_warning(recipe_values, tmp_path, monkeypatch):
     assert "**Warning:** negative transfer" in (tmp_path / "r" / "compare.md").read_text()
 
 
+def test_compare_writes_only_its_own_report_folder(recipe_values, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Recipe, "run", lambda self, callbacks=(): {"train_samples": 50, "test_accuracy": 0.8})
+    recipe = _recipe_file(recipe_values, tmp_path)
+    compare_module.compare(recipe, sizes=[50], out_dir=tmp_path / "r")
+    compare_module.compare(recipe, sizes=[50], out_dir=tmp_path / "r")  # a rerun replaces its own report
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "compare.md").write_text("my notes")
+    assert main(["compare", recipe, "--sizes", "50", "--out", str(mine)]) == 2
+    assert "refusing to replace" in capsys.readouterr().err and (mine / "compare.md").read_text() == "my notes"
+    (tmp_path / "r" / "notes.txt").write_text("mine too")
+    assert main(["compare", recipe, "--sizes", "50", "--out", str(tmp_path / "r")]) == 2
+    assert "which hubtune did not write" in capsys.readouterr().err
+    assert main(["compare", recipe, f"output_dir={tmp_path / 'x'}", "--out", str(tmp_path / "s")]) == 2
+    assert "'output_dir' cannot be set; give the folder with --out" in capsys.readouterr().err
+
+
 def test_unknown_words_are_an_input_domain_warning(recipe_values, tiny_bert):
     config = load_recipe_config(values=recipe_values)
     task = TextClassification(config)

@@ -19,6 +19,7 @@ from pipelines.data.splits import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.runner.recipe import Recipe
 from pipelines.runs.folder import write_json
+from pipelines.runs.guard import check_replaceable, finish_run, record_written, start_run
 from pipelines.tasks import Task, get_task
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,14 @@ def compare(
     task = get_task(config.task)(config)
     metric = metric or task.primary_metric
     out_dir = Path(out_dir) if out_dir else Path("runs") / f"{config.name}-compare"
+    if any(override.partition("=")[0].strip() == "output_dir" for override in overrides):
+        raise HubtuneError(
+            "compare puts each of its runs in its report folder (one per init and size), so 'output_dir' cannot be "
+            "set; give the folder with --out"
+        )
+    # The report folder is hubtune's like a run folder: a folder someone else wrote, or one holding their files,
+    # is never written into (a rerun of the same compare is).
+    check_replaceable(out_dir, "--out")
     if strategy_class(config.adapt.strategy).saves_adapter:
         # An adapter is saved over the pretrained checkpoint: there is no adapter over random weights to compare.
         raise HubtuneError(
@@ -86,7 +95,10 @@ def compare(
     report = TransferReport(metric=f"test_{metric}")
     report.warnings += _label_warnings(task, prepared.label_names)
     report.warnings += task.domain_warnings(splits, processor)
-    for init, recipe in _runs(config, list(sizes) or [None], out_dir, overrides):
+    runs = _runs(config, list(sizes) or [None], out_dir, overrides)
+    start_run(out_dir)
+    record_written(out_dir, [recipe.output_dir.name for _, recipe in runs] + [COMPARE_FILE, REPORT_FILE, PLOT_FILE])
+    for init, recipe in runs:
         results = recipe.run()
         if report.metric not in results:
             raise HubtuneError(
@@ -119,6 +131,7 @@ def compare(
     for warning in report.warnings:
         logger.warning(warning)
     _write(report, by_size, out_dir, config.name)
+    finish_run(out_dir)
     return report
 
 
