@@ -74,6 +74,17 @@ def test_decode_resamples_and_mixes_to_mono(tmp_path):
     assert np.abs(decode(str(tmp_path / "s.wav"), 16000, "test")).max() == pytest.approx(0.5, abs=0.02)
 
 
+def test_a_clip_with_non_finite_samples_is_an_error_naming_it(tmp_path):
+    """A float WAV can hold NaN; one such clip used to train to NaN weights with exit 0."""
+    wave = np.sin(np.arange(16000) / 10).astype(np.float32)
+    wave[100:103] = [np.nan, np.inf, np.nan]
+    soundfile.write(tmp_path / "bad.wav", wave, 16000, subtype="FLOAT")
+    with pytest.raises(
+        HubtuneError, match=r"audio file '.*bad.wav' \(train row 4\) holds 3 samples that are not finite"
+    ):
+        decode(str(tmp_path / "bad.wav"), 16000, "train row 4")
+
+
 def test_audio_folder_labels_from_subfolders(tones):
     dataset = load_audio_data_file(Path(tones["train"]), "audio", "label")
     assert sorted(set(dataset["label"])) == sorted(TONES)

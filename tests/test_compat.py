@@ -208,7 +208,14 @@ def test_training_sampler_draws_the_training_batches(tmp_path):
 def test_hubtune_trainer_names_shadow_nothing_upstream(ours, base, tmp_path):
     """HubtuneTrainer's own attributes and methods are new names: were upstream to add one, it would silently
     override upstream's. Only the public hooks it means to override are shared."""
-    hooks = {"compute_loss", "create_optimizer", "create_scheduler", "get_train_dataloader", "prediction_step"}
+    hooks = {
+        "compute_loss",
+        "create_optimizer",
+        "create_scheduler",
+        "get_train_dataloader",
+        "prediction_step",
+        "training_step",
+    }
     args = trainer_arguments(tmp_path, arguments_class=Seq2SeqTrainingArguments)
     trainer, upstream = ours(model=Regressor(), args=args), base(model=Regressor(), args=args)
     own = (set(vars(trainer)) | set(vars(HubtuneTrainer)) | {"training_sampler"}) - set(vars(upstream))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers.runs import assert_same_run
 from transformers import TrainerCallback
@@ -252,6 +253,40 @@ def test_the_lock_of_a_killed_run_is_taken_over(recipe_values, tmp_path):
     assert lock_path(Path(values["output_dir"])).exists()
     results = Recipe.from_dict(values, ["overwrite=true", "training.num_train_epochs=1"]).run()
     assert results["train_samples"] > 0 and not lock_path(Path(values["output_dir"])).exists()
+
+
+class Diverge(TrainerCallback):
+    """Turns one weight NaN after a training step, as a diverging run or a bad batch would."""
+
+    def __init__(self, step: int, parameter: str):
+        self.step, self.parameter = step, parameter
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step:
+            with torch.no_grad():
+                model.get_parameter(self.parameter).view(-1)[0] = float("nan")
+
+
+def test_a_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(straight, recipe_values):
+    values = copy.deepcopy(recipe_values)
+    with pytest.raises(HubtuneError) as caught:
+        Recipe.from_dict(values, CHECKPOINTING).run(callbacks=[Diverge(7, "classifier.bias")])
+    run_dir = Path(values["output_dir"])
+    message = str(caught.value)
+    assert message.startswith("the training loss is nan at step 8: training stopped before that step")
+    assert str(run_dir / "checkpoint-5") in message and "\n" not in message
+    assert not (run_dir / "all_results.json").exists() and not (run_dir / "model.safetensors").exists()
+    resumed = Recipe.from_dict(values, [*CHECKPOINTING, "training.resume=true"]).run()
+    assert_same_run(resumed, run_dir, *straight)  # the last good checkpoint is the uninterrupted run's
+
+
+def test_a_model_with_non_finite_weights_is_never_saved_as_the_result(recipe_values):
+    """NaN in the padding token's embedding leaves the loss finite (padding is masked out), so only the check of
+    the finished model catches it."""
+    values = copy.deepcopy(recipe_values)
+    with pytest.raises(HubtuneError, match="weights that are not finite numbers .*not saved as the run's result"):
+        Recipe.from_dict(values, CHECKPOINTING).run(callbacks=[Diverge(7, "bert.embeddings.word_embeddings.weight")])
+    assert not (Path(values["output_dir"]) / "model.safetensors").exists()
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, recipe_values):

@@ -117,6 +117,12 @@ def decode(source: Any, sampling_rate: int, where: str) -> np.ndarray:
             raise HubtuneError(f"audio file '{name}' ({where}) cannot be decoded: {error}") from error
     if data.shape[0] == 0:
         raise HubtuneError(f"audio file '{name}' ({where}) is empty: it holds no samples")
+    if not np.isfinite(data).all():
+        # A float WAV can hold NaN or infinity; one such clip turns every weight it reaches into NaN.
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise HubtuneError(
+            f"audio file '{name}' ({where}) holds {bad} samples that are not finite numbers (NaN or inf)"
+        )
     waveform = data.mean(axis=1)  # mono-mix: the models take one channel
     if rate != sampling_rate:
         divisor = math.gcd(rate, sampling_rate)

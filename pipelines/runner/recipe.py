@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
@@ -280,6 +281,15 @@ class Recipe:
 
     def _write_run_folder(self, stage: TrainedStage, plan: RunPlan, task: Task) -> None:
         trainer, folder = stage.trainer, plan.work_dir
+        broken = [name for name, parameter in stage.model.named_parameters() if not torch.isfinite(parameter).all()]
+        if broken:
+            # The loss stayed finite (each step checks it), so the checkpoints may hold the same weights: none is
+            # offered as a place to resume from.
+            raise HubtuneError(
+                f"the trained model has weights that are not finite numbers ({broken[0]} and {len(broken) - 1} more), "
+                "so it is not saved as the run's result; look for non-finite or extreme inputs, or lower "
+                "'training.learning_rate', and train again with 'overwrite=true'"
+            )
         model = trainer.accelerator.unwrap_model(stage.model)
         # Every score is in: the model and processor become what a consumer without hubtune (transformers'
         # pipeline(), the Hub widget) needs to preprocess and predict as hubtune does. The Trainer saves its

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import torch
 from datasets import Dataset
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
@@ -29,6 +30,7 @@ from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.models.groups import LayerGroups
 from pipelines.processes import cpu_processes
+from pipelines.runs.resume import find_resumable
 from pipelines.tasks import get_task
 from pipelines.tasks.base import PredictionStep, PreparedData, Task
 from pipelines.training.speed import gpu_defaults
@@ -194,6 +196,20 @@ class HubtuneTrainer(SamplerHookTrainer):
         outputs = model(**inputs)
         loss = self.task_loss(outputs["logits"], labels)
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not bool(torch.isfinite(loss).all()):
+            # The Trainer leaves a non-finite loss out of the logged average (`logging_nan_inf_filter`) and steps
+            # the optimizer anyway: every weight turns NaN and the run "succeeds". Stop before that step.
+            checkpoint, _ = find_resumable(Path(self.args.output_dir))
+            kept = f"the last complete checkpoint is '{checkpoint}'" if checkpoint else "no checkpoint was saved yet"
+            raise HubtuneError(
+                f"the training loss is {float(loss.float().mean())} at step {self.state.global_step + 1}: training "
+                f"stopped before that step changed the weights; {kept}. Look for non-finite or extreme inputs, or "
+                "lower 'training.learning_rate'"
+            )
+        return loss
 
     def create_optimizer(self, model=None):
         """The optimizer `training.optim` names (upstream's choice of class and arguments, 8-bit and paged ones
