@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from pipelines import HubtuneError, RecipeConfig, load_recipe_config
-from pipelines.config import TRAINING_DEFAULTS
+from pipelines.config import TRAINING_DEFAULTS, read_recipe_file
 
 
 @pytest.fixture
@@ -297,3 +297,34 @@ def test_yaml_1_2_scalars_no_stays_a_string_and_exponent_floats_are_numbers(tmp_
     assert config.training["eval_strategy"] == "no" and config.training["save_strategy"] == "no"
     assert config.training["learning_rate"] == 1e-4 and config.training["weight_decay"] == 0.01
     assert config.training["disable_tqdm"] is True
+
+
+def test_a_self_referring_alias_is_one_line_naming_it(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: r\nmodel: {checkpoint: x}\ndata:\n  files: &loop {train: *loop}\n")
+    with pytest.raises(
+        HubtuneError, match=r"does not parse as YAML: the alias at line 4 .* refers to a node that contains it"
+    ):
+        load_recipe_config(recipe)
+
+
+@pytest.mark.parametrize(
+    ("content", "byte"),
+    [("name: caf\u00e9\n".encode("latin-1"), 9), ("name: r\n".encode("utf-16"), 0), (b"name: r\n\xff\xfe\x00", 8)],
+    ids=["latin-1", "utf-16", "binary"],
+)
+def test_a_recipe_that_is_not_utf8_is_one_line(tmp_path, content, byte):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_bytes(content)
+    with pytest.raises(
+        HubtuneError, match=f"is not UTF-8 text \\(byte {byte} cannot be read as UTF-8\\); save it as UTF-8"
+    ):
+        load_recipe_config(recipe)
+
+
+def test_aliases_of_aliases_are_checked_once(tmp_path):
+    """Ten levels of nine aliases each name 9**10 nodes; each is read once, not once per path."""
+    levels = ["a0: &a0 [1, 2, 3]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("\n".join(levels) + "\nname: r\n")
+    assert read_recipe_file(recipe)["name"] == "r"

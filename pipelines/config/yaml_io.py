@@ -41,14 +41,34 @@ def read_recipe_yaml(text: str) -> tuple[Any, tuple[str, int, int] | None]:
     loader = RecipeLoader(text)
     try:
         node = loader.get_single_node()
-        return (loader.construct_document(node) if node is not None else None), duplicate_key(node)
+        repeated = duplicate_key(node)  # first: it refuses a self-referring alias that constructing would build
+        return (loader.construct_document(node) if node is not None else None), repeated
     finally:
         loader.dispose()
 
 
-def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[str, int, int] | None:
+class SelfReferringAlias(yaml.YAMLError):
+    """A YAML alias inside the node it names: PyYAML builds a structure that contains itself, which every later
+    step would follow forever."""
+
+
+def duplicate_key(
+    node: yaml.Node | None, path: tuple[str, ...] = (), ancestors: tuple[int, ...] = (), seen: set[int] | None = None
+) -> tuple[str, int, int] | None:
     """The first key that a YAML mapping repeats, as (dotted path, first line, second line); PyYAML itself keeps
-    the last value without a word."""
+    the last value without a word. A node reached again through an alias is checked once (so aliases of aliases
+    cost nothing), and one that contains its own alias is a `SelfReferringAlias`."""
+    if node is None:
+        return None
+    seen = set() if seen is None else seen
+    if id(node) in ancestors:
+        raise SelfReferringAlias(
+            f"the alias at line {node.start_mark.line + 1} ('{'.'.join(path)}') refers to a node that contains it"
+        )
+    if id(node) in seen:
+        return None
+    seen.add(id(node))
+    ancestors = (*ancestors, id(node))
     if isinstance(node, yaml.MappingNode):
         lines: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -57,12 +77,12 @@ def duplicate_key(node: yaml.Node | None, path: tuple[str, ...] = ()) -> tuple[s
             if key in lines and key != "<<":
                 return ".".join((*path, key)), lines[key], line
             lines[key] = line
-            found = duplicate_key(value_node, (*path, key))
+            found = duplicate_key(value_node, (*path, key), ancestors, seen)
             if found:
                 return found
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            found = duplicate_key(item, (*path[:-1], f"{path[-1] if path else ''}[{index}]"))
+            found = duplicate_key(item, (*path[:-1], f"{path[-1] if path else ''}[{index}]"), ancestors, seen)
             if found:
                 return found
     return None
@@ -98,7 +118,12 @@ def read_recipe_file(path: str | Path) -> dict[str, Any]:
         raise HubtuneError(f"recipe '{path}' is a directory, not a YAML file")
     if not path.is_file():
         raise HubtuneError(f"recipe file '{path}' does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise HubtuneError(
+            f"recipe file '{path}' is not UTF-8 text (byte {error.start} cannot be read as UTF-8); save it as UTF-8"
+        ) from error
     try:
         tree, repeated = read_recipe_yaml(text)
         tree = tree or {}
