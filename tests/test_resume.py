@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers.runs import StopAt, losses, quality
+from helpers.runs import SimulatedCrash, StopAt, losses, quality
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
@@ -42,10 +42,15 @@ def resumed(tiny_bert, sentiment_files, tmp_path_factory):
     straight = Recipe.from_dict(make_recipe_values(tiny_bert, sentiment_files, straight_dir), CHECKPOINTING).run()
 
     stop = StopAt(STOP_AT)
-    Recipe.from_dict(make_recipe_values(tiny_bert, sentiment_files, resumed_dir), CHECKPOINTING).run(callbacks=[stop])
+    with pytest.raises(SimulatedCrash):
+        Recipe.from_dict(make_recipe_values(tiny_bert, sentiment_files, resumed_dir), CHECKPOINTING).run(
+            callbacks=[stop]
+        )
     interrupted = {
         "stopped_at": stop.stopped_at,
-        "global_step": json.loads((resumed_dir / "trainer_state.json").read_text())["global_step"],
+        "global_step": json.loads((resumed_dir / f"checkpoint-{STOP_AT}" / "trainer_state.json").read_text())[
+            "global_step"
+        ],
         "checkpoints": sorted(p.name for p in resumed_dir.glob("checkpoint-*")),
     }
     # A new Recipe object on the same folder, as after a crash and a fresh `hubtune train ... training.resume=true`.

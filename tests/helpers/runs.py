@@ -9,17 +9,22 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 
+class SimulatedCrash(Exception):
+    """What `StopAt` raises: a run that dies, leaving its checkpoints and an unfinished run folder."""
+
+
 class StopAt(TrainerCallback):
-    """Simulates a crash: training stops right after the given optimizer step."""
+    """Simulates a crash: training dies right after the checkpoint of the given optimizer step is saved. (Stopping
+    training cleanly instead would finish the run, and a finished run is not resumed.)"""
 
     def __init__(self, step: int):
         self.step = step
         self.stopped_at = None
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_save(self, args, state, control, **kwargs):
         if state.global_step == self.step:
-            control.should_training_stop = True
             self.stopped_at = state.global_step
+            raise SimulatedCrash(f"the test's crash after step {self.step}")
 
 
 def losses(run_dir: Path) -> dict[int, float]:
