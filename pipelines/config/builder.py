@@ -97,6 +97,9 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is str and isinstance(value, bool):
+        # YAML reads unquoted true/false as booleans, which a text key (a label name, say) never means.
+        raise HubtuneError(f"recipe key '{where}' must be text, got {value!r}: quote it ('{value}') to mean the word")
     if annotation in (int, float, str) and (not isinstance(value, annotation) or isinstance(value, bool)):
         raise HubtuneError(f"recipe key '{where}' must be {annotation.__name__}, got {value!r}")
     return value

@@ -18,6 +18,17 @@ from pipelines.tasks.data_sections import LabelledDataConfig
 logger = logging.getLogger(__name__)
 
 
+def label_name(value: Any) -> Any:
+    """A label as the run names it: text without its surrounding spaces ("positive " is "positive": a stray space
+    in a CSV must not make a class of its own), a boolean as its text ("True", as a CSV column of True/False
+    reads); ids, and anything else, as they are."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str):
+        return value.strip()
+    return value
+
+
 def _coding_of(value: Any) -> str | None:
     if isinstance(value, str):
         return "names"
@@ -44,9 +55,12 @@ def label_coding(config: LabelledDataConfig, splits: Splits) -> str:
     locate, first = splits.locate(splits.reference_role), None
     # A stream is not read ahead: its first row sets the coding, and `label_ids` holds every later row to it.
     values = [first_row(train)[config.label_column]] if streamed(train) else train[config.label_column]
-    for row, value in enumerate(values):
-        if value is None:
+    for row, written in enumerate(values):
+        if written is None:
             continue
+        value = label_name(written)
+        if value == "":
+            raise HubtuneError(f"{locate(row)}: label {written!r} in column '{config.label_column}' is blank")
         kind = _kind_of(value)
         if kind is None:
             raise HubtuneError(
@@ -80,7 +94,7 @@ def resolve_labels(config: LabelledDataConfig, splits: Splits, known: list[str] 
             "(in id order): a stream is not read ahead to find them"
         )
     if coding == "names":
-        return sorted(v for v in splits["train"].unique(config.label_column) if v is not None), coding
+        return sorted({label_name(v) for v in splits["train"].unique(config.label_column) if v is not None}), coding
     raise HubtuneError(
         f"{splits.sources['train']}: column '{config.label_column}' holds label ids without names; "
         "list the names in 'data.labels' (in id order)"
@@ -107,7 +121,8 @@ def label_ids(values: list[Any], feature: Any, column: str, names: list[str], lo
         values, coding = [feature.names[v] for v in values], "names"
     index = {name: i for i, name in enumerate(names)}
     ids = []
-    for row, value in enumerate(values):
+    for row, written in enumerate(values):
+        value = label_name(written)
         if _coding_of(value) not in (coding, None):
             kind = "an integer id" if coding == "names" else "a name"
             raise HubtuneError(
@@ -142,7 +157,7 @@ def label_sets(values: list[Any], column: str, separator: str | None, locate: Lo
     sets = []
     for row, value in enumerate(values):
         if isinstance(value, list):
-            sets.append(value)
+            sets.append([label_name(label) for label in value])
         elif isinstance(value, str) and separator is not None:
             sets.append([part.strip() for part in value.split(separator) if part.strip()])
         else:
