@@ -328,3 +328,14 @@ def test_aliases_of_aliases_are_checked_once(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("\n".join(levels) + "\nname: r\n")
     assert read_recipe_file(recipe)["name"] == "r"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["per_device_train_batch_size", "learning_rate", "num_train_epochs", "max_steps", "gradient_accumulation_steps"],
+)
+@pytest.mark.parametrize("written", ["", "null"])
+def test_an_empty_or_null_training_value_is_one_line_at_load(recipe_values, key, written):
+    """TrainingArguments took None and the run died mid-way with a traceback, leaving a half run folder."""
+    with pytest.raises(HubtuneError, match=f"recipe key 'training.{key}' must be .*, got null .*remove the key"):
+        load_recipe_config(values=recipe_values, overrides=[f"training.{key}={written}"])

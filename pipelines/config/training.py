@@ -64,8 +64,17 @@ def validate_training(training: dict[str, Any]) -> None:
             raise HubtuneError(
                 "set the run folder with the top-level recipe key 'output_dir', not 'training.output_dir'"
             )
-        if key in types and not fits_type(value, types[key]):
-            expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
+        if key not in types:
+            continue
+        expected = getattr(types[key], "__name__", str(types[key]).replace("typing.", ""))
+        takes_null = types[key] is Any or type(None) in typing.get_args(types[key])
+        if value is None and not takes_null:
+            # An override written `key=` or `key=null`: TrainingArguments would take None and fail mid-run.
+            raise HubtuneError(
+                f"recipe key 'training.{key}' must be {expected}, got null (an empty override?); remove the key "
+                "for its default"
+            )
+        if not fits_type(value, types[key]):
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {value!r}")
     for key, kind in HUBTUNE_TRAINING_TYPES.items():
         if key in training and not fits_type(training[key], kind):
