@@ -178,31 +178,6 @@ def test_ctrl_c_during_overwrite_keeps_the_old_run_and_resumes_the_new_one(strai
     assert not staging_dir(finished_run).exists()
 
 
-def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resume_gives_the_uninterrupted_run(
-    straight, recipe_values, tmp_path
-):
-    values = copy.deepcopy(recipe_values)
-    values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)
-    recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(values))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "workers/term.py"), str(recipe_path), "12"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 143, completed.stderr[-2000:]
-    run_dir = Path(values["output_dir"])
-    (last_line,) = [line for line in completed.stderr.splitlines() if line.startswith("hubtune:")]
-    assert last_line.startswith("hubtune: terminated: training stopped; its last complete checkpoint is")
-    assert str(run_dir / "checkpoint-10") in last_line and "training.resume=true" in last_line
-    assert not (run_dir / "all_results.json").exists()
-    resumed = Recipe.from_dict(values, ["training.resume=true"]).run()
-    assert_same_run(resumed, run_dir, *straight)
-
-
 def _start_holder(values: dict, folder: Path) -> subprocess.Popen:
     """A `hubtune train` process that pauses at step 3 holding its run folder (tests/workers/hold.py)."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
-from pipelines.errors import HubtuneError, Terminated
+from pipelines.errors import HubtuneError
 
 # Commands that may read checkpoints or datasets from the Hub (or push to it).
 HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "search", "export", "push")
@@ -249,26 +248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         _run(args)
     except HubtuneError as error:
         print(f"hubtune: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as interrupt:
-        # Ctrl-C or SIGTERM: one line (with what to do next when training was running), and the shell's exit code.
-        verb = getattr(interrupt, "verb", "interrupted")
-        print(f"hubtune: {verb}{': ' if str(interrupt) else ''}{interrupt}", file=sys.stderr)
-        return int(getattr(interrupt, "exit_code", 130))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        # Ctrl-C: one line (with what to do next when training was running), and the shell's exit code.
+        print(f"hubtune: interrupted{': ' if str(interrupt) else ''}{interrupt}", file=sys.stderr)
+        return 130
     return 0
-
-
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a cluster ending the job, `kill`): stop where Ctrl-C would, so that training keeps its last
-    complete checkpoint and says how to resume, instead of dying mid-write."""
-    raise Terminated()
 
 
 if __name__ == "__main__":
