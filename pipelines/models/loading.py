@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 TIMM_HUB_PREFIX = "hf-hub:"
 
 
-def _looks_like_path(checkpoint: str) -> bool:
-    # A Hub id is `name` or `org/name`; anything else is meant as a folder.
+def looks_like_path(checkpoint: str) -> bool:
+    """Whether a checkpoint is written as a local path: a Hub id is `name` or `org/name`, anything else a folder."""
     return checkpoint.startswith((".", "/", "~")) or checkpoint.count("/") > 1
 
 
@@ -108,7 +108,7 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
     checkpoint = (source or model.checkpoint).removeprefix(TIMM_HUB_PREFIX)
     if Path(checkpoint).expanduser().is_file():
         checkpoint = str(timm_file_as_folder(Path(checkpoint).expanduser(), model.timm_architecture))
-    if _looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
+    if looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
         raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
     folder = Path(checkpoint).expanduser()
     if folder.is_dir() and not (folder / "config.json").is_file():

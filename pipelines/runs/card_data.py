@@ -18,6 +18,7 @@ from huggingface_hub import hf_hub_download, metadata_load
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 
 from pipelines.config import RecipeConfig
+from pipelines.models.loading import looks_like_path
 from pipelines.runs.resume import TRAINER_STATE
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class Evaluation:
 
 def hub_checkpoint(checkpoint: str) -> str | None:
     """The Hub id of a checkpoint, or None for a local folder or file (which no Hub reader can open)."""
-    is_local = checkpoint.startswith((".", "/", "~")) or Path(checkpoint).expanduser().exists()
+    is_local = looks_like_path(checkpoint) or Path(checkpoint).expanduser().exists()
     return None if is_local else checkpoint.removeprefix("hf-hub:")
 
 
