@@ -11,11 +11,19 @@ class HubtuneError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, which clusters send before they kill a job: stopped like Ctrl-C (the same cleanup and message, as
+    the same KeyboardInterrupt), but exiting with 143 (128 + 15) as a process ended by SIGTERM does."""
+
+    exit_code = 143
+    verb = "terminated"
+
+
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training, with what to do next. Still a KeyboardInterrupt for code that catches those; the
-    CLI prints the message on one line and exits with 130, as a shell does for an interrupted command."""
+    """Ctrl-C (or SIGTERM) during training, with what to do next. Still a KeyboardInterrupt for code that catches
+    those; the CLI prints the message on one line and exits with 130 (143 after SIGTERM), as a shell does."""
 
-    exit_code = 130
-
-    def __init__(self, message: str):
+    def __init__(self, message: str, exit_code: int = 130, verb: str = "interrupted"):
         super().__init__(" ".join(str(message).split()))
+        self.exit_code = exit_code
+        self.verb = verb

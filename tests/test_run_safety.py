@@ -1,11 +1,14 @@
 """A user's files are never lost: hubtune replaces only run folders it wrote, swaps a new run in only once it has
-finished, and every interrupted run (Ctrl-C, kill -9 while saving) resumes to the uninterrupted result."""
+finished, and every interrupted run (Ctrl-C, SIGTERM, kill -9 while saving) resumes to the uninterrupted result."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ from helpers.runs import assert_same_run
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
-from pipelines.commands.cli import main
+from pipelines.commands.cli import main, stop_on_sigterm
 from pipelines.errors import RunInterrupted
 from pipelines.runs.guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
 from pipelines.runs.lock import lock_path
@@ -176,6 +179,49 @@ def test_ctrl_c_during_overwrite_keeps_the_old_run_and_resumes_the_new_one(strai
     resumed = Recipe.from_dict(copy.deepcopy(recipe_values), [*CHECKPOINTING, "training.resume=true"]).run()
     assert_same_run(resumed, finished_run, *straight)
     assert not staging_dir(finished_run).exists()
+
+
+def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resume_gives_the_uninterrupted_run(
+    straight, recipe_values, tmp_path
+):
+    values = copy.deepcopy(recipe_values)
+    values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(values))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "workers/term.py"), str(recipe_path), "12"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 143, completed.stderr[-2000:]
+    run_dir = Path(values["output_dir"])
+    (last_line,) = [line for line in completed.stderr.splitlines() if line.startswith("hubtune:")]
+    assert last_line.startswith("hubtune: terminated: training stopped; its last complete checkpoint is")
+    assert str(run_dir / "checkpoint-10") in last_line and "training.resume=true" in last_line
+    assert not (run_dir / "all_results.json").exists()
+    resumed = Recipe.from_dict(values, ["training.resume=true"]).run()
+    assert_same_run(resumed, run_dir, *straight)
+
+
+def test_forked_children_of_a_command_still_die_of_sigterm():
+    # datasets' map workers and DataLoader workers are forked with the command's SIGTERM handler; their pools end
+    # them with SIGTERM, so they must die of it (not raise into their loop and exit as if they had failed).
+    handler = functools.partial(stop_on_sigterm, os.getpid())
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
+        child.start()
+        time.sleep(0.2)
+        child.terminate()
+        child.join(20)
+        assert child.exitcode == -signal.SIGTERM
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGTERM, None)  # in the command's own process it stops like Ctrl-C
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _start_holder(values: dict, folder: Path) -> subprocess.Popen:

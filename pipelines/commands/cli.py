@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, Terminated
 
 # Commands that may read checkpoints or datasets from the Hub (or push to it).
 HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "search", "export", "push")
@@ -248,16 +251,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
+    previous = signal.signal(signal.SIGTERM, functools.partial(stop_on_sigterm, os.getpid()))
     try:
         _run(args)
     except HubtuneError as error:
         print(f"hubtune: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as interrupt:
-        # Ctrl-C: one line (with what to do next when training was running), and the shell's exit code.
-        print(f"hubtune: interrupted{': ' if str(interrupt) else ''}{interrupt}", file=sys.stderr)
-        return 130
+        # Ctrl-C or SIGTERM: one line (with what to do next when training was running), and the shell's exit code.
+        verb = getattr(interrupt, "verb", "interrupted")
+        print(f"hubtune: {verb}{': ' if str(interrupt) else ''}{interrupt}", file=sys.stderr)
+        return int(getattr(interrupt, "exit_code", 130))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def stop_on_sigterm(owner: int, signum: int, frame: object) -> None:
+    """SIGTERM (a cluster ending the job, `kill`): stop where Ctrl-C would, so that training keeps its last
+    complete checkpoint and says how to resume, instead of dying mid-write.
+
+    Forked children (datasets' map workers, DataLoader workers) inherit this handler; their pools end them with
+    SIGTERM and wait, so a child must die of it as usual instead of raising into its worker loop."""
+    if os.getpid() != owner:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
 
 
 if __name__ == "__main__":

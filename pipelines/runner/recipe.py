@@ -313,20 +313,26 @@ class Recipe:
         trainer.accelerator.wait_for_everyone()
         logger.info("run folder: %s", self.output_dir)
 
-    def _interrupted(self, plan: RunPlan, state: PartialState) -> RunInterrupted:
-        """What Ctrl-C leaves: the checkpoints saved so far, to resume from; or, before the first one, nothing."""
+    def _interrupted(self, plan: RunPlan, state: PartialState, stop: KeyboardInterrupt) -> RunInterrupted:
+        """What Ctrl-C or SIGTERM (`stop`) leaves: the checkpoints saved so far, to resume from; or, before the
+        first one, nothing."""
+        exit_code, verb = int(getattr(stop, "exit_code", 130)), str(getattr(stop, "verb", "interrupted"))
         checkpoint, _ = find_resumable(plan.work_dir)
         if checkpoint is not None:
             return RunInterrupted(
                 f"training stopped; its last complete checkpoint is '{checkpoint}'; continue it "
-                "with the same command and 'training.resume=true'"
+                "with the same command and 'training.resume=true'",
+                exit_code=exit_code,
+                verb=verb,
             )
         if state.is_main_process and plan.checkpoint is None:
             remove_run_folder(plan.work_dir)  # only this run's marker and logs: nothing to resume from
         kept = f"'{self.output_dir}' is as it was; " if plan.replaces else ""
         return RunInterrupted(
             f"training stopped before its first checkpoint (see 'training.save_strategy'); {kept}"
-            "run the same command again to start over"
+            "run the same command again to start over",
+            exit_code=exit_code,
+            verb=verb,
         )
 
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
@@ -358,8 +364,8 @@ class Recipe:
         try:
             callbacks = [*callbacks, *early_stopping(self.config), *tracker_callbacks(self.config)]
             stage = self._train_and_score(task, model, data, args, plan, callbacks)
-        except KeyboardInterrupt:
-            raise self._interrupted(plan, state) from None
+        except KeyboardInterrupt as stop:
+            raise self._interrupted(plan, state, stop) from None
         stage.results["training_setup"] = training_setup(stage.trainer, split_names)
         stage.results["wall_time_s"] = time.perf_counter() - started
         if data.warnings:
