@@ -110,3 +110,12 @@ class SamplerHookTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
         return self.training_sampler(train_dataset)
+
+    def evaluation_sampler(self, dataset: Any) -> Sampler | None:
+        """The sampler that draws `dataset`'s examples for evaluation and prediction; the Trainer's own by default
+        (`Trainer._get_eval_sampler(eval_dataset)`, checked against 5.23.0, which draws them in random
+        length-grouped chunks when `train_sampling_strategy` is `group_by_length`)."""
+        return super()._get_eval_sampler(dataset)
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> Sampler | None:
+        return self.evaluation_sampler(eval_dataset)

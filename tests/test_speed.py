@@ -1,5 +1,6 @@
-"""GPU speed defaults: nothing changes on CPU, a (faked) CUDA device gets bf16 or fp16, TF32, length-grouped
-batches and workers, the recipe's own keys win, and all_results.json records what a run trained with."""
+"""Speed defaults: length-grouped batches for variable-length tasks on every device, a (faked) CUDA device also
+gets bf16 or fp16, TF32 and workers, the recipe's own keys win, and all_results.json records what a run trained
+with."""
 
 from __future__ import annotations
 
@@ -31,13 +32,22 @@ def fake_cuda(monkeypatch):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks what a machine without CUDA gets")
-def test_cpu_gets_nothing(recipe_values):
+def test_cpu_gets_grouped_batches_only(recipe_values):
     config = load_recipe_config(values=recipe_values)
-    assert not SPEED_KEYS & training_values(config, True).keys()
-    off = load_recipe_config(values=recipe_values, overrides=["training.gpu_defaults=false"])
-    assert training_values(config, True) == training_values(off, True)
+    values = training_values(config, True)
+    assert {key: values[key] for key in SPEED_KEYS & values.keys()} == {"train_sampling_strategy": "group_by_length"}
+    for switch in ("training.speed_defaults=false", "training.gpu_defaults=false"):  # the key and its former name
+        off = load_recipe_config(values=recipe_values, overrides=[switch])
+        assert not SPEED_KEYS & training_values(off, True).keys()
     # The fused AdamW is already transformers 5's default optimizer (torch >= 2.8): nothing to add for it.
     assert training_arguments(config, recipe_values["output_dir"], True).optim == "adamw_torch_fused"
+
+
+def test_speed_switch_and_its_former_name_must_agree(recipe_values):
+    with pytest.raises(HubtuneError, match="'training.speed_defaults' and 'training.gpu_defaults' .* disagree"):
+        load_recipe_config(
+            values=recipe_values, overrides=["training.speed_defaults=true", "training.gpu_defaults=false"]
+        )
 
 
 def test_cuda_with_bf16_gets_bf16_tf32_and_grouped_batches(recipe_values, fake_cuda):
@@ -81,13 +91,13 @@ def test_recipe_keys_win(recipe_values, fake_cuda, override, expected):
 
 def test_switch_turns_every_default_off(recipe_values, fake_cuda):
     fake_cuda()
-    config = load_recipe_config(values=recipe_values, overrides=["training.gpu_defaults=false"])
+    config = load_recipe_config(values=recipe_values, overrides=["training.speed_defaults=false"])
     assert not SPEED_KEYS & training_values(config, True).keys()
 
 
 def test_switch_must_be_boolean(recipe_values):
-    with pytest.raises(HubtuneError, match="'training.gpu_defaults' must be true or false"):
-        load_recipe_config(values=recipe_values, overrides=["training.gpu_defaults=yes"])
+    with pytest.raises(HubtuneError, match="'training.speed_defaults' must be true or false"):
+        load_recipe_config(values=recipe_values, overrides=["training.speed_defaults=yes"])
 
 
 def test_run_records_its_speed_settings(recipe_values, tmp_path):
@@ -95,7 +105,6 @@ def test_run_records_its_speed_settings(recipe_values, tmp_path):
 
     overrides = [
         "training.num_train_epochs=1",
-        "training.train_sampling_strategy=group_by_length",  # a length-grouped run works on hubtune's datasets
         "model.attn_implementation=eager",
     ]
     Recipe.from_dict(recipe_values, overrides=overrides).run()

@@ -16,7 +16,8 @@ WHOLE_MODEL_OPTIMIZERS = ("galore_", "apollo_", "lomo", "adalomo")
 # hubtune's own keys in the `training` section (not TrainingArguments fields), with the type each takes.
 HUBTUNE_TRAINING_TYPES: dict[str, Any] = {
     "resume": bool,
-    "gpu_defaults": bool,
+    "speed_defaults": bool,  # hubtune's speed settings (pipelines/training/speed.py); false: none of them
+    "gpu_defaults": bool,  # speed_defaults' former name, still read
     "early_stopping_patience": int,  # evaluations without improvement before training stops
     "early_stopping_threshold": float,  # how much the metric must improve to count
     "class_weights": str | list,  # `balanced`, or one weight per class in id order (weighted cross-entropy)
@@ -80,6 +81,11 @@ def validate_training(training: dict[str, Any]) -> None:
         if key in training and not fits_type(training[key], kind):
             expected = "true or false" if kind is bool else kind.__name__
             raise HubtuneError(f"recipe key 'training.{key}' must be {expected}, got {training[key]!r}")
+    if {"speed_defaults", "gpu_defaults"} <= training.keys() and training["speed_defaults"] != training["gpu_defaults"]:
+        raise HubtuneError(
+            "recipe keys 'training.speed_defaults' and 'training.gpu_defaults' (its former name) disagree; keep "
+            "'training.speed_defaults'"
+        )
     _check_training_values(training)
     _check_class_weights(training)
     _check_early_stopping(training)

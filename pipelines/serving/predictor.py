@@ -31,6 +31,10 @@ from pipelines.training.trainer import build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
 
+# Text inputs are read this many batches at a time and sorted by length within them, so that a batch pads to
+# lengths close to its own while memory stays bounded by the chunk, however long the input.
+SORTED_CHUNK_BATCHES = 64
+
 EVALUATE_FILE = "evaluate_results.json"
 EVALUATE_DATA_FILE = "evaluate_data_results.json"  # scores on a data file given to `hubtune evaluate --data`
 DATA_ROLE = "data"
@@ -206,16 +210,29 @@ class Predictor:
             outputs = self.serving.forward(batch)
         return self.serving.postprocess(batch, outputs)
 
+    def _predict_chunk(self, inputs: Sequence[str], batch_size: int) -> list[dict[str, Any]]:
+        """Predictions for `inputs`, in their order; texts are batched from shortest to longest."""
+        order = list(range(len(inputs)))
+        if self.serving.input_kind == "text":
+            order.sort(key=lambda position: len(inputs[position]))
+        predictions: list[dict[str, Any]] = [{} for _ in inputs]
+        for start in range(0, len(order), batch_size):
+            positions = order[start : start + batch_size]
+            for position, prediction in zip(positions, self._predict_batch([inputs[i] for i in positions])):
+                predictions[position] = prediction
+        return predictions
+
     def predict(self, inputs: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
-        """One prediction dict per input (texts, or file paths for image and audio tasks), in batches."""
+        """One prediction dict per input (texts, or file paths for image and audio tasks), in input order."""
         if not inputs:
             raise HubtuneError("predict needs at least one input")
         _check_batch_size(batch_size)
         if self.serving.input_kind == "text":
             check_texts(inputs)
         predictions = []
-        for start in range(0, len(inputs), batch_size):
-            predictions += self._predict_batch(list(inputs[start : start + batch_size]))
+        chunk = batch_size * SORTED_CHUNK_BATCHES
+        for start in range(0, len(inputs), chunk):
+            predictions += self._predict_chunk(inputs[start : start + chunk], batch_size)
         return predictions
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
@@ -277,7 +294,8 @@ class Predictor:
     ) -> int:
         """Predict every row of a data file into `output` (JSON lines, in row order, each with its `row`).
 
-        Rows are read, predicted and written a batch at a time, so memory stays flat however large the file.
+        Rows are read, predicted (sorted by length) and written a chunk of batches at a time, so memory stays flat
+        however large the file.
         Under `accelerate launch` each process predicts its share; the main process joins the shares in order.
         The output appears only when complete. Returns the number of rows.
         """
@@ -295,15 +313,16 @@ class Predictor:
         share = shares[state.process_index]
         try:
             with share.open("w", encoding="utf-8") as handle:
-                for start in range(rows.start, rows.stop, batch_size):
-                    positions = range(start, min(start + batch_size, rows.stop))
+                chunk = batch_size * SORTED_CHUNK_BATCHES
+                for start in range(rows.start, rows.stop, chunk):
+                    positions = range(start, min(start + chunk, rows.stop))
                     values = dataset[positions.start : positions.stop][column]
 
                     def locate(i: int, first: int = start) -> str:
                         return f"{source}, row {first + i + 1}"
 
                     inputs = self.serving.data_inputs(values, locate, column)
-                    for position, prediction in zip(positions, self._predict_batch(inputs)):
+                    for position, prediction in zip(positions, self._predict_chunk(inputs, batch_size)):
                         handle.write(json.dumps({"row": position + 1, **prediction}) + "\n")
         except BaseException:
             share.unlink(missing_ok=True)  # a failed or interrupted predict leaves no part behind

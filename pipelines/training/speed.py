@@ -1,9 +1,11 @@
-"""Fast training settings on a CUDA GPU, chosen from what the device supports and recorded with each run.
+"""Fast training settings, chosen from what the device supports and recorded with each run.
 
-With `training.gpu_defaults: true` (the default) and a CUDA device, hubtune adds to the TrainingArguments:
-bf16 mixed precision (fp16 with the Trainer's loss scaler where the GPU has no native bf16), TF32 matmuls
-(Ampere and newer), length-grouped batches for tasks whose examples vary in length, and dataloader workers.
-Each is a plain TrainingArguments key, so a recipe that sets it itself wins; on CPU nothing is added. What
+With `training.speed_defaults: true` (the default; `gpu_defaults` is its former name) hubtune adds to the
+TrainingArguments, on every device, length-grouped batches for tasks whose examples vary in length: less padding
+is less work on a CPU as on a GPU. On a CUDA device it adds bf16 mixed precision (fp16 with the Trainer's loss
+scaler where the GPU has no native bf16), TF32 matmuls (Ampere and newer) and dataloader workers; on a CPU the
+workers would take cores from the model's own threads (docs/benchmarks.md). Each is a plain TrainingArguments
+key, so a recipe that sets it itself wins. What
 transformers 5 already does is left to it: the fused AdamW is its default optimizer (torch >= 2.8), SDPA its
 default attention (`model.attn_implementation` picks another), pinned memory its default. `torch.compile` stays
 opt-in (`training.torch_compile: true`): compiling costs minutes and retraces on every new batch shape.
@@ -43,24 +45,31 @@ def _workers() -> int:
     return max(0, min(MAX_WORKERS, cpus // local_processes - 1))
 
 
-def gpu_defaults(training: dict[str, Any], variable_length: bool) -> dict[str, Any]:
+def speed_defaults_on(training: dict[str, Any]) -> bool:
+    """Whether the recipe leaves hubtune's speed settings on (`training.speed_defaults`, or its former name)."""
+    return bool(training.get("speed_defaults", training.get("gpu_defaults", True)))
+
+
+def speed_defaults(training: dict[str, Any], variable_length: bool) -> dict[str, Any]:
     """The TrainingArguments values hubtune picks for this device, less those the recipe's `training` sets.
 
-    Empty on CPU and with `training.gpu_defaults: false`. `variable_length`: the task's examples differ in
-    length (text), so batching similar lengths together saves padding.
+    Empty with `training.speed_defaults: false`. `variable_length`: the task's examples differ in length (text,
+    audio), so batching similar lengths together saves padding.
     """
-    if not training.get("gpu_defaults", True) or not torch.cuda.is_available():
+    if not speed_defaults_on(training):
         return {}
     chosen: dict[str, Any] = {}
-    if not {"bf16", "fp16"} & training.keys():
-        # Emulated bf16 (pre-Ampere GPUs) is slower than fp32; fp16 with a loss scaler is what those GPUs run fast.
-        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        chosen.update(bf16=native_bf16, fp16=not native_bf16)
-    # The same check TrainingArguments makes before it accepts tf32=True (Ampere or newer, a CUDA build).
-    chosen["tf32"] = is_torch_tf32_available()
     if variable_length:
         chosen["train_sampling_strategy"] = "group_by_length"
-    chosen["dataloader_num_workers"] = _workers()
+    if torch.cuda.is_available():
+        if not {"bf16", "fp16"} & training.keys():
+            # Emulated bf16 (pre-Ampere GPUs) is slower than fp32; fp16 with a loss scaler is what those GPUs run
+            # fast.
+            native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+            chosen.update(bf16=native_bf16, fp16=not native_bf16)
+        # The same check TrainingArguments makes before it accepts tf32=True (Ampere or newer, a CUDA build).
+        chosen["tf32"] = is_torch_tf32_available()
+        chosen["dataloader_num_workers"] = _workers()
     return {key: value for key, value in chosen.items() if key not in training}
 
 

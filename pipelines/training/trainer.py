@@ -25,7 +25,7 @@ from transformers import (
 from transformers.trainer_optimizer import is_optimizer_factory
 
 from pipelines.adapt.param_groups import GroupPlan, no_weight_decay_names, optimizer_groups
-from pipelines.compat import SamplerHookTrainer, mark_lr_scheduler_created
+from pipelines.compat import mark_lr_scheduler_created
 from pipelines.config import HUBTUNE_TRAINING_KEYS, RecipeConfig
 from pipelines.errors import HubtuneError
 from pipelines.models.groups import LayerGroups
@@ -33,7 +33,8 @@ from pipelines.processes import cpu_processes
 from pipelines.runs.resume import find_resumable
 from pipelines.tasks import get_task
 from pipelines.tasks.base import PredictionStep, PreparedData, Task
-from pipelines.training.speed import gpu_defaults
+from pipelines.training.length_order import LengthAwareBatching
+from pipelines.training.speed import speed_defaults
 from pipelines.training.trackers import default_report_to
 
 
@@ -73,7 +74,7 @@ def training_values(
     values = dict(defaults or {})
     # Cached backbone features carry no input_ids, from which length grouping reads the lengths.
     variable_length = get_task(config.task).variable_length and not config.adapt.feature_cache
-    values.update(gpu_defaults(config.training, variable_length))
+    values.update(speed_defaults(config.training, variable_length))
     values.update({k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS})
     if config.training.get("early_stopping_patience") is not None:
         # Early stopping keeps the best evaluated checkpoint as the run's model (checked at load).
@@ -142,7 +143,7 @@ def _gated(schedule: Callable[[int], float], start_step: int) -> Callable[[int],
     return lr_lambda
 
 
-class HubtuneTrainer(SamplerHookTrainer):
+class HubtuneTrainer(LengthAwareBatching):
     """transformers' Trainer with what a hubtune run adds, each from a collaborator given to `__init__`; where one
     is None the Trainer's own behaviour stands.
 
@@ -156,6 +157,8 @@ class HubtuneTrainer(SamplerHookTrainer):
     - `train_collator`: training batches from it (padding-free packing); evaluation and prediction batches still
       come from `data_collator`, since metrics and prediction files need one row per example.
     - `task_prediction_step`: the task's evaluation of a batch (`Task.prediction_step`).
+    - `sort_by_length` (`LengthAwareBatching`): evaluation and prediction read the examples from shortest to
+      longest, and predictions come back in the data's order; for tasks whose examples vary in length.
     """
 
     def __init__(
@@ -342,6 +345,8 @@ def build_trainer(
         train_sampler=sampler,
         train_collator=train_collator,
         task_prediction_step=task.prediction_step(),
+        # Cached backbone features have no input lengths to sort by.
+        sort_by_length=task.variable_length and data_collator is None,
         model=model,
         args=args,
         processing_class=prepared.processor,

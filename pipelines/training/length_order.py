@@ -1,0 +1,135 @@
+"""Batches by length. Training with `group_by_length` draws batches of similar lengths, with the lengths read
+from the data's columns in one pass (the Trainer would read them row by row, decoding each audio clip to do so).
+Evaluation and prediction read examples sorted by length, so a batch pads to lengths close to its own, and the
+outputs are put back in the data's order.
+
+The Trainer reads evaluation data in order (or, with `group_by_length`, in random length-grouped chunks whose
+order it does not undo, which would misalign per-example outputs with the data's rows). Metrics do not depend
+on the order of examples; per-example outputs do, so `restore_order` undoes the sort before anyone sees them.
+The Trainer keeps every prediction in memory anyway, so one sort of the whole split costs nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset
+from torch.utils.data import RandomSampler, SequentialSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PredictionOutput, has_length
+
+from pipelines.compat import SamplerHookTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def input_lengths(dataset: Any, columns: Sequence[str]) -> np.ndarray | None:
+    """Each row's length, from the first of `columns` the dataset has: a column of lengths (as audio's header
+    lengths), or a list column (such as input_ids). None where there is nothing to group or sort by: no such
+    column (features made on the fly), or every row of one length."""
+    if not isinstance(dataset, Dataset):
+        return None
+    column = next((name for name in columns if name in dataset.column_names), None)
+    if column is None:
+        return None
+    values = dataset.with_format("arrow")[column]
+    if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    elif pa.types.is_integer(values.type):
+        lengths = values.to_numpy()
+    else:
+        return None
+    if len(lengths) < 2 or lengths.min() == lengths.max():
+        return None
+    return lengths
+
+
+def length_order(dataset: Any, columns: Sequence[str]) -> list[int] | None:
+    """The rows of `dataset` from shortest to longest `column` (a stable sort: equal lengths keep their order),
+    or None where `input_lengths` finds nothing to sort by."""
+    lengths = input_lengths(dataset, columns)
+    return None if lengths is None else np.argsort(lengths, kind="stable").tolist()
+
+
+def _unsort(value: Any, inverse: np.ndarray) -> Any:
+    if isinstance(value, np.ndarray) and value.ndim > 0 and len(value) == len(inverse):
+        return value[inverse]
+    if isinstance(value, (tuple, list)):
+        return type(value)(_unsort(item, inverse) for item in value)  # several outputs, each one row per example
+    if isinstance(value, dict):
+        return {key: _unsort(item, inverse) for key, item in value.items()}
+    return value
+
+
+def restore_order(output: PredictionOutput, order: Sequence[int]) -> PredictionOutput:
+    """`output` of a prediction over rows in `order`, as if it had been made over the rows in their own order."""
+    inverse = np.argsort(np.asarray(order), kind="stable")
+    return PredictionOutput(
+        predictions=_unsort(output.predictions, inverse),
+        label_ids=_unsort(output.label_ids, inverse),
+        metrics=output.metrics,
+    )
+
+
+class LengthAwareBatching(SamplerHookTrainer):
+    """A Trainer that groups training batches by length from the lengths `input_lengths` reads, and whose
+    evaluation and prediction read the examples sorted by length when `sort_by_length` (a keyword of `__init__`)
+    is true, with predictions back in the data's order."""
+
+    def __init__(self, *args: Any, sort_by_length: bool = False, **kwargs: Any):
+        self.sort_by_length = sort_by_length
+        super().__init__(*args, **kwargs)
+
+    def _length_columns(self) -> tuple[str, str]:
+        # Where the Trainer looks for lengths: its length column, then the model's first input.
+        model_input = (getattr(self.processing_class, "model_input_names", None) or ["input_ids"])[0]
+        return self.args.length_column_name, model_input
+
+    def training_sampler(self, dataset=None):
+        dataset = self.train_dataset if dataset is None else dataset
+        if self.args.train_sampling_strategy != "group_by_length" or not has_length(dataset):
+            return super().training_sampler(dataset)
+        lengths = input_lengths(dataset, self._length_columns())
+        if lengths is None:
+            logger.info(
+                "training batches are drawn in random order: the examples' lengths are all the same, or in none of "
+                "the columns %s ('training.train_sampling_strategy' is group_by_length)",
+                list(self._length_columns()),
+            )
+            return RandomSampler(dataset)
+        return LengthGroupedSampler(
+            self.args.train_batch_size * self.args.gradient_accumulation_steps,
+            dataset=dataset,
+            lengths=lengths.tolist(),
+        )
+
+    def evaluation_sampler(self, dataset):
+        # The Trainer's own choice, less its random length-grouped order under `group_by_length`, which it never
+        # undoes: `evaluate` and `predict` sort instead, and put predictions back in order.
+        if dataset is None or not has_length(dataset) or self.args.world_size > 1:
+            return None
+        return SequentialSampler(dataset)
+
+    def _by_length(self, dataset: Any) -> list[int] | None:
+        if not self.sort_by_length or not self.args.eval_do_concat_batches:
+            return None  # batch by batch outputs cannot be put back in order row by row
+        return length_order(dataset, self._length_columns())
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval", **kwargs):
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        order = self._by_length(dataset)
+        if order is not None:
+            eval_dataset = dataset.select(order)  # metrics do not depend on the order of the examples
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **kwargs)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix="test", **kwargs):
+        order = self._by_length(test_dataset)
+        if order is None:
+            return super().predict(test_dataset, ignore_keys, metric_key_prefix, **kwargs)
+        output = super().predict(test_dataset.select(order), ignore_keys, metric_key_prefix, **kwargs)
+        return restore_order(output, order)
