@@ -104,6 +104,20 @@ def test_binary_input_file_is_one_line_naming_it(sentiment_run, tmp_path, capsys
     assert f"input file '{zeros}', line 2" in err and "binary" in err
 
 
+def test_a_line_over_the_size_limit_is_one_line_naming_it(sentiment_run, tmp_path, capsys):
+    from pipelines.data.splits import MAX_CELL_BYTES
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the film was good\n" + "a" * (MAX_CELL_BYTES + 1) + "\n")
+    assert main(["predict", str(sentiment_run), "--file", str(texts), "--output", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"hubtune: error: input file '{texts}', line 2: holds 1,048,577 bytes of text, more than the 1,048,576 (1 MiB) "
+        "one input may hold"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]
+
+
 @pytest.mark.parametrize("blank", ["", "   ", "\t"])
 def test_blank_input_is_an_error_naming_its_position(sentiment_run, blank):
     with pytest.raises(HubtuneError, match="input 2 is empty or blank"):
