@@ -41,6 +41,9 @@ def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
             f"checkpoint '{path}' is a single weights file: name its timm architecture in "
             "'model.timm_architecture' (e.g. resnet18)"
         )
+    problem = _weight_file_problem(path)
+    if problem:
+        raise _damaged(f"checkpoint file '{path}' ('model.checkpoint')", problem)
     stat = path.resolve().stat()
     identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{architecture}"
     folder = Path.home() / ".cache" / "hubtune" / "timm" / hashlib.sha256(identity.encode()).hexdigest()[:24]
@@ -84,14 +87,20 @@ def check_weight_files(folder: Path, what: str) -> None:
         try:
             shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
         except (ValueError, AttributeError) as error:
-            raise _damaged(folder, index, what, "it is not a readable shard index") from error
+            raise _damaged(_in_folder(folder, index, what), "it is not a readable shard index") from error
         for shard in sorted(shards):
             if not (folder / shard).is_file():
-                raise _damaged(folder, index, what, f"it names the shard '{shard}', which is not in the folder")
+                raise _damaged(
+                    _in_folder(folder, index, what), f"it names the shard '{shard}', which is not in the folder"
+                )
     for weights in _loaded_weight_files(folder):
         problem = _weight_file_problem(weights)
         if problem:
-            raise _damaged(folder, weights, what, problem)
+            raise _damaged(_in_folder(folder, weights, what), problem)
+
+
+def _in_folder(folder: Path, weights: Path, what: str) -> str:
+    return f"{what} '{folder}': weight file '{weights.name}'"
 
 
 def _loaded_weight_files(folder: Path) -> list[Path]:
@@ -141,10 +150,10 @@ def _described_size(weights: Path) -> int | None:
     return SAFETENSORS_LENGTH_BYTES + length + int(end)
 
 
-def _damaged(folder: Path, weights: Path, what: str, problem: str) -> HubtuneError:
+def _damaged(weights: str, problem: str) -> HubtuneError:
     return HubtuneError(
-        f"{what} '{folder}': weight file '{weights.name}' is truncated or damaged ({problem}), as an interrupted copy "
-        "or download leaves it: copy or download it again"
+        f"{weights} is truncated or damaged ({problem}), as an interrupted copy or download leaves it: copy or "
+        "download it again"
     )
 
 
