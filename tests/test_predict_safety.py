@@ -13,6 +13,7 @@ import pytest
 
 from pipelines import HubtuneError, Recipe
 from pipelines.commands.cli import main
+from pipelines.models.loading import check_weight_files
 from pipelines.serving.predictor import Predictor
 
 REMOTE_CONFIG = """from transformers import BertConfig
@@ -280,37 +281,35 @@ def _as_torch_bin(folder: Path) -> Path:
     return folder / "pytorch_model.bin"
 
 
-def _as_shards_missing_one(folder: Path) -> Path:
+def _as_shards_missing_one(folder: Path, source: Path) -> Path:
+    """The checkpoint saved in shards, one of which did not arrive."""
     from transformers import AutoModelForSequenceClassification
 
     (folder / "model.safetensors").unlink()
-    AutoModelForSequenceClassification.from_pretrained(tiny_bert_source(folder)).save_pretrained(
-        folder, max_shard_size="40KB"
-    )
+    AutoModelForSequenceClassification.from_pretrained(source).save_pretrained(folder, max_shard_size="40KB")
     shards = sorted(folder.glob("model-*.safetensors"))
     assert len(shards) > 1
     shards[-1].unlink()
     return folder / "model.safetensors.index.json"
 
 
-def tiny_bert_source(folder: Path) -> Path:
-    return folder.with_name("source")
-
-
 @pytest.mark.parametrize("damage", ["truncated safetensors", "truncated torch bin", "empty torch bin", "lost shard"])
 def test_damaged_checkpoint_weights_stop_training_before_the_run_folder(
     recipe_values, tiny_bert, tmp_path, capsys, damage
 ):
-    shutil.copytree(tiny_bert, tmp_path / "source")
     folder = Path(shutil.copytree(tiny_bert, tmp_path / "checkpoint"))
     if damage == "truncated safetensors":
         weights = folder / "model.safetensors"
         _cut_in_half(weights)
     elif damage == "lost shard":
-        weights = _as_shards_missing_one(folder)
+        weights = _as_shards_missing_one(folder, tiny_bert)
     else:
         weights = _as_torch_bin(folder)
-        _cut_in_half(weights) if damage == "truncated torch bin" else weights.write_bytes(b"")
+        check_weight_files(folder, "checkpoint folder")  # an intact .bin passes
+        if damage == "truncated torch bin":
+            _cut_in_half(weights)
+        else:
+            weights.write_bytes(b"")
     values = dict(copy.deepcopy(recipe_values), model={"checkpoint": str(folder)})
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(json.dumps(values))
@@ -319,4 +318,4 @@ def test_damaged_checkpoint_weights_stop_training_before_the_run_folder(
     assert err[-1].startswith("hubtune: error: ") and "Traceback" not in "\n".join(err)
     assert f"checkpoint folder ('model.checkpoint') '{folder}': weight file '{weights.name}'" in err[-1]
     assert "truncated or damaged" in err[-1] and "interrupted copy or download" in err[-1]
-    assert not Path(values["output_dir"]).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "recipe.yaml"]  # no run folder, no lock
