@@ -366,3 +366,65 @@ def test_feature_cache_on_audio_matches_the_uncached_route(tones, tmp_path, capl
         again = run("again", **cached_adapt)
     assert "feature cache hit" in caplog.text and "computing backbone features" not in caplog.text
     assert again["test_accuracy"] == cached["test_accuracy"]
+
+
+def test_a_clip_shorter_than_one_encoder_frame_is_one_line_naming_it(tone_run, tiny_wav2vec2, tones, tmp_path, capsys):
+    """The tiny wav2vec2's convolutions (kernels 10 and 16, strides 10 and 16) make one frame of 160 samples: a
+    clip of 159 is refused by name, in predict, evaluate --data and training data; one of 160 is predicted."""
+    run_dir, _ = tone_run
+    for samples in (16, 159, 160):
+        soundfile.write(tmp_path / f"clip{samples}.wav", np.full(samples, 0.1, np.float32), 16000)
+    assert main(["predict", str(run_dir), str(tmp_path / "clip160.wav")]) == 0
+    capsys.readouterr()
+    for samples, seconds in ((16, "0.001"), (159, "0.00994")):
+        assert main(["predict", str(run_dir), str(tmp_path / f"clip{samples}.wav")]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == (
+            f"hubtune: error: input '{tmp_path / f'clip{samples}.wav'}' lasts {seconds} s ({samples} samples at "
+            "16000 Hz), shorter than the 0.01 s (160 samples) this model takes: one frame of its convolutional "
+            "feature encoder; there is too little of it to predict from"
+        )
+
+    scored = tmp_path / "scored"
+    write_tone_folder(scored, 2, 7, rates=(16000,))
+    short = scored / "mid" / "short.wav"
+    soundfile.write(short, np.full(16, 0.1, np.float32), 16000)
+    before = sorted(p.name for p in run_dir.iterdir())
+    assert main(["evaluate", str(run_dir), "--data", str(scored)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"audio file '{short}' (data file '{scored}', row " in line and "lasts 0.001 s" in line
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+    values = recipe(tiny_wav2vec2, {**tones, "train": str(scored)}, tmp_path / "run")
+    config = tmp_path / "recipe.yaml"
+    config.write_text(json.dumps(values))
+    assert main(["train", str(config)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"hubtune: error: audio file '{short}' (data file '{scored}', row ")
+    assert "shorter than the 0.01 s (160 samples) this model takes" in last and "remove its row" in last
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_shortest_clip_of_a_spectrogram_model_is_one_analysis_window():
+    """AST's extractor cuts 25 ms Kaldi windows before it pads: a shorter clip has no frame (or, at 16 samples,
+    fails in numpy). Whisper's pads every clip to its window first: any length will do."""
+    import torch
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification, WhisperConfig
+
+    from pipelines.tasks.audio_task import extract_features, shortest_clip
+
+    config = ASTConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, max_length=64, num_labels=2
+    )
+    extractor = ASTFeatureExtractor(max_length=64)
+    model = ASTForAudioClassification(config).eval()
+    minimum = shortest_clip(model, extractor)
+    assert minimum is not None and minimum.samples == 400
+    features = extract_features(extractor, [np.full(minimum.samples, 0.1, np.float32)])
+    with torch.no_grad():
+        assert model(**features).logits.shape == (1, 2)
+    with pytest.raises(HubtuneError, match=r"'x.wav' lasts 0.001 s \(16 samples at 16000 Hz\), shorter than the 0.025"):
+        minimum.check(16, 16000, "'x.wav'", "give a longer clip")
+    assert shortest_clip(torch.nn.Module(), extractor) is None
+    whisper = type("Whisper", (), {"config": WhisperConfig()})()
+    assert shortest_clip(whisper, extractor) is None

@@ -75,6 +75,17 @@ def text_cell_not_text(values: dict, tmp: Path) -> list[str]:
     return [path, "row 2", "'text'"]
 
 
+def cell_over_the_size_limit(values: dict, tmp: Path) -> list[str]:
+    from pipelines.data.splits import MAX_CELL_BYTES
+
+    long_text = ("the film was good " * (MAX_CELL_BYTES // 18 + 1))[: MAX_CELL_BYTES + 1]
+    path = write(
+        tmp / "train.csv", f"text,label\nawful plot,negative\n{long_text},positive\nthe film was good,positive\n"
+    )
+    values["data"]["files"]["train"] = path
+    return [f"{path}', row 2: column 'text' holds 1,048,577 bytes of text", "more than the 1,048,576 (1 MiB)"]
+
+
 def missing_split(values: dict, tmp: Path) -> list[str]:
     del values["data"]["files"]["test"]
     return ["test split 'test'", "data.test_split"]
@@ -171,6 +182,7 @@ CASES: list[Case] = [
     malformed_csv,
     unsupported_extension,
     text_cell_not_text,
+    cell_over_the_size_limit,
     missing_split,
     unknown_recipe_key,
     unknown_training_key,

@@ -394,3 +394,66 @@ def test_one_unreadable_image_among_ten_thousand_is_one_line(tiny_vit, image_fol
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("hubtune: error: data file") and f"image '{broken}' cannot be decoded" in lines[-1]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def oversized_png(tmp_path_factory) -> Path:
+    """A real PNG over PIL's decompression-bomb limit (2 x Image.MAX_IMAGE_PIXELS): 180 million one-bit pixels,
+    22 kB on disk."""
+    path = tmp_path_factory.mktemp("oversized") / "huge.png"
+    assert 20000 * 9000 > 2 * Image.MAX_IMAGE_PIXELS
+    Image.new("1", (20000, 9000)).save(path)
+    return path
+
+
+def test_image_over_the_pixel_limit_is_one_line_in_training_and_predict(
+    tiny_vit, image_folders, vit_run, oversized_png, tmp_path, capsys
+):
+    import shutil
+
+    from pipelines.commands.cli import main
+
+    train = Path(shutil.copytree(image_folders["train"], tmp_path / "train"))
+    huge = Path(shutil.copy(oversized_png, train / "green" / "huge.png"))
+    values = image_recipe(tiny_vit, {**image_folders, "train": str(train)}, tmp_path / "run")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    limit = f"more than the {2 * Image.MAX_IMAGE_PIXELS:,} that PIL decodes"
+    assert main(["train", str(recipe)]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"hubtune: error: data file '{train}', row ")
+    assert f"image '{huge}' has 180,000,000 pixels, {limit}" in last and "resize it" in last
+    assert not (tmp_path / "run").exists()
+
+    run_dir, _ = vit_run
+    assert main(["predict", str(run_dir), str(huge)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"hubtune: error: predict: image '{huge}' has 180,000,000 pixels, {limit}")
+
+
+def test_image_between_the_pixel_limits_is_used_with_a_warning_naming_it(
+    vit_run, image_folders, tiny_vit, tmp_path, monkeypatch, caplog, capsys
+):
+    """PIL only warns between Image.MAX_IMAGE_PIXELS and twice that: hubtune uses such an image and names it once in
+    a warning. The limit is lowered so that a 40x40 image falls in between (the others are 32x32)."""
+    import shutil
+
+    from pipelines.commands.cli import main
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 32 * 32)
+    train = Path(shutil.copytree(image_folders["train"], tmp_path / "train"))
+    large = train / "red" / "large.png"
+    Image.new("RGB", (40, 40), COLOURS["red"]).save(large)
+    run_dir, _ = vit_run
+    with caplog.at_level("WARNING"):
+        assert main(["predict", str(run_dir), str(large)]) == 0
+    assert capsys.readouterr().out.startswith("red\t")
+    assert f"predict: image '{large}' has 1,600 pixels, more than PIL.Image.MAX_IMAGE_PIXELS (1,024)" in caplog.text
+    caplog.clear()
+    values = image_recipe(tiny_vit, {"train": str(train)}, tmp_path / "run", num_train_epochs=1)
+    values["data"].update(validation_split=None, test_split=None)
+    with caplog.at_level("WARNING"):
+        Recipe.from_dict(values).run()
+    warned = [r.getMessage() for r in caplog.records if "MAX_IMAGE_PIXELS" in r.getMessage()]
+    assert len(warned) == 1 and f"image '{large}' has 1,600 pixels" in warned[0]
+    assert warned[0].startswith(f"data file '{train}', row ")

@@ -403,6 +403,12 @@ def coco_bbox_not_four_numbers(images: list[dict], tmp: Path) -> tuple[str, str,
     return (*_coco(images, tmp, truncate), ["train.json', annotation 2", "is not four numbers [x, y, width, height]"])
 
 
+def image_over_the_pixel_limit(images: list[dict], tmp: Path) -> tuple[str, str, list[str]]:
+    folder = write_voc(images, tmp / "voc")
+    Image.new("1", (20000, 9000)).save(folder / "0002.png")  # 180 million pixels, over PIL's 2 x MAX_IMAGE_PIXELS
+    return "voc", str(folder), [str(folder / "0002.xml"), "0002.png' has 180,000,000 pixels", "decompression bombs"]
+
+
 @pytest.mark.parametrize(
     "case",
     [
@@ -417,6 +423,7 @@ def coco_bbox_not_four_numbers(images: list[dict], tmp: Path) -> tuple[str, str,
         broken_json,
         broken_xml,
         yolo_line,
+        image_over_the_pixel_limit,
     ],
 )
 def test_bad_annotation_exits_2_with_one_line_and_writes_nothing(case, tiny_backbone, squares, tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines import HubtuneError, Recipe
 from pipelines.commands.cli import main
+from pipelines.models.loading import check_weight_files
 from pipelines.serving.predictor import Predictor
 
 REMOTE_CONFIG = """from transformers import BertConfig
@@ -102,6 +103,20 @@ def test_binary_input_file_is_one_line_naming_it(sentiment_run, tmp_path, capsys
     assert main(["predict", str(sentiment_run), "--file", str(zeros)]) == 2
     err = capsys.readouterr().err
     assert f"input file '{zeros}', line 2" in err and "binary" in err
+
+
+def test_a_line_over_the_size_limit_is_one_line_naming_it(sentiment_run, tmp_path, capsys):
+    from pipelines.data.splits import MAX_CELL_BYTES
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the film was good\n" + "a" * (MAX_CELL_BYTES + 1) + "\n")
+    assert main(["predict", str(sentiment_run), "--file", str(texts), "--output", str(tmp_path / "out.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"hubtune: error: input file '{texts}', line 2: holds 1,048,577 bytes of text, more than the 1,048,576 (1 MiB) "
+        "one input may hold"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["texts.txt"]
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\t"])
@@ -226,3 +241,81 @@ def test_non_utf8_standard_input_is_one_line_naming_its_line(sentiment_run, monk
     assert main(["predict", str(sentiment_run), "-"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "standard input, line 2: not UTF-8 text" in err[0]
+
+
+def _cut_in_half(weights: Path) -> None:
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
+@pytest.mark.parametrize("strategy, weights", [("full", "model.safetensors"), ("peft", "adapter_model.safetensors")])
+def test_damaged_weights_in_a_run_folder_are_one_line_naming_the_file(
+    trained_run, tmp_path, capsys, command, strategy, weights
+):
+    run_dir = Path(shutil.copytree(trained_run(strategy).run_dir, tmp_path / "run"))
+    _cut_in_half(run_dir / weights)
+    before = sorted(p.name for p in run_dir.iterdir())
+    capsys.readouterr()  # what training the run printed
+    out = tmp_path / "exported"
+    argv = {
+        "predict": ["predict", str(run_dir), "the film was good"],
+        "evaluate": ["evaluate", str(run_dir)],
+        "export": ["export", str(run_dir), str(out), "--merge"],
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0]
+    assert f"run folder '{run_dir}': weight file '{weights}' is truncated or damaged" in err[0]
+    assert "as an interrupted copy or download leaves it: copy or download it again" in err[0]
+    assert sorted(p.name for p in run_dir.iterdir()) == before  # evaluate wrote no results beside it
+    assert not out.exists()
+
+
+def _as_torch_bin(folder: Path) -> Path:
+    """The checkpoint as transformers 4 saved it without safetensors: one torch.save'd state dict."""
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder / "pytorch_model.bin"
+
+
+def _as_shards_missing_one(folder: Path, source: Path) -> Path:
+    """The checkpoint saved in shards, one of which did not arrive."""
+    from transformers import AutoModelForSequenceClassification
+
+    (folder / "model.safetensors").unlink()
+    AutoModelForSequenceClassification.from_pretrained(source).save_pretrained(folder, max_shard_size="40KB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    shards[-1].unlink()
+    return folder / "model.safetensors.index.json"
+
+
+@pytest.mark.parametrize("damage", ["truncated safetensors", "truncated torch bin", "empty torch bin", "lost shard"])
+def test_damaged_checkpoint_weights_stop_training_before_the_run_folder(
+    recipe_values, tiny_bert, tmp_path, capsys, damage
+):
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "checkpoint"))
+    if damage == "truncated safetensors":
+        weights = folder / "model.safetensors"
+        _cut_in_half(weights)
+    elif damage == "lost shard":
+        weights = _as_shards_missing_one(folder, tiny_bert)
+    else:
+        weights = _as_torch_bin(folder)
+        check_weight_files(folder, "checkpoint folder")  # an intact .bin passes
+        if damage == "truncated torch bin":
+            _cut_in_half(weights)
+        else:
+            weights.write_bytes(b"")
+    values = dict(copy.deepcopy(recipe_values), model={"checkpoint": str(folder)})
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps(values))
+    assert main(["train", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hubtune: error: ") and "Traceback" not in "\n".join(err)
+    assert f"checkpoint folder ('model.checkpoint') '{folder}': weight file '{weights.name}'" in err[-1]
+    assert "truncated or damaged" in err[-1] and "interrupted copy or download" in err[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint", "recipe.yaml"]  # no run folder, no lock

@@ -395,6 +395,12 @@ def unreadable_mask(root: Path) -> list[str]:
     return [str(path), "cannot be decoded"]
 
 
+def image_over_the_pixel_limit(root: Path) -> list[str]:
+    path = root / "train" / "images" / "005.png"
+    Image.new("1", (20000, 9000)).save(path)  # 180 million pixels, over PIL's 2 x MAX_IMAGE_PIXELS
+    return [str(path), "has 180,000,000 pixels", "decompression bombs"]
+
+
 def colour_mask(root: Path) -> list[str]:
     path = root / "train" / "masks" / "007.png"
     Image.open(path).convert("RGB").save(path)
@@ -411,6 +417,7 @@ def colour_mask(root: Path) -> list[str]:
         unreadable_image,
         unreadable_mask,
         colour_mask,
+        image_over_the_pixel_limit,
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_written(case, backbone, tmp_path, capsys):

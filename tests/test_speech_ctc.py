@@ -102,6 +102,17 @@ def test_ctc_reload_predicts(ctc_run, spelled, capsys):
     assert capsys.readouterr().out.strip() == f"{transcript}\t{clip}"
 
 
+def test_a_clip_shorter_than_one_encoder_frame_is_refused_by_name(ctc_run, tmp_path, capsys):
+    import soundfile
+
+    clip = tmp_path / "click.wav"
+    soundfile.write(clip, np.full(16, 0.1, np.float32), 16000)  # 0.001 s; one frame of the encoder is 160 samples
+    assert main(["predict", str(ctc_run[0]), str(clip)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"hubtune: error: input '{clip}' lasts 0.001 s (16 samples at 16000 Hz), shorter than")
+    assert "0.01 s (160 samples) this model takes: one frame of its convolutional feature encoder" in line
+
+
 def test_evaluation_blanks_the_padding_frames_of_each_clip(ctc_run, tmp_path):
     # Padded into a batch, a short clip gets logits past its end too (the head's bias), which greedy decoding
     # would read as letters: the task's prediction step fills them with IGNORE, whose argmax is the blank.

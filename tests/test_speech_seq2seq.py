@@ -90,6 +90,15 @@ def test_whisper_reload_predicts(whisper_run, words, capsys):
     assert capsys.readouterr().out.strip() == f"{transcripts[0]}\t{clips[0]}"
 
 
+def test_whisper_transcribes_a_clip_of_a_millisecond(whisper_run, tmp_path, capsys):
+    """Whisper's extractor pads every clip to its window before it computes a frame, as in training: a 0.001 s
+    clip is transcribed (as the silence it nearly is), not refused."""
+    clip = tmp_path / "click.wav"
+    soundfile.write(clip, tone(TONES["low"], 0.001, 16000, random.Random(0)), 16000)
+    assert main(["predict", str(whisper_run[0]), str(clip)]) == 0
+    assert capsys.readouterr().out.rstrip("\n").endswith(f"\t{clip}")
+
+
 def test_unknown_whisper_task_is_named(tiny_whisper_checkpoint, words, tmp_path):
     values = whisper_recipe(tiny_whisper_checkpoint, words, tmp_path / "run")
     values["data"]["whisper_task"] = "transcribee"

@@ -45,3 +45,19 @@ def test_weights_file_without_architecture_or_with_the_wrong_one_is_one_line(wei
             AutoModelForImageClassification, ModelConfig(checkpoint=str(path), timm_architecture="test_efficientnet")
         )
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_cut_off_weights_file_is_one_line_naming_it(weights_file, tmp_path, suffix):
+    path, original = weights_file
+    if suffix == ".pth":
+        path = tmp_path / "test_resnet.pth"
+        torch.save(original.state_dict(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    config = ModelConfig(checkpoint=str(path), timm_architecture="test_resnet")
+    with pytest.raises(HubtuneError) as caught:
+        from_pretrained(AutoModelForImageClassification, config)
+    message = str(caught.value)
+    assert message.startswith(f"checkpoint file '{path}' ('model.checkpoint') is truncated or damaged (")
+    assert message.endswith("as an interrupted copy or download leaves it: copy or download it again")
+    assert not (tmp_path / "home" / ".cache" / "hubtune").exists()

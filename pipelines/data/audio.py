@@ -103,6 +103,11 @@ def _in_memory(source: Any) -> bool:
     return isinstance(source, dict) and source.get("array") is not None
 
 
+def audio_name(source: Any, where: str) -> str:
+    """How messages name an audio value: its file, or `where` for samples held in memory."""
+    return where if _in_memory(source) else _open(source, where)[1]
+
+
 def decode(source: Any, sampling_rate: int, where: str) -> np.ndarray:
     """A mono float32 waveform at `sampling_rate` from a path, a `{bytes, path}` dict or a `{array, sampling_rate}` dict."""
     if _in_memory(source):

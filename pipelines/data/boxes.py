@@ -10,7 +10,6 @@ Training images are augmented with their boxes by torchvision's v2 transforms (`
 
 from __future__ import annotations
 
-import io
 import json
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Callable
@@ -19,11 +18,10 @@ from typing import Any
 
 import torch
 from datasets import ClassLabel, Dataset, Features, Image, Sequence, Value
-from PIL import Image as PILImage
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipelines.data.images import image_extensions
+from pipelines.data.images import describe, image_extensions, open_image
 from pipelines.errors import HubtuneError
 
 # Pixels a box may reach past the image's edge (annotation tools round outwards); such boxes are clipped.
@@ -49,11 +47,15 @@ def image_size(path: Path, where: str) -> tuple[int, int]:
     """(width, height) from the image file's header, without decoding its pixels."""
     if not path.is_file():
         raise HubtuneError(f"{where}: image '{path}' does not exist")
+    return _header_size({"path": str(path), "bytes": None}, where)
+
+
+def _header_size(value: dict[str, Any], where: str) -> tuple[int, int]:
     try:
-        with PILImage.open(path) as image:
+        with open_image(value, where) as image:
             return image.size
     except (OSError, SyntaxError, ValueError) as error:
-        raise HubtuneError(f"{where}: image '{path}' cannot be decoded ({error})") from error
+        raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
 
 
 def xyxy(box: list[float], box_format: str, width: int, height: int) -> list[float]:
@@ -291,11 +293,7 @@ def _embedded_size(image: dict[str, Any] | None, where: str) -> tuple[int, int]:
     if image is None:
         raise HubtuneError(f"{where}: has no image")
     if image.get("bytes"):
-        try:
-            with PILImage.open(io.BytesIO(image["bytes"])) as opened:
-                return opened.size
-        except (OSError, SyntaxError, ValueError) as error:
-            raise HubtuneError(f"{where}: embedded image cannot be decoded ({error})") from error
+        return _header_size({"path": None, "bytes": image["bytes"]}, where)
     return image_size(Path(image["path"]), where)
 
 

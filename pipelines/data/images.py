@@ -3,13 +3,18 @@
 Images stay undecoded in the datasets (`Image(decode=False)`: a path or bytes) and are opened per batch, so
 a large set never sits decoded in memory. Before training every file's header is read and its structure
 verified (no pixels decoded, in parallel with `data.preprocessing_num_workers`), so an unreadable or cut-off
-file is reported by its path up front instead of failing an epoch half way.
+file is reported by its path up front instead of failing an epoch half way; so is one over PIL's decompression-bomb
+limit (`pixel_limit`).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+import logging
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +23,11 @@ from PIL import Image as PILImage
 
 from pipelines.errors import HubtuneError
 
+logger = logging.getLogger(__name__)
+
 WHITE = (255, 255, 255, 255)
+BOMB_MESSAGE = re.compile(r"\((\d+) pixels\) exceeds limit of (\d+)")  # PIL's DecompressionBombError
+RGB_BYTES = 3
 
 
 def image_extensions() -> set[str]:
@@ -81,19 +90,71 @@ def describe(value: dict[str, Any]) -> str:
     return f"image '{value['path']}'" if value.get("path") else "embedded image"
 
 
-def open_rgb(value: dict[str, Any]) -> PILImage.Image:
+@contextmanager
+def pixel_limit(where: str, name: str) -> Iterator[None]:
+    """PIL's decompression-bomb limit as one line: an image of more than twice `Image.MAX_IMAGE_PIXELS`, which PIL
+    refuses to open or decode, is `where`: <name> has N pixels, more than the limit. PIL's warning for one between
+    `MAX_IMAGE_PIXELS` and twice that is silenced: such an image is used, and `warn_if_large` names it instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+        try:
+            yield
+        except PILImage.DecompressionBombError as error:
+            found = BOMB_MESSAGE.search(str(error))
+            size = (
+                f"{int(found[1]):,} pixels, more than the {int(found[2]):,} that PIL decodes"
+                if found
+                else f"more pixels than PIL decodes ({error})"
+            )
+            raise HubtuneError(
+                f"{where}: {name} has {size} (twice PIL.Image.MAX_IMAGE_PIXELS: it refuses larger "
+                "images as possible decompression bombs); resize it to fewer pixels, the model sees it at its own "
+                "input size"
+            ) from error
+
+
+def warn_if_large(image: PILImage.Image, where: str, name: str) -> None:
+    """Log an image between PIL's two decompression-bomb limits (`Image.MAX_IMAGE_PIXELS` and twice that): it is
+    used, but decoded whole at every read."""
+    pixels, limit = image.width * image.height, PILImage.MAX_IMAGE_PIXELS
+    if limit is not None and pixels > limit:
+        logger.warning(
+            "%s: %s has %s pixels, more than PIL.Image.MAX_IMAGE_PIXELS (%s): it is used, but each read decodes it "
+            "whole (%.1f GB as RGB) before it is resized",
+            where,
+            name,
+            f"{pixels:,}",
+            f"{limit:,}",
+            pixels * RGB_BYTES / 1e9,
+        )
+
+
+def open_image(value: dict[str, Any], where: str, name: str | None = None, warn_large: bool = True) -> PILImage.Image:
+    """PIL's lazy open of an undecoded image value (its header read, no pixel decoded), under `pixel_limit`;
+    `warn_large` logs an image between the limits (`warn_if_large`)."""
+    name = name or describe(value)
+    with pixel_limit(where, name):
+        image = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+    if warn_large:
+        warn_if_large(image, where, name)
+    return image
+
+
+def open_rgb(value: dict[str, Any], where: str, warn_large: bool = False) -> PILImage.Image:
     """Decode one undecoded image value; grayscale, palette and alpha images become RGB."""
-    image: PILImage.Image = PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent pixels keep arbitrary colour values; over white they look as they do on screen.
-        image = PILImage.alpha_composite(PILImage.new("RGBA", image.size, WHITE), image.convert("RGBA"))
-    return image.convert("RGB")
+    image = open_image(value, where, warn_large=warn_large)
+    with pixel_limit(where, describe(value)):  # some formats (GIF frames, TIFF tiles) are checked as they decode
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            # Transparent pixels keep arbitrary colour values; over white they look as they do on screen.
+            image = PILImage.alpha_composite(PILImage.new("RGBA", image.size, WHITE), image.convert("RGBA"))
+        return image.convert("RGB")
 
 
-def decode_checked(value: dict[str, Any], where: str) -> PILImage.Image:
-    """`open_rgb`, with a file that does not decode reported as `where`: <image> cannot be decoded."""
+def decode_checked(value: dict[str, Any], where: str, warn_large: bool = False) -> PILImage.Image:
+    """`open_rgb`, with a file that does not decode reported as `where`: <image> cannot be decoded. Training data
+    had its large images named when its headers were read (`check_images`): `warn_large` is for other inputs."""
     try:
-        return open_rgb(value)
+        return open_rgb(value, where, warn_large)
     except (OSError, SyntaxError, ValueError) as error:
         raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
 
@@ -105,16 +166,18 @@ def predict_images(inputs: list[str]) -> list[PILImage.Image]:
         path = Path(text).expanduser()
         if not path.is_file():
             raise HubtuneError(f"image '{text}' does not exist")
-        images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
+        images.append(decode_checked({"path": str(path), "bytes": None}, "predict", warn_large=True))
     return images
 
 
-def verify_header(value: dict[str, Any], where: str) -> None:
+def verify_header(value: dict[str, Any], where: str) -> tuple[int, int]:
     """Read the image's header and verify its structure (PIL's `verify`: a PNG's chunks and checksums, for
-    instance) without decoding its pixels; a file that fails is reported as `where`: <image> cannot be decoded."""
+    instance) without decoding its pixels; a file that fails is reported as `where`: <image> cannot be decoded.
+    Returns its (width, height)."""
     try:
-        with PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"]) as image:
+        with open_image(value, where) as image:
             image.verify()
+            return image.size
     except (OSError, SyntaxError, ValueError) as error:
         raise HubtuneError(f"{where}: {describe(value)} cannot be decoded ({error})") from error
 

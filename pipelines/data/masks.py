@@ -7,7 +7,6 @@ stay undecoded in the datasets (`Image(decode=False)`) and are opened per batch.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from PIL import Image as PILImage
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from pipelines.data.images import describe, image_extensions, verify_header
+from pipelines.data.images import describe, image_extensions, open_image, pixel_limit, verify_header
 from pipelines.errors import HubtuneError
 
 IMAGES_DIR, MASKS_DIR = "images", "masks"
@@ -66,30 +65,20 @@ def mask_name(value: dict[str, Any]) -> str:
     return f"mask '{value['path']}'" if value.get("path") else "embedded mask"
 
 
-def _open(value: dict[str, Any]) -> PILImage.Image:
-    return PILImage.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
-
-
 def read_mask(value: dict[str, Any], where: str) -> np.ndarray:
     """An undecoded mask value as a 2-D array of class ids; a file that does not decode, or has colour channels,
-    is an error naming it."""
+    is an error naming it. A mask has its image's size: its image's check names one with too many pixels."""
+    name = mask_name(value)
     try:
-        with _open(value) as mask:
+        with open_image(value, where, name, warn_large=False) as mask, pixel_limit(where, name):
             if mask.mode not in MASK_MODES:
                 raise HubtuneError(
-                    f"{where}: {mask_name(value)} has mode {mask.mode}; a mask holds one "
+                    f"{where}: {name} has mode {mask.mode}; a mask holds one "
                     f"class id per pixel (a single-channel PNG: mode {', '.join(MASK_MODES)})"
                 )
             return np.array(mask)
     except (OSError, SyntaxError, ValueError) as error:
-        raise HubtuneError(f"{where}: {mask_name(value)} cannot be decoded ({error})") from error
-
-
-def image_size(value: dict[str, Any], where: str) -> tuple[int, int]:
-    """(width, height) from an image's header, after verifying its structure; no pixel decoded."""
-    verify_header(value, where)
-    with _open(value) as image:
-        return image.size
+        raise HubtuneError(f"{where}: {name} cannot be decoded ({error})") from error
 
 
 def check_pairs(
@@ -112,7 +101,7 @@ def check_pairs(
             for value, column in ((image, image_column), (mask, mask_column)):
                 if value is None:
                     raise HubtuneError(f"{where}: column '{column}' has no image")
-            size = image_size(image, where)
+            size = verify_header(image, where)
             ids = read_mask(mask, where)
             if ids.shape[::-1] != size:
                 raise HubtuneError(

@@ -33,6 +33,10 @@ FILE_BUILDERS = {
 }
 
 
+# The most text one cell of a data file may hold. A cell past it is a broken file (a quote left open in a csv makes
+# every line up to the next quote one cell) far more often than a real example, and tokenizing it whole before
+# truncation costs about 150 times its size in memory (one 50 MB cell: 7 GB).
+MAX_CELL_BYTES = 1 << 20
 # "data file 'x.csv', row 12" for a row position in a prepared split: error messages name the file's own row.
 Locate = Callable[[int], str]
 # Examples a streamed train split is shuffled within (datasets' shuffle buffer): a stream cannot be permuted whole.
@@ -96,16 +100,39 @@ def _table_builder(path: Path, streaming: bool = False) -> tuple[str, dict[str, 
 
 
 def load_table_file(path: Path) -> Dataset:
-    """A csv/tsv/json/jsonl/parquet file as one Dataset; the default `Task.load_data_file`."""
+    """A csv/tsv/json/jsonl/parquet file as one Dataset; the default `Task.load_data_file`. No text cell may hold
+    more than `MAX_CELL_BYTES`."""
     builder, options = _table_builder(path)
     try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+        table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
         cause = error.__cause__ or error
         # datasets reports a file with a header and no rows as a split instruction with no data.
         if "corresponds to no data" in str(error):
             raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
         raise HubtuneError(f"data file '{path}' does not parse as {builder}: {cause}") from error
+    _check_cell_sizes(table, path, builder)
+    return table
+
+
+def _check_cell_sizes(table: Dataset, path: Path, builder: str) -> None:
+    """The first text cell over `MAX_CELL_BYTES` is one line naming its row and column. Cell sizes are read from
+    the Arrow column's offsets: no cell is read, however large."""
+    for column, feature in table.features.items():
+        if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+            continue
+        sizes = pc.binary_length(table.with_format("arrow")[column])
+        position = pc.index(pc.greater(sizes, MAX_CELL_BYTES), True).as_py()
+        if position >= 0:
+            hint = (
+                "; a quote left open in a csv makes every line up to the next quote one cell"
+                if builder == "csv"
+                else ""
+            )
+            raise HubtuneError(
+                f"data file '{path}', row {position + 1}: column '{column}' holds {sizes[position].as_py():,} bytes "
+                f"of text, more than the {MAX_CELL_BYTES:,} (1 MiB) a cell may hold{hint}"
+            )
 
 
 def load_table_stream(path: Path) -> IterableDataset:

@@ -16,7 +16,7 @@ from transformers import AutoConfig
 
 from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.errors import HubtuneError
-from pipelines.models.loading import has_weights, missing_weights
+from pipelines.models.loading import check_weight_files, has_weights, missing_weights
 
 RECIPE_FILE = "recipe.yaml"
 RESULTS_FILE = "all_results.json"
@@ -66,6 +66,7 @@ def _load_full_model(auto_model: Any, run_dir: Path, trust_remote_code: bool) ->
         raise HubtuneError(f"run folder '{run_dir}' holds no config.json: the model was never saved there")
     if not has_weights(run_dir):
         raise missing_weights(run_dir, "run folder")
+    check_weight_files(run_dir, "run folder")
     return auto_model.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
 
 
@@ -73,6 +74,10 @@ def _load_adapter_model(auto_model: Any, run_dir: Path, trust_remote_code: bool)
     from peft import PeftConfig, PeftModel
 
     adapter = PeftConfig.from_pretrained(str(run_dir))
+    check_weight_files(run_dir, "run folder")
+    base_folder = Path(adapter.base_model_name_or_path).expanduser()
+    if base_folder.is_dir():  # transformers too reads a name that is a folder as that folder
+        check_weight_files(base_folder, f"run folder '{run_dir}' holds an adapter over the checkpoint folder")
     config = AutoConfig.from_pretrained(run_dir, trust_remote_code=trust_remote_code)
     try:
         base = auto_model.from_pretrained(

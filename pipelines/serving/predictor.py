@@ -20,7 +20,7 @@ from accelerate import PartialState
 from datasets import Dataset
 from transformers import PrinterCallback
 
-from pipelines.data.splits import Splits, load_splits, require_columns
+from pipelines.data.splits import MAX_CELL_BYTES, Splits, load_splits, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.processes import process_state
 from pipelines.runs.folder import read_run_recipe, write_json
@@ -84,13 +84,18 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
                         "--file and - read one input per line of text"
                     )
                 try:
-                    line.encode("utf-8")
+                    size = len(line.encode("utf-8"))
                 except UnicodeEncodeError as error:
                     # Python reads stdin with errors="surrogateescape": bytes that are not UTF-8 arrive as
                     # lone surrogates instead of raising, and would be predicted as garbage text.
                     raise HubtuneError(
                         f"{name}, line {number}: not UTF-8 text; --file and - read one input per line of text"
                     ) from error
+                if size > MAX_CELL_BYTES:  # as a data file's cell: tokenizing it whole would cost ~150x its size
+                    raise HubtuneError(
+                        f"{name}, line {number}: holds {size:,} bytes of text, more than the {MAX_CELL_BYTES:,} "
+                        "(1 MiB) one input may hold"
+                    )
                 yield line
         except UnicodeDecodeError as error:
             raise HubtuneError(
@@ -351,6 +356,7 @@ class Predictor:
         prepared = self.task.from_trained(
             self.task.prepare(splits, self.processor, label_names=self.label_names), self.model
         )
+        self.task.check_model_fit(prepared, self.model)
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(
                 self.config,

@@ -55,7 +55,7 @@ class AudioClassification(ClassifierMixin, AudioTask[AudioDataConfig]):
             labels = self.split_labels(splits, role, dataset, names, coding)
             if role == "train":
                 self.learn_from_train(result, labels, source)
-            result.datasets[role] = self.audio_dataset(role, dataset, labels, splits.locate(role), source, processor)
+            self.audio_dataset(result, role, dataset, labels, splits.locate(role), source)
         return result
 
     def data_collator(self, processor: Any) -> Any:

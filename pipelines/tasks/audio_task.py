@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -10,11 +11,20 @@ import numpy as np
 from datasets import Dataset
 from transformers import BatchFeature
 
-from pipelines.data.audio import AudioInputConfig, audio_lengths, crop, decode, load_audio_data_file, undecoded_audio
+from pipelines.data.audio import (
+    AudioInputConfig,
+    audio_lengths,
+    audio_name,
+    crop,
+    decode,
+    load_audio_data_file,
+    undecoded_audio,
+)
 from pipelines.data.splits import Locate, Splits, require_columns
 from pipelines.data.transcripts import TranscriptDataConfig, transcripts
+from pipelines.errors import HubtuneError
 from pipelines.tasks.base import PreparedData, Task
-from pipelines.tasks.serving_base import TaskServing, file_paths
+from pipelines.tasks.serving_base import TaskModel, TaskServing, file_paths
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +34,47 @@ LENGTH = "input_length"
 CROP_START = "crop_start"  # where a training clip's random window begins, drawn anew each time it is read
 
 
+# Spectrogram models whose extractor cuts the clip into analysis windows before it pads (AST: Kaldi filter banks of
+# 25 ms): a clip shorter than one window gives no frame at all, or an error deep in numpy.
+ANALYSIS_WINDOW_S = {"audio-spectrogram-transformer": 0.025}
+
+
 def feature_extractor_of(processor: Any) -> Any:
     return getattr(processor, "feature_extractor", processor)
+
+
+@dataclass(frozen=True)
+class ShortestClip:
+    """The fewest samples (at the extractor's rate) from which a model makes one frame, and why."""
+
+    samples: int
+    why: str
+
+    def check(self, length: int, rate: int, clip: str, fix: str) -> None:
+        """`clip` (a message's name for it), `length` samples at `rate`: one line when it is shorter."""
+        if length < self.samples:
+            raise HubtuneError(
+                f"{clip} lasts {length / rate:.3g} s ({length} samples at {rate} Hz), shorter than the "
+                f"{self.samples / rate:.3g} s ({self.samples} samples) this model takes: {self.why}; {fix}"
+            )
+
+
+def shortest_clip(model: TaskModel, extractor: Any) -> ShortestClip | None:
+    """What a model takes at the least, or None where any clip will do (Whisper's extractor pads every clip to
+    its window before it computes a frame). A raw-waveform encoder (wav2vec2, HuBERT, WavLM) slides its
+    convolutions over the clip: one frame needs their whole receptive field (400 samples, 25 ms, for wav2vec2-base).
+    Padding a shorter clip with silence would have the model judge mostly silence, with confidence."""
+    config = getattr(model, "config", None)
+    kernels, strides = getattr(config, "conv_kernel", None), getattr(config, "conv_stride", None)
+    if kernels and strides:
+        samples = 1
+        for kernel, stride in zip(reversed(kernels), reversed(strides)):
+            samples = (samples - 1) * stride + kernel
+        return ShortestClip(samples, "one frame of its convolutional feature encoder")
+    window = ANALYSIS_WINDOW_S.get(getattr(config, "model_type", ""))
+    if window is not None:
+        return ShortestClip(round(window * extractor.sampling_rate), "one analysis window of its feature extractor")
+    return None
 
 
 def extract_features(processor: Any, waveforms: list[np.ndarray]) -> BatchFeature:
@@ -65,17 +114,21 @@ class AudioTask(Task[AudioDataT]):
         return None if seconds is None else int(seconds * feature_extractor_of(processor).sampling_rate)
 
     def audio_dataset(
-        self, role: str, dataset: Dataset, labels: list, locate: Locate, source: str, processor: Any
-    ) -> Dataset:
-        """The split's undecoded audio column, `labels` and each clip's header length; long clips dropped
-        (transcript tasks) or, in training, given a random window per epoch (evaluation crops from the start).
+        self, result: PreparedData, role: str, dataset: Dataset, labels: list, locate: Locate, source: str
+    ) -> None:
+        """The split as `result.datasets[role]`: its undecoded audio column, `labels` and each clip's header
+        length; long clips dropped (transcript tasks) or, in training, given a random window per epoch (evaluation
+        crops from the start). Its shortest clip goes to `result.shortest_clips`, for `check_model_fit`.
 
         Reading every header here reports an unreadable file by name and row before training starts.
         """
-        column = self.data.audio_column
+        column, processor = self.data.audio_column, result.processor
         audio = undecoded_audio(dataset, column)
         lengths = audio_lengths(audio, column, feature_extractor_of(processor).sampling_rate, locate)
-        prepared = audio.select_columns([column]).add_column("labels", labels).add_column(LENGTH, lengths)
+        shortest = int(np.argmin(lengths))
+        clip = f"audio file '{audio_name(audio[shortest][column], locate(shortest))}' ({locate(shortest)})"
+        result.shortest_clips[role] = (lengths[shortest], clip)
+        split = audio.select_columns([column]).add_column("labels", labels).add_column(LENGTH, lengths)
         limit = self.max_samples(processor)
         if limit is not None and not self.crops_long_audio:
             keep = [i for i, length in enumerate(lengths) if length <= limit]
@@ -87,7 +140,7 @@ class AudioTask(Task[AudioDataT]):
                     len(lengths),
                     self.data.max_duration_s,
                 )
-                prepared = prepared.select(keep)
+                split = split.select(keep)
         elif role == "train" and limit is not None:
             rng = np.random.default_rng(self.config.seed)
 
@@ -98,12 +151,20 @@ class AudioTask(Task[AudioDataT]):
             if self.config.adapt.feature_cache:
                 # The cache runs the backbone once per clip: each training clip gets one window, drawn here, so
                 # the cached features are those of the clip the cache's check and the saved run see.
-                prepared = prepared.add_column(CROP_START, draw_windows({LENGTH: lengths})[CROP_START])
+                split = split.add_column(CROP_START, draw_windows({LENGTH: lengths})[CROP_START])
             else:
                 # The transform only draws where each window starts: the Trainer reads the length column through
                 # it row by row to group batches, so it must not decode.
-                prepared = prepared.with_transform(draw_windows)
-        return prepared
+                split = split.with_transform(draw_windows)
+        result.datasets[role] = split
+
+    def check_model_fit(self, prepared: PreparedData, model: TaskModel) -> None:
+        extractor = feature_extractor_of(prepared.processor)
+        minimum = shortest_clip(model, extractor)
+        if minimum is None:
+            return
+        for length, clip in prepared.shortest_clips.values():
+            minimum.check(length, extractor.sampling_rate, clip, "remove its row, or give a longer clip")
 
     def waveforms(self, processor: Any, rows: list[dict[str, Any]]) -> list[np.ndarray]:
         """A batch of prepared rows, decoded (mono, at the processor's rate) and cropped to their windows."""
@@ -134,7 +195,7 @@ class TranscriptTask(AudioTask[TranscriptDataT]):
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
             labels = processor.tokenizer(transcripts(dataset, self.data, splits.locate(role))).input_ids
-            result.datasets[role] = self.audio_dataset(role, dataset, labels, splits.locate(role), source, processor)
+            self.audio_dataset(result, role, dataset, labels, splits.locate(role), source)
         return result
 
 
@@ -150,8 +211,12 @@ class AudioServing(TaskServing[AudioTaskT]):
     def waveforms(self, inputs: list[str]) -> list[np.ndarray]:
         """Audio file paths decoded (mono, at the processor's rate) and, where the task crops, cropped from the
         start as evaluation crops."""
-        task, rate = self.task, feature_extractor_of(self.processor).sampling_rate
+        task, extractor = self.task, feature_extractor_of(self.processor)
+        rate, minimum = extractor.sampling_rate, shortest_clip(self.model, extractor)
         waves = [decode(path, rate, f"input '{path}'") for path in inputs]
+        for path, wave in zip(inputs, waves):
+            if minimum is not None:
+                minimum.check(len(wave), rate, f"input '{path}'", "there is too little of it to predict from")
         return [crop(wave, task.max_samples(self.processor)) for wave in waves] if task.crops_long_audio else waves
 
 

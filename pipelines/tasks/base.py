@@ -60,6 +60,9 @@ class PreparedData:
     # A multi-label classifier's decision threshold per class in id order, tuned on validation
     # (`data.tune_thresholds`); None: `data.threshold` for every class.
     thresholds: list[float] | None = None
+    # The shortest audio clip of each split: role -> (its length in samples at the feature extractor's rate, the
+    # clip named with its file and row), held against the model's own shortest input by `Task.check_model_fit`.
+    shortest_clips: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def __getitem__(self, role: str) -> Dataset:
         return self.datasets[role]
@@ -180,6 +183,10 @@ class Task(ABC, Generic[DataT]):
         """`prepared` (new data for a trained model) completed with what the model learnt from its training data
         (a regression's target scaling); most tasks have nothing to add."""
         return prepared
+
+    def check_model_fit(self, prepared: PreparedData, model: TaskModel) -> None:
+        """Checks of `prepared` data that need its model (the shortest clip a speech model takes): run once the
+        model is built, before training, and when a trained model scores new data. None by default."""
 
     def loss_function(self, prepared: PreparedData) -> Callable[[Any, Any], Any] | None:
         """(logits, labels) -> the training loss, where the task computes its own; None: the model's loss."""
