@@ -162,6 +162,16 @@ def relative_data_path_missing(values: dict, tmp: Path) -> list[str]:
     return ["'data.files.train'", "does not exist", "working directory"]
 
 
+def config_overrides_the_model_rejects(values: dict, tmp: Path) -> list[str]:
+    values["model"]["config_overrides"] = {"num_attention_heads": 3}  # hidden size 32
+    return ["'model.config_overrides'", "num_attention_heads: 3", "ValueError", "not a multiple"]
+
+
+def config_override_of_the_wrong_type(values: dict, tmp: Path) -> list[str]:
+    values["model"]["config_overrides"] = {"hidden_size": "wide"}
+    return ["'model.config_overrides'", "hidden_size: 'wide'", "expected int"]
+
+
 CASES: list[Case] = [
     missing_text_column,
     missing_label_column,
@@ -184,6 +194,8 @@ CASES: list[Case] = [
     digit_labels_among_names,
     ids_and_names_in_one_split,
     relative_data_path_missing,
+    config_overrides_the_model_rejects,
+    config_override_of_the_wrong_type,
     training_value("per_device_train_batch_size", 0, "at least 1"),
     training_value("per_device_train_batch_size", -1, "at least 1"),
     training_value("per_device_eval_batch_size", 0, "at least 1"),

@@ -17,7 +17,7 @@ from transformers import (
 
 from pipelines.config import option, require_one_of
 from pipelines.data.transcripts import TranscriptDataConfig, normalise
-from pipelines.models.loading import attention_kwargs, from_pretrained
+from pipelines.models.loading import attention_kwargs, from_config, from_pretrained
 from pipelines.runs.folder import load_run_model
 from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, extract_features
 from pipelines.tasks.base import PreparedData, TaskModel, logits_of
@@ -97,7 +97,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             from transformers import AutoConfig, GenerationConfig
 
             config = from_pretrained(AutoConfig, model_config)
-            model = AutoModelForSpeechSeq2Seq.from_config(config, **attention_kwargs(model_config))
+            model = from_config(AutoModelForSpeechSeq2Seq, config, model_config, **attention_kwargs(model_config))
             model.generation_config = from_pretrained(GenerationConfig, model_config)
             model.name_or_path = model_config.checkpoint
         else:
