@@ -355,6 +355,7 @@ class Recipe:
         )
         set_seed(self.config.seed)
         model = task.build_model(data)
+        task.check_model(model, data)
         try:
             callbacks = [*callbacks, *early_stopping(self.config), *tracker_callbacks(self.config)]
             stage = self._train_and_score(task, model, data, args, plan, callbacks)

@@ -26,6 +26,7 @@ from pipelines.config import DataConfig, RecipeConfig
 from pipelines.data.splits import Splits, load_table_file
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
+from pipelines.models.positions import position_limit
 from pipelines.tasks.serving_base import TaskModel, TaskServing
 
 DataT = TypeVar("DataT", bound=DataConfig)
@@ -160,6 +161,19 @@ class Task(ABC, Generic[DataT]):
     @abstractmethod
     def build_model(self, prepared: PreparedData) -> TaskModel:
         """The pretrained (or from-scratch) model with a head for `prepared.label_names`."""
+
+    def check_model(self, model: TaskModel, prepared: PreparedData) -> None:
+        """Rules that tie the recipe and data to the model `build_model` made, run before anything is written.
+        Here: a `data.max_length` (tokens per example, in any task's data section that has one) beyond the model's
+        learned position embeddings, which would stop training mid-way with an index error. Overrides call this
+        one first."""
+        max_length = getattr(self.data, "max_length", None)
+        limit = position_limit(model)
+        if isinstance(max_length, int) and limit is not None and max_length > limit.tokens:
+            raise HubtuneError(
+                f"recipe key 'data.max_length' is {max_length}, but model '{self.config.model.checkpoint}' takes at "
+                f"most {limit.tokens} tokens: {limit.describe()}; set 'data.max_length' to {limit.tokens} or less"
+            )
 
     @abstractmethod
     def load_run_model(self, run_dir: str) -> TaskModel:
