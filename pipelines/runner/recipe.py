@@ -20,8 +20,9 @@ from pipelines.adapt import format_table, parameter_table, plan_groups
 from pipelines.adapt.strategies import ProbeStage, Strategy, strategy_for
 from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_config
 from pipelines.data.splits import load_splits, shuffle_stream, streamed
-from pipelines.errors import HubtuneError, RunInterrupted
+from pipelines.errors import HubtuneError
 from pipelines.processes import process_state
+from pipelines.runner.failure import RunEnding
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.runs.guard import (
     check_replaceable,
@@ -313,22 +314,6 @@ class Recipe:
         trainer.accelerator.wait_for_everyone()
         logger.info("run folder: %s", self.output_dir)
 
-    def _interrupted(self, plan: RunPlan, state: PartialState) -> RunInterrupted:
-        """What Ctrl-C leaves: the checkpoints saved so far, to resume from; or, before the first one, nothing."""
-        checkpoint, _ = find_resumable(plan.work_dir)
-        if checkpoint is not None:
-            return RunInterrupted(
-                f"training stopped; its last complete checkpoint is '{checkpoint}'; continue it "
-                "with the same command and 'training.resume=true'"
-            )
-        if state.is_main_process and plan.checkpoint is None:
-            remove_run_folder(plan.work_dir)  # only this run's marker and logs: nothing to resume from
-        kept = f"'{self.output_dir}' is as it was; " if plan.replaces else ""
-        return RunInterrupted(
-            f"training stopped before its first checkpoint (see 'training.save_strategy'); {kept}"
-            "run the same command again to start over"
-        )
-
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
         """Train, evaluate on validation and test, and write the run folder. Returns all results.
 
@@ -356,16 +341,16 @@ class Recipe:
         set_seed(self.config.seed)
         model = task.build_model(data)
         task.check_model(model, data)
-        try:
-            callbacks = [*callbacks, *early_stopping(self.config), *tracker_callbacks(self.config)]
+        # From here on, a run that stops early says why and where it can resume, and leaves nothing half-written.
+        ending = RunEnding(plan.work_dir, self.output_dir, plan.replaces, state.is_main_process)
+        with ending.guard():
+            callbacks = [*callbacks, ending.watch, *early_stopping(self.config), *tracker_callbacks(self.config)]
             stage = self._train_and_score(task, model, data, args, plan, callbacks)
-        except KeyboardInterrupt:
-            raise self._interrupted(plan, state) from None
-        stage.results["training_setup"] = training_setup(stage.trainer, split_names)
-        stage.results["wall_time_s"] = time.perf_counter() - started
-        if data.warnings:
-            stage.results["warnings"] = list(data.warnings)
-        self._write_run_folder(stage, plan, task)
+            stage.results["training_setup"] = training_setup(stage.trainer, split_names)
+            stage.results["wall_time_s"] = time.perf_counter() - started
+            if data.warnings:
+                stage.results["warnings"] = list(data.warnings)
+            self._write_run_folder(stage, plan, task)
         if self.config.hub.push and stage.trainer.is_world_process_zero():
             pushed = push_run(self.output_dir, self.config, PushTarget(self.config.hub))
             stage.results["hub_url"] = pushed.where

@@ -1,0 +1,158 @@
+"""How a run ends when training does not finish: one line naming the cause and the last complete checkpoint, and a
+run folder that `training.resume=true` continues, or that is removed when it holds nothing to continue from.
+
+Ctrl-C, hubtune's own errors and any other exception all go through `RunEnding.guard`: a checkpoint or final save
+cut short is deleted (the Trainer would otherwise count it as saved), and a folder with no complete checkpoint, a
+replacement's hidden staging folder included, is removed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from pipelines.errors import HubtuneError, RunFailed, RunInterrupted
+from pipelines.runs.guard import MARKER, TRAINER_ENTRIES, is_finished, remove_run_folder
+from pipelines.runs.resume import find_resumable
+
+logger = logging.getLogger(__name__)
+
+CAUSE_CHARS = 300  # of an unexpected error's message, in the line; the CLI keeps the whole traceback
+
+
+class TrainingWatch(TrainerCallback):
+    """Where training stood when it stopped (the optimizer step under way, or that training had ended), and what
+    the run folder held when training began: any other entry but the Trainer's is the final save's."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.step: int | None = None
+        self.ended = False
+        self.entries_at_start: set[str] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.entries_at_start = {entry.name for entry in self.work_dir.iterdir()}
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step = state.global_step + 1
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.ended = True
+
+    def final_save_entries(self) -> list[Path]:
+        """What the run's final save has written so far."""
+        if self.entries_at_start is None or not self.work_dir.is_dir():
+            return []
+        known = self.entries_at_start | {MARKER}
+        return [
+            entry
+            for entry in self.work_dir.iterdir()
+            if entry.name not in known and not any(fnmatch.fnmatchcase(entry.name, p) for p in TRAINER_ENTRIES)
+        ]
+
+    def where(self) -> str:
+        if self.final_save_entries():
+            return "while saving the trained run"
+        if self.ended:
+            return "after training, while scoring the run"
+        return "before the first training step" if self.step is None else f"at step {self.step}"
+
+
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _cause(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    text = text if len(text) <= CAUSE_CHARS else f"{text[:CAUSE_CHARS]}..."
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class RunEnding:
+    """The end of a run whose training did not finish, for the folder it trains in (`work_dir`: the run folder,
+    or the staging folder of a replacement of `output_dir`). `watch` goes to the Trainer's callbacks."""
+
+    def __init__(self, work_dir: Path, output_dir: Path, replaces: bool, main_process: bool):
+        self.work_dir, self.output_dir = work_dir, output_dir
+        self.replaces, self.main_process = replaces, main_process
+        self.watch = TrainingWatch(work_dir)
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Training, scoring and saving the run; however they stop early, they end here."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
+        except HubtuneError as error:
+            # hubtune's own errors during training (a non-finite loss) already say what happened and what to do.
+            if not self._tidy()[1]:
+                raise
+            raise HubtuneError(f"{error} ({self._removed()})") from error.__cause__
+        except Exception as error:
+            saving = self._checkpoint_being_saved()
+            where = f"while saving '{saving.name}'" if saving else self.watch.where()
+            checkpoint, removed = self._tidy()
+            if removed:
+                after = self._removed()
+            else:
+                after = f"the last complete checkpoint is '{checkpoint}': continue it with the same command and "
+                after += "'training.resume=true'"
+            raise RunFailed(f"training failed {where}: {_cause(error)}; {after} once the cause is fixed") from error
+
+    def _checkpoint_being_saved(self) -> Path | None:
+        _, incomplete = find_resumable(self.work_dir)
+        return incomplete[0] if incomplete else None
+
+    def _removed(self) -> str:
+        kept = f"; '{self.output_dir}' is as it was" if self.replaces else ""
+        return f"no checkpoint was complete, so the run folder was removed{kept}: run the same command again"
+
+    def _tidy(self) -> tuple[Path | None, bool]:
+        """Delete what the stop left half-written; returns the last complete checkpoint and whether the whole run
+        folder went (it held none)."""
+        checkpoint, incomplete = find_resumable(self.work_dir)
+        if not self.main_process or not self.work_dir.is_dir() or is_finished(self.work_dir):
+            return checkpoint, False
+        for partial in incomplete:
+            logger.warning("deleting '%s': the run stopped while saving it", partial)
+            shutil.rmtree(partial)
+        for entry in self.watch.final_save_entries():
+            logger.warning("deleting '%s': the run stopped while saving its final results", entry)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        if checkpoint is not None or not (self.work_dir / MARKER).is_file():
+            return checkpoint, False
+        try:
+            remove_run_folder(self.work_dir)
+        except HubtuneError as refused:  # someone put files of their own into it meanwhile: they stay
+            logger.warning("the run folder is kept: %s", refused)
+            return None, False
+        return None, True
+
+    def _interrupted(self) -> RunInterrupted:
+        """What Ctrl-C leaves: the checkpoints saved so far, to resume from; or, before the first one, nothing."""
+        checkpoint, _ = self._tidy()
+        if checkpoint is not None:
+            return RunInterrupted(
+                f"training stopped; its last complete checkpoint is '{checkpoint}'; continue it "
+                "with the same command and 'training.resume=true'"
+            )
+        kept = f"'{self.output_dir}' is as it was; " if self.replaces else ""
+        return RunInterrupted(
+            f"training stopped before its first checkpoint (see 'training.save_strategy'); {kept}"
+            "run the same command again to start over"
+        )
