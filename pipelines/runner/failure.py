@@ -1,13 +1,14 @@
 """How a run ends when training does not finish: one line naming the cause and the last complete checkpoint, and a
 run folder that `training.resume=true` continues, or that is removed when it holds nothing to continue from.
 
-Ctrl-C, hubtune's own errors and any other exception all go through `RunEnding.guard`: a checkpoint or final save
-cut short is deleted (the Trainer would otherwise count it as saved), and a folder with no complete checkpoint, a
-replacement's hidden staging folder included, is removed.
+Ctrl-C, a full disk, hubtune's own errors and any other exception all go through `RunEnding.guard`: a checkpoint
+or final save cut short is deleted (the Trainer would otherwise count it as saved, and it fills the disk), and a
+folder with no complete checkpoint, a replacement's hidden staging folder included, is removed.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import logging
 import shutil
@@ -23,6 +24,13 @@ from pipelines.runs.resume import find_resumable
 
 logger = logging.getLogger(__name__)
 
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# How a full disk reads where no OSError carries its errno (safetensors' Rust writer, a wrapped error).
+DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "StorageFull")
+# torch.save's writer reports a failed write without its cause ("unexpected pos 576 vs 534"): on a device with
+# less than this free, the cause is taken to be the full disk.
+TORCH_WRITE_FAILED = ("unexpected pos", "file write failed")
+NEARLY_FULL_BYTES = 64 * 2**20
 CAUSE_CHARS = 300  # of an unexpected error's message, in the line; the CLI keeps the whole traceback
 
 
@@ -73,6 +81,18 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _disk_full(error: BaseException, folder: Path) -> bool:
+    for link in _chain(error):
+        if isinstance(link, OSError) and link.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(words in str(link) for words in DISK_FULL_WORDS):
+            return True
+    if any(words in str(link) for link in _chain(error) for words in TORCH_WRITE_FAILED):
+        existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
+        return existing is not None and shutil.disk_usage(existing).free < NEARLY_FULL_BYTES
+    return False
+
+
 def _cause(error: BaseException) -> str:
     text = " ".join(str(error).split())
     text = text if len(text) <= CAUSE_CHARS else f"{text[:CAUSE_CHARS]}..."
@@ -101,6 +121,7 @@ class RunEnding:
                 raise
             raise HubtuneError(f"{error} ({self._removed()})") from error.__cause__
         except Exception as error:
+            full = _disk_full(error, self.work_dir)
             saving = self._checkpoint_being_saved()
             where = f"while saving '{saving.name}'" if saving else self.watch.where()
             checkpoint, removed = self._tidy()
@@ -109,6 +130,11 @@ class RunEnding:
             else:
                 after = f"the last complete checkpoint is '{checkpoint}': continue it with the same command and "
                 after += "'training.resume=true'"
+            if full:
+                raise HubtuneError(
+                    f"no space left on the device holding '{self.output_dir}' {where}; the partial files were "
+                    f"deleted and {after} once space is freed"
+                ) from error
             raise RunFailed(f"training failed {where}: {_cause(error)}; {after} once the cause is fixed") from error
 
     def _checkpoint_being_saved(self) -> Path | None:
