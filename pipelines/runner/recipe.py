@@ -41,6 +41,7 @@ from pipelines.runs.resume import drop_incomplete, find_resumable
 from pipelines.serving.hub import PushTarget, push_run
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
+from pipelines.training.batches import fit_last_batch
 from pipelines.training.feature_cache import FeatureCache
 from pipelines.training.machine import check_machine
 from pipelines.training.setup_record import training_setup
@@ -176,7 +177,7 @@ class Recipe:
         return model, GroupOptimization(groups, plans, unit), table
 
     def _probe(
-        self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan, stage: ProbeStage
+        self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan, stage: ProbeStage, drop_last: bool
     ) -> dict[str, Any]:
         """A strategy's first stage (LP-FT's linear probe): the head alone; its metrics are kept as `probe_*`."""
         probe_dir = plan.work_dir / PROBE_DIR
@@ -195,6 +196,7 @@ class Recipe:
             learning_rate=stage.learning_rate,
             save_strategy="no",
             load_best_model_at_end=False,
+            dataloader_drop_last=drop_last,
         )
         trainer = build_trainer(task, probe, data, args, optimization=optimization)
         metrics = dict(trainer.train().metrics)
@@ -232,6 +234,7 @@ class Recipe:
         probe = strategy.probe_stage()
         if probe is None:
             model, optimization, table = self._adapt(task, model, strategy)
+        fit_last_batch(task, model, data, args)  # for the probe stage too
         state = process_state()
         cache = None
         if config.adapt.feature_cache:
@@ -242,7 +245,7 @@ class Recipe:
 
         results: dict[str, Any] = {}
         if probe is not None:
-            results.update(self._probe(task, model, data, plan, probe))
+            results.update(self._probe(task, model, data, plan, probe, args.dataloader_drop_last))
             model, optimization, table = self._adapt(task, model, strategy)
         backbone: contextlib.AbstractContextManager[None]
         datasets = data.datasets
