@@ -147,6 +147,22 @@ def test_an_unexpected_error_names_its_step_and_the_checkpoint_and_the_run_resum
     assert_same_run(resumed, run_dir, *straight)
 
 
+def test_an_unexpected_error_before_the_run_folder_is_written_says_nothing_was_saved(recipe_values, monkeypatch):
+    from pipelines.runner import recipe
+
+    def failing_look(*args, **kwargs):
+        raise RuntimeError("the test's failure while setting up training")
+
+    monkeypatch.setattr(recipe, "fit_last_batch", failing_look)
+    with pytest.raises(RunFailed) as caught:
+        Recipe.from_dict(copy.deepcopy(recipe_values)).run()
+    assert str(caught.value) == (
+        "training failed before the first training step: RuntimeError: the test's failure while setting up "
+        "training; nothing was saved to resume from: run the same command again once the cause is fixed"
+    )
+    assert not Path(recipe_values["output_dir"]).exists()
+
+
 def test_cli_an_unexpected_error_is_one_line_exit_1_with_the_traceback_in_a_file(
     recipe_values, tmp_path, monkeypatch, capsys
 ):

@@ -45,7 +45,8 @@ class TrainingWatch(TrainerCallback):
         self.entries_at_start: set[str] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.entries_at_start = {entry.name for entry in self.work_dir.iterdir()}
+        # (A node that does not share the main process's disk has no run folder.)
+        self.entries_at_start = {entry.name for entry in self.work_dir.iterdir()} if self.work_dir.is_dir() else set()
 
     def on_step_begin(self, args, state, control, **kwargs):
         self.step = state.global_step + 1
@@ -125,11 +126,11 @@ class RunEnding:
             saving = self._checkpoint_being_saved()
             where = f"while saving '{saving.name}'" if saving else self.watch.where()
             checkpoint, removed = self._tidy()
-            if removed:
-                after = self._removed()
-            else:
+            if checkpoint is not None:
                 after = f"the last complete checkpoint is '{checkpoint}': continue it with the same command and "
                 after += "'training.resume=true'"
+            else:
+                after = self._removed() if removed else "nothing was saved to resume from: run the same command again"
             if full:
                 raise HubtuneError(
                     f"no space left on the device holding '{self.output_dir}' {where}; the partial files were "
@@ -138,6 +139,8 @@ class RunEnding:
             raise RunFailed(f"training failed {where}: {_cause(error)}; {after} once the cause is fixed") from error
 
     def _checkpoint_being_saved(self) -> Path | None:
+        if self.watch.entries_at_start is None:  # training never began: any incomplete one is an earlier crash's
+            return None
         _, incomplete = find_resumable(self.work_dir)
         return incomplete[0] if incomplete else None
 
