@@ -27,3 +27,11 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__(" ".join(str(message).split()))
         self.exit_code = exit_code
         self.verb = verb
+
+
+class RunFailed(HubtuneError):
+    """An unexpected error during training (a bug, a library's failure), told in one line with the last complete
+    checkpoint; the original error is its `__cause__`, whose traceback the CLI writes to a file for bug reports.
+    Exit code 1, as for any program that failed, where bad input is 2."""
+
+    exit_code = 1

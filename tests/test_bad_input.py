@@ -173,6 +173,21 @@ def relative_data_path_missing(values: dict, tmp: Path) -> list[str]:
     return ["'data.files.train'", "does not exist", "working directory"]
 
 
+def max_length_beyond_positions(values: dict, tmp: Path) -> list[str]:
+    values["data"]["max_length"] = 1024  # the tiny BERT has 64 positions: training died with "expanded size"
+    return ["'data.max_length' is 1024", "at most 64 tokens", "'bert.embeddings.position_embeddings'", "64 or less"]
+
+
+def config_overrides_the_model_rejects(values: dict, tmp: Path) -> list[str]:
+    values["model"]["config_overrides"] = {"num_attention_heads": 3}  # hidden size 32
+    return ["'model.config_overrides'", "num_attention_heads: 3", "ValueError", "not a multiple"]
+
+
+def config_override_of_the_wrong_type(values: dict, tmp: Path) -> list[str]:
+    values["model"]["config_overrides"] = {"hidden_size": "wide"}
+    return ["'model.config_overrides'", "hidden_size: 'wide'", "expected int"]
+
+
 CASES: list[Case] = [
     missing_text_column,
     missing_label_column,
@@ -196,6 +211,9 @@ CASES: list[Case] = [
     digit_labels_among_names,
     ids_and_names_in_one_split,
     relative_data_path_missing,
+    max_length_beyond_positions,
+    config_overrides_the_model_rejects,
+    config_override_of_the_wrong_type,
     training_value("per_device_train_batch_size", 0, "at least 1"),
     training_value("per_device_train_batch_size", -1, "at least 1"),
     training_value("per_device_eval_batch_size", 0, "at least 1"),

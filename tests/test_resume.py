@@ -8,11 +8,12 @@ import math
 
 import pytest
 import torch
-from helpers.runs import SimulatedCrash, StopAt, losses, quality
+from helpers.runs import StopAt, losses, quality
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe
+from pipelines.errors import RunFailed
 
 # Trains models for seconds each: `make test-fast` leaves this module out.
 pytestmark = pytest.mark.slow
@@ -42,7 +43,7 @@ def resumed(tiny_bert, sentiment_files, tmp_path_factory):
     straight = Recipe.from_dict(make_recipe_values(tiny_bert, sentiment_files, straight_dir), CHECKPOINTING).run()
 
     stop = StopAt(STOP_AT)
-    with pytest.raises(SimulatedCrash):
+    with pytest.raises(RunFailed, match="SimulatedCrash: the test's crash after step"):
         Recipe.from_dict(make_recipe_values(tiny_bert, sentiment_files, resumed_dir), CHECKPOINTING).run(
             callbacks=[stop]
         )

@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 
 from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.commands.cli import main, stop_on_sigterm
-from pipelines.errors import RunInterrupted
+from pipelines.errors import RunFailed, RunInterrupted
 from pipelines.runs.guard import MARKER, finish_run, recover_interrupted_swap, staging_dir, start_run
 from pipelines.runs.lock import lock_path
 
@@ -134,10 +134,12 @@ def test_files_hubtune_adds_later_do_not_block_overwrite(finished_run, recipe_va
 
 def test_failed_overwrite_leaves_the_old_run_intact(finished_run, recipe_values):
     before = snapshot(finished_run)
-    with pytest.raises(RuntimeError, match="interrupted by the test"):
+    with pytest.raises(RunFailed, match="RuntimeError: interrupted by the test; no checkpoint was complete") as caught:
         Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true"]).run(callbacks=[InterruptAt(3, RuntimeError)])
+    assert f"'{finished_run}' is as it was" in str(caught.value)
     assert snapshot(finished_run) == before
-    # The next overwrite clears what the failed one left beside the run, and leaves nothing else behind.
+    # The failed one saved no checkpoint to resume: nothing of it is left beside the run.
+    assert sorted(p.name for p in finished_run.parent.iterdir()) == [finished_run.name]
     Recipe.from_dict(copy.deepcopy(recipe_values), ["overwrite=true", "training.num_train_epochs=1"]).run()
     assert sorted(p.name for p in finished_run.parent.iterdir()) == [finished_run.name]
 

@@ -465,6 +465,66 @@ def test_recipe_key_errors_name_the_key(section, change, expected, backbone, sha
         Recipe.from_dict(values)
 
 
+def test_a_last_batch_of_one_is_dropped_for_upernet_and_the_run_trains_to_the_end(backbone, shapes, tmp_path, caplog):
+    """21 training tiles at batch 10: UperNet's pooled branch has a BatchNorm over one value per channel for one
+    image, so the last batch of one stopped the run mid-way ("Expected more than 1 value per channel")."""
+    values = seg_values(backbone, shapes, tmp_path / "run")
+    values["data"]["max_train_samples"] = 21
+    values["training"].update(per_device_train_batch_size=10, num_train_epochs=2)
+    results = Recipe.from_dict(values).run()
+    assert (
+        "21 training examples in batches of 10 leave a last batch of one, on which UperNetForSemanticSegmentation's "
+        "BatchNorm layer 'decode_head.psp_modules.0.1.batch_norm' cannot train" in caplog.text
+    )
+    assert results["train_samples"] == 21 and results["training_setup"]["steps_trained"] == 4  # 2 batches of 10
+    assert (tmp_path / "run" / "all_results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            {"data": {"max_train_samples": 1}},
+            "capped by 'data.max_train_samples') holds 1 example, but UperNetForSemanticSegmentation's BatchNorm layer "
+            "'decode_head.psp_modules.0.1.batch_norm' cannot train on a batch of one example",
+        ),
+        ({"training": {"per_device_train_batch_size": 1}}, "'training.per_device_train_batch_size' is 1, but UperNet"),
+        (
+            {
+                "data": {"max_train_samples": 21},
+                "training": {"per_device_train_batch_size": 10, "dataloader_drop_last": False},
+            },
+            "'training.dataloader_drop_last' is false, but 21 training examples in batches of 10 leave a last batch of one",
+        ),
+        (
+            {"model": {"config_overrides": {"pool_scales": "wide"}}},
+            "recipe key 'model.config_overrides' (pool_scales: 'wide') makes a model that transformers rejects: "
+            "StrictDataclassFieldValidationError",
+        ),
+        (
+            {"model": {"config_overrides": {"hidden_size": -1}}},
+            "recipe key 'model.config_overrides' (hidden_size: -1) makes a model that transformers rejects: "
+            "RuntimeError: Trying to create tensor with negative dimension -1",
+        ),
+    ],
+    ids=["one-image", "batch-size-1", "drop-last-false", "config-override-type", "config-override-value"],
+)
+def test_what_upernet_cannot_train_on_is_one_line_before_anything_is_written(
+    change, expected, backbone, shapes, tmp_path, capsys
+):
+    values = seg_values(backbone, shapes, tmp_path / "run")
+    for section, keys in change.items():
+        values[section].update(keys)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    assert main(["train", str(recipe)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hubtune: error:") and expected in lines[0], lines
+    if "max_train_samples" in values["data"] and values["data"]["max_train_samples"] == 1:
+        assert f"data file '{shapes['train']}' ('data.files.train'" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.distributed
 def test_two_process_ddp_trains_and_evaluates(backbone, shapes, tmp_path):
     """`accelerate launch` of `hubtune train` on two CPU processes (gloo), then `hubtune evaluate` of its folder."""

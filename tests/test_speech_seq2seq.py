@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import random
 
 import pytest
 import soundfile
+import yaml
 from helpers.speech import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
 
 from pipelines import Recipe
@@ -116,3 +118,24 @@ def test_whisper_lora_saves_and_reloads(tiny_whisper_checkpoint, words, tmp_path
     run = Predictor(tmp_path / "run")
     assert run.evaluate("test")["test_wer"] == pytest.approx(results["test_wer"])
     assert isinstance(run.predict([f"{words['test']}/w0.wav"])[0]["transcript"], str)
+
+
+def test_a_transcript_longer_than_the_whisper_decoder_is_one_line_before_anything_is_written(
+    tiny_whisper_checkpoint, tmp_path, capsys
+):
+    """The tiny Whisper has 64 decoder positions: a longer transcript stopped training at its batch."""
+    folder = tmp_path / "long"
+    write_word_split(folder, 4, seed=2)
+    rows = list(csv.DictReader((folder / "metadata.csv").open()))
+    rows[2]["text"] = " ".join(["low"] * 80)
+    write_manifest(folder / "metadata.csv", rows)
+    values = whisper_recipe(tiny_whisper_checkpoint, {"train": str(folder)}, tmp_path / "run")
+    values["data"]["test_split"] = None
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    assert main(["train", str(recipe)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("hubtune: error: a transcript of the train split is 82 tokens long ('low low")
+    assert "takes at most 64 tokens (its config's max_target_positions)" in lines[0]
+    assert not (tmp_path / "run").exists()

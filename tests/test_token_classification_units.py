@@ -242,7 +242,19 @@ def missing_tags_column(values: dict, tmp: Path) -> list[str]:
     return [str(path), "'ner_tags'", "data.tags_column"]
 
 
-CASES = [tag_not_in_tag_set, ragged_tokens_and_tags, empty_sentence, malformed_conll_line, missing_tags_column]
+def max_length_beyond_positions(values: dict, tmp: Path) -> list[str]:
+    values["data"]["max_length"] = 100  # the tiny BERT has 64 positions
+    return ["'data.max_length' is 100", "at most 64 tokens", "64 or less"]
+
+
+CASES = [
+    tag_not_in_tag_set,
+    ragged_tokens_and_tags,
+    empty_sentence,
+    malformed_conll_line,
+    missing_tags_column,
+    max_length_beyond_positions,
+]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.__name__ for case in CASES])

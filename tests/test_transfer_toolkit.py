@@ -7,11 +7,12 @@ import math
 
 import pytest
 import torch
-from helpers.runs import SimulatedCrash, StopAt, losses, quality
+from helpers.runs import StopAt, losses, quality
 from safetensors.torch import load_file
 from transformers import BertForSequenceClassification, TrainerCallback
 
 from pipelines import HubtuneError, Recipe
+from pipelines.errors import RunFailed
 
 # Trains models for seconds each: `make test-fast` leaves this module out.
 pytestmark = pytest.mark.slow
@@ -117,7 +118,7 @@ def test_resume_across_an_unfreeze_point_matches_the_uninterrupted_run(recipe_va
     straight_results = straight.run()
     stopped_dir = str(tmp_path / "stopped")
     stopper = StopAt(10)
-    with pytest.raises(SimulatedCrash):
+    with pytest.raises(RunFailed, match="SimulatedCrash: the test's crash after step"):
         Recipe.from_dict(dict(recipe_values, output_dir=stopped_dir), schedule).run(callbacks=[stopper])
     assert stopper.stopped_at == 10
     resumed = Recipe.from_dict(dict(recipe_values, output_dir=stopped_dir), [*schedule, "training.resume=true"])

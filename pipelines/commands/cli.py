@@ -11,7 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pipelines.errors import HubtuneError, Terminated
+from pipelines.errors import HubtuneError, RunFailed, Terminated
 
 # Commands that may read checkpoints or datasets from the Hub (or push to it).
 HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "search", "export", "push")
@@ -224,6 +224,23 @@ def _push(args: argparse.Namespace) -> None:
         print(pushed.where)
 
 
+def _traceback_note(error: HubtuneError) -> str:
+    """Where the full traceback of an unexpected failure went, for a bug report; bad input has none to keep."""
+    if not isinstance(error, RunFailed):
+        return ""
+    import os
+    import tempfile
+    import traceback
+
+    try:
+        handle, path = tempfile.mkstemp(prefix="hubtune-traceback-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write("".join(traceback.format_exception(error)))
+    except OSError as unwritable:  # the full disk that may have stopped the run
+        return f" (its traceback could not be written: {unwritable})"
+    return f" (full traceback: {path})"
+
+
 def parse(argv: Sequence[str]) -> argparse.Namespace:
     """Options may stand anywhere among a command's positionals (`predict RUN --json "text"`): each command is
     parsed on its own with argparse's intermixed parsing, which a parser with subcommands cannot do itself."""
@@ -255,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _run(args)
     except HubtuneError as error:
-        print(f"hubtune: error: {error}", file=sys.stderr)
+        print(f"hubtune: error: {error}{_traceback_note(error)}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt as interrupt:
         # Ctrl-C or SIGTERM: one line (with what to do next when training was running), and the shell's exit code.

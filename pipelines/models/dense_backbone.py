@@ -26,7 +26,13 @@ from pipelines.compat import auto_class_builds, auto_class_model_types
 from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError
 from pipelines.models.groups import timm_backbone_module
-from pipelines.models.loading import TIMM_HUB_PREFIX, timm_file_as_folder
+from pipelines.models.loading import (
+    REJECTED_BUILD,
+    TIMM_HUB_PREFIX,
+    from_config,
+    rejected_overrides,
+    timm_file_as_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -150,9 +156,14 @@ def build_on_backbone(
                 f"'model.config_overrides.{key}' is not a field of {type(config).__name__} ('model.architecture')"
                 f"{closest(key, fields, 'model.config_overrides.', 'fields')}"
             )
-        setattr(config, key, value)
+        try:
+            setattr(config, key, value)  # a config field checks its type as it is set
+        except REJECTED_BUILD as error:
+            if key not in model.config_overrides:
+                raise
+            raise rejected_overrides(model, error) from error
     _fit_hybrid_encoder(config, source.architecture)
-    built = auto_model.from_config(config)
+    built = from_config(auto_model, config, model)
     load_backbone_weights(built, source, pretrained=not model.from_scratch)
     built.name_or_path = model.checkpoint
     logger.info(

@@ -10,6 +10,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import AutoConfig, PretrainedConfig
 
@@ -168,6 +169,33 @@ def attention_kwargs(model: ModelConfig) -> dict[str, Any]:
     return {"attn_implementation": model.attn_implementation} if model.attn_implementation else {}
 
 
+# What transformers raises for a config or model it will not build: a config field's type check (huggingface_hub's
+# strict dataclasses), a constructor's own checks (ValueError, an unknown activation's KeyError, an assert), weights
+# that no longer fit (RuntimeError).
+REJECTED_BUILD = (ValueError, TypeError, KeyError, RuntimeError, AssertionError, StrictDataclassError)
+
+
+def rejected_overrides(model: ModelConfig, error: Exception) -> HubtuneError:
+    """The line for a config or model that transformers would not build with the recipe's
+    `model.config_overrides`."""
+    keys = ", ".join(f"{key}: {value!r}" for key, value in model.config_overrides.items())
+    return HubtuneError(
+        f"recipe key 'model.config_overrides' ({keys}) makes a model that transformers rejects: "
+        f"{type(error).__name__}: {error}"
+    )
+
+
+def from_config(auto_model: Any, config: PretrainedConfig, model: ModelConfig, **kwargs: Any) -> Any:
+    """`auto_model.from_config(config)`; a build that transformers rejects while the recipe's
+    `model.config_overrides` shape the config is one line naming them."""
+    try:
+        return auto_model.from_config(config, **kwargs)
+    except REJECTED_BUILD as error:
+        if not model.config_overrides:
+            raise
+        raise rejected_overrides(model, error) from error
+
+
 def _check_config_overrides(checkpoint: str, model: ModelConfig) -> None:
     """Each `model.config_overrides` key must be a field of the checkpoint's config: `from_pretrained` would
     otherwise store a misspelt one as a new attribute that nothing reads."""
@@ -207,19 +235,26 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
         )
     if folder.is_dir() and hasattr(loader, "from_config"):
         check_weight_files(folder, "checkpoint folder ('model.checkpoint')" if source is None else "model folder")
+    # The recipe's checkpoint built as a config or model with the overrides, given here or through `config`.
+    overridden = source is None and bool(model.config_overrides) and (overrides or "config" in kwargs)
+    checked = False
     try:
         if overrides and model.config_overrides:
             _check_config_overrides(checkpoint, model)
+        checked = True
         return loader.from_pretrained(
             checkpoint, revision=model.revision, trust_remote_code=model.trust_remote_code, **kwargs
         )
-    except ValueError as error:
+    except REJECTED_BUILD as error:
         if "trust_remote_code" in str(error):
             raise HubtuneError(
                 f"checkpoint '{checkpoint}' runs Python code of its own (its config's auto_map); "
                 "read that code, then set 'model.trust_remote_code=true' to allow it"
             ) from error
-        if folder.is_dir():
+        # The checkpoint's config loads without the overrides (just checked): with them, the build failed.
+        if overridden and checked:
+            raise rejected_overrides(model, error) from error
+        if folder.is_dir() and isinstance(error, ValueError):
             raise _unloadable_folder(checkpoint, loader, error) from error
         raise
     except OSError as error:
@@ -294,8 +329,8 @@ def load_classifier(
         model_args.pop("num_classes", None)
     if model.from_scratch:
         logger.info("model.from_scratch: %s architecture with random weights", config.model_type)
-        classifier = auto_model.from_config(
-            config, trust_remote_code=model.trust_remote_code, **attention_kwargs(model)
+        classifier = from_config(
+            auto_model, config, model, trust_remote_code=model.trust_remote_code, **attention_kwargs(model)
         )
         classifier.name_or_path = model.checkpoint
         if hasattr(classifier, "timm_model"):

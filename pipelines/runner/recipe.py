@@ -20,8 +20,9 @@ from pipelines.adapt import format_table, parameter_table, plan_groups
 from pipelines.adapt.strategies import ProbeStage, Strategy, strategy_for
 from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_config
 from pipelines.data.splits import load_splits, shuffle_stream, streamed
-from pipelines.errors import HubtuneError, RunInterrupted
+from pipelines.errors import HubtuneError
 from pipelines.processes import process_state
+from pipelines.runner.failure import RunEnding
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.runs.guard import (
     check_replaceable,
@@ -40,6 +41,7 @@ from pipelines.runs.resume import drop_incomplete, find_resumable
 from pipelines.serving.hub import PushTarget, push_run
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
+from pipelines.training.batches import fit_last_batch
 from pipelines.training.feature_cache import FeatureCache
 from pipelines.training.machine import check_machine
 from pipelines.training.setup_record import training_setup
@@ -175,7 +177,7 @@ class Recipe:
         return model, GroupOptimization(groups, plans, unit), table
 
     def _probe(
-        self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan, stage: ProbeStage
+        self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan, stage: ProbeStage, drop_last: bool
     ) -> dict[str, Any]:
         """A strategy's first stage (LP-FT's linear probe): the head alone; its metrics are kept as `probe_*`."""
         probe_dir = plan.work_dir / PROBE_DIR
@@ -194,6 +196,7 @@ class Recipe:
             learning_rate=stage.learning_rate,
             save_strategy="no",
             load_best_model_at_end=False,
+            dataloader_drop_last=drop_last,
         )
         trainer = build_trainer(task, probe, data, args, optimization=optimization)
         metrics = dict(trainer.train().metrics)
@@ -231,6 +234,7 @@ class Recipe:
         probe = strategy.probe_stage()
         if probe is None:
             model, optimization, table = self._adapt(task, model, strategy)
+        fit_last_batch(task, model, data, args)  # for the probe stage too
         state = process_state()
         cache = None
         if config.adapt.feature_cache:
@@ -241,7 +245,7 @@ class Recipe:
 
         results: dict[str, Any] = {}
         if probe is not None:
-            results.update(self._probe(task, model, data, plan, probe))
+            results.update(self._probe(task, model, data, plan, probe, args.dataloader_drop_last))
             model, optimization, table = self._adapt(task, model, strategy)
         backbone: contextlib.AbstractContextManager[None]
         datasets = data.datasets
@@ -313,28 +317,6 @@ class Recipe:
         trainer.accelerator.wait_for_everyone()
         logger.info("run folder: %s", self.output_dir)
 
-    def _interrupted(self, plan: RunPlan, state: PartialState, stop: KeyboardInterrupt) -> RunInterrupted:
-        """What Ctrl-C or SIGTERM (`stop`) leaves: the checkpoints saved so far, to resume from; or, before the
-        first one, nothing."""
-        exit_code, verb = int(getattr(stop, "exit_code", 130)), str(getattr(stop, "verb", "interrupted"))
-        checkpoint, _ = find_resumable(plan.work_dir)
-        if checkpoint is not None:
-            return RunInterrupted(
-                f"training stopped; its last complete checkpoint is '{checkpoint}'; continue it "
-                "with the same command and 'training.resume=true'",
-                exit_code=exit_code,
-                verb=verb,
-            )
-        if state.is_main_process and plan.checkpoint is None:
-            remove_run_folder(plan.work_dir)  # only this run's marker and logs: nothing to resume from
-        kept = f"'{self.output_dir}' is as it was; " if plan.replaces else ""
-        return RunInterrupted(
-            f"training stopped before its first checkpoint (see 'training.save_strategy'); {kept}"
-            "run the same command again to start over",
-            exit_code=exit_code,
-            verb=verb,
-        )
-
     def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
         """Train, evaluate on validation and test, and write the run folder. Returns all results.
 
@@ -361,17 +343,17 @@ class Recipe:
         )
         set_seed(self.config.seed)
         model = task.build_model(data)
-        task.check_model_fit(data, model)
-        try:
-            callbacks = [*callbacks, *early_stopping(self.config), *tracker_callbacks(self.config)]
+        task.check_model(model, data)
+        # From here on, a run that stops early says why and where it can resume, and leaves nothing half-written.
+        ending = RunEnding(plan.work_dir, self.output_dir, plan.replaces, state.is_main_process)
+        with ending.guard():
+            callbacks = [*callbacks, ending.watch, *early_stopping(self.config), *tracker_callbacks(self.config)]
             stage = self._train_and_score(task, model, data, args, plan, callbacks)
-        except KeyboardInterrupt as stop:
-            raise self._interrupted(plan, state, stop) from None
-        stage.results["training_setup"] = training_setup(stage.trainer, split_names)
-        stage.results["wall_time_s"] = time.perf_counter() - started
-        if data.warnings:
-            stage.results["warnings"] = list(data.warnings)
-        self._write_run_folder(stage, plan, task)
+            stage.results["training_setup"] = training_setup(stage.trainer, split_names)
+            stage.results["wall_time_s"] = time.perf_counter() - started
+            if data.warnings:
+                stage.results["warnings"] = list(data.warnings)
+            self._write_run_folder(stage, plan, task)
         if self.config.hub.push and stage.trainer.is_world_process_zero():
             pushed = push_run(self.output_dir, self.config, PushTarget(self.config.hub))
             stage.results["hub_url"] = pushed.where

@@ -161,7 +161,8 @@ def search(
             # One trial's values can fail where the range's ends did not (a checkpoint's config, the data, a batch
             # size the GPU cannot hold): a failed trial, and the search goes on.
             record.error = " ".join(str(error).split())
-            if isinstance(error, torch.cuda.OutOfMemoryError):
+            # Out of memory during training comes as the cause of the run's one-line failure.
+            if any(isinstance(e, torch.cuda.OutOfMemoryError) for e in (error, error.__cause__)):
                 torch.cuda.empty_cache()  # the next trial starts with the failed one's cached blocks returned
             logger.warning("search trial %d failed: %s", trial.number, error)
             study.tell(trial, state=optuna.trial.TrialState.FAIL)

@@ -356,7 +356,7 @@ class Predictor:
         prepared = self.task.from_trained(
             self.task.prepare(splits, self.processor, label_names=self.label_names), self.model
         )
-        self.task.check_model_fit(prepared, self.model)
+        self.task.check_model(self.model, prepared)
         with tempfile.TemporaryDirectory() as scratch:
             args = training_arguments(
                 self.config,

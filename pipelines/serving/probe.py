@@ -24,6 +24,6 @@ def probe_batches(run: Predictor, sizes: list[int]) -> list[dict[str, torch.Tens
         examples = Dataset.from_list(list(examples.take(PROBE_SIZE)), features=examples.features)
     splits.datasets = {role: examples.select(range(min(PROBE_SIZE, len(examples))))}
     data = run.task.prepare(splits, run.processor, label_names=run.label_names)
-    run.task.check_model_fit(data, run.model)
+    run.task.check_model(run.model, data)
     collate = run.task.data_collator(run.processor)
     return [collate([data[role][i] for i in range(min(size, len(data[role])))]) for size in sizes]

@@ -118,7 +118,7 @@ class AudioTask(Task[AudioDataT]):
     ) -> None:
         """The split as `result.datasets[role]`: its undecoded audio column, `labels` and each clip's header
         length; long clips dropped (transcript tasks) or, in training, given a random window per epoch (evaluation
-        crops from the start). Its shortest clip goes to `result.shortest_clips`, for `check_model_fit`.
+        crops from the start). Its shortest clip goes to `result.shortest_clips`, for `check_model`.
 
         Reading every header here reports an unreadable file by name and row before training starts.
         """
@@ -158,7 +158,9 @@ class AudioTask(Task[AudioDataT]):
                 split = split.with_transform(draw_windows)
         result.datasets[role] = split
 
-    def check_model_fit(self, prepared: PreparedData, model: TaskModel) -> None:
+    def check_model(self, model: TaskModel, prepared: PreparedData) -> None:
+        """Also: no clip shorter than the model's shortest input (one frame of its convolutional encoder)."""
+        super().check_model(model, prepared)
         extractor = feature_extractor_of(prepared.processor)
         minimum = shortest_clip(model, extractor)
         if minimum is None:

@@ -26,6 +26,7 @@ from pipelines.config import DataConfig, RecipeConfig
 from pipelines.data.splits import Splits, load_table_file
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
+from pipelines.models.positions import position_limit
 from pipelines.tasks.serving_base import TaskModel, TaskServing
 
 DataT = TypeVar("DataT", bound=DataConfig)
@@ -61,7 +62,7 @@ class PreparedData:
     # (`data.tune_thresholds`); None: `data.threshold` for every class.
     thresholds: list[float] | None = None
     # The shortest audio clip of each split: role -> (its length in samples at the feature extractor's rate, the
-    # clip named with its file and row), held against the model's own shortest input by `Task.check_model_fit`.
+    # clip named with its file and row), held against the model's own shortest input by `Task.check_model`.
     shortest_clips: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def __getitem__(self, role: str) -> Dataset:
@@ -164,6 +165,19 @@ class Task(ABC, Generic[DataT]):
     def build_model(self, prepared: PreparedData) -> TaskModel:
         """The pretrained (or from-scratch) model with a head for `prepared.label_names`."""
 
+    def check_model(self, model: TaskModel, prepared: PreparedData) -> None:
+        """Rules that tie the recipe and data to the model `build_model` made: run before anything is written,
+        and again when a trained model scores new data (`evaluate`, export's check). Here: a `data.max_length` (tokens per example, in any task's data section that has one) beyond the model's
+        learned position embeddings, which would stop training mid-way with an index error. Overrides call this
+        one first."""
+        max_length = getattr(self.data, "max_length", None)
+        limit = position_limit(model)
+        if isinstance(max_length, int) and limit is not None and max_length > limit.tokens:
+            raise HubtuneError(
+                f"recipe key 'data.max_length' is {max_length}, but model '{self.config.model.checkpoint}' takes at "
+                f"most {limit.tokens} tokens: {limit.describe()}; set 'data.max_length' to {limit.tokens} or less"
+            )
+
     @abstractmethod
     def load_run_model(self, run_dir: str) -> TaskModel:
         """The trained model from a run folder (with its adapter, if any)."""
@@ -183,10 +197,6 @@ class Task(ABC, Generic[DataT]):
         """`prepared` (new data for a trained model) completed with what the model learnt from its training data
         (a regression's target scaling); most tasks have nothing to add."""
         return prepared
-
-    def check_model_fit(self, prepared: PreparedData, model: TaskModel) -> None:
-        """Checks of `prepared` data that need its model (the shortest clip a speech model takes): run once the
-        model is built, before training, and when a trained model scores new data. None by default."""
 
     def loss_function(self, prepared: PreparedData) -> Callable[[Any, Any], Any] | None:
         """(logits, labels) -> the training loss, where the task computes its own; None: the model's loss."""

@@ -42,7 +42,7 @@ from pipelines.data.splits import Splits, load_table_file, require_columns
 from pipelines.errors import HubtuneError
 from pipelines.models.dense_backbone import backbone_source, build_on_backbone
 from pipelines.models.groups import label_sized_parameters
-from pipelines.models.loading import from_pretrained, redraw
+from pipelines.models.loading import from_config, from_pretrained, redraw
 from pipelines.runs.folder import label_names_of, load_run_model
 from pipelines.tasks.base import PredictionStep, PreparedData, Task, TaskModel
 from pipelines.tasks.object_detection_serving import ObjectDetectionServing
@@ -296,7 +296,7 @@ class ObjectDetection(Task[DetectionDataConfig]):
         }
         if model.from_scratch:
             config = from_pretrained(AutoConfig, model, **labels)
-            built = AutoModelForObjectDetection.from_config(config)
+            built = from_config(AutoModelForObjectDetection, config, model)
             built.name_or_path = model.checkpoint
             return built
         detector = from_pretrained(AutoModelForObjectDetection, model, ignore_mismatched_sizes=True, **labels)

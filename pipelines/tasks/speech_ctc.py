@@ -21,7 +21,7 @@ from transformers import (
 from pipelines.compat import feature_frames
 from pipelines.data.splits import Splits
 from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
-from pipelines.models.loading import attention_kwargs, from_pretrained
+from pipelines.models.loading import attention_kwargs, from_config, from_pretrained
 from pipelines.runs.folder import load_run_model
 from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, check_splits_columns, extract_features
 from pipelines.tasks.base import PredictionStep, PreparedData, TaskModel, logits_of
@@ -91,7 +91,7 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         model_config = self.config.model
         if model_config.from_scratch:
             config = from_pretrained(AutoConfig, model_config, **vocabulary)
-            model = AutoModelForCTC.from_config(config, **attention_kwargs(model_config))
+            model = from_config(AutoModelForCTC, config, model_config, **attention_kwargs(model_config))
             model.name_or_path = model_config.checkpoint
             return model
         # The output layer is new (sized for this vocabulary); the encoder keeps its pretrained weights.

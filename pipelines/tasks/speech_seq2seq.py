@@ -17,7 +17,8 @@ from transformers import (
 
 from pipelines.config import option, require_one_of
 from pipelines.data.transcripts import TranscriptDataConfig, normalise
-from pipelines.models.loading import attention_kwargs, from_pretrained
+from pipelines.errors import HubtuneError
+from pipelines.models.loading import attention_kwargs, from_config, from_pretrained
 from pipelines.runs.folder import load_run_model
 from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, extract_features
 from pipelines.tasks.base import PreparedData, TaskModel, logits_of
@@ -97,12 +98,31 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             from transformers import AutoConfig, GenerationConfig
 
             config = from_pretrained(AutoConfig, model_config)
-            model = AutoModelForSpeechSeq2Seq.from_config(config, **attention_kwargs(model_config))
+            model = from_config(AutoModelForSpeechSeq2Seq, config, model_config, **attention_kwargs(model_config))
             model.generation_config = from_pretrained(GenerationConfig, model_config)
             model.name_or_path = model_config.checkpoint
         else:
             model = from_pretrained(AutoModelForSpeechSeq2Seq, model_config)
         return self._set_generation(model)
+
+    def check_model(self, model: TaskModel, prepared: PreparedData) -> None:
+        """Whisper's decoder has a learned position for each token of a transcript: a longer transcript stopped
+        training at its batch (transformers refuses labels longer than max_target_positions)."""
+        super().check_model(model, prepared)
+        limit = model.config.max_target_positions
+        decoder = f"the Whisper decoder of '{self.config.model.checkpoint}' takes at most {limit} tokens"
+        tokenizer = prepared.processor.tokenizer
+        start = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+        for role, dataset in prepared.datasets.items():
+            # As the collator gives them to the model: without the start token, which the model prepends itself.
+            longest = max(dataset["labels"], key=lambda labels: len(labels) - (labels[0] == start))
+            tokens = len(longest) - (longest[0] == start)
+            if tokens > limit:
+                text = tokenizer.decode(longest, skip_special_tokens=True)
+                raise HubtuneError(
+                    f"a transcript of the {role} split is {tokens} tokens long ({text[:60]!r}...), but {decoder} "
+                    f"(its config's max_target_positions); shorten it or leave its clip out"
+                )
 
     def load_run_model(self, run_dir: str) -> TaskModel:
         model = load_run_model(AutoModelForSpeechSeq2Seq, run_dir, self.config.model.trust_remote_code)
