@@ -267,7 +267,7 @@ def test_cli_predict_on_missing_run_folder(tmp_path, capsys):
 def test_cli_recipe_that_is_a_directory(tmp_path, capsys):
     assert main(["train", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"hubtune: error: recipe '{tmp_path}' is a directory, not a YAML file"]
+    assert err == [f"hubtune: error: '{tmp_path}' is a folder, not a recipe file"]
 
 
 def test_row_numbers_are_the_files_rows_in_a_random_subset(recipe_values, tmp_path):

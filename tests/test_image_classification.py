@@ -307,10 +307,7 @@ def test_cli_predict_and_missing_image(vit_run, image_folders, capsys):
     label, score, shown = capsys.readouterr().out.strip().split("\t")
     assert label == "yellow" and 0 < float(score) <= 1 and shown == str(image)
     assert main(["predict", str(run_dir), "no-such.png"]) == 2
-    assert (
-        capsys.readouterr().err.strip().splitlines()[-1]
-        == "hubtune: error: input 'no-such.png' is neither a file nor a folder"
-    )
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "hubtune: error: input 'no-such.png' does not exist"
 
 
 def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, path_kind, require_path
 
 WHITE = (255, 255, 255, 255)
 
@@ -61,10 +61,10 @@ def resolve_image_paths(dataset: Dataset, column: str, table: Path) -> Dataset:
                 f"data file '{table}', row {row + 1}: column '{column}' holds {value!r}, not an image path"
             )
         path = (table.parent / value).expanduser().resolve()
-        if not path.is_file():
-            raise HubtuneError(
-                f"data file '{table}', row {row + 1}: image '{value}' does not exist (looked for '{path}')"
-            )
+        found = path_kind(path)
+        if found != "file":
+            what = "does not exist" if found is None else f"is a {found}, not an image file"
+            raise HubtuneError(f"data file '{table}', row {row + 1}: image '{value}' {what} (looked for '{path}')")
         paths.append(str(path))
     return dataset.remove_columns(column).add_column(column, paths).cast_column(column, Image(decode=False))
 
@@ -103,8 +103,7 @@ def predict_images(inputs: list[str]) -> list[PILImage.Image]:
     images = []
     for text in inputs:
         path = Path(text).expanduser()
-        if not path.is_file():
-            raise HubtuneError(f"image '{text}' does not exist")
+        require_path(path, "file", "image")
         images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
     return images
 

@@ -19,7 +19,7 @@ from datasets import Dataset, IterableDataset, Value
 from sklearn.model_selection import train_test_split
 
 from pipelines.config import DataConfig
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,7 @@ class Splits:
 
 def _table_builder(path: Path, streaming: bool = False) -> tuple[str, dict[str, str]]:
     """The datasets builder (and its options) that reads a table file; an error for a missing or other file."""
-    if not path.is_file():
-        raise HubtuneError(f"data file '{path}' does not exist")
+    require_path(path, "file", "data file")
     if path.suffix.lower() not in FILE_BUILDERS:
         if streaming:
             raise HubtuneError(
@@ -154,12 +153,14 @@ def load_splits(
     seed: int,
     load_file: Callable[[Path], Dataset] = load_table_file,
     roles: Collection[str] = ("train", "validation", "test"),
+    path_kind: str | None = None,
 ) -> Splits:
     """Load the recipe's splits, carve validation from train if asked, cap sizes, refuse empty splits.
 
     `load_file` reads one local split; tasks with formats of their own (CoNLL, image or audio folders)
-    pass theirs. `roles` limits the result to the splits a caller scores (`hubtune evaluate --split`); local
-    files of other splits are not even read.
+    pass theirs, and `path_kind` what it reads (`Task.data_path_kind`: "file", "folder", or None for either).
+    `roles` limits the result to the splits a caller scores (`hubtune evaluate --split`); local files of other
+    splits are not even read.
     """
     wanted = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
     carved = "validation" in roles and config.validation_fraction is not None
@@ -167,6 +168,10 @@ def load_splits(
     streaming = bool(getattr(config, "streaming", False))
     if config.files:
         load = load_table_stream if streaming else load_file
+        kind = "file" if streaming else path_kind
+        for split, path in config.files.items():
+            if split in needed:
+                require_path(path, kind, "data folder" if kind == "folder" else "data file", f"data.files.{split}")
         available = {name: load(Path(path)) for name, path in config.files.items() if name in needed}
         origin = {name: f"data file '{path}'" for name, path in config.files.items()}
         where = "data.files"

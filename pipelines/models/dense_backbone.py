@@ -24,7 +24,7 @@ from transformers import AutoConfig
 
 from pipelines.compat import auto_class_builds, auto_class_model_types
 from pipelines.config import ModelConfig, closest
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 from pipelines.models.groups import timm_backbone_module
 from pipelines.models.loading import TIMM_HUB_PREFIX, timm_file_as_folder
 
@@ -54,7 +54,7 @@ def backbone_source(model: ModelConfig) -> BackboneSource:
     elif path.is_dir():
         folder = path
     elif checkpoint.startswith((".", "/", "~")):
-        raise HubtuneError(f"backbone checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
+        require_path(checkpoint, "folder", "backbone checkpoint folder", "model.checkpoint")
     else:
         folder = _hub_folder(checkpoint, model.revision)
     config_file = folder / "config.json"

@@ -13,7 +13,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from pipelines.compat import set_initialized_flag
 from pipelines.config import ModelConfig, closest
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 from pipelines.models.groups import layer_groups
 
 logger = logging.getLogger(__name__)
@@ -31,8 +31,8 @@ def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
     which transformers' TimmWrapper loads like any timm checkpoint from the Hub."""
     if not architecture:
         raise HubtuneError(
-            f"checkpoint '{path}' is a single weights file: name its timm architecture in "
-            "'model.timm_architecture' (e.g. resnet18)"
+            f"'{path}' ('model.checkpoint') is a file, not a checkpoint folder; a file is read as a single timm "
+            "weights file, whose architecture 'model.timm_architecture' must name (e.g. resnet18)"
         )
     stat = path.resolve().stat()
     identity = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}:{architecture}"
@@ -108,8 +108,8 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
     checkpoint = (source or model.checkpoint).removeprefix(TIMM_HUB_PREFIX)
     if Path(checkpoint).expanduser().is_file():
         checkpoint = str(timm_file_as_folder(Path(checkpoint).expanduser(), model.timm_architecture))
-    if looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
-        raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
+    if looks_like_path(checkpoint):
+        require_path(checkpoint, "folder", "checkpoint folder", "model.checkpoint")
     folder = Path(checkpoint).expanduser()
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise HubtuneError(

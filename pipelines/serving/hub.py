@@ -11,7 +11,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from pipelines.config import HubConfig, RecipeConfig
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 from pipelines.runs.card import model_card
 from pipelines.runs.guard import record_written
 from pipelines.serving.card_example import widget_text
@@ -47,7 +47,9 @@ def _check_dry_run_folder(out_dir: Path, run_dir: Path) -> None:
         raise HubtuneError(
             f"--dry-run folder '{out_dir}' is inside the run folder '{run_dir}'; give a folder outside it"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists():
+        require_path(out_dir, "folder", "--dry-run folder")
+    if out.exists() and any(out.iterdir()):
         raise HubtuneError(f"--dry-run folder '{out_dir}' already exists and is not empty; give a new or empty folder")
 
 

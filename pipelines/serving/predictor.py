@@ -20,8 +20,8 @@ from accelerate import PartialState
 from datasets import Dataset
 from transformers import PrinterCallback
 
-from pipelines.data.splits import Splits, load_splits, require_columns
-from pipelines.errors import HubtuneError
+from pipelines.data.splits import Splits, require_columns
+from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 from pipelines.runs.folder import read_run_recipe, write_json
 from pipelines.runs.guard import record_written
@@ -63,12 +63,11 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
             yield value
             return
         path = Path(value)
+        require_path(path, None, "input")
         if path.is_dir():
             yield from (str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
-        elif path.is_file():
-            yield str(path)
         else:
-            raise HubtuneError(f"input '{value}' is neither a file nor a folder")
+            yield str(path)
 
     def text_lines(source: Iterable[str], name: str) -> Iterator[str]:
         number = 0
@@ -95,8 +94,7 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
             ) from error
 
     for file in files:
-        if not Path(file).is_file():
-            raise HubtuneError(f"input file '{file}' does not exist")
+        require_path(file, "file", "input file", "--file")
     for value in values:
         for item in text_lines(stdin, "standard input") if value == "-" else [value]:
             yield from expand(item)
@@ -150,6 +148,8 @@ def check_output(output: Path, overwrite: bool, inputs: Sequence[str | Path] = (
                 f"--output file '{output}' is also an input ('{source}'): the predictions would replace what they "
                 "are made from; write them to another file"
             )
+    if output.exists():
+        require_path(output, "file", "output file", "--output")
     if output.exists() and not overwrite:
         raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
     if not output.parent.is_dir():
@@ -180,8 +180,6 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
-            raise HubtuneError(f"run folder '{self.run_dir}' does not exist")
         self.config = read_run_recipe(self.run_dir)
         self.task = get_task(self.config.task)(self.config)
         self.processor = self.task.load_processor(str(self.run_dir))
@@ -263,8 +261,8 @@ class Predictor:
     def read_data_file(self, data: str | Path) -> tuple[Dataset, str]:
         """A new file or folder in a format of the run's task (a table, an image or audio folder, CoNLL)."""
         path = Path(data).expanduser()
-        if not path.exists():
-            raise HubtuneError(f"data file '{path}' does not exist")
+        kind = self.task.data_path_kind()
+        require_path(path, kind, "data folder" if kind == "folder" else "data file", "--data")
         return self.task.load_data_file(path), f"data file '{path}'"
 
     def predict_data(
@@ -326,7 +324,7 @@ class Predictor:
             split = DATA_ROLE
             splits = Splits({split: dataset}, {split: source})
         else:
-            splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file, roles=(split,))
+            splits = self.task.read_splits(roles=(split,))
             if split not in splits:
                 raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
         prepared = self.task.from_trained(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from datasets import Dataset
 
-from pipelines.data.splits import load_splits, streamed
+from pipelines.data.splits import streamed
 from pipelines.serving.predictor import Predictor
 
 EXPORT_CHECK_FILE = "export_check.json"
@@ -17,7 +17,7 @@ TOLERANCE = 1e-4
 def probe_batches(run: Predictor, sizes: list[int]) -> list[dict[str, torch.Tensor]]:
     """Batches of the first `size` (at most PROBE_SIZE) real examples of the recipe's data, preprocessed and
     collated as in training; the data is read and preprocessed once for all of them."""
-    splits = load_splits(run.config.data, run.config.seed, run.task.load_data_file)
+    splits = run.task.read_splits()
     role = next(role for role in ("test", "validation", "train") if role in splits)
     examples = splits[role]
     if streamed(examples):  # a `data.streaming` recipe: its first rows, read from the stream

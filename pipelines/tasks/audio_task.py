@@ -13,6 +13,7 @@ from transformers import BatchFeature
 from pipelines.data.audio import AudioInputConfig, audio_lengths, crop, decode, load_audio_data_file, undecoded_audio
 from pipelines.data.splits import Locate, Splits, require_columns
 from pipelines.data.transcripts import TranscriptDataConfig, transcripts
+from pipelines.errors import require_path
 from pipelines.tasks.base import PreparedData, Task
 from pipelines.tasks.serving_base import TaskServing, file_paths
 
@@ -53,6 +54,9 @@ class AudioTask(Task[AudioDataT]):
     variable_length = True
     # Speech tasks that pair audio with a transcript must not crop it: they drop over-long clips instead.
     crops_long_audio = True
+
+    def data_path_kind(self) -> str | None:
+        return None  # an audio folder, or a table of audio paths
 
     def load_data_file(self, path: Path) -> Dataset:
         # Transcript data has no class column of its own: class sub-folders, if a folder has them, go to `label`.
@@ -151,6 +155,8 @@ class AudioServing(TaskServing[AudioTaskT]):
         """Audio file paths decoded (mono, at the processor's rate) and, where the task crops, cropped from the
         start as evaluation crops."""
         task, rate = self.task, feature_extractor_of(self.processor).sampling_rate
+        for path in inputs:
+            require_path(path, "file", "audio file")
         waves = [decode(path, rate, f"input '{path}'") for path in inputs]
         return [crop(wave, task.max_samples(self.processor)) for wave in waves] if task.crops_long_audio else waves
 

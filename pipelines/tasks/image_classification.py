@@ -95,6 +95,9 @@ class ImageClassification(ClassifierMixin, Task[ImageDataConfig]):
         super().saved_model(model)
         size_timm_config(model.config, self.data.image_size)
 
+    def data_path_kind(self) -> str | None:
+        return None  # a class-per-folder tree, or a table of image paths
+
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data
         if path.is_dir():

@@ -216,6 +216,9 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
             overrides["do_reduce_labels"] = False
         return from_pretrained(AutoImageProcessor, model, **overrides) if overrides else processor
 
+    def data_path_kind(self) -> str | None:
+        return None  # images/ and masks/ folders, or a table of image and mask paths
+
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data
         if path.is_dir():

@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 from transformers import BatchEncoding, BatchFeature
 
 from pipelines.data.splits import Locate
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, path_kind
 
 # A transformers model, or a PEFT model wrapping one. Their attributes (config, device, generate, ...) are
 # dynamic, which torch's `nn.Module` typing cannot express, so the type checker takes them as they come.
@@ -66,9 +66,13 @@ def file_paths(values: list[Any], locate: Locate, column: str, kind: str) -> lis
     paths = []
     for i, value in enumerate(values):
         path = value.get("path") if isinstance(value, dict) else value
-        if not isinstance(path, str) or not Path(path).is_file():
+        found = path_kind(Path(path)) if isinstance(path, str) else None
+        if not isinstance(path, str) or found != "file":
+            there = (
+                "" if not isinstance(path, str) else " (nothing is there)" if found is None else f" (it is a {found})"
+            )
             raise HubtuneError(
-                f"{locate(i)}: column '{column}' holds {str(value)[:80]!r}, not the path of an {kind} file"
+                f"{locate(i)}: column '{column}' holds {str(value)[:80]!r}, not the path of an {kind} file{there}"
             )
         paths.append(path)
     return paths
