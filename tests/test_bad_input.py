@@ -116,6 +116,16 @@ def lora_on_unknown_modules(values: dict, tmp: Path) -> list[str]:
     return ["'bert'", "adapt.peft.target_modules"]
 
 
+def peft_rank_zero(values: dict, tmp: Path) -> list[str]:
+    values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "r": 0}}
+    return ["recipe key 'adapt.peft.r' must be at least 1, got 0"]
+
+
+def legacy_lora_dropout_above_one(values: dict, tmp: Path) -> list[str]:
+    values["adapt"] = {"strategy": "lora", "lora": {"dropout": 1.5}}
+    return ["recipe key 'adapt.lora.dropout' must lie in [0, 1), got 1.5"]
+
+
 def training_value(key: str, value, rule: str) -> Case:
     def case(values: dict, tmp: Path) -> list[str]:
         values["training"][key] = value
@@ -179,6 +189,8 @@ CASES: list[Case] = [
     hub_checkpoint_offline,
     missing_checkpoint_folder,
     lora_on_unknown_modules,
+    peft_rank_zero,
+    legacy_lora_dropout_above_one,
     max_train_samples_zero,
     names_in_train_ids_in_test,
     digit_labels_among_names,
