@@ -75,6 +75,35 @@ def text_cell_not_text(values: dict, tmp: Path) -> list[str]:
     return [path, "row 2", "'text'"]
 
 
+def jsonl_line_that_does_not_parse(values: dict, tmp: Path) -> list[str]:
+    path = write(
+        tmp / "train.jsonl",
+        '{"text": "the film was good", "label": "positive"}\n\n'
+        '{"text": "awful plot", "label": "negative"}\n{"text": "dull", "label": }\n',
+    )
+    values["data"]["files"]["train"] = path
+    # The editor's line (the blank line counts) and column, not pyarrow's 0-based row within a block.
+    return [f"data file '{path}', line 4, column 27: Expecting value"]
+
+
+def jsonl_stray_comma(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "train.jsonl", '{"text": "good", "label": "positive"},\n{"text": "bad", "label": "negative"}\n')
+    values["data"]["files"]["train"] = path
+    return [f"data file '{path}', line 1, column 38: Extra data"]  # pyarrow: "The document is empty"
+
+
+def jsonl_line_that_is_not_an_object(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "test.jsonl", '{"text": "good", "label": "positive"}\n["bad", "negative"]\n')
+    values["data"]["files"]["test"] = path
+    return [f"data file '{path}', line 2: holds an array, not an object"]
+
+
+def empty_data_file(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "validation.jsonl", "")
+    values["data"]["files"]["validation"] = path
+    return [f"data file '{path}' is empty"]
+
+
 def missing_split(values: dict, tmp: Path) -> list[str]:
     del values["data"]["files"]["test"]
     return ["test split 'test'", "data.test_split"]
@@ -181,6 +210,10 @@ CASES: list[Case] = [
     malformed_csv,
     unsupported_extension,
     text_cell_not_text,
+    jsonl_line_that_does_not_parse,
+    jsonl_stray_comma,
+    jsonl_line_that_is_not_an_object,
+    empty_data_file,
     missing_split,
     unknown_recipe_key,
     unknown_training_key,

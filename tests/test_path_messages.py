@@ -158,3 +158,47 @@ def test_a_search_folder_that_is_a_file(recipe_values, tmp_path, capsys):
     assert main(["search", str(recipe), "--out", str(taken)]) == 2
     assert error_line(capsys) == f"'--out' '{taken}' is a file, not a folder; choose another '--out'"
     assert taken.read_text() == "mine"
+
+
+# --- where a JSON data file breaks: the line and column an editor shows ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "fault"),
+    [
+        (
+            "rows.jsonl",
+            '{"a": 1}\n\n{"a": 2,}\n',
+            "line 3, column 9: Expecting property name enclosed in double quotes",
+        ),
+        ("rows.jsonl", '{"a": 1}\n"a string"\n', "line 2: holds a string, not an object"),
+        (
+            "rows.jsonl",
+            '{"a": 1}\n{"a": "caf\xe9"}\n'.encode("latin-1"),
+            "line 2, column 11: not UTF-8 text (byte 0xe9)",
+        ),
+        ("rows.json", '[\n  {"a": 1},\n  {"a": 2}\n  {"a": 3}\n]\n', "line 4, column 3: Expecting ',' delimiter"),
+        ("rows.json", '{"a": 1}\n{"a": }\n', "line 2, column 7: Expecting value"),
+        ("rows.jsonl", '{"a": 1}\n{"a": 2}\n', None),
+    ],
+    ids=["bad-line", "not-an-object", "not-utf8", "json-document", "json-lines-in-a-json-file", "valid"],
+)
+def test_json_fault_names_the_editors_line(tmp_path, name, text, fault):
+    from pipelines.data.json_faults import json_fault
+
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    found = json_fault(path)
+    assert found == fault if fault is None else found is not None and found.startswith(fault)
+
+
+def test_a_streamed_jsonl_names_its_line_too(tmp_path):
+    from pipelines.data.splits import load_table_stream
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
+    with pytest.raises(HubtuneError, match=rf"^data file '{path}', line 2, column 24: Expecting value"):
+        load_table_stream(path)
+    path.write_text("")
+    with pytest.raises(HubtuneError, match=rf"^data file '{path}' is empty: it has no rows$"):
+        load_table_stream(path)

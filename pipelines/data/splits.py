@@ -19,6 +19,7 @@ from datasets import Dataset, IterableDataset, Value
 from sklearn.model_selection import train_test_split
 
 from pipelines.config import DataConfig
+from pipelines.data.json_faults import is_blank, json_fault
 from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 
@@ -94,29 +95,38 @@ def _table_builder(path: Path, streaming: bool = False) -> tuple[str, dict[str, 
     return FILE_BUILDERS[path.suffix.lower()]
 
 
+def _unreadable(path: Path, builder: str, error: BaseException) -> HubtuneError:
+    """One line for a table file that datasets could not read; a JSON file's names its line as an editor counts."""
+    # datasets reports a file with a header and no rows as a split instruction with no data.
+    if "corresponds to no data" in str(error) or is_blank(path):
+        return HubtuneError(f"data file '{path}' is empty: it has no rows")
+    fault = json_fault(path) if builder == "json" else None
+    if fault is not None:
+        return HubtuneError(f"data file '{path}', {fault}")
+    return HubtuneError(f"data file '{path}' does not parse as {builder}: {error.__cause__ or error}")
+
+
 def load_table_file(path: Path) -> Dataset:
     """A csv/tsv/json/jsonl/parquet file as one Dataset; the default `Task.load_data_file`."""
     builder, options = _table_builder(path)
     try:
         return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except StopIteration as error:  # datasets' word for a file with nothing in it
+        raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
     except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
-        cause = error.__cause__ or error
-        # datasets reports a file with a header and no rows as a split instruction with no data.
-        if "corresponds to no data" in str(error):
-            raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
-        raise HubtuneError(f"data file '{path}' does not parse as {builder}: {cause}") from error
+        raise _unreadable(path, builder, error) from error
 
 
 def load_table_stream(path: Path) -> IterableDataset:
     """A csv/tsv/json/jsonl/parquet file as a stream, read as training goes (`data.streaming`)."""
     builder, options = _table_builder(path, streaming=True)
-    stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
     try:
+        stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
         next(iter(stream))  # the first rows, read now: a file that does not parse fails at load, not mid-run
     except StopIteration as error:
         raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
     except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
-        raise HubtuneError(f"data file '{path}' does not parse as {builder}: {error.__cause__ or error}") from error
+        raise _unreadable(path, builder, error) from error
     return stream
 
 
