@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -313,6 +314,45 @@ def test_cli_recipe_that_is_a_directory(tmp_path, capsys):
     assert main(["train", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"hubtune: error: '{tmp_path}' is a folder, not a recipe file"]
+
+
+def offline_checkpoint_error(recipe_values, tmp_path, capsys) -> str:
+    values = copy.deepcopy(recipe_values)
+    values["model"]["checkpoint"] = "no-such-org/no-such-model"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert main(["train", str(path)]) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_offline_because_the_user_set_hf_hub_offline(recipe_values, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    error = offline_checkpoint_error(recipe_values, tmp_path, capsys)
+    assert error == (
+        "hubtune: error: checkpoint 'no-such-org/no-such-model' (revision 'main') cannot be loaded: it is not in the "
+        "local Hugging Face cache and HF_HUB_OFFLINE is set in your environment, so only the local cache is read; "
+        "run `hf download no-such-org/no-such-model` where there is network, or set 'model.checkpoint' to a local "
+        "folder"
+    )
+
+
+def test_offline_because_the_hub_could_not_be_reached(recipe_values, tmp_path, capsys, monkeypatch):
+    from pipelines.hub_access import UNREACHABLE_VARIABLE
+
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    # Restored (HF_HUB_OFFLINE) and removed (the marker) after the test, whatever the command set.
+    monkeypatch.setenv(UNREACHABLE_VARIABLE, "")
+    monkeypatch.delenv(UNREACHABLE_VARIABLE)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    error = offline_checkpoint_error(recipe_values, tmp_path, capsys)
+    assert "HF_HUB_OFFLINE" not in error  # the user never set it
+    assert (
+        f"it is not in the local Hugging Face cache and the Hugging Face Hub ({endpoint}) could not be reached, so "
+        "hubtune works from the local cache alone;" in error
+    )
 
 
 def test_row_numbers_are_the_files_rows_in_a_random_subset(recipe_values, tmp_path):

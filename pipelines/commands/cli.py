@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     if args.command in HUB_COMMANDS:
-        from pipelines.serving.hub_access import go_offline_unless_reachable
+        from pipelines.hub_access import go_offline_unless_reachable
 
         go_offline_unless_reachable()
     if not sys.stderr.isatty():

@@ -21,6 +21,7 @@ from sklearn.model_selection import train_test_split
 from pipelines.config import DataConfig
 from pipelines.data.json_faults import is_blank, json_fault
 from pipelines.errors import HubtuneError, require_path
+from pipelines.hub_access import offline_reason
 from pipelines.processes import process_state
 
 logger = logging.getLogger(__name__)
@@ -151,9 +152,11 @@ def _load_hub(config: DataConfig, streaming: bool = False) -> dict[str, Any]:
             config.dataset, config.dataset_config, revision=config.revision, streaming=streaming
         )
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
+        reason = offline_reason()
+        why = f"it is not in the local datasets cache and {reason}" if reason else type(error).__name__
         raise HubtuneError(
-            f"Hub dataset '{config.dataset}' could not be loaded ({type(error).__name__}); offline it must be in the "
-            "local datasets cache, or give local files in 'data.files'"
+            f"Hub dataset '{config.dataset}' could not be loaded ({why}); offline it must be in the local datasets "
+            "cache, or give local files in 'data.files'"
         ) from error
     return dict(loaded)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from transformers import AutoConfig, PretrainedConfig
 from pipelines.compat import set_initialized_flag
 from pipelines.config import ModelConfig, closest
 from pipelines.errors import HubtuneError, require_path
+from pipelines.hub_access import offline_reason
 from pipelines.models.groups import layer_groups
 
 logger = logging.getLogger(__name__)
@@ -137,14 +137,10 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
             raise missing_weights(folder, "checkpoint folder ('model.checkpoint')") from error
         if folder.is_dir():
             raise _unloadable_folder(checkpoint, loader, error) from error
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        how = (
-            "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
-            if offline
-            else "it is not in the local Hugging Face cache and the Hub could not be reached"
-        )
+        why = offline_reason() or f"the Hub did not give it ({type(error).__name__})"
         raise HubtuneError(
-            f"checkpoint '{checkpoint}' (revision '{model.revision}') cannot be loaded: {how}; "
+            f"checkpoint '{checkpoint}' (revision '{model.revision}') cannot be loaded: it is not in the local Hugging "
+            f"Face cache and {why}; "
             f"run `hf download {checkpoint}` where there is network, or set 'model.checkpoint' to a local folder"
         ) from error
 

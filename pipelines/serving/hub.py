@@ -12,6 +12,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from pipelines.config import HubConfig, RecipeConfig
 from pipelines.errors import HubtuneError, require_path
+from pipelines.hub_access import offline_reason
 from pipelines.runs.card import model_card
 from pipelines.runs.guard import record_written
 from pipelines.serving.card_example import widget_text
@@ -104,8 +105,10 @@ def push_run(run_dir: Path, config: RecipeConfig, target: PushTarget, dry_run: P
             create_pr=target.create_pr,
         )
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
+        reason = offline_reason()
+        why = f"it needs the Hub, and {reason}" if isinstance(error, OfflineModeIsEnabled) and reason else error
         raise HubtuneError(
-            f"pushing '{run_dir}' to the Hub as '{repo_id}' failed: {error}; the run folder is unchanged: retry "
+            f"pushing '{run_dir}' to the Hub as '{repo_id}' failed: {why}; the run folder is unchanged: retry "
             "with `hubtune push RUN`"
         ) from error
     (run_dir / CARD_FILE).write_text(card)
