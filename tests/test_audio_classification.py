@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from helpers.speech import TONES, tiny_wav2vec2_folder, write_manifest, write_tone_folder
 
 from pipelines import Recipe
@@ -365,3 +366,7 @@ def test_feature_cache_on_audio_matches_the_uncached_route(tones, tmp_path, capl
         again = run("again", **cached_adapt)
     assert "feature cache hit" in caplog.text and "computing backbone features" not in caplog.text
     assert again["test_accuracy"] == cached["test_accuracy"]
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(tone_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(tone_run[0], tmp_path)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from helpers.vision import save_tiny_vit
 from PIL import Image
 
@@ -391,3 +392,7 @@ def test_one_unreadable_image_among_ten_thousand_is_one_line(tiny_vit, image_fol
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[-1].startswith("hubtune: error: data file") and f"image '{broken}' cannot be decoded" in lines[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(vit_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(vit_run[0], tmp_path)

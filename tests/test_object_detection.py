@@ -23,6 +23,7 @@ from helpers.detection import (
     write_voc,
     write_yolo,
 )
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from PIL import Image
 
 from pipelines import Recipe
@@ -485,3 +486,7 @@ def test_a_trained_detector_as_checkpoint_gets_a_new_class_head_for_other_classe
     assert heads and all(not torch.allclose(before[key], after[key]) for key in heads if key.endswith("weight"))
     kept = [key for key in before if key not in heads]
     assert all(torch.allclose(before[key], after[key], atol=1e-6) for key in kept)
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(detection_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(detection_run[0], tmp_path)

@@ -6,6 +6,7 @@ import random
 
 import pytest
 import soundfile
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from helpers.speech import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
 
 from pipelines import Recipe
@@ -107,3 +108,7 @@ def test_whisper_lora_saves_and_reloads(tiny_whisper_checkpoint, words, tmp_path
     run = Predictor(tmp_path / "run")
     assert run.evaluate("test")["test_wer"] == pytest.approx(results["test_wer"])
     assert isinstance(run.predict([f"{words['test']}/w0.wav"])[0]["transcript"], str)
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(whisper_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(whisper_run[0], tmp_path)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 
@@ -106,6 +107,19 @@ def predict_images(inputs: list[str]) -> list[PILImage.Image]:
         require_path(path, "file", "image")
         images.append(decode_checked({"path": str(path), "bytes": None}, "predict"))
     return images
+
+
+def write_probe_images(folder: Path, count: int) -> list[str]:
+    """`count` noise images of several sizes written as PNG files into `folder`: inputs made up to check an export
+    on where the run's own images are gone (the model's logits, not what they mean, are compared)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        pixels = rng.integers(0, 256, size=(48 + 8 * (index % 3), 64 - 8 * (index % 2), 3), dtype=np.uint8)
+        path = folder / f"probe-{index}.png"
+        PILImage.fromarray(pixels).save(path)
+        paths.append(str(path))
+    return paths
 
 
 def verify_header(value: dict[str, Any], where: str) -> None:

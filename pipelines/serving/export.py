@@ -37,7 +37,7 @@ def export_run(
 ) -> dict[str, Any]:
     """Write the run's model as a standalone folder (LoRA merged into the base weights, head kept), or with
     `export_format="onnx"` as an ONNX graph, and check that the exported model's outputs equal the run model's
-    on real examples."""
+    on real examples (made-up ones where the run's data is gone: `pipelines.serving.probe`)."""
     if export_format not in EXPORT_FORMATS:
         raise HubtuneError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{export_format}'")
     out_dir = Path(out_dir)
@@ -56,7 +56,8 @@ def export_run(
         )
     _refuse_non_empty(out_dir)
     standalone = copy.deepcopy(run.model).merge_and_unload() if is_adapter else run.model
-    (batch,) = probe_batches(run, [PROBE_SIZE])
+    probe = probe_batches(run, [PROBE_SIZE])
+    (batch,) = probe.batches
     out_dir.mkdir(parents=True, exist_ok=True)
     standalone.save_pretrained(out_dir)
     run.processor.save_pretrained(out_dir)
@@ -68,6 +69,7 @@ def export_run(
     check = {
         "max_abs_logit_difference": difference,
         "probe_examples": int(len(next(iter(batch.values())))),
+        "probe": probe.source,
         "merged_adapter": is_adapter,
     }
     write_json(out_dir / EXPORT_CHECK_FILE, check)

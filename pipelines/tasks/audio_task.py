@@ -10,7 +10,15 @@ import numpy as np
 from datasets import Dataset
 from transformers import BatchFeature
 
-from pipelines.data.audio import AudioInputConfig, audio_lengths, crop, decode, load_audio_data_file, undecoded_audio
+from pipelines.data.audio import (
+    AudioInputConfig,
+    audio_lengths,
+    crop,
+    decode,
+    load_audio_data_file,
+    undecoded_audio,
+    write_probe_clips,
+)
 from pipelines.data.splits import Locate, Splits, require_columns
 from pipelines.data.transcripts import TranscriptDataConfig, transcripts
 from pipelines.errors import require_path
@@ -150,6 +158,9 @@ class AudioServing(TaskServing[AudioTaskT]):
 
     def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
         return file_paths(values, locate, column, "audio")
+
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        return write_probe_clips(folder, count)
 
     def waveforms(self, inputs: list[str]) -> list[np.ndarray]:
         """Audio file paths decoded (mono, at the processor's rate) and, where the task crops, cropped from the

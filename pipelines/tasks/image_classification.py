@@ -29,6 +29,7 @@ from pipelines.data.images import (
     predict_images,
     resolve_image_paths,
     undecoded,
+    write_probe_images,
 )
 from pipelines.data.pixels import pixel_transform, size_timm_config, sized_processor
 from pipelines.data.splits import Locate, Splits, load_table_file, require_columns
@@ -68,6 +69,9 @@ class ImageClassificationServing(ClassifierServing["ImageClassification"]):
 
     def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
         return file_paths(values, locate, column, "image")
+
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        return write_probe_images(folder, count)
 
     def preprocess(self, inputs: list[str]) -> Batch:
         to_pixels = pixel_transform(self.processor, False, self.task.data.image_size)

@@ -34,6 +34,9 @@ TaskModel = Any
 TaskT = TypeVar("TaskT")
 # Graph input name -> {axis: the name of its dynamic size}; inputs sharing a size name share the size.
 OnnxAxes = dict[str, dict[int, str]]
+# Words of the texts an export is checked on when the run's own data is gone: any words do (a tokenizer that lacks
+# one gives its unknown token), and prefixes of different lengths give the batch padding.
+PROBE_WORDS = "the quick brown fox jumps over the lazy dog while a cold wind blows across the quiet river".split()
 
 
 @dataclass
@@ -130,6 +133,20 @@ class TaskServing(ABC, Generic[TaskT]):
         """The pictures of one prediction record (boxes on the image, a mask) by file name, named after its input:
         implemented by tasks whose predictions can be pictured (`hubtune predict --draw DIR`)."""
         raise NotImplementedError(f"{type(self).__name__} draws nothing")
+
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        """`count` made-up raw inputs of several sizes, to check an export on where the run's own data cannot be
+        read (exporting needs no data): texts here; tasks that read files write theirs into `folder`."""
+        return [" ".join(PROBE_WORDS[: 3 + (2 * i) % (len(PROBE_WORDS) - 2)]) for i in range(count)]
+
+    def probe_batch(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        """The model's inputs for raw `inputs` as one batch of tensors, as an export is checked on them: the features
+        of `preprocess`, where it makes one mapping per input, joined along the batch (the inputs `probe_inputs`
+        makes have one size, where size matters)."""
+        features = self.preprocess(inputs).features
+        if isinstance(features, list):
+            return {key: torch.cat([each[key] for each in features]) for key in features[0]}
+        return dict(features)
 
     def onnx_axes(self, features: Mapping[str, torch.Tensor]) -> OnnxAxes:
         """The dynamic axes of each model input (`features`, a batch as the data collator makes it) of an ONNX graph
