@@ -79,6 +79,31 @@ def test_export_needs_no_data_a_run_whose_data_moved_exports_and_predicts_the_sa
     assert f"data file '{data / 'test.csv'}' ('data.files.test') does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("export_format", ["transformers", "onnx"])
+def test_export_writes_over_nothing_and_never_into_the_run(trained_run, tmp_path, capsys, export_format):
+    run_dir = trained_run("full").run_dir
+    run_before = sorted(p.name for p in run_dir.iterdir())
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    user_file = tmp_path / "model.txt"
+    user_file.write_text("mine too")
+    cases = {
+        taken: f"export folder '{taken}' already exists and is not empty; give a new or empty folder",
+        user_file: f"'{user_file}' is a file, not an export folder",
+        run_dir: f"export folder '{run_dir}' is inside the run folder '{run_dir}'; give a folder outside it",
+        run_dir / "export": (
+            f"export folder '{run_dir / 'export'}' is inside the run folder '{run_dir}'; give a folder outside it"
+        ),
+    }
+    for out, message in cases.items():
+        assert main(["export", str(run_dir), str(out), "--format", export_format]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"hubtune: error: {message}"
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"] and (taken / "notes.txt").read_text() == "mine"
+    assert user_file.read_text() == "mine too"
+    assert sorted(p.name for p in run_dir.iterdir()) == run_before
+
+
 def test_lora_export_without_merge_is_an_error(trained_run, tmp_path):
     from pipelines.serving.export import export_run
 

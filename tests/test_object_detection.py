@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,6 +163,45 @@ def test_cli_predict_prints_boxes_and_draws_without_overwriting(detection_run, s
     assert "already exists" in capsys.readouterr().err
     assert picture.stat().st_mtime_ns == before
     assert main(["predict", str(run_dir), image, "--draw", str(drawings), "--overwrite"]) == 0
+
+
+def test_draw_never_replaces_a_users_file_an_input_or_the_run(detection_run, squares, tmp_path, capsys):
+    run_dir, _ = detection_run
+    run_before = sorted(p.name for p in run_dir.iterdir())
+    image = tmp_path / "photos" / "holiday.png"
+    image.parent.mkdir()
+    shutil.copy(squares["test"][0]["file"], image)
+    original = image.read_bytes()
+
+    def draw(folder: Path, *options: str) -> str:
+        assert main(["predict", str(run_dir), str(image), "--draw", str(folder), *options]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1].removeprefix("hubtune: error: ")
+
+    # The drawing of photos/holiday.png is holiday.png: drawn into its own folder, it would replace the photo.
+    assert draw(image.parent, "--overwrite") == (
+        f"--draw: the drawing of '{image}' would be '{image}', which is an input ('{image}'); draw into another folder"
+    )
+    assert image.read_bytes() == original
+    # A user's file of a drawing's name: --overwrite replaces only what hubtune drew there.
+    theirs = tmp_path / "album" / "holiday.png"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"their picture")
+    for options in ((), ("--overwrite",)):
+        assert draw(theirs.parent, *options).startswith(
+            f"--draw: '{theirs}' already exists, and hubtune has no record of drawing it"
+        )
+    assert theirs.read_bytes() == b"their picture"
+    assert draw(theirs) == f"'{theirs}' is a file, not a --draw folder"
+    assert draw(run_dir / "drawings") == (
+        f"--draw folder '{run_dir / 'drawings'}' is inside the run folder '{run_dir}'; give a folder outside it"
+    )
+    assert theirs.read_bytes() == b"their picture" and image.read_bytes() == original
+    assert sorted(p.name for p in run_dir.iterdir()) == run_before
+    # Its own drawing, recorded in the folder's marker, is replaced with --overwrite; the user's file stays.
+    assert main(["predict", str(run_dir), str(image), "--draw", str(tmp_path / "album2")]) == 0
+    (tmp_path / "album2" / "notes.txt").write_text("mine")
+    assert main(["predict", str(run_dir), str(image), "--draw", str(tmp_path / "album2"), "--overwrite"]) == 0
+    assert (tmp_path / "album2" / "notes.txt").read_text() == "mine"
 
 
 def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_path, capsys):

@@ -181,6 +181,7 @@ def _predict(args: argparse.Namespace) -> None:
     predictor = Predictor.from_run(args.run)
     if args.draw is not None:
         predictor.check_drawing()
+        predictor.check_draw_folder(Path(args.draw))
     if args.data is not None and output is not None:
         rows = predictor.predict_data(args.data, output, args.batch_size, args.column, args.overwrite)
         if process_state().is_main_process:

@@ -13,6 +13,7 @@ import torch
 
 from pipelines.errors import HubtuneError
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
+from pipelines.runs.guard import check_output_folder
 from pipelines.serving.predictor import Predictor
 from pipelines.serving.probe import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
 
@@ -21,9 +22,11 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMATS = ("transformers", "onnx")
 
 
-def _refuse_non_empty(out_dir: Path) -> None:
+def _check_export_folder(out_dir: Path, run_dir: Path) -> None:
+    """An export gets a folder of its own: outside the run, and new or empty, so that it writes over nothing."""
+    check_output_folder(out_dir, "export", run_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty")
+        raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty; give a new or empty folder")
 
 
 @torch.no_grad()
@@ -41,8 +44,8 @@ def export_run(
     if export_format not in EXPORT_FORMATS:
         raise HubtuneError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{export_format}'")
     out_dir = Path(out_dir)
+    _check_export_folder(out_dir, Path(run_dir))
     if export_format == "onnx":
-        _refuse_non_empty(out_dir)
         from pipelines.serving.onnx_export import export_onnx  # onnxruntime and the exporter only when asked for
 
         return export_onnx(run_dir, out_dir)
@@ -54,7 +57,6 @@ def export_run(
         raise HubtuneError(
             f"run folder '{run_dir}' holds a PEFT adapter; pass --merge to fold it into the base weights"
         )
-    _refuse_non_empty(out_dir)
     standalone = copy.deepcopy(run.model).merge_and_unload() if is_adapter else run.model
     probe = probe_batches(run, [PROBE_SIZE])
     (batch,) = probe.batches

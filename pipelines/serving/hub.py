@@ -11,10 +11,10 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from pipelines.config import HubConfig, RecipeConfig
-from pipelines.errors import HubtuneError, require_path
+from pipelines.errors import HubtuneError
 from pipelines.hub_access import offline_reason
 from pipelines.runs.card import model_card
-from pipelines.runs.guard import record_written
+from pipelines.runs.guard import check_output_folder, record_written
 from pipelines.serving.card_example import widget_text
 from pipelines.serving.upload import UploadFile, plan_upload
 from pipelines.tasks import get_task
@@ -43,14 +43,8 @@ class PushResult:
 
 def _check_dry_run_folder(out_dir: Path, run_dir: Path) -> None:
     """A dry run writes a folder of its own: never into the run, never over files already there."""
-    out, run = out_dir.resolve(), run_dir.resolve()
-    if out == run or run in out.parents:
-        raise HubtuneError(
-            f"--dry-run folder '{out_dir}' is inside the run folder '{run_dir}'; give a folder outside it"
-        )
-    if out.exists():
-        require_path(out_dir, "folder", "--dry-run folder")
-    if out.exists() and any(out.iterdir()):
+    check_output_folder(out_dir, "--dry-run", run_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise HubtuneError(f"--dry-run folder '{out_dir}' already exists and is not empty; give a new or empty folder")
 
 

@@ -24,7 +24,13 @@ from pipelines.data.splits import Splits, require_columns
 from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 from pipelines.runs.folder import read_run_recipe, write_json
-from pipelines.runs.guard import record_written
+from pipelines.runs.guard import (
+    MARKER,
+    check_output_folder,
+    record_outputs,
+    record_written,
+    written_by_hubtune,
+)
 from pipelines.tasks import TASKS, get_task
 from pipelines.tasks.serving_base import on_device
 from pipelines.training.trainer import build_trainer, training_arguments
@@ -156,6 +162,30 @@ def check_output(output: Path, overwrite: bool, inputs: Sequence[str | Path] = (
         raise HubtuneError(f"--output file '{output}': folder '{output.parent}' does not exist")
 
 
+def _check_drawing_target(
+    target: Path, source: str, inputs: dict[Path, str], drawn: dict[str, str], earlier: set[str], overwrite: bool
+) -> None:
+    """A drawing replaces no input, no other drawing of this command, and (with --overwrite) only a drawing hubtune
+    made in that folder before."""
+    if target.resolve() in inputs:
+        raise HubtuneError(
+            f"--draw: the drawing of '{source}' would be '{target}', which is an input ('{inputs[target.resolve()]}'); "
+            "draw into another folder"
+        )
+    if target.name in drawn:
+        raise HubtuneError(
+            f"--draw: '{drawn[target.name]}' and '{source}' would both be drawn as '{target}'; predict them apart, "
+            "or rename one"
+        )
+    if target.exists() and target.name not in earlier:
+        raise HubtuneError(
+            f"--draw: '{target}' already exists, and hubtune has no record of drawing it (the folder's {MARKER} lists "
+            "what it drew); --overwrite replaces only its own drawings: draw into another folder, or move it away"
+        )
+    if target.exists() and not overwrite:
+        raise HubtuneError(f"--draw: '{target}' already exists; pass --overwrite to replace the drawings")
+
+
 @contextmanager
 def atomic_output(output: Path) -> Iterator[TextIO]:
     """The one way predictions reach a file: written beside `output` and renamed onto it when complete, so a
@@ -236,26 +266,32 @@ class Predictor:
                 f"--draw: a {self.task.name} run predicts nothing to draw ({', '.join(drawing)} runs do)"
             )
 
+    def check_draw_folder(self, out_dir: Path) -> None:
+        """`--draw DIR` is a folder outside the run folder (checked before any prediction is made)."""
+        check_output_folder(out_dir, "--draw", self.run_dir)
+
     def draw(self, predictions: Sequence[dict[str, Any]], out_dir: Path, overwrite: bool = False) -> list[Path]:
         """The task's pictures of `predictions` (boxes, masks) in `out_dir`. They are drawn in a scratch folder inside
-        it and moved in when all are drawn: no file is replaced unless `overwrite`, and a name taken stops the
-        drawing before anything is written there."""
+        it and moved in when all are drawn, and a name taken stops the drawing before anything is written there:
+        `overwrite` replaces only drawings hubtune made there before (the folder's marker lists them), never a
+        user's file, and never one of the inputs."""
         self.check_drawing()
+        self.check_draw_folder(out_dir)
+        inputs = {Path(prediction["input"]).resolve(): prediction["input"] for prediction in predictions}
+        earlier = written_by_hubtune(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        drawn = []
+        drawn: dict[str, str] = {}  # drawing -> the input it is of
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".drawing-") as scratch:
             for prediction in predictions:
                 with torch.no_grad():
                     pictures = self.serving.draw(prediction)
                 for name, picture in pictures.items():
-                    if (out_dir / name).exists() and not overwrite:
-                        raise HubtuneError(
-                            f"--draw: '{out_dir / name}' already exists; pass --overwrite to replace the drawings"
-                        )
+                    _check_drawing_target(out_dir / name, prediction["input"], inputs, drawn, earlier, overwrite)
                     picture.save(Path(scratch) / name)
-                    drawn.append(name)
+                    drawn[name] = prediction["input"]
             for name in drawn:
                 (Path(scratch) / name).replace(out_dir / name)
+        record_outputs(out_dir, list(drawn))
         return [out_dir / name for name in drawn]
 
     def read_data_file(self, data: str | Path) -> tuple[Dataset, str]:
