@@ -197,6 +197,17 @@ def test_draw_never_replaces_a_users_file_an_input_or_the_run(detection_run, squ
     )
     assert theirs.read_bytes() == b"their picture" and image.read_bytes() == original
     assert sorted(p.name for p in run_dir.iterdir()) == run_before
+    # Two inputs of one name would give one drawing: the second would replace the first.
+    twin = tmp_path / "other" / "holiday.png"
+    twin.parent.mkdir()
+    shutil.copy(image, twin)
+    twins = tmp_path / "twins"
+    assert main(["predict", str(run_dir), str(image), str(twin), "--draw", str(twins)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"hubtune: error: --draw: '{image}' and '{twin}' would both be drawn as '{twins / 'holiday.png'}'; predict "
+        "them apart, or rename one"
+    )
+    assert not (twins / "holiday.png").exists()
     # Its own drawing, recorded in the folder's marker, is replaced with --overwrite; the user's file stays.
     assert main(["predict", str(run_dir), str(image), "--draw", str(tmp_path / "album2")]) == 0
     (tmp_path / "album2" / "notes.txt").write_text("mine")
