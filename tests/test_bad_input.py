@@ -375,3 +375,29 @@ def test_class_without_training_example_is_warned_in_log_and_report(recipe_value
     assert "no training example" in caplog.text
     report = (Path(values["output_dir"]) / "report.md").read_text()
     assert "## Warnings" in report and "neutral" in report
+
+
+@pytest.mark.parametrize("who", ["user", "hubtune"])
+def test_a_hub_dataset_outside_the_cache_says_who_went_offline(who, monkeypatch):
+    from pipelines.config import load_recipe_config
+    from pipelines.data.splits import load_splits
+    from pipelines.hub_access import UNREACHABLE_VARIABLE
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if who == "hubtune":  # as the connectivity check leaves it after one failed connection
+        monkeypatch.setenv(UNREACHABLE_VARIABLE, "https://huggingface.co")
+    config = load_recipe_config(
+        values={"name": "x", "model": {"checkpoint": "org/m"}, "data": {"dataset": "no-such-org/no-such-data"}}
+    )
+    with pytest.raises(HubtuneError) as caught:
+        load_splits(config.data, 0)
+    reason = (
+        "HF_HUB_OFFLINE is set in your environment, so only the local cache is read"
+        if who == "user"
+        else "the Hugging Face Hub (https://huggingface.co) could not be reached, so hubtune works from the local "
+        "cache alone"
+    )
+    assert str(caught.value) == (
+        f"Hub dataset 'no-such-org/no-such-data' could not be loaded: it is not in the local datasets cache and "
+        f"{reason}; load it once where the Hub can be reached, or give local files in 'data.files'"
+    )

@@ -153,10 +153,14 @@ def _load_hub(config: DataConfig, streaming: bool = False) -> dict[str, Any]:
         )
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
         reason = offline_reason()
-        why = f"it is not in the local datasets cache and {reason}" if reason else type(error).__name__
+        if reason:
+            raise HubtuneError(
+                f"Hub dataset '{config.dataset}' could not be loaded: it is not in the local datasets cache and "
+                f"{reason}; load it once where the Hub can be reached, or give local files in 'data.files'"
+            ) from error
         raise HubtuneError(
-            f"Hub dataset '{config.dataset}' could not be loaded ({why}); offline it must be in the local datasets "
-            "cache, or give local files in 'data.files'"
+            f"Hub dataset '{config.dataset}' could not be loaded ({type(error).__name__}); offline it must be in the "
+            "local datasets cache, or give local files in 'data.files'"
         ) from error
     return dict(loaded)
 
