@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from helpers.speech import TONES, tiny_wav2vec2_folder, write_manifest, write_tone_folder
 
 from pipelines import Recipe
@@ -428,3 +429,7 @@ def test_the_shortest_clip_of_a_spectrogram_model_is_one_analysis_window():
     assert shortest_clip(torch.nn.Module(), extractor) is None
     whisper = type("Whisper", (), {"config": WhisperConfig()})()
     assert shortest_clip(whisper, extractor) is None
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(tone_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(tone_run[0], tmp_path)

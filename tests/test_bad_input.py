@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,35 @@ def cell_over_the_size_limit(values: dict, tmp: Path) -> list[str]:
     return [f"{path}', row 2: column 'text' holds 1,048,577 bytes of text", "more than the 1,048,576 (1 MiB)"]
 
 
+def jsonl_line_that_does_not_parse(values: dict, tmp: Path) -> list[str]:
+    path = write(
+        tmp / "train.jsonl",
+        '{"text": "the film was good", "label": "positive"}\n\n'
+        '{"text": "awful plot", "label": "negative"}\n{"text": "dull", "label": }\n',
+    )
+    values["data"]["files"]["train"] = path
+    # The editor's line (the blank line counts) and column, not pyarrow's 0-based row within a block.
+    return [f"data file '{path}', line 4, column 27: Expecting value"]
+
+
+def jsonl_stray_comma(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "train.jsonl", '{"text": "good", "label": "positive"},\n{"text": "bad", "label": "negative"}\n')
+    values["data"]["files"]["train"] = path
+    return [f"data file '{path}', line 1, column 38: Extra data"]  # pyarrow: "The document is empty"
+
+
+def jsonl_line_that_is_not_an_object(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "test.jsonl", '{"text": "good", "label": "positive"}\n["bad", "negative"]\n')
+    values["data"]["files"]["test"] = path
+    return [f"data file '{path}', line 2: holds an array, not an object"]
+
+
+def empty_data_file(values: dict, tmp: Path) -> list[str]:
+    path = write(tmp / "validation.jsonl", "")
+    values["data"]["files"]["validation"] = path
+    return [f"data file '{path}' is empty"]
+
+
 def missing_split(values: dict, tmp: Path) -> list[str]:
     del values["data"]["files"]["test"]
     return ["test split 'test'", "data.test_split"]
@@ -125,6 +155,16 @@ def missing_checkpoint_folder(values: dict, tmp: Path) -> list[str]:
 def lora_on_unknown_modules(values: dict, tmp: Path) -> list[str]:
     values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "target_modules": ["q_proj"]}}
     return ["'bert'", "adapt.peft.target_modules"]
+
+
+def peft_rank_zero(values: dict, tmp: Path) -> list[str]:
+    values["adapt"] = {"strategy": "peft", "peft": {"method": "lora", "r": 0}}
+    return ["recipe key 'adapt.peft.r' must be at least 1, got 0"]
+
+
+def legacy_lora_dropout_above_one(values: dict, tmp: Path) -> list[str]:
+    values["adapt"] = {"strategy": "lora", "lora": {"dropout": 1.5}}
+    return ["recipe key 'adapt.lora.dropout' must lie in [0, 1), got 1.5"]
 
 
 def training_value(key: str, value, rule: str) -> Case:
@@ -198,6 +238,10 @@ CASES: list[Case] = [
     unsupported_extension,
     text_cell_not_text,
     cell_over_the_size_limit,
+    jsonl_line_that_does_not_parse,
+    jsonl_stray_comma,
+    jsonl_line_that_is_not_an_object,
+    empty_data_file,
     missing_split,
     unknown_recipe_key,
     unknown_training_key,
@@ -206,6 +250,8 @@ CASES: list[Case] = [
     hub_checkpoint_offline,
     missing_checkpoint_folder,
     lora_on_unknown_modules,
+    peft_rank_zero,
+    legacy_lora_dropout_above_one,
     max_train_samples_zero,
     names_in_train_ids_in_test,
     digit_labels_among_names,
@@ -297,7 +343,46 @@ def test_cli_predict_on_missing_run_folder(tmp_path, capsys):
 def test_cli_recipe_that_is_a_directory(tmp_path, capsys):
     assert main(["train", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"hubtune: error: recipe '{tmp_path}' is a directory, not a YAML file"]
+    assert err == [f"hubtune: error: '{tmp_path}' is a folder, not a recipe file"]
+
+
+def offline_checkpoint_error(recipe_values, tmp_path, capsys) -> str:
+    values = copy.deepcopy(recipe_values)
+    values["model"]["checkpoint"] = "no-such-org/no-such-model"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert main(["train", str(path)]) == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_offline_because_the_user_set_hf_hub_offline(recipe_values, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    error = offline_checkpoint_error(recipe_values, tmp_path, capsys)
+    assert error == (
+        "hubtune: error: checkpoint 'no-such-org/no-such-model' (revision 'main') cannot be loaded: it is not in the "
+        "local Hugging Face cache and HF_HUB_OFFLINE is set in your environment, so only the local cache is read; "
+        "run `hf download no-such-org/no-such-model` where there is network, or set 'model.checkpoint' to a local "
+        "folder"
+    )
+
+
+def test_offline_because_the_hub_could_not_be_reached(recipe_values, tmp_path, capsys, monkeypatch):
+    from pipelines.hub_access import UNREACHABLE_VARIABLE
+
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    # Restored (HF_HUB_OFFLINE) and removed (the marker) after the test, whatever the command set.
+    monkeypatch.setenv(UNREACHABLE_VARIABLE, "")
+    monkeypatch.delenv(UNREACHABLE_VARIABLE)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    error = offline_checkpoint_error(recipe_values, tmp_path, capsys)
+    assert "HF_HUB_OFFLINE" not in error  # the user never set it
+    assert (
+        f"it is not in the local Hugging Face cache and the Hugging Face Hub ({endpoint}) could not be reached, so "
+        "hubtune works from the local cache alone;" in error
+    )
 
 
 def test_row_numbers_are_the_files_rows_in_a_random_subset(recipe_values, tmp_path):
@@ -320,3 +405,29 @@ def test_class_without_training_example_is_warned_in_log_and_report(recipe_value
     assert "no training example" in caplog.text
     report = (Path(values["output_dir"]) / "report.md").read_text()
     assert "## Warnings" in report and "neutral" in report
+
+
+@pytest.mark.parametrize("who", ["user", "hubtune"])
+def test_a_hub_dataset_outside_the_cache_says_who_went_offline(who, monkeypatch):
+    from pipelines.config import load_recipe_config
+    from pipelines.data.splits import load_splits
+    from pipelines.hub_access import UNREACHABLE_VARIABLE
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if who == "hubtune":  # as the connectivity check leaves it after one failed connection
+        monkeypatch.setenv(UNREACHABLE_VARIABLE, "https://huggingface.co")
+    config = load_recipe_config(
+        values={"name": "x", "model": {"checkpoint": "org/m"}, "data": {"dataset": "no-such-org/no-such-data"}}
+    )
+    with pytest.raises(HubtuneError) as caught:
+        load_splits(config.data, 0)
+    reason = (
+        "HF_HUB_OFFLINE is set in your environment, so only the local cache is read"
+        if who == "user"
+        else "the Hugging Face Hub (https://huggingface.co) could not be reached, so hubtune works from the local "
+        "cache alone"
+    )
+    assert str(caught.value) == (
+        f"Hub dataset 'no-such-org/no-such-data' could not be loaded: it is not in the local datasets cache and "
+        f"{reason}; load it once where the Hub can be reached, or give local files in 'data.files'"
+    )

@@ -190,7 +190,7 @@ def test_evaluate_data_scores_a_new_file_like_its_split(cli_run, sentiment_files
     saved = json.loads((cli_run["run"] / "evaluate_data_results.json").read_text())
     assert saved["data_accuracy"] == metrics["data_accuracy"]
     assert main(["evaluate", str(cli_run["run"]), "--data", "missing.csv"]) == 2
-    assert "data file 'missing.csv' does not exist" in capsys.readouterr().err
+    assert "data file 'missing.csv' ('--data') does not exist" in capsys.readouterr().err
 
 
 def test_evaluate_reads_only_the_split_it_scores(cli_run, sentiment_files, monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipelines.commands.cli import main
-from pipelines.serving.hub_access import go_offline_unless_reachable
+from pipelines.hub_access import UNREACHABLE_VARIABLE, go_offline_unless_reachable, offline_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "datasets", "peft", "accelerate")
@@ -106,6 +106,22 @@ def test_unreachable_hub_switches_to_offline_with_one_warning(caplog):
     assert environ["HF_HUB_OFFLINE"] == "1" and environ["HF_DATASETS_OFFLINE"] == "1"
     warnings = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
     assert len(warnings) == 1 and "HF_HUB_OFFLINE=1" in warnings[0].getMessage()
+
+
+def test_offline_reason_says_who_went_offline():
+    environ = {"HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    assert go_offline_unless_reachable(environ) is True
+    reason = offline_reason(environ)
+    assert reason == (
+        f"the Hugging Face Hub ({environ['HF_ENDPOINT']}) could not be reached, so hubtune works from the local "
+        "cache alone"
+    )
+    assert environ[UNREACHABLE_VARIABLE] == environ["HF_ENDPOINT"]
+    assert offline_reason({"HF_HUB_OFFLINE": "1"}) == (
+        "HF_HUB_OFFLINE is set in your environment, so only the local cache is read"
+    )
+    assert offline_reason({"HF_HUB_OFFLINE": "true"}) is not None
+    assert offline_reason({"HF_HUB_OFFLINE": "0"}) is None and offline_reason({}) is None
 
 
 def test_reachable_hub_stays_online():

@@ -137,7 +137,9 @@ def test_bad_architecture_keys_are_one_line(timm_checkpoint, tiny_bert):
         build(config_overrides={"dmodel": 64})
     with pytest.raises(HubtuneError, match="is not a timm checkpoint"):
         build(checkpoint=str(tiny_bert))
-    with pytest.raises(HubtuneError, match="backbone checkpoint folder './nowhere' does not exist"):
+    with pytest.raises(
+        HubtuneError, match=r"backbone checkpoint folder './nowhere' \('model.checkpoint'\) does not exist"
+    ):
         build(checkpoint="./nowhere")
     values = {"name": "x", "model": {"checkpoint": str(tiny_bert), "architecture": "upernet"}}
     with pytest.raises(HubtuneError, match="task 'text-classification' loads 'model.checkpoint' whole"):

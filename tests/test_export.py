@@ -3,14 +3,18 @@ onnx: one graph that onnxruntime runs alone, equal to the run model at other bat
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from pipelines import HubtuneError
+from pipelines import HubtuneError, Recipe
 from pipelines.commands.cli import main
 from pipelines.serving.export import export_run
 from pipelines.serving.predictor import Predictor
@@ -38,6 +42,66 @@ def test_merged_lora_export_loads_with_plain_from_pretrained_and_predicts_the_sa
             assert merged[label] == pytest.approx(adapter[label], abs=1e-5)
     # The trained head, not a fresh one: the merged model still separates the classes.
     assert [max(s, key=s.get) for s in merged_scores] == ["positive", "negative"]
+
+
+def test_export_needs_no_data_a_run_whose_data_moved_exports_and_predicts_the_same(
+    recipe_values, tmp_path, caplog, capsys
+):
+    """The run's recipe.yaml holds absolute data paths; once the data moves, export checks on made-up inputs."""
+    data = tmp_path / "data"
+    data.mkdir()
+    values = copy.deepcopy(recipe_values)
+    for split, path in values["data"]["files"].items():
+        values["data"]["files"][split] = str(shutil.copy(path, data / Path(path).name))
+    run_dir = tmp_path / "run"
+    values["output_dir"] = str(run_dir)
+    Recipe.from_dict(values, ["adapt.strategy=peft", "training.num_train_epochs=1"]).run()
+    data.rename(tmp_path / "archived")
+    texts = ["the film was good", "awful plot and boring cast", "a lovely story"]
+    for argv in (["--merge"], ["--format", "onnx"]):
+        out = tmp_path / f"export{argv[-1]}"
+        with caplog.at_level(logging.WARNING):
+            assert main(["export", str(run_dir), str(out), *argv]) == 0
+        check = json.loads((out / "export_check.json").read_text())
+        assert check["probe"] == "made-up inputs" and check["max_abs_logit_difference"] < 1e-4
+        assert f"the run's data cannot be read here (data file '{data / 'test.csv'}'" in caplog.text
+        caplog.clear()
+    merged = [p["scores"] for p in Predictor(tmp_path / "export--merge").predict(texts)]
+    for run, exported in zip(Predictor(run_dir).predict(texts), merged):
+        assert exported == pytest.approx(run["scores"], abs=1e-5)
+    onnx = tmp_path / "exportonnx"
+    from transformers import AutoTokenizer
+
+    batch = AutoTokenizer.from_pretrained(onnx)(texts, padding=True, return_tensors="pt")
+    assert_graph_matches_run(onnx, run_dir, [batch])
+    # What does need the data says where it looked.
+    assert main(["evaluate", str(run_dir)]) == 2
+    assert f"data file '{data / 'test.csv'}' ('data.files.test') does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("export_format", ["transformers", "onnx"])
+def test_export_writes_over_nothing_and_never_into_the_run(trained_run, tmp_path, capsys, export_format):
+    run_dir = trained_run("full").run_dir
+    run_before = sorted(p.name for p in run_dir.iterdir())
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    user_file = tmp_path / "model.txt"
+    user_file.write_text("mine too")
+    cases = {
+        taken: f"export folder '{taken}' already exists and is not empty; give a new or empty folder",
+        user_file: f"'{user_file}' is a file, not an export folder",
+        run_dir: f"export folder '{run_dir}' is inside the run folder '{run_dir}'; give a folder outside it",
+        run_dir / "export": (
+            f"export folder '{run_dir / 'export'}' is inside the run folder '{run_dir}'; give a folder outside it"
+        ),
+    }
+    for out, message in cases.items():
+        assert main(["export", str(run_dir), str(out), "--format", export_format]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"hubtune: error: {message}"
+    assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"] and (taken / "notes.txt").read_text() == "mine"
+    assert user_file.read_text() == "mine too"
+    assert sorted(p.name for p in run_dir.iterdir()) == run_before
 
 
 def test_lora_export_without_merge_is_an_error(trained_run, tmp_path):

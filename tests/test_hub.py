@@ -119,6 +119,7 @@ def test_push_offline_fails_with_one_line_and_keeps_the_run(recipe_values):
     with pytest.raises(HubtuneError, match="pushing .* failed") as caught:
         recipe.run()
     assert "\n" not in str(caught.value)
+    assert "failed: it needs the Hub, and HF_HUB_OFFLINE is set in your environment" in str(caught.value)
     assert (recipe.output_dir / "all_results.json").is_file() and (recipe.output_dir / "model.safetensors").is_file()
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from helpers.vision import save_tiny_vit
 from PIL import Image
 
@@ -307,10 +308,7 @@ def test_cli_predict_and_missing_image(vit_run, image_folders, capsys):
     label, score, shown = capsys.readouterr().out.strip().split("\t")
     assert label == "yellow" and 0 < float(score) <= 1 and shown == str(image)
     assert main(["predict", str(run_dir), "no-such.png"]) == 2
-    assert (
-        capsys.readouterr().err.strip().splitlines()[-1]
-        == "hubtune: error: input 'no-such.png' is neither a file nor a folder"
-    )
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "hubtune: error: input 'no-such.png' does not exist"
 
 
 def test_hub_style_dataset_with_embedded_images(tiny_vit, tmp_path):
@@ -457,3 +455,7 @@ def test_image_between_the_pixel_limits_is_used_with_a_warning_naming_it(
     warned = [r.getMessage() for r in caplog.records if "MAX_IMAGE_PIXELS" in r.getMessage()]
     assert len(warned) == 1 and f"image '{large}' has 1,600 pixels" in warned[0]
     assert warned[0].startswith(f"data file '{train}', row ")
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(vit_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(vit_run[0], tmp_path)

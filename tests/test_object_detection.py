@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from helpers.detection import (
     write_voc,
     write_yolo,
 )
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from PIL import Image
 
 from pipelines import Recipe
@@ -161,6 +163,56 @@ def test_cli_predict_prints_boxes_and_draws_without_overwriting(detection_run, s
     assert "already exists" in capsys.readouterr().err
     assert picture.stat().st_mtime_ns == before
     assert main(["predict", str(run_dir), image, "--draw", str(drawings), "--overwrite"]) == 0
+
+
+def test_draw_never_replaces_a_users_file_an_input_or_the_run(detection_run, squares, tmp_path, capsys):
+    run_dir, _ = detection_run
+    run_before = sorted(p.name for p in run_dir.iterdir())
+    image = tmp_path / "photos" / "holiday.png"
+    image.parent.mkdir()
+    shutil.copy(squares["test"][0]["file"], image)
+    original = image.read_bytes()
+
+    def draw(folder: Path, *options: str) -> str:
+        assert main(["predict", str(run_dir), str(image), "--draw", str(folder), *options]) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1].removeprefix("hubtune: error: ")
+
+    # The drawing of photos/holiday.png is holiday.png: drawn into its own folder, it would replace the photo.
+    assert draw(image.parent, "--overwrite") == (
+        f"--draw: the drawing of '{image}' would be '{image}', which is an input ('{image}'); draw into another folder"
+    )
+    assert image.read_bytes() == original
+    # A user's file of a drawing's name: --overwrite replaces only what hubtune drew there.
+    theirs = tmp_path / "album" / "holiday.png"
+    theirs.parent.mkdir()
+    theirs.write_bytes(b"their picture")
+    for options in ((), ("--overwrite",)):
+        assert draw(theirs.parent, *options).startswith(
+            f"--draw: '{theirs}' already exists, and hubtune has no record of drawing it"
+        )
+    assert theirs.read_bytes() == b"their picture"
+    assert draw(theirs) == f"'{theirs}' is a file, not a --draw folder"
+    assert draw(run_dir / "drawings") == (
+        f"--draw folder '{run_dir / 'drawings'}' is inside the run folder '{run_dir}'; give a folder outside it"
+    )
+    assert theirs.read_bytes() == b"their picture" and image.read_bytes() == original
+    assert sorted(p.name for p in run_dir.iterdir()) == run_before
+    # Two inputs of one name would give one drawing: the second would replace the first.
+    twin = tmp_path / "other" / "holiday.png"
+    twin.parent.mkdir()
+    shutil.copy(image, twin)
+    twins = tmp_path / "twins"
+    assert main(["predict", str(run_dir), str(image), str(twin), "--draw", str(twins)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"hubtune: error: --draw: '{image}' and '{twin}' would both be drawn as '{twins / 'holiday.png'}'; predict "
+        "them apart, or rename one"
+    )
+    assert not (twins / "holiday.png").exists()
+    # Its own drawing, recorded in the folder's marker, is replaced with --overwrite; the user's file stays.
+    assert main(["predict", str(run_dir), str(image), "--draw", str(tmp_path / "album2")]) == 0
+    (tmp_path / "album2" / "notes.txt").write_text("mine")
+    assert main(["predict", str(run_dir), str(image), "--draw", str(tmp_path / "album2"), "--overwrite"]) == 0
+    assert (tmp_path / "album2" / "notes.txt").read_text() == "mine"
 
 
 def test_evaluate_and_export_reproduce_the_run(detection_run, coco_files, tmp_path, capsys):
@@ -492,3 +544,7 @@ def test_a_trained_detector_as_checkpoint_gets_a_new_class_head_for_other_classe
     assert heads and all(not torch.allclose(before[key], after[key]) for key in heads if key.endswith("weight"))
     kept = [key for key in before if key not in heads]
     assert all(torch.allclose(before[key], after[key], atol=1e-6) for key in kept)
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(detection_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(detection_run[0], tmp_path)

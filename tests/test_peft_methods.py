@@ -198,7 +198,15 @@ def test_a_key_the_method_does_not_take_is_an_error_naming_it(recipe_values, sec
         ({"strategy": "peft", "peft": {"method": "adalora"}}, "'adapt.peft.method' must be one of lora, ia3, loha"),
         ({"strategy": "peft", "peft": {"method": "lora", "use_dorra": True}}, "did you mean 'adapt.peft.use_dora'"),
         ({"strategy": "peft", "peft": {"r": 0}}, "'adapt.peft.r' must be at least 1"),
-        ({"strategy": "peft", "peft": {"dropout": 1.5}}, r"'adapt.peft.dropout' must lie in \[0, 1\)"),
+        ({"strategy": "peft", "peft": {"dropout": 1.5}}, r"'adapt.peft.dropout' must lie in \[0, 1\), got 1.5"),
+        ({"strategy": "peft", "peft": {"dropout": -0.1}}, r"'adapt.peft.dropout' must lie in \[0, 1\), got -0.1"),
+        ({"strategy": "peft", "peft": {"alpha": 0}}, "'adapt.peft.alpha' must be positive, got 0"),
+        ({"strategy": "peft", "peft": {"method": "loha", "r": -2}}, "'adapt.peft.r' must be at least 1, got -2"),
+        ({"strategy": "peft", "peft": {"method": "lokr", "alpha": -1}}, "'adapt.peft.alpha' must be positive, got -1"),
+        # The legacy LoRA form is checked under its own keys, as the recipe writes them.
+        ({"strategy": "lora", "lora": {"r": 0}}, "^recipe key 'adapt.lora.r' must be at least 1, got 0$"),
+        ({"strategy": "lora", "lora": {"dropout": 1.5}}, r"^recipe key 'adapt.lora.dropout' must lie in \[0, 1\)"),
+        ({"strategy": "lora", "lora": {"alpha": 0}}, "^recipe key 'adapt.lora.alpha' must be positive, got 0$"),
         ({"strategy": "peft", "peft": {"use_dora": "yes"}}, "'adapt.peft.use_dora' must be true or false"),
         (
             {"strategy": "peft", "peft": {"method": "ia3", "feedforward_modules": ["output.dense"]}},

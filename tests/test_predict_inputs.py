@@ -47,7 +47,7 @@ def test_collect_inputs_for_path_tasks_expands_folders_and_checks_paths(tmp_path
     single.write_bytes(b"x")
     got = list(collect_inputs("path", [str(folder), "-"], [], io.StringIO(f"{single}\n")))
     assert got == [str(folder / "a.png"), str(folder / "b.png"), str(folder / "sub" / "c.png"), str(single)]
-    with pytest.raises(HubtuneError, match="neither a file nor a folder"):
+    with pytest.raises(HubtuneError, match=r"input '.*missing\.png' does not exist"):
         list(collect_inputs("path", [str(tmp_path / "missing.png")], [], io.StringIO()))
 
 

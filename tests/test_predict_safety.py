@@ -170,6 +170,16 @@ def test_an_input_file_never_becomes_the_output_even_with_overwrite(sentiment_ru
         Predictor(sentiment_run).predict_data(table, table, overwrite=True)
 
 
+def test_predict_data_names_the_editors_line_of_a_broken_jsonl(sentiment_run, tmp_path, capsys):
+    data = tmp_path / "new.jsonl"
+    data.write_text('{"text": "the film was good"}\n{"text": "awful plot"\n{"text": "dull"}\n')
+    output = tmp_path / "preds.jsonl"
+    assert main(["predict", str(sentiment_run), "--data", str(data), "--output", str(output)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"hubtune: error: data file '{data}', line 2, column 22: Expecting ',' delimiter")
+    assert not output.exists()
+
+
 def test_ner_predict_tags_a_text_longer_than_the_model_positions(tmp_path_factory):
     from helpers.ner import build_tiny_ner_bert, ner_recipe_values, write_conll
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from PIL import Image
 from transformers import TrainerCallback
 
@@ -549,3 +550,7 @@ def test_two_process_ddp_trains_and_evaluates(backbone, shapes, tmp_path):
     assert results["test_mean_iou"] >= 0.6, results
     evaluated = Predictor(tmp_path / "ddp-run").evaluate("test")
     assert evaluated["test_mean_iou"] == pytest.approx(results["test_mean_iou"], abs=1e-6)
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(seg_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(seg_run[0], tmp_path)

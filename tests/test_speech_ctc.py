@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from helpers.speech import tiny_wav2vec2_folder, write_spelled_split
 
 from pipelines import Recipe
@@ -178,3 +179,7 @@ def test_over_long_clip_is_dropped_by_its_header_length(tiny_ctc_encoder, spelle
     assert "dropped 1 of 49 clips longer than data.max_duration_s=1" in caplog.text
     assert len(prepared) == 48 and not any(path.endswith("long.wav") for path in prepared["audio"])
     assert max(prepared[LENGTH]) <= 16000
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(ctc_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(ctc_run[0], tmp_path)

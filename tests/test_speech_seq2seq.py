@@ -8,6 +8,7 @@ import random
 import pytest
 import soundfile
 import yaml
+from helpers.runs import assert_export_checked_on_made_up_inputs
 from helpers.speech import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
 
 from pipelines import Recipe
@@ -139,3 +140,7 @@ def test_a_transcript_longer_than_the_whisper_decoder_is_one_line_before_anythin
     assert lines[0].startswith("hubtune: error: a transcript of the train split is 82 tokens long ('low low")
     assert "takes at most 64 tokens (its config's max_target_positions)" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(whisper_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(whisper_run[0], tmp_path)

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from helpers.ner import TAGS, build_tiny_ner_bert, ner_recipe_values, write_conll
+from helpers.runs import assert_export_checked_on_made_up_inputs
 
 from pipelines import Recipe
 from pipelines.commands.cli import main
@@ -163,3 +164,7 @@ def test_recipe_yaml_round_trip(ner_run):
     saved = yaml.safe_load((ner_run("full")["run_dir"] / "recipe.yaml").read_text())
     assert saved["task"] == "token-classification"
     assert saved["data"]["conll_tag_column"] == 3 and saved["data"]["tags_column"] == "ner_tags"
+
+
+def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(ner_run, tmp_path):
+    assert_export_checked_on_made_up_inputs(ner_run("full")["run_dir"], tmp_path)

@@ -184,6 +184,7 @@ def _predict(args: argparse.Namespace) -> None:
     predictor = Predictor.from_run(args.run)
     if args.draw is not None:
         predictor.check_drawing()
+        predictor.check_draw_folder(Path(args.draw))
     if args.data is not None and output is not None:
         rows = predictor.predict_data(args.data, output, args.batch_size, args.column, args.overwrite)
         if process_state().is_main_process:
@@ -258,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
     if args.command in HUB_COMMANDS:
-        from pipelines.serving.hub_access import go_offline_unless_reachable
+        from pipelines.hub_access import go_offline_unless_reachable
 
         go_offline_unless_reachable()
     if not sys.stderr.isatty():

@@ -7,7 +7,7 @@ one. The task and the adapt strategy a recipe names are reached through `pipelin
 task's data section class, the strategy's adapt section class and their rules come from there.
 """
 
-from pipelines.config.adapt import AdaptConfig, UnfreezeScheduleConfig
+from pipelines.config.adapt import AdaptConfig, UnfreezeScheduleConfig, check_adapter_numbers
 from pipelines.config.builder import build, closest, factory, option, require_one_of
 from pipelines.config.loading import build_adapt_config, build_data_config, dump_recipe_config, load_recipe_config
 from pipelines.config.sections import DataConfig, HubConfig, ModelConfig, RecipeConfig
@@ -28,6 +28,7 @@ __all__ = [
     "build",
     "build_adapt_config",
     "build_data_config",
+    "check_adapter_numbers",
     "closest",
     "dump_recipe_config",
     "factory",

@@ -15,6 +15,18 @@ from pipelines.errors import HubtuneError
 UNFREEZE_UNITS = ("epoch", "step")
 
 
+def check_adapter_numbers(section: str, r: int | None, alpha: float | None, dropout: float | None) -> None:
+    """The numeric settings PEFT adapters share (`adapt.peft`, and the legacy `adapt.lora`, named as written),
+    checked at load: PEFT itself takes a rank of 0 or a dropout of 1.5 and fails later, when the adapter is built,
+    with a message that points elsewhere."""
+    if r is not None and r < 1:
+        raise HubtuneError(f"recipe key '{section}.r' must be at least 1, got {r}")
+    if alpha is not None and not alpha > 0:
+        raise HubtuneError(f"recipe key '{section}.alpha' must be positive, got {alpha}")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise HubtuneError(f"recipe key '{section}.dropout' must lie in [0, 1), got {dropout}")
+
+
 @dataclass
 class UnfreezeScheduleConfig:
     """When each layer group starts training (its learning rate is zero before)."""

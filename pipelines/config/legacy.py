@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from pipelines.config.adapt import check_adapter_numbers
 from pipelines.config.builder import coerce, option
 from pipelines.errors import HubtuneError
 from pipelines.registry import STRATEGIES
@@ -64,6 +65,7 @@ def upgrade_adapt(values: dict[str, Any]) -> dict[str, Any]:
             "recipe section 'adapt.peft' needs 'adapt.strategy: peft', not 'lora' (the legacy LoRA form, whose "
             "settings are 'adapt.lora'); set 'adapt.strategy: peft' and move the LoRA settings into 'adapt.peft'"
         )
+    check_adapter_numbers("adapt.lora", lora.r, lora.alpha, lora.dropout)
     logger.warning(
         "'adapt.strategy: lora' with 'adapt.lora' is the legacy LoRA form: read as 'adapt.strategy: peft' with "
         "'adapt.peft: %s'; write the recipe that way",

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -114,10 +114,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def read_recipe_file(path: str | Path) -> dict[str, Any]:
     """A recipe file's values as written, unvalidated (the mapping `load_recipe_config` starts from)."""
     path = Path(path)
-    if path.is_dir():
-        raise HubtuneError(f"recipe '{path}' is a directory, not a YAML file")
-    if not path.is_file():
-        raise HubtuneError(f"recipe file '{path}' does not exist")
+    require_path(path, "file", "recipe file")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:

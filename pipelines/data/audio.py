@@ -44,6 +44,18 @@ class AudioInputConfig(DataConfig):
             raise HubtuneError(f"recipe key 'data.max_duration_s' must be positive, got {self.max_duration_s}")
 
 
+def write_probe_clips(folder: Path, count: int, rate: int = 16_000) -> list[str]:
+    """`count` one-second noise clips written as WAV files into `folder`: inputs made up to check an export on where
+    the run's own audio is gone. They share one length, so that their features form one batch."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        path = folder / f"probe-{index}.wav"
+        soundfile.write(path, (0.1 * rng.standard_normal(rate)).astype(np.float32), rate)
+        paths.append(str(path))
+    return paths
+
+
 def _audio_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
 

@@ -22,7 +22,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from pipelines.data.images import describe, image_extensions, open_image
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, path_kind, require_path
 
 # Pixels a box may reach past the image's edge (annotation tools round outwards); such boxes are clipped.
 EDGE_TOLERANCE = 1.0
@@ -45,8 +45,11 @@ def row_features(categories: list[str] | None) -> Features:
 
 def image_size(path: Path, where: str) -> tuple[int, int]:
     """(width, height) from the image file's header, without decoding its pixels."""
-    if not path.is_file():
-        raise HubtuneError(f"{where}: image '{path}' does not exist")
+    found = path_kind(path)
+    if found != "file":
+        raise HubtuneError(
+            f"{where}: image '{path}' " + ("does not exist" if found is None else f"is a {found}, not an image file")
+        )
     return _header_size({"path": str(path), "bytes": None}, where)
 
 
@@ -118,6 +121,7 @@ def read_coco(path: Path) -> Dataset:
     """A COCO detection json: `images` (file_name relative to the json's folder), `annotations` (bbox x, y, w, h
     in pixels), `categories` (their order by id is the class order)."""
     where = f"annotation file '{path}'"
+    require_path(path, "file", "COCO annotation file")
     try:
         coco = json.loads(path.read_text())
         categories = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
@@ -184,6 +188,7 @@ def _voc_objects(xml_file: Path) -> tuple[str | None, list[tuple[list[float], st
 
 def read_voc(folder: Path) -> Dataset:
     """Pascal VOC: `<stem>.xml` beside each image, or the standard layout `Annotations/` + `JPEGImages/`."""
+    require_path(folder, "folder", "VOC folder")
     annotations, pictures = folder, folder
     if (folder / "Annotations").is_dir() and (folder / "JPEGImages").is_dir():
         annotations, pictures = folder / "Annotations", folder / "JPEGImages"
@@ -221,6 +226,7 @@ def yolo_names(folder: Path, labels: list[str] | None) -> list[str]:
 
 def read_yolo(folder: Path, labels: list[str] | None) -> Dataset:
     """YOLO: `images/<stem>.<ext>` with `labels/<stem>.txt`, a line `class cx cy w h` (normalised) per object."""
+    require_path(folder, "folder", "YOLO folder")
     names = yolo_names(folder, labels)
     images = _images_by_stem(folder / "images") if (folder / "images").is_dir() else {}
     if not images:

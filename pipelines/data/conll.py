@@ -6,7 +6,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 
 DOCSTART = "-DOCSTART-"
 
@@ -17,8 +17,7 @@ def read_conll(path: Path, tokens_column: str, tags_column: str, token_index: in
     Columns are whitespace-separated; `-DOCSTART-` lines are document markers, not sentences. A line
     without the token or tag column is an error naming the file and line.
     """
-    if not path.is_file():
-        raise HubtuneError(f"data file '{path}' does not exist")
+    require_path(path, "file", "data file")
     sentences: list[list[str]] = []
     tags: list[list[str]] = []
     words: list[str] = []

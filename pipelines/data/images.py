@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import ClassLabel, Dataset, Features, Image
 from PIL import Image as PILImage
 
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, path_kind, require_path
 
 logger = logging.getLogger(__name__)
 
@@ -70,10 +71,10 @@ def resolve_image_paths(dataset: Dataset, column: str, table: Path) -> Dataset:
                 f"data file '{table}', row {row + 1}: column '{column}' holds {value!r}, not an image path"
             )
         path = (table.parent / value).expanduser().resolve()
-        if not path.is_file():
-            raise HubtuneError(
-                f"data file '{table}', row {row + 1}: image '{value}' does not exist (looked for '{path}')"
-            )
+        found = path_kind(path)
+        if found != "file":
+            what = "does not exist" if found is None else f"is a {found}, not an image file"
+            raise HubtuneError(f"data file '{table}', row {row + 1}: image '{value}' {what} (looked for '{path}')")
         paths.append(str(path))
     return dataset.remove_columns(column).add_column(column, paths).cast_column(column, Image(decode=False))
 
@@ -164,10 +165,22 @@ def predict_images(inputs: list[str]) -> list[PILImage.Image]:
     images = []
     for text in inputs:
         path = Path(text).expanduser()
-        if not path.is_file():
-            raise HubtuneError(f"image '{text}' does not exist")
+        require_path(path, "file", "image")
         images.append(decode_checked({"path": str(path), "bytes": None}, "predict", warn_large=True))
     return images
+
+
+def write_probe_images(folder: Path, count: int) -> list[str]:
+    """`count` noise images of several sizes written as PNG files into `folder`: inputs made up to check an export
+    on where the run's own images are gone (the model's logits, not what they mean, are compared)."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        pixels = rng.integers(0, 256, size=(48 + 8 * (index % 3), 64 - 8 * (index % 2), 3), dtype=np.uint8)
+        path = folder / f"probe-{index}.png"
+        PILImage.fromarray(pixels).save(path)
+        paths.append(str(path))
+    return paths
 
 
 def verify_header(value: dict[str, Any], where: str) -> tuple[int, int]:

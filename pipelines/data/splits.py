@@ -19,7 +19,9 @@ from datasets import Dataset, IterableDataset, Value
 from sklearn.model_selection import train_test_split
 
 from pipelines.config import DataConfig
-from pipelines.errors import HubtuneError
+from pipelines.data.json_faults import is_blank, json_fault
+from pipelines.errors import HubtuneError, require_path
+from pipelines.hub_access import offline_reason
 from pipelines.processes import process_state
 
 logger = logging.getLogger(__name__)
@@ -85,8 +87,7 @@ class Splits:
 
 def _table_builder(path: Path, streaming: bool = False) -> tuple[str, dict[str, str]]:
     """The datasets builder (and its options) that reads a table file; an error for a missing or other file."""
-    if not path.is_file():
-        raise HubtuneError(f"data file '{path}' does not exist")
+    require_path(path, "file", "data file")
     if path.suffix.lower() not in FILE_BUILDERS:
         if streaming:
             raise HubtuneError(
@@ -99,18 +100,27 @@ def _table_builder(path: Path, streaming: bool = False) -> tuple[str, dict[str, 
     return FILE_BUILDERS[path.suffix.lower()]
 
 
+def _unreadable(path: Path, builder: str, error: BaseException) -> HubtuneError:
+    """One line for a table file that datasets could not read; a JSON file's names its line as an editor counts."""
+    # datasets reports a file with a header and no rows as a split instruction with no data.
+    if "corresponds to no data" in str(error) or is_blank(path):
+        return HubtuneError(f"data file '{path}' is empty: it has no rows")
+    fault = json_fault(path) if builder == "json" else None
+    if fault is not None:
+        return HubtuneError(f"data file '{path}', {fault}")
+    return HubtuneError(f"data file '{path}' does not parse as {builder}: {error.__cause__ or error}")
+
+
 def load_table_file(path: Path) -> Dataset:
     """A csv/tsv/json/jsonl/parquet file as one Dataset; the default `Task.load_data_file`. No text cell may hold
     more than `MAX_CELL_BYTES`."""
     builder, options = _table_builder(path)
     try:
         table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except StopIteration as error:  # datasets' word for a file with nothing in it
+        raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
     except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
-        cause = error.__cause__ or error
-        # datasets reports a file with a header and no rows as a split instruction with no data.
-        if "corresponds to no data" in str(error):
-            raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
-        raise HubtuneError(f"data file '{path}' does not parse as {builder}: {cause}") from error
+        raise _unreadable(path, builder, error) from error
     _check_cell_sizes(table, path, builder)
     return table
 
@@ -138,13 +148,13 @@ def _check_cell_sizes(table: Dataset, path: Path, builder: str) -> None:
 def load_table_stream(path: Path) -> IterableDataset:
     """A csv/tsv/json/jsonl/parquet file as a stream, read as training goes (`data.streaming`)."""
     builder, options = _table_builder(path, streaming=True)
-    stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
     try:
+        stream = datasets.load_dataset(builder, data_files=str(path), split="train", streaming=True, **options)
         next(iter(stream))  # the first rows, read now: a file that does not parse fails at load, not mid-run
     except StopIteration as error:
         raise HubtuneError(f"data file '{path}' is empty: it has no rows") from error
     except (datasets.exceptions.DatasetGenerationError, ValueError, UnicodeDecodeError) as error:
-        raise HubtuneError(f"data file '{path}' does not parse as {builder}: {error.__cause__ or error}") from error
+        raise _unreadable(path, builder, error) from error
     return stream
 
 
@@ -169,6 +179,12 @@ def _load_hub(config: DataConfig, streaming: bool = False) -> dict[str, Any]:
             config.dataset, config.dataset_config, revision=config.revision, streaming=streaming
         )
     except (FileNotFoundError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as error:
+        reason = offline_reason()
+        if reason:
+            raise HubtuneError(
+                f"Hub dataset '{config.dataset}' could not be loaded: it is not in the local datasets cache and "
+                f"{reason}; load it once where the Hub can be reached, or give local files in 'data.files'"
+            ) from error
         raise HubtuneError(
             f"Hub dataset '{config.dataset}' could not be loaded ({type(error).__name__}); offline it must be in the "
             "local datasets cache, or give local files in 'data.files'"
@@ -181,12 +197,14 @@ def load_splits(
     seed: int,
     load_file: Callable[[Path], Dataset] = load_table_file,
     roles: Collection[str] = ("train", "validation", "test"),
+    path_kind: str | None = None,
 ) -> Splits:
     """Load the recipe's splits, carve validation from train if asked, cap sizes, refuse empty splits.
 
     `load_file` reads one local split; tasks with formats of their own (CoNLL, image or audio folders)
-    pass theirs. `roles` limits the result to the splits a caller scores (`hubtune evaluate --split`); local
-    files of other splits are not even read.
+    pass theirs, and `path_kind` what it reads (`Task.data_path_kind`: "file", "folder", or None for either).
+    `roles` limits the result to the splits a caller scores (`hubtune evaluate --split`); local files of other
+    splits are not even read.
     """
     wanted = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
     carved = "validation" in roles and config.validation_fraction is not None
@@ -194,6 +212,10 @@ def load_splits(
     streaming = bool(getattr(config, "streaming", False))
     if config.files:
         load = load_table_stream if streaming else load_file
+        kind = "file" if streaming else path_kind
+        for split, path in config.files.items():
+            if split in needed:
+                require_path(path, kind, "data folder" if kind == "folder" else "data file", f"data.files.{split}")
         available = {name: load(Path(path)) for name, path in config.files.items() if name in needed}
         origin = {name: f"data file '{path}'" for name, path in config.files.items()}
         where = "data.files"

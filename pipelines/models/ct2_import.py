@@ -18,7 +18,7 @@ from typing import cast
 import numpy as np
 import torch
 
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +208,8 @@ def import_ct2_whisper(source: str | Path, target: str | Path) -> Path:
     for name in ("model.bin", "tokenizer.json"):
         if not (source / name).is_file():
             raise HubtuneError(f"'{source}' is not a faster-whisper model folder: it has no {name}")
+    if target.exists():
+        require_path(target, "folder", "target folder")
     if target.exists() and any(target.iterdir()):
         raise HubtuneError(f"target folder '{target}' already exists and is not empty")
     spec, variables = read_ct2_model(source / "model.bin")

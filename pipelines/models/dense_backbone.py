@@ -24,7 +24,8 @@ from transformers import AutoConfig
 
 from pipelines.compat import auto_class_builds, auto_class_model_types
 from pipelines.config import ModelConfig, closest
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
+from pipelines.hub_access import offline_reason
 from pipelines.models.groups import timm_backbone_module
 from pipelines.models.loading import (
     REJECTED_BUILD,
@@ -60,7 +61,7 @@ def backbone_source(model: ModelConfig) -> BackboneSource:
     elif path.is_dir():
         folder = path
     elif checkpoint.startswith((".", "/", "~")):
-        raise HubtuneError(f"backbone checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
+        require_path(checkpoint, "folder", "backbone checkpoint folder", "model.checkpoint")
     else:
         folder = _hub_folder(checkpoint, model.revision)
     config_file = folder / "config.json"
@@ -93,10 +94,10 @@ def _hub_folder(repo_id: str, revision: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "*.safetensors"]))
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
+        why = offline_reason() or f"the Hub did not give it ({type(error).__name__})"
         raise HubtuneError(
             f"backbone checkpoint '{repo_id}' ('model.checkpoint') cannot be loaded: it is not in the local Hugging "
-            f"Face cache and the Hub could not be reached ({type(error).__name__}); run `hf download {repo_id}` "
-            "where there is network, or name a local folder"
+            f"Face cache and {why}; run `hf download {repo_id}` where there is network, or name a local folder"
         ) from error
 
 

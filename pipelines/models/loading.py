@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,8 @@ from transformers import AutoConfig, PretrainedConfig
 
 from pipelines.compat import set_initialized_flag
 from pipelines.config import ModelConfig, closest
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
+from pipelines.hub_access import offline_reason
 from pipelines.models.groups import layer_groups
 
 logger = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def timm_file_as_folder(path: Path, architecture: str | None) -> Path:
     which transformers' TimmWrapper loads like any timm checkpoint from the Hub."""
     if not architecture:
         raise HubtuneError(
-            f"checkpoint '{path}' is a single weights file: name its timm architecture in "
-            "'model.timm_architecture' (e.g. resnet18)"
+            f"'{path}' ('model.checkpoint') is a file, not a checkpoint folder; a file is read as a single timm "
+            "weights file, whose architecture 'model.timm_architecture' must name (e.g. resnet18)"
         )
     problem = _weight_file_problem(path)
     if problem:
@@ -225,8 +225,8 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
     checkpoint = (source or model.checkpoint).removeprefix(TIMM_HUB_PREFIX)
     if Path(checkpoint).expanduser().is_file():
         checkpoint = str(timm_file_as_folder(Path(checkpoint).expanduser(), model.timm_architecture))
-    if looks_like_path(checkpoint) and not Path(checkpoint).expanduser().exists():
-        raise HubtuneError(f"checkpoint folder '{checkpoint}' does not exist ('model.checkpoint')")
+    if looks_like_path(checkpoint):
+        require_path(checkpoint, "folder", "checkpoint folder", "model.checkpoint")
     folder = Path(checkpoint).expanduser()
     if folder.is_dir() and not (folder / "config.json").is_file():
         raise HubtuneError(
@@ -263,14 +263,10 @@ def from_pretrained(loader: Any, model: ModelConfig, source: str | None = None, 
             raise missing_weights(folder, "checkpoint folder ('model.checkpoint')") from error
         if folder.is_dir():
             raise _unloadable_folder(checkpoint, loader, error) from error
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        how = (
-            "it is not in the local Hugging Face cache and HF_HUB_OFFLINE is set"
-            if offline
-            else "it is not in the local Hugging Face cache and the Hub could not be reached"
-        )
+        why = offline_reason() or f"the Hub did not give it ({type(error).__name__})"
         raise HubtuneError(
-            f"checkpoint '{checkpoint}' (revision '{model.revision}') cannot be loaded: {how}; "
+            f"checkpoint '{checkpoint}' (revision '{model.revision}') cannot be loaded: it is not in the local Hugging "
+            f"Face cache and {why}; "
             f"run `hf download {checkpoint}` where there is network, or set 'model.checkpoint' to a local folder"
         ) from error
 

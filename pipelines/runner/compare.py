@@ -15,7 +15,6 @@ from matplotlib.figure import Figure
 
 from pipelines.adapt.strategies import strategy_class
 from pipelines.config import RecipeConfig, load_recipe_config
-from pipelines.data.splits import load_splits
 from pipelines.errors import HubtuneError
 from pipelines.runner.recipe import Recipe
 from pipelines.runs.folder import write_json
@@ -90,7 +89,7 @@ def compare(
             f"compare trains from random weights too; use another 'adapt.strategy' than {config.adapt.strategy}"
         )
     processor = task.load_processor()
-    splits = load_splits(config.data, config.seed, task.load_data_file)
+    splits = task.read_splits()
     prepared = task.prepare(splits, task.fit_processor(splits, processor))
     report = TransferReport(metric=f"test_{metric}")
     report.warnings += _label_warnings(task, prepared.label_names)

@@ -19,8 +19,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from pipelines.adapt import format_table, parameter_table, plan_groups
 from pipelines.adapt.strategies import ProbeStage, Strategy, strategy_for
 from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_config
-from pipelines.data.splits import load_splits, shuffle_stream, streamed
-from pipelines.errors import HubtuneError
+from pipelines.data.splits import shuffle_stream, streamed
+from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 from pipelines.runner.failure import RunEnding
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
@@ -62,15 +62,15 @@ PROBE_DIR = "linear_probe"
 
 def _absolute_files(config: RecipeConfig) -> None:
     # The run folder's recipe must work from any directory: `hubtune evaluate RUN` re-reads its data.
+    # Whether each is a file or a folder, as the task reads it, is checked where the splits are read.
     for split, path in config.data.files.items():
         absolute = Path(path).expanduser().resolve()
-        if not absolute.exists():
-            relative = (
-                ""
-                if Path(path).expanduser().is_absolute()
-                else f" (a relative path is read from the working directory '{Path.cwd()}', not from the recipe's folder)"
-            )
-            raise HubtuneError(f"data file '{absolute}' ('data.files.{split}') does not exist{relative}")
+        relative = (
+            ""
+            if Path(path).expanduser().is_absolute()
+            else f" (a relative path is read from the working directory '{Path.cwd()}', not from the recipe's folder)"
+        )
+        require_path(absolute, None, "data file", f"data.files.{split}", relative)
         config.data.files[split] = str(absolute)
     checkpoint = Path(config.model.checkpoint).expanduser()
     if checkpoint.exists():
@@ -211,7 +211,7 @@ class Recipe:
         """The prepared data, and the data split each role (train, validation, test) was read from."""
         data = self.config.data
         processor = task.load_processor()
-        splits = load_splits(data, self.config.seed, task.load_data_file)
+        splits = task.read_splits()
         prepared = task.prepare(splits, task.fit_processor(splits, processor))
         if streamed(prepared.datasets.get("train")):
             prepared.datasets["train"] = shuffle_stream(prepared["train"], self.config.seed)

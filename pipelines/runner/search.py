@@ -39,6 +39,7 @@ from pipelines.config import (
 from pipelines.errors import HubtuneError
 from pipelines.runner.search_plan import SearchPlan, load_search
 from pipelines.runs.folder import write_json
+from pipelines.runs.guard import check_usable
 
 if TYPE_CHECKING:
     import optuna
@@ -142,7 +143,8 @@ def search(
     metric = _metric_name(metric or task.primary_metric)
     direction = plan.direction or ("minimize" if metric.endswith(task.lower_is_better) else "maximize")
     out = Path(out_dir) if out_dir else Path("runs") / f"{config.name}-search"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    check_usable(out, "--out")
+    if out.exists() and any(out.iterdir()):
         raise HubtuneError(f"search folder '{out}' already exists; remove it or give another --out")
     out.mkdir(parents=True, exist_ok=True)
     result = SearchResult(config.name, metric, direction, out)

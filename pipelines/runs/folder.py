@@ -15,7 +15,7 @@ from torch import nn
 from transformers import AutoConfig
 
 from pipelines.config import RecipeConfig, load_recipe_config
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 from pipelines.models.loading import check_weight_files, has_weights, missing_weights
 
 RECIPE_FILE = "recipe.yaml"
@@ -26,6 +26,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 
 def read_run_recipe(run_dir: str | Path) -> RecipeConfig:
     run_dir = Path(run_dir)
+    require_path(run_dir, "folder", "run folder")
     if not (run_dir / RECIPE_FILE).is_file():
         raise HubtuneError(f"'{run_dir}' is not a hubtune run folder: it has no {RECIPE_FILE}")
     return load_recipe_config(run_dir / RECIPE_FILE)

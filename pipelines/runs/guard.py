@@ -18,7 +18,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 from pipelines.runs.folder import write_json
 from pipelines.runs.resume import TRAINER_STATE
 
@@ -134,6 +134,31 @@ def is_finished(folder: Path) -> bool:
 def finish_run(folder: Path) -> None:
     """Record everything the finished run wrote, so that a later overwrite knows it is all hubtune's."""
     _write_marker(folder, {"finished": True, "files": sorted(e.name for e in folder.iterdir() if e.name != MARKER)})
+
+
+def check_output_folder(folder: Path, what: str, run_dir: Path) -> None:
+    """A folder a command writes beside a run (`what`: export's, --draw's, --dry-run's) must be a folder, and lie
+    outside the run folder: there its files would be neither the run's (its marker does not list them, so replacing
+    the run would be refused) nor safe from being replaced with it."""
+    if folder.exists():
+        require_path(folder, "folder", f"{what} folder")
+    out, run = folder.resolve(), run_dir.resolve()
+    if out == run or run in out.parents:
+        raise HubtuneError(f"{what} folder '{folder}' is inside the run folder '{run_dir}'; give a folder outside it")
+
+
+def written_by_hubtune(folder: Path) -> set[str]:
+    """The entries of `folder` that hubtune recorded writing (its marker's list); none where it has no marker."""
+    return set((_read_marker(folder) or {}).get("files", []))
+
+
+def record_outputs(folder: Path, names: list[str]) -> None:
+    """Record `names` as written by hubtune into `folder`, a folder that may hold a user's files too (drawings among
+    their images): the marker is made where there is none, so that a later --overwrite replaces these and only
+    these."""
+    if _read_marker(folder) is None:
+        _write_marker(folder, {"finished": False, "files": []})
+    record_written(folder, names)
 
 
 def record_written(folder: Path, names: list[str]) -> None:

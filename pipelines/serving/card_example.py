@@ -40,7 +40,7 @@ def widget_text(config: RecipeConfig) -> str | None:
         data = dataclasses.replace(data, streaming=True)
     task = task_class(config)
     try:
-        splits = load_splits(data, config.seed, task.load_data_file, roles=("test",))
+        splits = load_splits(data, config.seed, task.load_data_file, ("test",), task.data_path_kind())
     except (HubtuneError, OSError) as error:
         logger.info("the model card goes without a widget example: the test split cannot be read here (%s)", error)
         return None

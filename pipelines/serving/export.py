@@ -13,6 +13,7 @@ import torch
 
 from pipelines.errors import HubtuneError
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
+from pipelines.runs.guard import check_output_folder
 from pipelines.serving.predictor import Predictor
 from pipelines.serving.probe import EXPORT_CHECK_FILE, PROBE_SIZE, TOLERANCE, probe_batches
 
@@ -21,9 +22,11 @@ logger = logging.getLogger(__name__)
 EXPORT_FORMATS = ("transformers", "onnx")
 
 
-def _refuse_non_empty(out_dir: Path) -> None:
+def _check_export_folder(out_dir: Path, run_dir: Path) -> None:
+    """An export gets a folder of its own: outside the run, and new or empty, so that it writes over nothing."""
+    check_output_folder(out_dir, "export", run_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty")
+        raise HubtuneError(f"export folder '{out_dir}' already exists and is not empty; give a new or empty folder")
 
 
 @torch.no_grad()
@@ -37,12 +40,12 @@ def export_run(
 ) -> dict[str, Any]:
     """Write the run's model as a standalone folder (LoRA merged into the base weights, head kept), or with
     `export_format="onnx"` as an ONNX graph, and check that the exported model's outputs equal the run model's
-    on real examples."""
+    on real examples (made-up ones where the run's data is gone: `pipelines.serving.probe`)."""
     if export_format not in EXPORT_FORMATS:
         raise HubtuneError(f"export format must be one of {', '.join(EXPORT_FORMATS)}, got '{export_format}'")
     out_dir = Path(out_dir)
+    _check_export_folder(out_dir, Path(run_dir))
     if export_format == "onnx":
-        _refuse_non_empty(out_dir)
         from pipelines.serving.onnx_export import export_onnx  # onnxruntime and the exporter only when asked for
 
         return export_onnx(run_dir, out_dir)
@@ -54,9 +57,9 @@ def export_run(
         raise HubtuneError(
             f"run folder '{run_dir}' holds a PEFT adapter; pass --merge to fold it into the base weights"
         )
-    _refuse_non_empty(out_dir)
     standalone = copy.deepcopy(run.model).merge_and_unload() if is_adapter else run.model
-    (batch,) = probe_batches(run, [PROBE_SIZE])
+    probe = probe_batches(run, [PROBE_SIZE])
+    (batch,) = probe.batches
     out_dir.mkdir(parents=True, exist_ok=True)
     standalone.save_pretrained(out_dir)
     run.processor.save_pretrained(out_dir)
@@ -68,6 +71,7 @@ def export_run(
     check = {
         "max_abs_logit_difference": difference,
         "probe_examples": int(len(next(iter(batch.values())))),
+        "probe": probe.source,
         "merged_adapter": is_adapter,
     }
     write_json(out_dir / EXPORT_CHECK_FILE, check)

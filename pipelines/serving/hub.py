@@ -12,8 +12,9 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from pipelines.config import HubConfig, RecipeConfig
 from pipelines.errors import HubtuneError
+from pipelines.hub_access import offline_reason
 from pipelines.runs.card import model_card
-from pipelines.runs.guard import record_written
+from pipelines.runs.guard import check_output_folder, record_written
 from pipelines.serving.card_example import widget_text
 from pipelines.serving.upload import UploadFile, plan_upload
 from pipelines.tasks import get_task
@@ -42,12 +43,8 @@ class PushResult:
 
 def _check_dry_run_folder(out_dir: Path, run_dir: Path) -> None:
     """A dry run writes a folder of its own: never into the run, never over files already there."""
-    out, run = out_dir.resolve(), run_dir.resolve()
-    if out == run or run in out.parents:
-        raise HubtuneError(
-            f"--dry-run folder '{out_dir}' is inside the run folder '{run_dir}'; give a folder outside it"
-        )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    check_output_folder(out_dir, "--dry-run", run_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise HubtuneError(f"--dry-run folder '{out_dir}' already exists and is not empty; give a new or empty folder")
 
 
@@ -102,8 +99,10 @@ def push_run(run_dir: Path, config: RecipeConfig, target: PushTarget, dry_run: P
             create_pr=target.create_pr,
         )
     except (HfHubHTTPError, OfflineModeIsEnabled, OSError) as error:
+        reason = offline_reason()
+        why = f"it needs the Hub, and {reason}" if isinstance(error, OfflineModeIsEnabled) and reason else error
         raise HubtuneError(
-            f"pushing '{run_dir}' to the Hub as '{repo_id}' failed: {error}; the run folder is unchanged: retry "
+            f"pushing '{run_dir}' to the Hub as '{repo_id}' failed: {why}; the run folder is unchanged: retry "
             "with `hubtune push RUN`"
         ) from error
     (run_dir / CARD_FILE).write_text(card)

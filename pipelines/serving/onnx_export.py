@@ -5,7 +5,8 @@ whose predictions are the logits of one forward pass.
 
 OUT holds `model.onnx` (its weights in `model.onnx.data` beside it), the processor files and `config.json` with
 the label names, so a serving stack needs neither hubtune nor torch. The graph is checked against the run model
-with onnxruntime on real examples of the recipe's data, at two batch shapes, before the export counts as done.
+with onnxruntime on real examples of the recipe's data (made-up ones where that data is gone), at two batch shapes,
+before the export counts as done.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def _save_preprocessing(run: Predictor, config: Any, out_dir: Path) -> None:
 
 def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """Write the run's model as an ONNX graph with dynamic batch (and sequence) axes to `out_dir`, with the
-    processor files and label names, and check it against the run model on real examples of its data.
+    processor files and label names, and check it against the run model on real examples of its data (or made-up ones: `pipelines.serving.probe`).
 
     A LoRA adapter is merged into the base weights: an ONNX graph has no adapter form to keep, and the check
     compares the merged graph with the adapter model itself.
@@ -155,10 +156,8 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     standalone = copy.deepcopy(reference).merge_and_unload() if is_adapter else reference
     # A second batch of half the examples has another batch size (and, for text, often another padded length):
     # a graph that kept the export batch's shapes fails the check at export, not in serving.
-    batches = [
-        {name: value for name, value in batch.items() if name != "labels"}
-        for batch in probe_batches(run, [PROBE_SIZE, PROBE_SIZE // 2])
-    ]
+    probe = probe_batches(run, [PROBE_SIZE, PROBE_SIZE // 2])
+    batches = [{name: value for name, value in batch.items() if name != "labels"} for batch in probe.batches]
     # The graph is built in a scratch folder beside OUT (a rename away): a model that does not export leaves
     # no half-written OUT behind.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +178,7 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         "format": "onnx",
         "max_abs_logit_difference": difference,
         "probe_examples": int(len(next(iter(batches[0].values())))),
+        "probe": probe.source,
         "checked_shapes": [{name: list(value.shape) for name, value in batch.items()} for batch in batches],
         "merged_adapter": is_adapter,
         "onnxruntime": onnxruntime.__version__,

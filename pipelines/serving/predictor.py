@@ -20,11 +20,17 @@ from accelerate import PartialState
 from datasets import Dataset
 from transformers import PrinterCallback
 
-from pipelines.data.splits import MAX_CELL_BYTES, Splits, load_splits, require_columns
-from pipelines.errors import HubtuneError
+from pipelines.data.splits import MAX_CELL_BYTES, Splits, require_columns
+from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 from pipelines.runs.folder import read_run_recipe, write_json
-from pipelines.runs.guard import record_written
+from pipelines.runs.guard import (
+    MARKER,
+    check_output_folder,
+    record_outputs,
+    record_written,
+    written_by_hubtune,
+)
 from pipelines.tasks import TASKS, get_task
 from pipelines.tasks.serving_base import on_device
 from pipelines.training.trainer import build_trainer, training_arguments
@@ -67,12 +73,11 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
             yield value
             return
         path = Path(value)
+        require_path(path, None, "input")
         if path.is_dir():
             yield from (str(p) for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith("."))
-        elif path.is_file():
-            yield str(path)
         else:
-            raise HubtuneError(f"input '{value}' is neither a file nor a folder")
+            yield str(path)
 
     def text_lines(source: Iterable[str], name: str) -> Iterator[str]:
         number = 0
@@ -104,8 +109,7 @@ def collect_inputs(input_kind: str, values: Sequence[str], files: Sequence[str],
             ) from error
 
     for file in files:
-        if not Path(file).is_file():
-            raise HubtuneError(f"input file '{file}' does not exist")
+        require_path(file, "file", "input file", "--file")
     for value in values:
         for item in text_lines(stdin, "standard input") if value == "-" else [value]:
             yield from expand(item)
@@ -159,10 +163,36 @@ def check_output(output: Path, overwrite: bool, inputs: Sequence[str | Path] = (
                 f"--output file '{output}' is also an input ('{source}'): the predictions would replace what they "
                 "are made from; write them to another file"
             )
+    if output.exists():
+        require_path(output, "file", "output file", "--output")
     if output.exists() and not overwrite:
         raise HubtuneError(f"--output file '{output}' already exists; pass --overwrite to replace it")
     if not output.parent.is_dir():
         raise HubtuneError(f"--output file '{output}': folder '{output.parent}' does not exist")
+
+
+def _check_drawing_target(
+    target: Path, source: str, inputs: dict[Path, str], drawn: dict[str, str], earlier: set[str], overwrite: bool
+) -> None:
+    """A drawing replaces no input, no other drawing of this command, and (with --overwrite) only a drawing hubtune
+    made in that folder before."""
+    if target.resolve() in inputs:
+        raise HubtuneError(
+            f"--draw: the drawing of '{source}' would be '{target}', which is an input ('{inputs[target.resolve()]}'); "
+            "draw into another folder"
+        )
+    if target.name in drawn:
+        raise HubtuneError(
+            f"--draw: '{drawn[target.name]}' and '{source}' would both be drawn as '{target}'; predict them apart, "
+            "or rename one"
+        )
+    if target.exists() and target.name not in earlier:
+        raise HubtuneError(
+            f"--draw: '{target}' already exists, and hubtune has no record of drawing it (the folder's {MARKER} lists "
+            "what it drew); --overwrite replaces only its own drawings: draw into another folder, or move it away"
+        )
+    if target.exists() and not overwrite:
+        raise HubtuneError(f"--draw: '{target}' already exists; pass --overwrite to replace the drawings")
 
 
 @contextmanager
@@ -189,8 +219,6 @@ class Predictor:
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
-            raise HubtuneError(f"run folder '{self.run_dir}' does not exist")
         self.config = read_run_recipe(self.run_dir)
         self.task = get_task(self.config.task)(self.config)
         self.processor = self.task.load_processor(str(self.run_dir))
@@ -260,33 +288,39 @@ class Predictor:
                 f"--draw: a {self.task.name} run predicts nothing to draw ({', '.join(drawing)} runs do)"
             )
 
+    def check_draw_folder(self, out_dir: Path) -> None:
+        """`--draw DIR` is a folder outside the run folder (checked before any prediction is made)."""
+        check_output_folder(out_dir, "--draw", self.run_dir)
+
     def draw(self, predictions: Sequence[dict[str, Any]], out_dir: Path, overwrite: bool = False) -> list[Path]:
         """The task's pictures of `predictions` (boxes, masks) in `out_dir`. They are drawn in a scratch folder inside
-        it and moved in when all are drawn: no file is replaced unless `overwrite`, and a name taken stops the
-        drawing before anything is written there."""
+        it and moved in when all are drawn, and a name taken stops the drawing before anything is written there:
+        `overwrite` replaces only drawings hubtune made there before (the folder's marker lists them), never a
+        user's file, and never one of the inputs."""
         self.check_drawing()
+        self.check_draw_folder(out_dir)
+        inputs = {Path(prediction["input"]).resolve(): prediction["input"] for prediction in predictions}
+        earlier = written_by_hubtune(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        drawn = []
+        drawn: dict[str, str] = {}  # drawing -> the input it is of
         with tempfile.TemporaryDirectory(dir=out_dir, prefix=".drawing-") as scratch:
             for prediction in predictions:
                 with torch.no_grad():
                     pictures = self.serving.draw(prediction)
                 for name, picture in pictures.items():
-                    if (out_dir / name).exists() and not overwrite:
-                        raise HubtuneError(
-                            f"--draw: '{out_dir / name}' already exists; pass --overwrite to replace the drawings"
-                        )
+                    _check_drawing_target(out_dir / name, prediction["input"], inputs, drawn, earlier, overwrite)
                     picture.save(Path(scratch) / name)
-                    drawn.append(name)
+                    drawn[name] = prediction["input"]
             for name in drawn:
                 (Path(scratch) / name).replace(out_dir / name)
+        record_outputs(out_dir, list(drawn))
         return [out_dir / name for name in drawn]
 
     def read_data_file(self, data: str | Path) -> tuple[Dataset, str]:
         """A new file or folder in a format of the run's task (a table, an image or audio folder, CoNLL)."""
         path = Path(data).expanduser()
-        if not path.exists():
-            raise HubtuneError(f"data file '{path}' does not exist")
+        kind = self.task.data_path_kind()
+        require_path(path, kind, "data folder" if kind == "folder" else "data file", "--data")
         return self.task.load_data_file(path), f"data file '{path}'"
 
     def predict_data(
@@ -350,7 +384,7 @@ class Predictor:
             split = DATA_ROLE
             splits = Splits({split: dataset}, {split: source})
         else:
-            splits = load_splits(self.config.data, self.config.seed, self.task.load_data_file, roles=(split,))
+            splits = self.task.read_splits(roles=(split,))
             if split not in splits:
                 raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
         prepared = self.task.from_trained(

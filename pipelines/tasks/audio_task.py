@@ -19,10 +19,11 @@ from pipelines.data.audio import (
     decode,
     load_audio_data_file,
     undecoded_audio,
+    write_probe_clips,
 )
 from pipelines.data.splits import Locate, Splits, require_columns
 from pipelines.data.transcripts import TranscriptDataConfig, transcripts
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, require_path
 from pipelines.tasks.base import PreparedData, Task
 from pipelines.tasks.serving_base import TaskModel, TaskServing, file_paths
 
@@ -102,6 +103,9 @@ class AudioTask(Task[AudioDataT]):
     variable_length = True
     # Speech tasks that pair audio with a transcript must not crop it: they drop over-long clips instead.
     crops_long_audio = True
+
+    def data_path_kind(self) -> str | None:
+        return None  # an audio folder, or a table of audio paths
 
     def load_data_file(self, path: Path) -> Dataset:
         # Transcript data has no class column of its own: class sub-folders, if a folder has them, go to `label`.
@@ -210,11 +214,16 @@ class AudioServing(TaskServing[AudioTaskT]):
     def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
         return file_paths(values, locate, column, "audio")
 
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        return write_probe_clips(folder, count)
+
     def waveforms(self, inputs: list[str]) -> list[np.ndarray]:
         """Audio file paths decoded (mono, at the processor's rate) and, where the task crops, cropped from the
         start as evaluation crops."""
         task, extractor = self.task, feature_extractor_of(self.processor)
         rate, minimum = extractor.sampling_rate, shortest_clip(self.model, extractor)
+        for path in inputs:
+            require_path(path, "file", "audio file")
         waves = [decode(path, rate, f"input '{path}'") for path in inputs]
         for path, wave in zip(inputs, waves):
             if minimum is not None:

@@ -11,7 +11,7 @@ the `hubtune.tasks` group; plus a recipe.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
@@ -23,7 +23,7 @@ from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
 from pipelines.config import DataConfig, RecipeConfig
-from pipelines.data.splits import Splits, load_table_file
+from pipelines.data.splits import Splits, load_splits, load_table_file
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
 from pipelines.models.positions import position_limit
@@ -146,6 +146,15 @@ class Task(ABC, Generic[DataT]):
     def load_data_file(self, path: Path) -> Dataset:
         """One local split file (or folder) as a Dataset; tasks with formats of their own override this."""
         return load_table_file(path)
+
+    def data_path_kind(self) -> str | None:
+        """What `load_data_file` reads: a "file", a "folder", or None for either. A split given in 'data.files' (or
+        to `--data`) is checked against it first, so a folder where a file is read is named as one, with its key."""
+        return "file"
+
+    def read_splits(self, roles: Collection[str] = ("train", "validation", "test")) -> Splits:
+        """The recipe's splits in `roles`, local ones read by `load_data_file` (`pipelines.data.splits.load_splits`)."""
+        return load_splits(self.config.data, self.config.seed, self.load_data_file, roles, self.data_path_kind())
 
     def fit_processor(self, splits: Splits, processor: Any) -> Any:
         """The processor completed from the training data (a CTC character vocabulary); most tasks return it as is.

@@ -29,6 +29,7 @@ from pipelines.data.images import (
     predict_images,
     resolve_image_paths,
     undecoded,
+    write_probe_images,
 )
 from pipelines.data.pixels import pixel_transform, size_timm_config, sized_processor
 from pipelines.data.splits import Locate, Splits, load_table_file, require_columns
@@ -69,6 +70,9 @@ class ImageClassificationServing(ClassifierServing["ImageClassification"]):
     def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
         return file_paths(values, locate, column, "image")
 
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        return write_probe_images(folder, count)
+
     def preprocess(self, inputs: list[str]) -> Batch:
         to_pixels = pixel_transform(self.processor, False, self.task.data.image_size)
         return Batch(inputs, {"pixel_values": to_pixels(predict_images(inputs))})
@@ -94,6 +98,9 @@ class ImageClassification(ClassifierMixin, Task[ImageDataConfig]):
     def saved_model(self, model: TaskModel) -> None:
         super().saved_model(model)
         size_timm_config(model.config, self.data.image_size)
+
+    def data_path_kind(self) -> str | None:
+        return None  # a class-per-folder tree, or a table of image paths
 
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data

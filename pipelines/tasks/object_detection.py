@@ -50,6 +50,8 @@ from pipelines.tasks.object_detection_serving import ObjectDetectionServing
 logger = logging.getLogger(__name__)
 
 ANNOTATION_FORMATS = ("coco", "voc", "yolo", "objects")
+# Formats whose split is a folder (images beside their annotation files); the others are one file.
+FOLDER_FORMATS = ("voc", "yolo")
 # Padding of the evaluation target table (`target_table`): the Trainer pads its gathered labels with this too.
 PAD = -100
 
@@ -200,6 +202,9 @@ class ObjectDetection(Task[DetectionDataConfig]):
         backbone = backbone_source(model)
         size = {} if side is None else {"size": size_setting(processor_class.size, side)}
         return processor_class(image_mean=backbone.mean, image_std=backbone.std, **size)
+
+    def data_path_kind(self) -> str | None:
+        return "folder" if self.data.annotation_format in FOLDER_FORMATS else "file"
 
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data

@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image as PILImage
 from PIL import ImageDraw
 
-from pipelines.data.images import decode_checked, predict_images
+from pipelines.data.images import decode_checked, predict_images, write_probe_images
 from pipelines.data.splits import Locate
 from pipelines.runs.folder import label_names_of
 from pipelines.tasks.serving_base import Batch, TaskServing, file_paths
@@ -24,6 +24,9 @@ class ObjectDetectionServing(TaskServing[Any]):
 
     def data_inputs(self, values: list[Any], locate: Locate, column: str) -> list[str]:
         return file_paths(values, locate, column, "image")
+
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        return write_probe_images(folder, count)
 
     def preprocess(self, inputs: list[str]) -> Batch:
         images = predict_images(inputs)

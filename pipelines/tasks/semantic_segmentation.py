@@ -32,7 +32,13 @@ from transformers import (
 )
 
 from pipelines.config import DataConfig, option
-from pipelines.data.images import decode_checked, predict_images, resolve_image_paths, undecoded
+from pipelines.data.images import (
+    decode_checked,
+    predict_images,
+    resolve_image_paths,
+    undecoded,
+    write_probe_images,
+)
 from pipelines.data.masks import check_pairs, load_mask_folder, paired_augmentation, read_mask
 from pipelines.data.pixels import size_overrides
 from pipelines.data.splits import Locate, Splits, load_table_file, require_columns
@@ -123,6 +129,9 @@ class SemanticSegmentationServing(TaskServing["SemanticSegmentation"]):
 
     def pixels(self, images: list[PILImage.Image]) -> torch.Tensor:
         return self.processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        return write_probe_images(folder, count)
 
     def preprocess(self, inputs: list[str]) -> Batch:
         images = predict_images(inputs)
@@ -215,6 +224,9 @@ class SemanticSegmentation(Task[SegmentationDataConfig]):
         if getattr(processor, "do_reduce_labels", False):
             overrides["do_reduce_labels"] = False
         return from_pretrained(AutoImageProcessor, model, **overrides) if overrides else processor
+
+    def data_path_kind(self) -> str | None:
+        return None  # images/ and masks/ folders, or a table of image and mask paths
 
     def load_data_file(self, path: Path) -> Dataset:
         data = self.data

@@ -25,7 +25,7 @@ from PIL import Image as PILImage
 from transformers import BatchEncoding, BatchFeature
 
 from pipelines.data.splits import Locate
-from pipelines.errors import HubtuneError
+from pipelines.errors import HubtuneError, path_kind
 
 # A transformers model, or a PEFT model wrapping one. Their attributes (config, device, generate, ...) are
 # dynamic, which torch's `nn.Module` typing cannot express, so the type checker takes them as they come.
@@ -34,6 +34,9 @@ TaskModel = Any
 TaskT = TypeVar("TaskT")
 # Graph input name -> {axis: the name of its dynamic size}; inputs sharing a size name share the size.
 OnnxAxes = dict[str, dict[int, str]]
+# Words of the texts an export is checked on when the run's own data is gone: any words do (a tokenizer that lacks
+# one gives its unknown token), and prefixes of different lengths give the batch padding.
+PROBE_WORDS = "the quick brown fox jumps over the lazy dog while a cold wind blows across the quiet river".split()
 
 
 @dataclass
@@ -66,9 +69,13 @@ def file_paths(values: list[Any], locate: Locate, column: str, kind: str) -> lis
     paths = []
     for i, value in enumerate(values):
         path = value.get("path") if isinstance(value, dict) else value
-        if not isinstance(path, str) or not Path(path).is_file():
+        found = path_kind(Path(path)) if isinstance(path, str) else None
+        if not isinstance(path, str) or found != "file":
+            there = (
+                "" if not isinstance(path, str) else " (nothing is there)" if found is None else f" (it is a {found})"
+            )
             raise HubtuneError(
-                f"{locate(i)}: column '{column}' holds {str(value)[:80]!r}, not the path of an {kind} file"
+                f"{locate(i)}: column '{column}' holds {str(value)[:80]!r}, not the path of an {kind} file{there}"
             )
         paths.append(path)
     return paths
@@ -126,6 +133,20 @@ class TaskServing(ABC, Generic[TaskT]):
         """The pictures of one prediction record (boxes on the image, a mask) by file name, named after its input:
         implemented by tasks whose predictions can be pictured (`hubtune predict --draw DIR`)."""
         raise NotImplementedError(f"{type(self).__name__} draws nothing")
+
+    def probe_inputs(self, folder: Path, count: int) -> list[str]:
+        """`count` made-up raw inputs of several sizes, to check an export on where the run's own data cannot be
+        read (exporting needs no data): texts here; tasks that read files write theirs into `folder`."""
+        return [" ".join(PROBE_WORDS[: 3 + (2 * i) % (len(PROBE_WORDS) - 2)]) for i in range(count)]
+
+    def probe_batch(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        """The model's inputs for raw `inputs` as one batch of tensors, as an export is checked on them: the features
+        of `preprocess`, where it makes one mapping per input, joined along the batch (the inputs `probe_inputs`
+        makes have one size, where size matters)."""
+        features = self.preprocess(inputs).features
+        if isinstance(features, list):
+            return {key: torch.cat([each[key] for each in features]) for key in features[0]}
+        return dict(features)
 
     def onnx_axes(self, features: Mapping[str, torch.Tensor]) -> OnnxAxes:
         """The dynamic axes of each model input (`features`, a batch as the data collator makes it) of an ONNX graph

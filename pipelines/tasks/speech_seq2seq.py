@@ -42,6 +42,13 @@ class SpeechRecognitionSeq2SeqServing(TranscriptServing["SpeechRecognitionSeq2Se
     def preprocess(self, inputs: list[str]) -> Batch:
         return Batch(inputs, extract_features(self.processor, self.waveforms(inputs)))
 
+    def probe_batch(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        # The logits an export is checked on are the decoder's first step, from the start token.
+        features = super().probe_batch(inputs)
+        start = self.model.config.decoder_start_token_id
+        features["decoder_input_ids"] = torch.full((len(inputs), 1), start, dtype=torch.long)
+        return features
+
     def forward(self, batch: Batch) -> torch.Tensor:
         limit = self.task.config.training.get("generation_max_length") or 128
         return self.model.generate(**batch.features, max_new_tokens=limit)

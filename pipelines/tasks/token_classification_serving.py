@@ -52,6 +52,11 @@ class TokenClassificationServing(TaskServing[Any]):
     def preprocess(self, inputs: list[str]) -> Batch:
         return Batch(inputs, inputs)  # the pipeline tokenises each text into its windows itself
 
+    def probe_batch(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        # The pipeline's windows are its own business; the model itself takes the tokenised texts.
+        encoded = self.processor(inputs, truncation=True, padding=True, return_tensors="pt")
+        return {key: encoded[key] for key in self.processor.model_input_names if key in encoded}
+
     def forward(self, batch: Batch) -> list[list[dict[str, Any]]]:
         return [self.tagger(text) if text.strip() else [] for text in batch.features]
 

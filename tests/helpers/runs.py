@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
+import yaml
 from transformers import TrainerCallback
 
 
@@ -46,3 +48,24 @@ def assert_same_run(resumed: dict, resumed_dir: Path, straight: dict, straight_d
     assert sorted(resumed_losses) == sorted(straight_losses)
     for step, loss in straight_losses.items():
         assert math.isclose(resumed_losses[step], loss, rel_tol=1e-5), step
+
+
+def without_its_data(run_dir: Path, copy_to: Path) -> Path:
+    """A copy of a run folder whose recipe.yaml names data files that are no longer there, as after the data moved.
+    A copy, so that a shared run fixture's data stays where the other tests read it."""
+    shutil.copytree(run_dir, copy_to)
+    recipe = yaml.safe_load((copy_to / "recipe.yaml").read_text())
+    gone = copy_to.parent / "moved-away"
+    recipe["data"]["files"] = {split: str(gone / Path(path).name) for split, path in recipe["data"]["files"].items()}
+    (copy_to / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return copy_to
+
+
+def assert_export_checked_on_made_up_inputs(run_dir: Path, tmp_path: Path) -> dict:
+    """`export` of the run, its data gone: checked on made-up inputs, the exported model equal to the run's."""
+    from pipelines.serving.export import export_run
+
+    check = export_run(without_its_data(run_dir, tmp_path / "data-gone"), tmp_path / "export", merge=False)
+    assert check["probe"] == "made-up inputs"
+    assert check["max_abs_logit_difference"] <= 1e-4 and check["probe_examples"] == 8
+    return check

@@ -15,7 +15,7 @@ import peft
 from torch import nn
 
 from pipelines.adapt.strategies.base import Strategy
-from pipelines.config import AdaptConfig, factory, option, require_one_of
+from pipelines.config import AdaptConfig, check_adapter_numbers, factory, option, require_one_of
 from pipelines.errors import HubtuneError
 from pipelines.models.groups import LayerGroups
 
@@ -81,12 +81,7 @@ class PeftConfig:
                     f"recipe key '{SECTION}.{key}' does not apply to method '{self.method}' "
                     f"('{SECTION}.method'); it takes {', '.join(sorted(taken - {'method'}))}"
                 )
-        if self.r is not None and self.r < 1:
-            raise HubtuneError(f"recipe key '{SECTION}.r' must be at least 1, got {self.r}")
-        if self.alpha is not None and self.alpha <= 0:
-            raise HubtuneError(f"recipe key '{SECTION}.alpha' must be positive, got {self.alpha}")
-        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise HubtuneError(f"recipe key '{SECTION}.dropout' must lie in [0, 1), got {self.dropout}")
+        check_adapter_numbers(SECTION, self.r, self.alpha, self.dropout)
         if self.feedforward_modules is not None:
             outside = sorted(set(self.feedforward_modules) - set(self.target_modules or ()))
             if outside:
