@@ -10,7 +10,8 @@ import pytest
 
 from pipelines import HubtuneError
 from pipelines.commands.cli import main
-from pipelines.serving.predictor import Predictor, collect_inputs
+from pipelines.serving.inputs import collect_inputs
+from pipelines.serving.predictor import Predictor
 
 
 def test_collect_inputs_for_text_tasks_reads_args_stdin_and_files(tmp_path):

@@ -13,7 +13,7 @@ import pytest
 
 from pipelines import HubtuneError, Recipe
 from pipelines.commands.cli import main
-from pipelines.models.loading import check_weight_files
+from pipelines.models.weight_files import check_weight_files
 from pipelines.serving.predictor import Predictor
 
 REMOTE_CONFIG = """from transformers import BertConfig

@@ -16,7 +16,7 @@ from transformers import AutoConfig
 
 from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.errors import HubtuneError, require_path
-from pipelines.models.loading import check_weight_files, has_weights, missing_weights
+from pipelines.models.weight_files import check_weight_files, has_weights, missing_weights
 
 RECIPE_FILE = "recipe.yaml"
 RESULTS_FILE = "all_results.json"
