@@ -220,10 +220,10 @@ class AudioServing(TaskServing[AudioTaskT]):
     def waveforms(self, inputs: list[str]) -> list[np.ndarray]:
         """Audio file paths decoded (mono, at the processor's rate) and, where the task crops, cropped from the
         start as evaluation crops."""
-        task, extractor = self.task, feature_extractor_of(self.processor)
-        rate, minimum = extractor.sampling_rate, shortest_clip(self.model, extractor)
         for path in inputs:
             require_path(path, "file", "audio file")
+        task, extractor = self.task, feature_extractor_of(self.processor)
+        rate, minimum = extractor.sampling_rate, shortest_clip(self.model, extractor)
         waves = [decode(path, rate, f"input '{path}'") for path in inputs]
         for path, wave in zip(inputs, waves):
             if minimum is not None:
