@@ -290,15 +290,14 @@ def test_truncated_wav_is_named_at_prepare(tiny_wav2vec2, tones, tmp_path):
 
 def test_group_by_length_batches_by_header_lengths(tiny_wav2vec2, tones, tmp_path, monkeypatch):
     """`train_sampling_strategy: group_by_length` sorts by the stored header lengths; no clip is decoded for it."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
     import pipelines.training.length_order
     from pipelines.tasks import audio_task
     from pipelines.tasks.audio_task import LENGTH
+    from pipelines.training.length_order import ShuffledLengthGroupedSampler
 
     seen: list[list[int]] = []
 
-    class Recording(LengthGroupedSampler):
+    class Recording(ShuffledLengthGroupedSampler):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             seen.append(list(self.lengths))
@@ -309,7 +308,7 @@ def test_group_by_length_batches_by_header_lengths(tiny_wav2vec2, tones, tmp_pat
         decoded.append(source)
         return decode(source, *args)
 
-    monkeypatch.setattr(pipelines.training.length_order, "LengthGroupedSampler", Recording)
+    monkeypatch.setattr(pipelines.training.length_order, "ShuffledLengthGroupedSampler", Recording)
     monkeypatch.setattr(audio_task, "decode", counting_decode)
     files = {"train": tones["train"], "test": tones["test"]}
     values = recipe(tiny_wav2vec2, files, tmp_path / "run", validation_split=None)

@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+import torch
 from datasets import Dataset
 from transformers import (
     AutoModelForSequenceClassification,
@@ -21,7 +22,7 @@ from transformers import (
 from transformers.trainer_utils import PredictionOutput
 
 from pipelines.serving.predictor import Predictor
-from pipelines.training.length_order import length_order, restore_order
+from pipelines.training.length_order import ShuffledLengthGroupedSampler, length_order, restore_order
 from pipelines.training.trainer import HubtuneTrainer
 
 WORDS = "the film was good bad long short fine awful great plot actor scene music end".split()
@@ -146,3 +147,28 @@ def test_predict_and_predict_data_sort_by_length_and_keep_input_order(trained_ru
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [record["row"] for record in records] == list(range(1, len(inputs) + 1))
     assert [{k: v for k, v in record.items() if k != "row"} for record in records] == batched
+
+
+def test_length_grouped_training_batches_pad_little_and_come_in_random_order():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 120) for _ in range(2000)]
+    torch.manual_seed(0)
+    indices = list(ShuffledLengthGroupedSampler(32, lengths=lengths, step=8))
+    assert sorted(indices) == list(range(2000))
+    batches = [indices[start : start + 32] for start in range(0, 2000, 32)]
+    assert max(lengths) in [lengths[i] for i in batches[0]]  # the widest batch first: out of memory at once
+
+    def padded(batch: list[int]) -> int:
+        return len(batch) * -(-max(lengths[i] for i in batch) // 8) * 8
+
+    drawn = torch.randperm(2000, generator=torch.Generator().manual_seed(0)).tolist()
+    random_batches = [drawn[start : start + 32] for start in range(0, 2000, 32)]
+    assert sum(map(padded, batches)) < 0.7 * sum(map(padded, random_batches))
+    # Not upstream's sweeps from long to short: the widths of consecutive batches go up about as often as down.
+    widths = [max(lengths[i] for i in batch) for batch in batches[1:]]
+    ups = sum(later > earlier for earlier, later in zip(widths, widths[1:]))
+    assert 0.3 < ups / (len(widths) - 1) < 0.7
+    # Within a padding step the order is random: one width's examples are not sorted by their exact length.
+    assert any(lengths[a] < lengths[b] for batch in batches for a, b in zip(batch, batch[1:]))
+    torch.manual_seed(0)
+    assert list(ShuffledLengthGroupedSampler(32, lengths=lengths, step=8)) == indices  # a resumed run's order

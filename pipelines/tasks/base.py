@@ -86,8 +86,12 @@ class Task(ABC, Generic[DataT]):
     # Takes `training.class_weights` (a weighted cross-entropy over its classes).
     class_weighted_loss: ClassVar[bool] = False
     # Examples differ in length (tokenised text's `input_ids`, or a length column named by the task's
-    # `length_column_name` default, as audio's header lengths): on a GPU, batches group similar lengths.
+    # `length_column_name` default, as audio's header lengths): training batches group similar lengths, and
+    # evaluation and prediction read examples sorted by length.
     variable_length: ClassVar[bool] = False
+    # Lengths within one step pad to the same batch width (the collator's `pad_to_multiple_of`): length-grouped
+    # batches draw them in random order.
+    length_step: ClassVar[int] = 1
     # Takes `model.architecture`: a model built new around an ImageNet backbone (pipelines/dense_backbone.py).
     builds_on_backbone: ClassVar[bool] = False
     # `adapt.feature_cache` fits its models: a head that reads one stored backbone output per example (classifiers),

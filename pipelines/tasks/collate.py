@@ -7,6 +7,9 @@ import torch
 # Label positions the losses skip (transformers' convention, shared by its cross-entropy and CTC losses).
 IGNORE = -100
 
+# Text batches pad to a multiple of this many tokens (tensor cores and CPU kernels favour aligned widths).
+PAD_TO_MULTIPLE = 8
+
 
 def pad_labels(sequences: list[list[int]]) -> torch.Tensor:
     """Label sequences of different lengths as one tensor, padded with IGNORE."""

@@ -22,6 +22,7 @@ from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel
 from pipelines.tasks.classifier import ClassifierMixin, class_weights
 from pipelines.tasks.classifier_serving import ClassifierServing
+from pipelines.tasks.collate import PAD_TO_MULTIPLE
 from pipelines.tasks.data_sections import LabelledDataConfig, StreamingDataConfig
 from pipelines.tasks.labels import encode_stream_labels
 from pipelines.tasks.serving_base import Batch
@@ -100,6 +101,7 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
     data_config = TextDataConfig
     serving = TextClassificationServing
     variable_length = True
+    length_step = PAD_TO_MULTIPLE
 
     @property
     def text_columns(self) -> list[str]:
@@ -183,7 +185,7 @@ class TextClassification(ClassifierMixin, Task[TextDataConfig]):
         return stream.map(checked, batched=True, with_indices=True, remove_columns=dropped)
 
     def data_collator(self, processor: Any) -> Any:
-        return DataCollatorWithPadding(processor, pad_to_multiple_of=8)
+        return DataCollatorWithPadding(processor, pad_to_multiple_of=PAD_TO_MULTIPLE)
 
     def domain_warnings(self, splits: Splits, processor: Any) -> list[str]:
         """Unknown-token rate and word pieces per word on the training texts: a vocabulary that does not fit the

@@ -27,7 +27,7 @@ from pipelines.errors import HubtuneError
 from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin, class_weights, weighted_cross_entropy
-from pipelines.tasks.collate import IGNORE
+from pipelines.tasks.collate import IGNORE, PAD_TO_MULTIPLE
 from pipelines.tasks.data_sections import StreamingDataConfig
 from pipelines.tasks.labels import missing_classes
 from pipelines.tasks.token_classification_serving import TokenClassificationServing, window_length
@@ -220,6 +220,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
     data_config = TokensDataConfig
     serving = TokenClassificationServing
     variable_length = True
+    length_step = PAD_TO_MULTIPLE
     class_weighted_loss = True
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
@@ -333,7 +334,7 @@ class TokenClassification(LabelHeadMixin, Task[TokensDataConfig]):
         return weighted_cross_entropy(prepared.class_weights)
 
     def data_collator(self, processor: Any) -> Any:
-        return DataCollatorForTokenClassification(processor, pad_to_multiple_of=8)
+        return DataCollatorForTokenClassification(processor, pad_to_multiple_of=PAD_TO_MULTIPLE)
 
     def train_data_collator(self, processor: Any, model: TaskModel) -> Any:
         return TokenFlattening(position_ids_start=check_packing(model)) if self.data.padding_free else None

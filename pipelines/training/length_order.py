@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 from datasets import Dataset
 from torch.utils.data import RandomSampler, SequentialSampler
-from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 from transformers.trainer_utils import PredictionOutput, has_length
 
 from pipelines.compat import SamplerHookTrainer
@@ -76,13 +77,37 @@ def restore_order(output: PredictionOutput, order: Sequence[int]) -> PredictionO
     )
 
 
+class ShuffledLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' length-grouped batches, made less uniform and handed out in random order.
+
+    Upstream sorts each mega-batch (4 or more per epoch) by exact length and hands its batches out from longest
+    to shortest. Both cost accuracy where length goes with the target (a regression whose score counts cue words
+    lost 0.25 of its Pearson correlation, tests/test_text_classification_labels.py): every batch held one length,
+    so one kind of target, and every epoch swept long to short a few times. Here lengths count in steps of
+    `step` (the collators pad to a multiple of 8 tokens, so within a step the padding is the same) and examples
+    of one step stay in random order; the batches after the first (the longest, so that running out of memory
+    happens at once) come in random order, drawn from the same generator, so a resumed run sees the same order.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], step: int = 1):
+        super().__init__(batch_size, lengths=[-(-length // step) for length in lengths])
+
+    def __iter__(self):
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=self.generator)
+        batches = [indices[start : start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
+        rest = torch.randperm(len(batches) - 1, generator=self.generator).tolist() if len(batches) > 1 else []
+        order = [0, *(position + 1 for position in rest)]
+        return iter([index for position in order for index in batches[position]])
+
+
 class LengthAwareBatching(SamplerHookTrainer):
     """A Trainer that groups training batches by length from the lengths `input_lengths` reads, and whose
     evaluation and prediction read the examples sorted by length when `sort_by_length` (a keyword of `__init__`)
     is true, with predictions back in the data's order."""
 
-    def __init__(self, *args: Any, sort_by_length: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, sort_by_length: bool = False, length_step: int = 1, **kwargs: Any):
         self.sort_by_length = sort_by_length
+        self.length_step = length_step  # lengths that pad to the same batch width: the collator's padding multiple
         super().__init__(*args, **kwargs)
 
     def _length_columns(self) -> tuple[str, str]:
@@ -102,10 +127,10 @@ class LengthAwareBatching(SamplerHookTrainer):
                 list(self._length_columns()),
             )
             return RandomSampler(dataset)
-        return LengthGroupedSampler(
+        return ShuffledLengthGroupedSampler(
             self.args.train_batch_size * self.args.gradient_accumulation_steps,
-            dataset=dataset,
             lengths=lengths.tolist(),
+            step=self.length_step,
         )
 
     def evaluation_sampler(self, dataset):

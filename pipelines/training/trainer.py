@@ -347,6 +347,7 @@ def build_trainer(
         task_prediction_step=task.prediction_step(),
         # Cached backbone features have no input lengths to sort by.
         sort_by_length=task.variable_length and data_collator is None,
+        length_step=task.length_step,
         model=model,
         args=args,
         processing_class=prepared.processor,
