@@ -3,7 +3,7 @@
 Models are built from their configs with random weights (no download): BERT-base (sequence classification,
 texts of 16 to 128 tokens) and ViT-B/16 (224 x 224 images). Setups:
   hubtune  - hubtune's speed settings for the device (`pipelines.training.speed.speed_defaults`: bf16 or fp16, TF32,
-             length-grouped batches, workers) and per-batch padding;
+             workers) and per-batch padding;
   plain    - a plain `Trainer` as the transformers examples run it: fp32, every text padded to 128;
   lora     - hubtune's settings, LoRA r=8 on the attention query/value projections (memory vs full).
 MFU = 6 x parameters x (non-padding) tokens per second / the device's dense bf16 peak (PEAK_TFLOPS); not
@@ -186,7 +186,7 @@ def measure(model_name: str, setup: str, size: Size, scratch: Path, peak: float 
     if setup == "lora":
         model = lora(model, targets)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    speed = {} if setup == "plain" else speed_defaults({}, variable_length=model_name == "bert")
+    speed = {} if setup == "plain" else speed_defaults({})
     args = TrainingArguments(
         output_dir=str(scratch / f"{model_name}-{setup}"),
         per_device_train_batch_size=size.batch_size,

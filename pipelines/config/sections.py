@@ -165,8 +165,8 @@ class RecipeConfig:
     adapt: AdaptConfig = factory(AdaptConfig, "how the checkpoint is adapted")
     training: dict[str, Any] = factory(
         dict,
-        "TrainingArguments fields, plus 'resume' and 'speed_defaults' (true: length-grouped batches on every "
-        "device; bf16 or fp16, TF32 and dataloader workers on a CUDA GPU; each overridden by its own key)",
+        "TrainingArguments fields, plus 'resume' and 'speed_defaults' (true: bf16 or fp16, TF32 and dataloader "
+        "workers on a CUDA GPU, each overridden by its own key)",
     )
     hub: HubConfig = factory(HubConfig, "pushing the finished run to the Hub")
 

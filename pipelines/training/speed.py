@@ -1,14 +1,16 @@
 """Fast training settings, chosen from what the device supports and recorded with each run.
 
-With `training.speed_defaults: true` (the default; `gpu_defaults` is its former name) hubtune adds to the
-TrainingArguments, on every device, length-grouped batches for tasks whose examples vary in length: less padding
-is less work on a CPU as on a GPU. On a CUDA device it adds bf16 mixed precision (fp16 with the Trainer's loss
-scaler where the GPU has no native bf16), TF32 matmuls (Ampere and newer) and dataloader workers; on a CPU the
-workers would take cores from the model's own threads (docs/benchmarks.md). Each is a plain TrainingArguments
-key, so a recipe that sets it itself wins. What
-transformers 5 already does is left to it: the fused AdamW is its default optimizer (torch >= 2.8), SDPA its
-default attention (`model.attn_implementation` picks another), pinned memory its default. `torch.compile` stays
-opt-in (`training.torch_compile: true`): compiling costs minutes and retraces on every new batch shape.
+With `training.speed_defaults: true` (the default; `gpu_defaults` is its former name) and a CUDA device, hubtune
+adds to the TrainingArguments: bf16 mixed precision (fp16 with the Trainer's loss scaler where the GPU has no
+native bf16), TF32 matmuls (Ampere and newer) and dataloader workers. Each is a plain TrainingArguments key, so a
+recipe that sets it itself wins. On a CPU nothing is added: workers would take cores from the model's own
+threads. Length-grouped training batches (`training.train_sampling_strategy: group_by_length`) are not a
+default on any device: they trained 1.6x faster on the CPU benchmark but cost 0.05 of test accuracy there, over
+three seeds (docs/benchmarks.md); evaluation and prediction, where sorting by length changes no result, always
+batch by length (pipelines/training/length_order.py). What transformers 5 already does is left to it: the fused
+AdamW is its default optimizer (torch >= 2.8), SDPA its default attention (`model.attn_implementation` picks
+another), pinned memory its default. `torch.compile` stays opt-in (`training.torch_compile: true`): compiling
+costs minutes and retraces on every new batch shape.
 """
 
 from __future__ import annotations
@@ -50,26 +52,21 @@ def speed_defaults_on(training: dict[str, Any]) -> bool:
     return bool(training.get("speed_defaults", training.get("gpu_defaults", True)))
 
 
-def speed_defaults(training: dict[str, Any], variable_length: bool) -> dict[str, Any]:
+def speed_defaults(training: dict[str, Any]) -> dict[str, Any]:
     """The TrainingArguments values hubtune picks for this device, less those the recipe's `training` sets.
 
-    Empty with `training.speed_defaults: false`. `variable_length`: the task's examples differ in length (text,
-    audio), so batching similar lengths together saves padding.
+    Empty on a CPU and with `training.speed_defaults: false`.
     """
-    if not speed_defaults_on(training):
+    if not speed_defaults_on(training) or not torch.cuda.is_available():
         return {}
     chosen: dict[str, Any] = {}
-    if variable_length:
-        chosen["train_sampling_strategy"] = "group_by_length"
-    if torch.cuda.is_available():
-        if not {"bf16", "fp16"} & training.keys():
-            # Emulated bf16 (pre-Ampere GPUs) is slower than fp32; fp16 with a loss scaler is what those GPUs run
-            # fast.
-            native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-            chosen.update(bf16=native_bf16, fp16=not native_bf16)
-        # The same check TrainingArguments makes before it accepts tf32=True (Ampere or newer, a CUDA build).
-        chosen["tf32"] = is_torch_tf32_available()
-        chosen["dataloader_num_workers"] = _workers()
+    if not {"bf16", "fp16"} & training.keys():
+        # Emulated bf16 (pre-Ampere GPUs) is slower than fp32; fp16 with a loss scaler is what those GPUs run fast.
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        chosen.update(bf16=native_bf16, fp16=not native_bf16)
+    # The same check TrainingArguments makes before it accepts tf32=True (Ampere or newer, a CUDA build).
+    chosen["tf32"] = is_torch_tf32_available()
+    chosen["dataloader_num_workers"] = _workers()
     return {key: value for key, value in chosen.items() if key not in training}
 
 

@@ -31,7 +31,6 @@ from pipelines.errors import HubtuneError
 from pipelines.models.groups import LayerGroups
 from pipelines.processes import cpu_processes
 from pipelines.runs.resume import find_resumable
-from pipelines.tasks import get_task
 from pipelines.tasks.base import PredictionStep, PreparedData, Task
 from pipelines.training.length_order import LengthAwareBatching
 from pipelines.training.speed import speed_defaults
@@ -72,9 +71,7 @@ def training_values(
     """The TrainingArguments fields of a run (all but output_dir and the seeds): the task's defaults, then the
     device's speed settings (`pipelines.training.speed`), then the recipe, then `overrides`."""
     values = dict(defaults or {})
-    # Cached backbone features carry no input_ids, from which length grouping reads the lengths.
-    variable_length = get_task(config.task).variable_length and not config.adapt.feature_cache
-    values.update(speed_defaults(config.training, variable_length))
+    values.update(speed_defaults(config.training))
     values.update({k: v for k, v in config.training.items() if k not in HUBTUNE_TRAINING_KEYS})
     if config.training.get("early_stopping_patience") is not None:
         # Early stopping keeps the best evaluated checkpoint as the run's model (checked at load).
