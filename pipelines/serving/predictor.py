@@ -288,6 +288,11 @@ class Predictor:
             dataset, source = self.read_data_file(data_file)
             split = DATA_ROLE
             splits = Splits({split: dataset}, {split: source})
+        elif self.config.data.in_memory:
+            raise HubtuneError(
+                f"run folder '{self.run_dir}' was trained on data given to Recipe.run(data=...) in memory, which no "
+                f"file holds, so its {split} split cannot be read again; score it on a file with --data FILE"
+            )
         else:
             splits = self.task.read_splits(roles=(split,))
             if split not in splits:
