@@ -20,7 +20,7 @@ import pyarrow as pa
 from datasets import Dataset
 
 from pipelines.config import DataConfig
-from pipelines.data.splits import Splits, SplitSource, choose_splits
+from pipelines.data.splits import AnySplit, Splits, SplitSource, choose_splits
 from pipelines.errors import HubtuneError
 
 GIVEN = "Recipe.run(data=...)"
@@ -66,7 +66,9 @@ def read_in_memory(data: Any, config: DataConfig) -> InMemoryData:
         raise HubtuneError(f"{GIVEN} was given no split: give at least the '{config.train_split}' split")
     roles = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
     known = {name: role for role, name in roles.items() if name is not None}
-    datasets, origins, record = {}, {}, {}
+    datasets: dict[str, AnySplit] = {}
+    origins: dict[str, str] = {}
+    record: dict[str, str] = {}
     for key, value in data.items():
         name = str(key)
         if name not in known:

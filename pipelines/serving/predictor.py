@@ -283,7 +283,8 @@ class Predictor:
 
     def evaluate(self, split: str = "test", data_file: str | Path | None = None) -> dict[str, float]:
         """Metrics on one split of the recipe's data (`train`, `validation` or `test`), or on a new labelled data
-        file (`data_file`), written to the run folder. Only what is scored is read and preprocessed."""
+        file (`data_file`), written to the run folder. Only what is scored is read and preprocessed. A run trained
+        on data given in memory (`Recipe.run(data=...)`) has no split to read again: it takes `data_file` only."""
         if data_file is not None:
             dataset, source = self.read_data_file(data_file)
             split = DATA_ROLE
