@@ -228,8 +228,8 @@ def test_unknown_adapt_strategy_without_close_match_lists_them(minimal):
     [
         ({"name": ""}, "name"),
         ({"model": {}}, "model.checkpoint"),
-        ({"data": {}}, "data"),
         ({"data": {"dataset": "imdb", "files": {"train": "a.csv"}}}, "data"),
+        ({"data": {"files": {"train": "a.csv"}, "in_memory": {"train": "a list"}}}, "data.in_memory"),
         ({"data": {"files": {"train": "a.csv"}, "validation_fraction": 1.5}}, "data.validation_fraction"),
         ({"data": {"files": {"train": "a.csv"}, "labels": ["a", "b", "a"]}}, "data.labels"),
         ({"adapt": {"strategy": "train_last_n", "n": 0}}, "adapt.n"),
@@ -241,6 +241,17 @@ def test_invalid_combinations(minimal, patch, key):
     with pytest.raises(HubtuneError) as caught:
         load_recipe_config(values={**minimal, **patch})
     assert key in str(caught.value)
+
+
+def test_a_data_section_without_files_loads_and_is_refused_where_data_is_read(minimal):
+    """`Recipe.run(data=...)` brings the data of a recipe that names none; without it, reading the data says what
+    the section needs."""
+    config = load_recipe_config(values={**minimal, "data": {}})
+    with pytest.raises(HubtuneError, match="^recipe section 'data' needs 'dataset' \\(a Hub id\\) or 'files'"):
+        config.data.check_source()
+    config = load_recipe_config(values={**minimal, "data": {"in_memory": {"train": "in-memory list, 8 rows"}}})
+    with pytest.raises(HubtuneError, match="given to Recipe.run\\(data=...\\) \\(train: in-memory list, 8 rows\\)"):
+        config.data.check_source()
 
 
 def test_missing_recipe_file(tmp_path):

@@ -77,13 +77,21 @@ class DataConfig:
     preprocessing_num_workers: int | None = option(
         None, "processes that preprocess the data (tokenising, checking files); null: one"
     )
+    in_memory: dict[str, str] = factory(
+        dict,
+        "written by Recipe.run(data=...), not read: split name -> what was given in memory (a Dataset's "
+        "fingerprint, a DataFrame's or list's rows); a run folder's record that no file holds its data",
+    )
 
     def validate(self) -> None:
         """Raise HubtuneError naming the key when a value cannot work; subclasses add their keys' rules."""
-        if not self.dataset and not self.files:
-            raise HubtuneError("recipe section 'data' needs 'dataset' (a Hub id) or 'files' (split -> local file)")
         if self.dataset and self.files:
             raise HubtuneError("recipe section 'data' has both 'dataset' and 'files'; keep one")
+        if self.in_memory and (self.dataset or self.files):
+            raise HubtuneError(
+                "recipe key 'data.in_memory' records data that was given to Recipe.run(data=...) instead of "
+                f"'data.{'files' if self.files else 'dataset'}'; remove one of them"
+            )
         if self.validation_fraction is not None and not 0.0 < self.validation_fraction < 1.0:
             raise HubtuneError(
                 f"recipe key 'data.validation_fraction' must lie in (0, 1), got {self.validation_fraction}"
@@ -92,6 +100,23 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise HubtuneError(f"recipe key 'data.{key}' must be at least 1 (or null), got {value}")
+
+    def check_source(self) -> None:
+        """The section names data to read: checked where it is read, not at load, since `Recipe.run(data=...)`
+        takes the place of 'dataset' and 'files' (a recipe loaded for it has neither)."""
+        if self.dataset or self.files:
+            return
+        if self.in_memory:
+            given = "; ".join(f"{split}: {what}" for split, what in self.in_memory.items())
+            raise HubtuneError(
+                "recipe section 'data' has no 'dataset' or 'files' to read: its run was trained on data given to "
+                f"Recipe.run(data=...) ({given}), which no file holds; give 'data.files' or 'data.dataset' instead "
+                "of 'data.in_memory'"
+            )
+        raise HubtuneError(
+            "recipe section 'data' needs 'dataset' (a Hub id) or 'files' (split -> local file), or data given to "
+            "Recipe.run(data=...)"
+        )
 
     def check_recipe(self, recipe: RecipeConfig) -> None:
         """Rules that tie this section's keys to the recipe's other sections (run after every section's own)."""

@@ -1,4 +1,5 @@
-"""Raw splits from the Hub or local files, checked before anything is trained or written.
+"""Raw splits from the Hub or local files (or given in memory: pipelines/data/in_memory.py), checked before anything
+is trained or written.
 
 Tasks ask this module for `train` / `validation` / `test` datasets and then check their own columns with
 `require_columns`; every error names the file (or Hub split) and the column or value at fault.
@@ -192,6 +193,16 @@ def _load_hub(config: DataConfig, streaming: bool = False) -> dict[str, Any]:
     return dict(loaded)
 
 
+@dataclass
+class SplitSource:
+    """Data splits by name as a source holds them, before roles are given: local files, a Hub dataset, or data
+    handed to `Recipe.run(data=...)` (pipelines/data/in_memory.py)."""
+
+    datasets: dict[str, AnySplit]
+    origins: dict[str, str]  # split name -> how messages name it ("data file 'x.csv'", "split 'train'")
+    where: str  # how messages name the source as a whole
+
+
 def load_splits(
     config: DataConfig,
     seed: int,
@@ -206,38 +217,57 @@ def load_splits(
     `roles` limits the result to the splits a caller scores (`hubtune evaluate --split`); local files of other
     splits are not even read.
     """
-    wanted = {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
-    carved = "validation" in roles and config.validation_fraction is not None
-    needed = {wanted[role] for role in roles} | ({config.train_split} if carved else set())
-    streaming = bool(getattr(config, "streaming", False))
+    config.check_source()
+    needed = {_wanted(config)[role] for role in roles} | ({config.train_split} if _carves(config, roles) else set())
+    streaming = config.is_streamed()
     if config.files:
         load = load_table_stream if streaming else load_file
         kind = "file" if streaming else path_kind
         for split, path in config.files.items():
             if split in needed:
                 require_path(path, kind, "data folder" if kind == "folder" else "data file", f"data.files.{split}")
-        available = {name: load(Path(path)) for name, path in config.files.items() if name in needed}
-        origin = {name: f"data file '{path}'" for name, path in config.files.items()}
-        where = "data.files"
+        source = SplitSource(
+            {name: load(Path(path)) for name, path in config.files.items() if name in needed},
+            {name: f"data file '{path}'" for name, path in config.files.items()},
+            "data.files",
+        )
     else:
         available = _load_hub(config, streaming)
-        origin = {name: f"split '{name}' of Hub dataset '{config.dataset}'" for name in available}
-        where = f"Hub dataset '{config.dataset}'"
+        origins = {name: f"split '{name}' of Hub dataset '{config.dataset}'" for name in available}
+        source = SplitSource(available, origins, f"Hub dataset '{config.dataset}'")
+    return choose_splits(source, config, seed, roles)
+
+
+def _wanted(config: DataConfig) -> dict[str, str | None]:
+    """Each role's split name in the recipe."""
+    return {"train": config.train_split, "validation": config.validation_split, "test": config.test_split}
+
+
+def _carves(config: DataConfig, roles: Collection[str]) -> bool:
+    return "validation" in roles and config.validation_fraction is not None
+
+
+def choose_splits(
+    source: SplitSource, config: DataConfig, seed: int, roles: Collection[str] = ("train", "validation", "test")
+) -> Splits:
+    """The splits of `source` that the recipe's roles name, validation carved from train if asked, sizes capped,
+    empty splits refused: the same for every source, so that its data trains and fails alike."""
+    available, carved = source.datasets, _carves(config, roles)
     splits = Splits()
-    for role, name in wanted.items():
+    for role, name in _wanted(config).items():
         if name is None or (role not in roles and not (carved and role == "train")):
             continue
         if name in available:
-            splits.datasets[role], splits.sources[role] = available[name], origin[name]
+            splits.datasets[role], splits.sources[role] = available[name], source.origins[name]
         elif role == "train":
-            raise HubtuneError(f"train split '{name}' not found in {where} (have: {', '.join(available)})")
+            raise HubtuneError(f"train split '{name}' not found in {source.where} (have: {', '.join(available)})")
         elif not (role == "validation" and config.validation_fraction):
             raise HubtuneError(
-                f"{role} split '{name}' not found in {where} (have: {', '.join(available)}); "
+                f"{role} split '{name}' not found in {source.where} (have: {', '.join(available)}); "
                 f"set 'data.{role}_split' to one of them or to null"
                 + (" or set 'data.validation_fraction'" if role == "validation" else "")
             )
-    if streaming:
+    if config.is_streamed():
         return _cap_streams(splits, config)
     for role, dataset in splits.datasets.items():
         if len(dataset) == 0:

@@ -19,6 +19,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from pipelines.adapt import format_table, parameter_table, plan_groups
 from pipelines.adapt.strategies import ProbeStage, Strategy, strategy_for
 from pipelines.config import RecipeConfig, dump_recipe_config, load_recipe_config
+from pipelines.data.in_memory import GivenData, InMemoryData, read_in_memory
 from pipelines.data.splits import shuffle_stream, streamed
 from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
@@ -207,11 +208,12 @@ class Recipe:
             write_json(probe_dir / RESULTS_FILE, results)
         return results
 
-    def _prepare_data(self, task: Task) -> tuple[PreparedData, dict[str, str]]:
-        """The prepared data, and the data split each role (train, validation, test) was read from."""
+    def _prepare_data(self, task: Task, given: InMemoryData | None) -> tuple[PreparedData, dict[str, str]]:
+        """The prepared data (the recipe's, or `given` to `run`), and the data split each role (train, validation,
+        test) was read from."""
         data = self.config.data
         processor = task.load_processor()
-        splits = task.read_splits()
+        splits = task.read_splits() if given is None else given.splits(data, self.config.seed)
         prepared = task.prepare(splits, task.fit_processor(splits, processor))
         if streamed(prepared.datasets.get("train")):
             prepared.datasets["train"] = shuffle_stream(prepared["train"], self.config.seed)
@@ -317,16 +319,25 @@ class Recipe:
         trainer.accelerator.wait_for_everyone()
         logger.info("run folder: %s", self.output_dir)
 
-    def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
+    def run(self, callbacks: Sequence[TrainerCallback] = (), *, data: GivenData | None = None) -> dict[str, Any]:
         """Train, evaluate on validation and test, and write the run folder. Returns all results.
 
+        `data` takes the place of the recipe's files or Hub dataset: a `datasets.DatasetDict`, or a dict of split
+        name (the recipe's `data.*_split`) -> `datasets.Dataset`, pandas `DataFrame` or list of dicts. It is checked
+        and preprocessed as files are; the run folder's recipe records what it was (`data.in_memory`).
+
         The main process holds the run folder's lock throughout: a second run on the same folder is refused."""
+        given = None if data is None else read_in_memory(data, self.config.data)
+        if given is not None:
+            self.config.data.in_memory = given.record
         check_machine(self.config)
         state = process_state()
         with run_lock(self.output_dir) if state.is_main_process else contextlib.nullcontext():
-            return self._run(callbacks, state)
+            return self._run(callbacks, state, given)
 
-    def _run(self, callbacks: Sequence[TrainerCallback], state: PartialState) -> dict[str, Any]:
+    def _run(
+        self, callbacks: Sequence[TrainerCallback], state: PartialState, given: InMemoryData | None
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         if state.is_main_process:
             recover_interrupted_swap(self.output_dir)
@@ -334,7 +345,7 @@ class Recipe:
         plan = self._plan()
         # Everything that can be wrong with the input is checked before the run folder is touched.
         task = get_task(self.config.task)(self.config)
-        data, split_names = self._prepare_data(task)
+        data, split_names = self._prepare_data(task, given)
         # The arguments exist before the model: under DeepSpeed ZeRO-3 they hold the config that transformers
         # reads through a weak reference in from_pretrained (zero3_init), so that each rank loads only its shard
         # of the weights instead of the whole model. `args` keeps that reference alive until training.

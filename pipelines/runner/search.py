@@ -134,6 +134,7 @@ def search(
         )
     plan = load_search(recipe_path, overrides)
     config = plan.config
+    config.data.check_source()  # every trial reads the recipe's data: none named is refused before anything is written
     if config.data.validation_split is None and config.data.validation_fraction is None:
         raise HubtuneError(
             "a search compares trials on validation, but the recipe has none: set 'data.validation_split' or "

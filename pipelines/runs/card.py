@@ -43,8 +43,34 @@ def _data_description(config: RecipeConfig, markdown: bool = True) -> str:
             return data.dataset
         name = f"[{data.dataset}](https://huggingface.co/datasets/{data.dataset})"
         return name + (f" (config `{data.dataset_config}`)" if data.dataset_config else "")
+    if data.in_memory:
+        if not markdown:
+            return "in-memory data"
+        given = "; ".join(f"`{split}`: {what}" for split, what in data.in_memory.items())
+        return f"data held in memory, given to `Recipe.run(data=...)` ({given})"
     quote = "`" if markdown else ""
     return "local files: " + ", ".join(f"{quote}{Path(path).name}{quote}" for path in data.files.values())
+
+
+def _reproduce(config: RecipeConfig) -> list[str]:
+    if config.data.in_memory:
+        return [
+            "`recipe.yaml` in this repository is the resolved recipe of this run. Its training data was held in "
+            "memory (given to `Recipe.run(data=...)`), and neither this repository nor the run folder holds it: to "
+            "train it again, give the same data to `Recipe.run(data=...)`, or name files in `data.files` (in place "
+            "of `data.in_memory`).",
+            "",
+        ]
+    return [
+        "`recipe.yaml` in this repository is the resolved recipe of this run; it names local data files by their "
+        "file name, so put them beside it (or point `data.files` at them) to train it again:",
+        "",
+        "```bash",
+        "pip install hubtune",
+        "hubtune train recipe.yaml",
+        "```",
+        "",
+    ]
 
 
 def _origin(config: RecipeConfig) -> str:
@@ -259,13 +285,6 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None, wi
         "",
         "## Reproduce",
         "",
-        "`recipe.yaml` in this repository is the resolved recipe of this run; it names local data files by their "
-        "file name, so put them beside it (or point `data.files` at them) to train it again:",
-        "",
-        "```bash",
-        "pip install hubtune",
-        "hubtune train recipe.yaml",
-        "```",
-        "",
+        *_reproduce(config),
     ]
     return "\n".join(lines)

@@ -283,11 +283,17 @@ class Predictor:
 
     def evaluate(self, split: str = "test", data_file: str | Path | None = None) -> dict[str, float]:
         """Metrics on one split of the recipe's data (`train`, `validation` or `test`), or on a new labelled data
-        file (`data_file`), written to the run folder. Only what is scored is read and preprocessed."""
+        file (`data_file`), written to the run folder. Only what is scored is read and preprocessed. A run trained
+        on data given in memory (`Recipe.run(data=...)`) has no split to read again: it takes `data_file` only."""
         if data_file is not None:
             dataset, source = self.read_data_file(data_file)
             split = DATA_ROLE
             splits = Splits({split: dataset}, {split: source})
+        elif self.config.data.in_memory:
+            raise HubtuneError(
+                f"run folder '{self.run_dir}' was trained on data given to Recipe.run(data=...) in memory, which no "
+                f"file holds, so its {split} split cannot be read again; score it on a file with --data FILE"
+            )
         else:
             splits = self.task.read_splits(roles=(split,))
             if split not in splits:

@@ -74,6 +74,8 @@ def _training_source(config: RecipeConfig) -> str:
     split = data.train_split
     if split in data.files:
         source = f"data file '{data.files[split]}' ('data.files.{split}')"
+    elif data.in_memory:
+        source = f"split '{split}' given to Recipe.run(data=...)"
     else:
         source = f"split '{split}' of Hub dataset '{data.dataset}' ('data.train_split')"
     capped = " capped by 'data.max_train_samples'" if data.max_train_samples is not None else ""
