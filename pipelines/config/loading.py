@@ -140,5 +140,8 @@ def build_adapt_config(values: Any) -> AdaptConfig:
     return build(adapt_class, own, "adapt.")
 
 
-def dump_recipe_config(config: RecipeConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+def dump_recipe_config(config: RecipeConfig, path: Path, notes: typing.Sequence[str] = ()) -> None:
+    """Write `config` as a recipe YAML that `load_recipe_config` reads back; `notes` become comment lines at the
+    top (what the recipe cannot hold, such as the custom pieces a run took from Python)."""
+    header = "".join(f"# {note}\n" for note in notes)
+    path.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))

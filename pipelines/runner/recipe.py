@@ -23,6 +23,7 @@ from pipelines.data.splits import shuffle_stream, streamed
 from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 from pipelines.runner.failure import RunEnding
+from pipelines.runner.result import RunResult
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.runs.guard import (
     check_replaceable,
@@ -42,6 +43,7 @@ from pipelines.serving.hub import PushTarget, push_run
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
 from pipelines.training.batches import fit_last_batch
+from pipelines.training.custom import Collator, CustomPieces, LossFunction, MetricFunction
 from pipelines.training.feature_cache import FeatureCache
 from pipelines.training.machine import check_machine
 from pipelines.training.setup_record import training_setup
@@ -105,7 +107,8 @@ def _train_examples(trainer: Trainer, train: Any) -> int:
 
 
 class Recipe:
-    """A recipe ready to run: `Recipe.from_yaml(path, overrides=[...]).run()` -> metrics dict."""
+    """A recipe ready to run: `Recipe.from_yaml(path, overrides=[...]).run()` -> a `RunResult`, which reads as the
+    metrics dict and holds the run folder, the trained model, the Trainer and the prepared data."""
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -113,14 +116,17 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+        """The recipe file at `path` with dotted `key=value` overrides, validated (`load_recipe_config`)."""
         return cls(load_recipe_config(path, overrides))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], overrides: Sequence[str] = ()) -> Recipe:
+        """A recipe given as the mapping its YAML would hold, with dotted `key=value` overrides, validated."""
         return cls(load_recipe_config(values=values, overrides=overrides))
 
     @property
     def output_dir(self) -> Path:
+        """The run folder: `output_dir`, else runs/<name>."""
         return self.config.resolved_output_dir
 
     def _plan(self) -> RunPlan:
@@ -177,7 +183,14 @@ class Recipe:
         return model, GroupOptimization(groups, plans, unit), table
 
     def _probe(
-        self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan, stage: ProbeStage, drop_last: bool
+        self,
+        task: Task,
+        model: nn.Module,
+        data: PreparedData,
+        plan: RunPlan,
+        stage: ProbeStage,
+        drop_last: bool,
+        custom: CustomPieces,
     ) -> dict[str, Any]:
         """A strategy's first stage (LP-FT's linear probe): the head alone; its metrics are kept as `probe_*`."""
         probe_dir = plan.work_dir / PROBE_DIR
@@ -198,7 +211,7 @@ class Recipe:
             load_best_model_at_end=False,
             dataloader_drop_last=drop_last,
         )
-        trainer = build_trainer(task, probe, data, args, optimization=optimization)
+        trainer = build_trainer(task, probe, data, args, optimization=optimization, custom=custom)
         metrics = dict(trainer.train().metrics)
         if "validation" in data:
             metrics.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"))
@@ -228,6 +241,7 @@ class Recipe:
         args: TrainingArguments,
         plan: RunPlan,
         callbacks: Sequence[TrainerCallback],
+        custom: CustomPieces,
     ) -> TrainedStage:
         config = self.config
         strategy = strategy_for(config.adapt)
@@ -245,18 +259,20 @@ class Recipe:
 
         results: dict[str, Any] = {}
         if probe is not None:
-            results.update(self._probe(task, model, data, plan, probe, args.dataloader_drop_last))
+            results.update(self._probe(task, model, data, plan, probe, args.dataloader_drop_last, custom))
             model, optimization, table = self._adapt(task, model, strategy)
         backbone: contextlib.AbstractContextManager[None]
         datasets = data.datasets
         if cache is None:
-            trainer = build_trainer(task, model, data, args, callbacks, optimization)
+            trainer = build_trainer(task, model, data, args, callbacks, optimization, custom=custom)
             backbone = contextlib.nullcontext()
         else:
             # Training and the final scores run on the cached features: the cache checked that the head on
             # them gives the full model's logits. The full model (real backbone) is what gets saved.
             datasets = cached_data
-            trainer = build_trainer(task, model, data, args, callbacks, optimization, cache.collator, datasets)
+            trainer = build_trainer(
+                task, model, data, args, callbacks, optimization, cache.collator, datasets, custom=custom
+            )
             backbone = cache.standing_in()
         artifacts: dict[str, Any] = {}
         with backbone:
@@ -305,7 +321,8 @@ class Recipe:
         if trainer.is_world_process_zero():
             # The label names live in the task model's config; an adapter folder does not save it itself.
             model.config.save_pretrained(folder)
-            dump_recipe_config(self.config, folder / RECIPE_FILE)
+            recorded = stage.results.get("custom", {})
+            dump_recipe_config(self.config, folder / RECIPE_FILE, [f"{key}: {note}" for key, note in recorded.items()])
             write_json(folder / PARAMETERS_FILE, stage.table)
             write_json(folder / RESULTS_FILE, stage.results)
             for name, payload in stage.artifacts.items():
@@ -317,16 +334,28 @@ class Recipe:
         trainer.accelerator.wait_for_everyone()
         logger.info("run folder: %s", self.output_dir)
 
-    def run(self, callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any]:
-        """Train, evaluate on validation and test, and write the run folder. Returns all results.
+    def run(
+        self,
+        callbacks: Sequence[TrainerCallback] = (),
+        *,
+        compute_metrics: MetricFunction | None = None,
+        loss: LossFunction | None = None,
+        data_collator: Collator | None = None,
+    ) -> RunResult:
+        """Train, evaluate on validation and test, and write the run folder; returns the `RunResult`.
 
+        `callbacks` are extra `TrainerCallback`s. `compute_metrics` (EvalPrediction -> dict) adds metrics to the
+        task's, `loss` ((logits, labels) -> loss) and `data_collator` (examples -> batch) replace the task's; the run
+        folder records each as custom, not reproducible from the recipe (`pipelines.training.custom`).
         The main process holds the run folder's lock throughout: a second run on the same folder is refused."""
+        custom = CustomPieces(compute_metrics, loss, data_collator)
+        custom.check(self.config)
         check_machine(self.config)
         state = process_state()
         with run_lock(self.output_dir) if state.is_main_process else contextlib.nullcontext():
-            return self._run(callbacks, state)
+            return self._run(callbacks, state, custom)
 
-    def _run(self, callbacks: Sequence[TrainerCallback], state: PartialState) -> dict[str, Any]:
+    def _run(self, callbacks: Sequence[TrainerCallback], state: PartialState, custom: CustomPieces) -> RunResult:
         started = time.perf_counter()
         if state.is_main_process:
             recover_interrupted_swap(self.output_dir)
@@ -348,8 +377,10 @@ class Recipe:
         ending = RunEnding(plan.work_dir, self.output_dir, plan.replaces, state.is_main_process)
         with ending.guard():
             callbacks = [*callbacks, ending.watch, *early_stopping(self.config), *tracker_callbacks(self.config)]
-            stage = self._train_and_score(task, model, data, args, plan, callbacks)
+            stage = self._train_and_score(task, model, data, args, plan, callbacks, custom)
             stage.results["training_setup"] = training_setup(stage.trainer, split_names)
+            if custom.given():
+                stage.results["custom"] = custom.record()
             stage.results["wall_time_s"] = time.perf_counter() - started
             if data.warnings:
                 stage.results["warnings"] = list(data.warnings)
@@ -357,4 +388,5 @@ class Recipe:
         if self.config.hub.push and stage.trainer.is_world_process_zero():
             pushed = push_run(self.output_dir, self.config, PushTarget(self.config.hub))
             stage.results["hub_url"] = pushed.where
-        return stage.results
+        model = stage.trainer.accelerator.unwrap_model(stage.model)
+        return RunResult(stage.results, self.output_dir, model, stage.trainer, data, data.label_names or None)

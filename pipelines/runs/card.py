@@ -240,6 +240,8 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None, wi
             else "."
         ),
         *([f"- Labels: {', '.join(labels)}."] if labels else []),
+        # A metric function, loss or collator given from Python (Recipe.run), which recipe.yaml cannot repeat.
+        *(f"- {name}: {what}." for name, what in (results.get("custom") or {}).items()),
         "",
         "### Hyperparameters",
         "",
