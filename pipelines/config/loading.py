@@ -24,7 +24,7 @@ from pipelines.config.sections import DataConfig, RecipeConfig
 from pipelines.config.training import TRAINING_DEFAULTS, validate_training
 from pipelines.config.yaml_io import apply_overrides, read_recipe_file
 from pipelines.errors import HubtuneError
-from pipelines.registry import STRATEGIES, TASKS
+from pipelines.registry import STRATEGIES, TASKS, import_plugins
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def load_recipe_config(
     data = tree.pop("data", None) or {}
     adapt = tree.pop("adapt", None) or {}
     config = build(RecipeConfig, tree)
+    # Before the task and the strategy are looked up: importing a plugin registers the ones it defines.
+    import_plugins(config.plugins)
     config.training = training
     config.adapt = build_adapt_config(adapt)
     config.data = build_data_config(config.task, data)

@@ -269,5 +269,14 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None, wi
         "hubtune train recipe.yaml",
         "```",
         "",
+        *(
+            [
+                f"The recipe imports {', '.join(f'`{module}`' for module in config.plugins)} (recipe key `plugins`), "
+                "which define its task or strategy: install them, or put them on `PYTHONPATH`, first.",
+                "",
+            ]
+            if config.plugins
+            else []
+        ),
     ]
     return "\n".join(lines)
