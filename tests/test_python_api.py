@@ -43,7 +43,7 @@ def test_the_run_result_holds_the_trained_model_trainer_and_data(trained_run):
     assert result.trainer.state.global_step > 0 and result.trainer.model is result.model
     assert len(result.data["test"]) == result["test_samples"] == 60
     # The model in memory is the one saved: the same logits as the run folder's model on the prepared test examples.
-    batch = result.trainer.data_collator([result.data["test"][i] for i in range(8)])
+    batch = dict(next(iter(result.trainer.get_test_dataloader(result.data["test"]))))
     batch.pop("labels")
     saved = AutoModelForSequenceClassification.from_pretrained(run.run_dir).eval()
     result.model.eval()
