@@ -72,8 +72,8 @@ test-fast: install
 	$(OFFLINE) $(BIN)/python -m pytest -q -m "not slow and not distributed" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check pipelines tests scripts
-	$(BIN)/ruff format --check pipelines tests scripts
+	$(BIN)/ruff check pipelines tests scripts examples
+	$(BIN)/ruff format --check pipelines tests scripts examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -4,13 +4,15 @@ The recipe layer checks a recipe against the task and strategy it names without 
 registries, which sit below every other layer. Built-in entries are found through the package's entry points
 (groups `hubtune.tasks` and `hubtune.strategies` in pyproject.toml), so they are imported only when a recipe
 names them, and another installed package can add its own the same way. Research code registers a class at run
-time with `TASKS.register(MyTask)` (or the decorator form), after which recipes may name it.
+time with `TASKS.register(MyTask)` (or the decorator form), after which recipes may name it; a recipe's `plugins`
+key lists modules that do so on import (`import_plugins`), so the CLI and a run folder's predict find them too.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import importlib
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -51,9 +53,12 @@ class Registry:
         return self._entry_points
 
     def names(self) -> list[str]:
+        """Every registered and installed name, sorted (without importing the installed ones)."""
         return sorted({*self._installed(), *self._entries})
 
     def get(self, name: str) -> Any:
+        """The class registered as `name`, loading an installed one on first use; an unknown name is an error
+        naming the recipe key and the closest known name."""
         if name not in self._entries:
             point = self._installed().get(name)
             if point is None:
@@ -73,6 +78,7 @@ class Registry:
         return self.get(name)
 
     def values(self) -> list[Any]:
+        """Every entry's class, loading the installed ones."""
         return [self.get(name) for name in self.names()]
 
     def items(self) -> Iterator[tuple[str, Any]]:
@@ -87,3 +93,16 @@ class Registry:
 
 TASKS = Registry("task", "task", "hubtune.tasks")
 STRATEGIES = Registry("adapt strategy", "adapt.strategy", "hubtune.strategies")
+
+
+def import_plugins(modules: Sequence[str], recipe_key: str = "plugins") -> None:
+    """Import each module named by the recipe key `recipe_key`; importing one registers the tasks and strategies it
+    defines. A module already imported is not imported again."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # the plugin's own code may raise anything; the message names whose it is
+            raise HubtuneError(
+                f"recipe key '{recipe_key}' names module '{module}', which failed to import: "
+                f"{type(error).__name__}: {' '.join(str(error).split())}"
+            ) from error

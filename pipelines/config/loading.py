@@ -24,7 +24,7 @@ from pipelines.config.sections import DataConfig, RecipeConfig
 from pipelines.config.training import TRAINING_DEFAULTS, validate_training
 from pipelines.config.yaml_io import apply_overrides, read_recipe_file
 from pipelines.errors import HubtuneError
-from pipelines.registry import STRATEGIES, TASKS
+from pipelines.registry import STRATEGIES, TASKS, import_plugins
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def load_recipe_config(
     data = tree.pop("data", None) or {}
     adapt = tree.pop("adapt", None) or {}
     config = build(RecipeConfig, tree)
+    # Before the task and the strategy are looked up: importing a plugin registers the ones it defines.
+    import_plugins(config.plugins)
     config.training = training
     config.adapt = build_adapt_config(adapt)
     config.data = build_data_config(config.task, data)
@@ -140,5 +142,8 @@ def build_adapt_config(values: Any) -> AdaptConfig:
     return build(adapt_class, own, "adapt.")
 
 
-def dump_recipe_config(config: RecipeConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+def dump_recipe_config(config: RecipeConfig, path: Path, notes: typing.Sequence[str] = ()) -> None:
+    """Write `config` as a recipe YAML that `load_recipe_config` reads back; `notes` become comment lines at the
+    top (what the recipe cannot hold, such as the custom pieces a run took from Python)."""
+    header = "".join(f"# {note}\n" for note in notes)
+    path.write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))

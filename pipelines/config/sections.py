@@ -178,8 +178,15 @@ class HubConfig:
 
 @dataclass
 class RecipeConfig:
+    """A whole recipe, typed and validated: built by `load_recipe_config`, written to a run folder's recipe.yaml."""
+
     name: str = option("", "the run's name; the run folder is runs/<name> unless 'output_dir' says otherwise")
     task: str = option("text-classification", "the task; its data keys are listed by `hubtune recipe-keys TASK`")
+    plugins: list[str] = factory(
+        list,
+        "modules to import when the recipe loads, before its task and strategy are looked up: a module that "
+        "registers a task or strategy of its own (register_task, register_strategy) makes it a recipe value",
+    )
     seed: int = option(42, "the seed of weights, data order and subsets")
     output_dir: str | None = option(None, "the run folder; default runs/<name>")
     overwrite: bool = option(

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +24,24 @@ from pipelines.data.splits import shuffle_stream, streamed
 from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 from pipelines.runner.failure import RunEnding
+from pipelines.runner.plan import RunPlan, plan_run
+from pipelines.runner.result import RunResult
 from pipelines.runs.folder import PARAMETERS_FILE, RECIPE_FILE, RESULTS_FILE, write_json
 from pipelines.runs.guard import (
-    check_replaceable,
-    check_usable,
     finish_run,
-    is_finished,
     recover_interrupted_swap,
     remove_run_folder,
-    staging_dir,
     start_run,
     swap_in,
 )
 from pipelines.runs.lock import run_lock
 from pipelines.runs.report import write_report
-from pipelines.runs.resume import drop_incomplete, find_resumable
+from pipelines.runs.resume import drop_incomplete
 from pipelines.serving.hub import PushTarget, push_run
 from pipelines.tasks import PreparedData, Task, get_task
 from pipelines.tasks.base import logits_of
 from pipelines.training.batches import fit_last_batch
+from pipelines.training.custom import Collator, CustomPieces, LossFunction, MetricFunction
 from pipelines.training.feature_cache import FeatureCache
 from pipelines.training.machine import check_machine
 from pipelines.training.setup_record import training_setup
@@ -79,16 +78,6 @@ def _absolute_files(config: RecipeConfig) -> None:
 
 
 @dataclass
-class RunPlan:
-    """Where a run trains (the run folder, or a staging folder swapped in at the end) and what it resumes."""
-
-    work_dir: Path
-    replaces: bool  # work_dir is a staging folder that replaces output_dir once the run has finished
-    checkpoint: str | None = None
-    incomplete: list[Path] = field(default_factory=list)  # half-written checkpoints newer than `checkpoint`
-
-
-@dataclass
 class TrainedStage:
     trainer: Trainer
     model: nn.Module
@@ -106,7 +95,8 @@ def _train_examples(trainer: Trainer, train: Any) -> int:
 
 
 class Recipe:
-    """A recipe ready to run: `Recipe.from_yaml(path, overrides=[...]).run()` -> metrics dict."""
+    """A recipe ready to run: `Recipe.from_yaml(path, overrides=[...]).run()` -> a `RunResult`, which reads as the
+    metrics dict and holds the run folder, the trained model, the Trainer and the prepared data."""
 
     def __init__(self, config: RecipeConfig):
         self.config = config
@@ -114,48 +104,18 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+        """The recipe file at `path` with dotted `key=value` overrides, validated (`load_recipe_config`)."""
         return cls(load_recipe_config(path, overrides))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], overrides: Sequence[str] = ()) -> Recipe:
+        """A recipe given as the mapping its YAML would hold, with dotted `key=value` overrides, validated."""
         return cls(load_recipe_config(values=values, overrides=overrides))
 
     @property
     def output_dir(self) -> Path:
+        """The run folder: `output_dir`, else runs/<name>."""
         return self.config.resolved_output_dir
-
-    def _plan(self) -> RunPlan:
-        """Where this run trains and from which checkpoint; refuses, before anything is written, a run that
-        would replace or resume something it must not."""
-        target = self.output_dir
-        check_usable(target)
-        staging = staging_dir(target)
-        if self.config.training.get("resume", False):
-            if is_finished(target) and not staging.exists():
-                raise HubtuneError(
-                    f"'training.resume' is true but '{target}' holds a finished run (its results are in "
-                    f"{RESULTS_FILE}): there is nothing to resume; set 'overwrite=true' to train it again"
-                )
-            # An interrupted replacement (overwrite=true) is the newest run: resume that one, then swap it in.
-            for folder, replaces in ((staging, True), (target, False)):
-                checkpoint, incomplete = find_resumable(folder)
-                if checkpoint is not None:
-                    return RunPlan(folder, replaces, str(checkpoint), incomplete)
-                if replaces and staging.exists():
-                    raise HubtuneError(
-                        f"the interrupted replacement of '{target}' saved no complete checkpoint to "
-                        "resume from; run it again with 'overwrite=true'"
-                    )
-            raise HubtuneError(f"'training.resume' is true but '{target}' holds no complete checkpoint-* folder")
-        if target.is_dir() and any(target.iterdir()):
-            if not self.config.overwrite:
-                raise HubtuneError(
-                    f"run folder '{target}' already exists; set 'training.resume=true' to continue it, "
-                    "'overwrite=true' to replace it, or another 'output_dir'"
-                )
-            check_replaceable(target)
-            return RunPlan(staging, replaces=True)
-        return RunPlan(target, replaces=False)
 
     def _open_folder(self, plan: RunPlan, state: PartialState) -> None:
         """Mark the folder the run trains in as hubtune's (one process writes, the others wait)."""
@@ -178,7 +138,14 @@ class Recipe:
         return model, GroupOptimization(groups, plans, unit), table
 
     def _probe(
-        self, task: Task, model: nn.Module, data: PreparedData, plan: RunPlan, stage: ProbeStage, drop_last: bool
+        self,
+        task: Task,
+        model: nn.Module,
+        data: PreparedData,
+        plan: RunPlan,
+        stage: ProbeStage,
+        drop_last: bool,
+        custom: CustomPieces,
     ) -> dict[str, Any]:
         """A strategy's first stage (LP-FT's linear probe): the head alone; its metrics are kept as `probe_*`."""
         probe_dir = plan.work_dir / PROBE_DIR
@@ -199,7 +166,7 @@ class Recipe:
             load_best_model_at_end=False,
             dataloader_drop_last=drop_last,
         )
-        trainer = build_trainer(task, probe, data, args, optimization=optimization)
+        trainer = build_trainer(task, probe, data, args, optimization=optimization, custom=custom)
         metrics = dict(trainer.train().metrics)
         if "validation" in data:
             metrics.update(trainer.evaluate(data["validation"], metric_key_prefix="eval"))
@@ -230,6 +197,7 @@ class Recipe:
         args: TrainingArguments,
         plan: RunPlan,
         callbacks: Sequence[TrainerCallback],
+        custom: CustomPieces,
     ) -> TrainedStage:
         config = self.config
         strategy = strategy_for(config.adapt)
@@ -247,18 +215,20 @@ class Recipe:
 
         results: dict[str, Any] = {}
         if probe is not None:
-            results.update(self._probe(task, model, data, plan, probe, args.dataloader_drop_last))
+            results.update(self._probe(task, model, data, plan, probe, args.dataloader_drop_last, custom))
             model, optimization, table = self._adapt(task, model, strategy)
         backbone: contextlib.AbstractContextManager[None]
         datasets = data.datasets
         if cache is None:
-            trainer = build_trainer(task, model, data, args, callbacks, optimization)
+            trainer = build_trainer(task, model, data, args, callbacks, optimization, custom=custom)
             backbone = contextlib.nullcontext()
         else:
             # Training and the final scores run on the cached features: the cache checked that the head on
             # them gives the full model's logits. The full model (real backbone) is what gets saved.
             datasets = cached_data
-            trainer = build_trainer(task, model, data, args, callbacks, optimization, cache.collator, datasets)
+            trainer = build_trainer(
+                task, model, data, args, callbacks, optimization, cache.collator, datasets, custom=custom
+            )
             backbone = cache.standing_in()
         artifacts: dict[str, Any] = {}
         with backbone:
@@ -307,7 +277,8 @@ class Recipe:
         if trainer.is_world_process_zero():
             # The label names live in the task model's config; an adapter folder does not save it itself.
             model.config.save_pretrained(folder)
-            dump_recipe_config(self.config, folder / RECIPE_FILE)
+            recorded = stage.results.get("custom", {})
+            dump_recipe_config(self.config, folder / RECIPE_FILE, [f"{key}: {note}" for key, note in recorded.items()])
             write_json(folder / PARAMETERS_FILE, stage.table)
             write_json(folder / RESULTS_FILE, stage.results)
             for name, payload in stage.artifacts.items():
@@ -319,30 +290,46 @@ class Recipe:
         trainer.accelerator.wait_for_everyone()
         logger.info("run folder: %s", self.output_dir)
 
-    def run(self, callbacks: Sequence[TrainerCallback] = (), *, data: GivenData | None = None) -> dict[str, Any]:
-        """Train, evaluate on validation and test, and write the run folder. Returns all results.
+    def run(
+        self,
+        callbacks: Sequence[TrainerCallback] = (),
+        *,
+        data: GivenData | None = None,
+        compute_metrics: MetricFunction | None = None,
+        loss: LossFunction | None = None,
+        data_collator: Collator | None = None,
+    ) -> RunResult:
+        """Train, evaluate on validation and test, and write the run folder; returns the `RunResult`.
 
         `data` takes the place of the recipe's files or Hub dataset: a `datasets.DatasetDict`, or a dict of split
         name (the recipe's `data.*_split`) -> `datasets.Dataset`, pandas `DataFrame` or list of dicts. It is checked
         and preprocessed as files are; the run folder's recipe records what it was (`data.in_memory`).
-
+        `callbacks` are extra `TrainerCallback`s. `compute_metrics` (EvalPrediction -> dict) adds metrics to the
+        task's, `loss` ((logits, labels) -> loss) and `data_collator` (examples -> batch) replace the task's; the run
+        folder records each as custom, not reproducible from the recipe (`pipelines.training.custom`).
         The main process holds the run folder's lock throughout: a second run on the same folder is refused."""
+        custom = CustomPieces(compute_metrics, loss, data_collator)
+        custom.check(self.config)
         given = None if data is None else read_in_memory(data, self.config.data)
         if given is not None:
             self.config.data.in_memory = given.record
         check_machine(self.config)
         state = process_state()
         with run_lock(self.output_dir) if state.is_main_process else contextlib.nullcontext():
-            return self._run(callbacks, state, given)
+            return self._run(callbacks, state, custom, given)
 
     def _run(
-        self, callbacks: Sequence[TrainerCallback], state: PartialState, given: InMemoryData | None
-    ) -> dict[str, Any]:
+        self,
+        callbacks: Sequence[TrainerCallback],
+        state: PartialState,
+        custom: CustomPieces,
+        given: InMemoryData | None,
+    ) -> RunResult:
         started = time.perf_counter()
         if state.is_main_process:
             recover_interrupted_swap(self.output_dir)
         state.wait_for_everyone()
-        plan = self._plan()
+        plan = plan_run(self.config, self.output_dir)
         # Everything that can be wrong with the input is checked before the run folder is touched.
         task = get_task(self.config.task)(self.config)
         data, split_names = self._prepare_data(task, given)
@@ -359,8 +346,10 @@ class Recipe:
         ending = RunEnding(plan.work_dir, self.output_dir, plan.replaces, state.is_main_process)
         with ending.guard():
             callbacks = [*callbacks, ending.watch, *early_stopping(self.config), *tracker_callbacks(self.config)]
-            stage = self._train_and_score(task, model, data, args, plan, callbacks)
+            stage = self._train_and_score(task, model, data, args, plan, callbacks, custom)
             stage.results["training_setup"] = training_setup(stage.trainer, split_names)
+            if custom.given():
+                stage.results["custom"] = custom.record()
             stage.results["wall_time_s"] = time.perf_counter() - started
             if data.warnings:
                 stage.results["warnings"] = list(data.warnings)
@@ -368,4 +357,5 @@ class Recipe:
         if self.config.hub.push and stage.trainer.is_world_process_zero():
             pushed = push_run(self.output_dir, self.config, PushTarget(self.config.hub))
             stage.results["hub_url"] = pushed.where
-        return stage.results
+        model = stage.trainer.accelerator.unwrap_model(stage.model)
+        return RunResult(stage.results, self.output_dir, model, stage.trainer, data, data.label_names or None)

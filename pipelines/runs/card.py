@@ -266,6 +266,8 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None, wi
             else "."
         ),
         *([f"- Labels: {', '.join(labels)}."] if labels else []),
+        # A metric function, loss or collator given from Python (Recipe.run), which recipe.yaml cannot repeat.
+        *(f"- {name}: {what}." for name, what in (results.get("custom") or {}).items()),
         "",
         "### Hyperparameters",
         "",
@@ -286,5 +288,14 @@ def model_card(run_dir: Path, config: RecipeConfig, pipeline_tag: str | None, wi
         "## Reproduce",
         "",
         *_reproduce(config),
+        *(
+            [
+                f"The recipe imports {', '.join(f'`{module}`' for module in config.plugins)} (recipe key `plugins`), "
+                "which define its task or strategy: install them, or put them on `PYTHONPATH`, first.",
+                "",
+            ]
+            if config.plugins
+            else []
+        ),
     ]
     return "\n".join(lines)

@@ -153,6 +153,9 @@ def write_report(run_dir: Path, title: str, summary_metrics: tuple[str, ...]) ->
     lines = [f"# {title}", ""]
     if results.get("warnings"):
         lines += ["## Warnings", "", *(f"- {warning}" for warning in results["warnings"]), ""]
+    if results.get("custom"):
+        # Pieces the run took from Python (Recipe.run's compute_metrics, loss, data_collator).
+        lines += ["## Custom pieces", "", *(f"- {name}: {what}" for name, what in results["custom"].items()), ""]
     lines += ["| metric | value |", "|---|---|"]
     lines += [f"| {key} | {value:.4g} |" if isinstance(value, float) else f"| {key} | {value} |" for key, value in rows]
     for heading, file in made.items():

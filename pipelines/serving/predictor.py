@@ -135,6 +135,7 @@ class Predictor:
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> Predictor:
+        """The run folder `run_dir` (`RunResult.run_dir`, or a folder `hubtune train` wrote) loaded for inference."""
         return cls(run_dir)
 
     def read_inputs(self, values: Sequence[str], files: Sequence[str], stdin: Iterable[str]) -> list[str]:

@@ -32,6 +32,7 @@ from pipelines.models.groups import LayerGroups
 from pipelines.processes import cpu_processes
 from pipelines.runs.resume import find_resumable
 from pipelines.tasks.base import PredictionStep, PreparedData, Task
+from pipelines.training.custom import CustomPieces
 from pipelines.training.length_order import LengthAwareBatching
 from pipelines.training.speed import speed_defaults
 from pipelines.training.trackers import default_report_to
@@ -329,12 +330,17 @@ def build_trainer(
     optimization: GroupOptimization | None = None,
     data_collator: Callable | None = None,
     datasets: dict[str, Dataset] | None = None,
+    custom: CustomPieces | None = None,
 ) -> HubtuneTrainer:
     """The task's Trainer on `prepared` data; `datasets` (with their `data_collator`) stand in for the prepared
-    splits where a run trains on something else, such as cached backbone features."""
-    train_collator = task.train_data_collator(prepared.processor, model) if datasets is None else None
+    splits where a run trains on something else, such as cached backbone features. `custom` holds the pieces that
+    research code gave `Recipe.run` in place of (or, for metrics, beside) the task's."""
+    custom = custom or CustomPieces()
+    # Cached features and a custom collator make every batch themselves, training batches included.
+    own_batches = datasets is not None or custom.data_collator is not None
+    train_collator = None if own_batches else task.train_data_collator(prepared.processor, model)
     sampler = task.train_sampler(prepared, args.seed)
-    loss = task.loss_function(prepared)
+    loss = custom.loss or task.loss_function(prepared)
     datasets = prepared.datasets if datasets is None else datasets
     return TRAINERS[task.trainer_base](
         optimization=optimization,
@@ -348,10 +354,10 @@ def build_trainer(
         model=model,
         args=args,
         processing_class=prepared.processor,
-        data_collator=data_collator or task.data_collator(prepared.processor),
+        data_collator=data_collator or custom.data_collator or task.data_collator(prepared.processor),
         train_dataset=datasets.get("train"),
         eval_dataset=datasets.get("validation"),
-        compute_metrics=functools.partial(task.compute_metrics, prepared=prepared),
+        compute_metrics=custom.metrics(functools.partial(task.compute_metrics, prepared=prepared)),
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
         callbacks=list(callbacks),
     )
