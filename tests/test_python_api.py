@@ -43,8 +43,11 @@ def test_the_run_result_holds_the_trained_model_trainer_and_data(trained_run):
     assert result.trainer.state.global_step > 0 and result.trainer.model is result.model
     assert len(result.data["test"]) == result["test_samples"] == 60
     # The model in memory is the one saved: the same logits as the run folder's model on the prepared test examples.
-    batch = dict(next(iter(result.trainer.get_test_dataloader(result.data["test"]))))
-    batch.pop("labels")
+    # Batched by the run's collator directly: the Trainer's dataloader needs the accelerate state of the run, which
+    # later tests in a session may have reset.
+    inputs = ("input_ids", "attention_mask", "token_type_ids")
+    rows = [{key: value for key, value in result.data["test"][i].items() if key in inputs} for i in range(8)]
+    batch = dict(result.trainer.data_collator(rows))
     saved = AutoModelForSequenceClassification.from_pretrained(run.run_dir).eval()
     result.model.eval()
     with torch.no_grad():

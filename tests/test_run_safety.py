@@ -183,21 +183,30 @@ def test_ctrl_c_during_overwrite_keeps_the_old_run_and_resumes_the_new_one(strai
     assert not staging_dir(finished_run).exists()
 
 
-def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resume_gives_the_uninterrupted_run(
-    straight, recipe_values, tmp_path
-):
+def _run_worker(
+    worker: str, step: int, recipe_values: dict, tmp_path: Path
+) -> tuple[dict, subprocess.CompletedProcess]:
+    """`hubtune train` in a process of its own through tests/workers/`worker`, which stops it at `step`; the recipe
+    saves a checkpoint every 5 steps for 2 epochs."""
     values = copy.deepcopy(recipe_values)
     values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(values))
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "workers/term.py"), str(recipe_path), "12"],
+        [sys.executable, str(ROOT / "tests" / "workers" / worker), str(recipe_path), str(step)],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+    return values, completed
+
+
+def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resume_gives_the_uninterrupted_run(
+    straight, recipe_values, tmp_path
+):
+    values, completed = _run_worker("term.py", 12, recipe_values, tmp_path)
     assert completed.returncode == 143, completed.stderr[-2000:]
     run_dir = Path(values["output_dir"])
     (last_line,) = [line for line in completed.stderr.splitlines() if line.startswith("hubtune:")]
@@ -320,18 +329,7 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, reci
 
 
 def test_kill_9_while_saving_a_checkpoint_resumes_from_the_last_complete_one(straight, recipe_values, tmp_path, caplog):
-    values = copy.deepcopy(recipe_values)
-    values["training"] = dict(values["training"], save_strategy="steps", save_steps=5, num_train_epochs=2)
-    recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(values))
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "workers/crash.py"), str(recipe_path), "15"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    values, completed = _run_worker("crash.py", 15, recipe_values, tmp_path)
     assert completed.returncode == -9, completed.stderr[-2000:]
     run_dir = Path(values["output_dir"])
     partial = run_dir / "checkpoint-15"

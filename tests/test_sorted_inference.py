@@ -56,6 +56,18 @@ def test_restore_order_undoes_the_sort_in_every_output():
     assert restored.metrics == {"x": 1.0}
 
 
+def _trainer(model, tokenizer, collator, tmp_path, sort: bool, batch_size: int, sampling: str = "random"):
+    args = TrainingArguments(
+        output_dir=str(tmp_path / str(sort)),
+        per_device_eval_batch_size=batch_size,
+        report_to=[],
+        train_sampling_strategy=sampling,
+    )
+    return HubtuneTrainer(
+        model=model, args=args, processing_class=tokenizer, data_collator=collator, sort_by_length=sort
+    )
+
+
 def _accuracy(prediction) -> dict[str, float]:
     logits, labels = prediction
     return {"accuracy": float((logits.argmax(-1) == labels).mean())}
@@ -69,20 +81,9 @@ def test_trainer_predictions_sorted_by_length_equal_the_unsorted_ones(tiny_bert,
     encoded = rows.map(lambda batch: tokenizer(batch["text"]), batched=True, remove_columns=["text"])
     outputs = {}
     for sort in (False, True):
-        args = TrainingArguments(
-            output_dir=str(tmp_path / str(sort)),
-            per_device_eval_batch_size=4,
-            report_to=[],
-            train_sampling_strategy=sampling,  # group_by_length must not reorder evaluation either
-        )
-        trainer = HubtuneTrainer(
-            model=model,
-            args=args,
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=_accuracy,
-            sort_by_length=sort,
-        )
+        # group_by_length must not reorder evaluation either.
+        trainer = _trainer(model, tokenizer, DataCollatorWithPadding(tokenizer), tmp_path, sort, 4, sampling)
+        trainer.compute_metrics = _accuracy
         outputs[sort] = (trainer.predict(encoded), trainer.evaluate(encoded))
     (plain, plain_eval), (by_length, by_length_eval) = outputs[False], outputs[True]
     assert by_length.label_ids.tolist() == rows["label"] == plain.label_ids.tolist()
@@ -110,15 +111,8 @@ def test_token_predictions_sorted_by_length_equal_the_unsorted_ones(tiny_bert, t
     )
     predictions = {}
     for sort in (False, True):
-        args = TrainingArguments(output_dir=str(tmp_path / str(sort)), per_device_eval_batch_size=5, report_to=[])
-        trainer = HubtuneTrainer(
-            model=model,
-            args=args,
-            processing_class=tokenizer,
-            data_collator=DataCollatorForTokenClassification(tokenizer),
-            sort_by_length=sort,
-        )
-        predictions[sort] = trainer.predict(encoded)
+        collator = DataCollatorForTokenClassification(tokenizer)
+        predictions[sort] = _trainer(model, tokenizer, collator, tmp_path, sort, 5).predict(encoded)
     plain, by_length = predictions[False], predictions[True]
     assert by_length.label_ids.shape == plain.label_ids.shape
     # Positions past a row's own length are padding, whose value depends on the batch; the row's tokens do not.

@@ -57,7 +57,7 @@ def main() -> None:
     recipe_module.write_json = recording("write_json", recipe_module.write_json)
     recipe_module.dump_recipe_config = recording("dump_recipe_config", recipe_module.dump_recipe_config)
     results = Recipe.from_yaml(recipe_path).run()
-    record["results"] = results
+    record["results"] = dict(results)
     (record_dir / f"rank{rank}.json").write_text(json.dumps(record))
 
 

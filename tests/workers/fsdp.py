@@ -53,7 +53,7 @@ def main() -> None:
     rank = state.process_index
     record: dict = {"rank": rank, "world_size": state.num_processes}
     results = Recipe.from_yaml(recipe_path).run(callbacks=[RecordSharding(record_dir, record)])
-    record["results"] = results
+    record["results"] = dict(results)
     (record_dir / f"rank{rank}.json").write_text(json.dumps(record))
 
 
