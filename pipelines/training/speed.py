@@ -3,8 +3,8 @@
 With `training.speed_defaults: true` (the default; `gpu_defaults` is its former name) and a CUDA device, hubtune
 adds to the TrainingArguments: bf16 mixed precision (fp16 with the Trainer's loss scaler where the GPU has no
 native bf16), TF32 matmuls (Ampere and newer) and dataloader workers. Each is a plain TrainingArguments key, so a
-recipe that sets it itself wins. On a CPU nothing is added: workers would take cores from the model's own
-threads. Length-grouped training batches (`training.train_sampling_strategy: group_by_length`) are not a
+recipe that sets it itself wins. On a CPU nothing is added: one dataloader worker made the benchmark's whole
+process no faster (51.1 s against 50.0 s; evaluation slower, 291 against 382 samples/s, docs/benchmarks.md). Length-grouped training batches (`training.train_sampling_strategy: group_by_length`) are not a
 default on any device: they trained 1.6x faster on the CPU benchmark but cost 0.05 of test accuracy there, over
 three seeds (docs/benchmarks.md); evaluation and prediction, where sorting by length changes no result, always
 batch by length (pipelines/training/length_order.py). What transformers 5 already does is left to it: the fused
