@@ -4,7 +4,6 @@ finished, and every interrupted run (Ctrl-C, SIGTERM, kill -9 while saving) resu
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import multiprocessing
 import os
@@ -218,10 +217,9 @@ def test_sigterm_stops_like_ctrl_c_with_exit_143_and_resume_gives_the_uninterrup
 
 
 def test_forked_children_of_a_command_still_die_of_sigterm():
-    # datasets' map workers and DataLoader workers are forked with the command's SIGTERM handler; their pools end
-    # them with SIGTERM, so they must die of it (not raise into their loop and exit as if they had failed).
-    handler = functools.partial(stop_on_sigterm, os.getpid())
-    previous = signal.signal(signal.SIGTERM, handler)
+    # datasets' map workers and DataLoader workers are forked while the command's SIGTERM handler is installed;
+    # their pools end them with SIGTERM and wait, so they must start with the default action and die of it.
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,))
         child.start()
@@ -229,8 +227,9 @@ def test_forked_children_of_a_command_still_die_of_sigterm():
         child.terminate()
         child.join(20)
         assert child.exitcode == -signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) is stop_on_sigterm  # the command's own process keeps it
         with pytest.raises(KeyboardInterrupt):
-            handler(signal.SIGTERM, None)  # in the command's own process it stops like Ctrl-C
+            stop_on_sigterm(signal.SIGTERM, None)  # where it stops like Ctrl-C
     finally:
         signal.signal(signal.SIGTERM, previous)
 

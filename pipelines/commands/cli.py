@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -269,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         datasets.disable_progress_bars()
         transformers.utils.logging.disable_progress_bar()
-    previous = signal.signal(signal.SIGTERM, functools.partial(stop_on_sigterm, os.getpid()))
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         _run(args)
     except HubtuneError as error:
@@ -285,17 +284,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def stop_on_sigterm(owner: int, signum: int, frame: object) -> None:
+def stop_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM (a cluster ending the job, `kill`): stop where Ctrl-C would, so that training keeps its last
-    complete checkpoint and says how to resume, instead of dying mid-write.
-
-    Forked children (datasets' map workers, DataLoader workers) inherit this handler; their pools end them with
-    SIGTERM and wait, so a child must die of it as usual instead of raising into its worker loop."""
-    if os.getpid() != owner:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
+    complete checkpoint and says how to resume, instead of dying mid-write."""
     raise Terminated()
+
+
+def _default_sigterm_in_forked_child() -> None:
+    """Forked children (datasets' map workers, DataLoader workers) must die of SIGTERM, with which their pools end
+    them: with the command's handler they could not (a Python handler runs only when the interpreter gets to it,
+    which a worker blocked on its pool's queue lock never does), and the pool waited for them forever."""
+    if signal.getsignal(signal.SIGTERM) is stop_on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_forked_child)
 
 
 if __name__ == "__main__":
