@@ -86,8 +86,8 @@ class Task(ABC, Generic[DataT]):
     # Takes `training.class_weights` (a weighted cross-entropy over its classes).
     class_weighted_loss: ClassVar[bool] = False
     # Examples differ in length (tokenised text's `input_ids`, or a length column named by the task's
-    # `length_column_name` default, as audio's header lengths): training batches group similar lengths, and
-    # evaluation and prediction read examples sorted by length.
+    # `length_column_name` default, as audio's header lengths): evaluation and prediction read examples sorted by
+    # length, and training batches group similar lengths where a recipe opts in (`group_by_length`).
     variable_length: ClassVar[bool] = False
     # Lengths within one step pad to the same batch width (the collator's `pad_to_multiple_of`): length-grouped
     # batches draw them in random order.
