@@ -18,7 +18,7 @@ from pipelines.errors import HubtuneError
 # hubtune predict's limit before the section existed, and the default of `training.generation_max_length` then.
 DEFAULT_MAX_NEW_TOKENS = 128
 # Seq2SeqTrainingArguments' own decoding keys: the section takes them over, so that evaluation decodes as predict.
-TRAINING_KEYS = {"generation_num_beams": "num_beams", "generation_config": "the whole section"}
+TRAINING_KEYS = {"generation_num_beams": "num_beams", "generation_config": "its keys"}
 
 
 @dataclass
