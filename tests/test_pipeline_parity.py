@@ -382,10 +382,9 @@ def whisper_values(checkpoint: Path, root: Path, **adapt) -> dict:
 def test_whisper_transcripts(whisper_checkpoint, tmp_path):
     values = whisper_values(whisper_checkpoint, tmp_path)
     Recipe.from_dict(values).run()
-    # hubtune predict generates at most `training.generation_max_length` new tokens.
-    transcripts = assert_transcripts_match(
-        tmp_path / "run", mono_16k_clips(values["data"]["files"]["test"]), generate_kwargs={"max_new_tokens": 8}
-    )
+    # No generate_kwargs: the run folder's generation_config.json holds the decoding (greedy, at most
+    # `training.generation_max_length` new tokens, read as `generation.max_new_tokens`).
+    transcripts = assert_transcripts_match(tmp_path / "run", mono_16k_clips(values["data"]["files"]["test"]))
     assert any(transcripts), "every transcript is empty: the test proves nothing"
 
 
@@ -536,6 +535,5 @@ def test_merged_whisper_adapter_answers_as_the_run(whisper_checkpoint, tmp_path)
         tmp_path / "run",
         mono_16k_clips(values["data"]["files"]["test"]),
         served=merged(tmp_path / "run", tmp_path / "merged"),
-        generate_kwargs={"max_new_tokens": 8},
     )
     assert any(transcripts), "every transcript is empty: the test proves nothing"

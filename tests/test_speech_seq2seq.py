@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 
 import pytest
 import soundfile
 import yaml
 from helpers.runs import assert_export_checked_on_made_up_inputs
-from helpers.speech import TONES, faster_whisper_tokenizer, tiny_whisper, tone, write_ct2_whisper, write_manifest
+from helpers.speech import (
+    TONES,
+    faster_whisper_tokenizer,
+    tiny_multilingual_whisper,
+    tiny_whisper,
+    tone,
+    write_ct2_whisper,
+    write_manifest,
+)
+from transformers import pipeline
 
 from pipelines import Recipe
 from pipelines.commands.cli import main
@@ -49,6 +59,9 @@ def words(tmp_path_factory):
     return {split: write_word_split(root / split, n, seed) for split, n, seed in (("train", 24, 0), ("test", 9, 1))}
 
 
+DECODING = ("num_beams", "max_new_tokens", "length_penalty", "return_timestamps")
+
+
 def whisper_recipe(checkpoint, files, output_dir):
     return {
         "name": "words",
@@ -79,7 +92,17 @@ def whisper_run(tiny_whisper_checkpoint, words, tmp_path_factory):
 def test_whisper_learns_words_with_generation(whisper_run):
     run_dir, results = whisper_run
     assert results["test_wer"] <= 0.2, results
-    assert (run_dir / "generation_config.json").is_file() and (run_dir / "tokenizer.json").is_file()
+    assert (run_dir / "tokenizer.json").is_file()
+    # `training.generation_max_length` of the recipe is read as `generation.max_new_tokens`, recorded there.
+    saved = json.loads((run_dir / "generation_config.json").read_text())
+    assert {key: saved.get(key) for key in DECODING} == {
+        "num_beams": 1,
+        "max_new_tokens": 8,
+        "length_penalty": 1.0,
+        "return_timestamps": False,
+    }
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert recipe["generation"]["max_new_tokens"] == 8 and "generation_max_length" not in recipe["training"]
 
 
 def test_whisper_reload_predicts(whisper_run, words, capsys):
@@ -144,3 +167,133 @@ def test_a_transcript_longer_than_the_whisper_decoder_is_one_line_before_anythin
 
 def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(whisper_run, tmp_path):
     assert_export_checked_on_made_up_inputs(whisper_run[0], tmp_path)
+
+
+# --- language, task and decoding on a multilingual Whisper --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def multilingual_checkpoint(tmp_path_factory):
+    """A tiny multilingual Whisper whose generation config knows English, French and German."""
+    return tiny_multilingual_whisper(tmp_path_factory.mktemp("multilingual") / "whisper")
+
+
+def multilingual_recipe(checkpoint, words, output_dir, **data):
+    values = whisper_recipe(checkpoint, words, output_dir)
+    values["data"].update(data)
+    del values["training"]["generation_max_length"]
+    values["training"]["num_train_epochs"] = 4
+    return values
+
+
+def speech_of(path):
+    wave, rate = soundfile.read(path, dtype="float32")
+    assert rate == 16000
+    return wave
+
+
+@pytest.mark.parametrize("language, task", [("french", "transcribe"), ("fr", "translate")])
+def test_language_and_task_make_the_prompt_of_labels_generation_and_pipeline(
+    multilingual_checkpoint, words, tmp_path, language, task
+):
+    """`fr` (or `french`) with a task: the training labels and every generation start with the same prompt, the
+    run folder's generation_config.json holds it with the decoding keys, and pipeline() on the run folder answers
+    as hubtune predict does."""
+    values = multilingual_recipe(multilingual_checkpoint, words, tmp_path / "run", language=language, whisper_task=task)
+    values["generation"] = {"num_beams": 2, "length_penalty": 0.5, "max_new_tokens": 6}
+    result = Recipe.from_dict(values).run()
+    prompt = ["<|startoftranscript|>", "<|fr|>", f"<|{task}|>", "<|notimestamps|>"]
+    tokenizer = result.data.processor.tokenizer
+    assert all(tokenizer.convert_ids_to_tokens(labels[:4]) == prompt for labels in result.data["train"]["labels"])
+    saved = json.loads((tmp_path / "run" / "generation_config.json").read_text())
+    assert {key: saved.get(key) for key in ("language", "task", *DECODING)} == {
+        "language": "fr",
+        "task": task,
+        "num_beams": 2,
+        "max_new_tokens": 6,
+        "length_penalty": 0.5,
+        "return_timestamps": False,
+    }
+    run = Predictor(tmp_path / "run")
+    clips = [f"{words['test']}/w{i}.wav" for i in (0, 2, 4)]  # the 16 kHz ones, given to pipeline() as samples
+    features = run.processor.feature_extractor(
+        [speech_of(clip) for clip in clips], sampling_rate=16000, return_tensors="pt"
+    )
+    generated = run.model.generate(**features, return_dict_in_generate=True).sequences
+    assert all(tokenizer.convert_ids_to_tokens(ids[:4]) == prompt for ids in generated.tolist())
+    predicted = [p["transcript"] for p in run.predict(clips)]
+    recognise = pipeline("automatic-speech-recognition", model=str(tmp_path / "run"))
+    answers = recognise([{"raw": speech_of(clip), "sampling_rate": 16000} for clip in clips])
+    assert [answer["text"].strip() for answer in answers] == predicted
+    assert any(predicted), "every transcript is empty: the comparison proves nothing"
+
+
+def train_error(values, tmp_path, capsys):
+    """`hubtune train` on `values`: its one line of error, checked to leave no run folder behind."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(values))
+    assert main(["train", str(recipe)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert not (tmp_path / "run").exists()
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [({"language": "french"}, "data.language"), ({"whisper_task": "translate"}, "data.whisper_task")],
+)
+def test_language_or_translation_on_an_english_only_whisper_is_one_line(
+    tiny_whisper_checkpoint, words, tmp_path, capsys, data, key
+):
+    values = whisper_recipe(tiny_whisper_checkpoint, words, tmp_path / "run")
+    values["data"].update(data)
+    line = train_error(values, tmp_path, capsys)
+    assert line.startswith(f"hubtune: error: recipe key '{key}' is '{next(iter(data.values()))}', but checkpoint")
+    assert "is English-only" in line
+
+
+def test_a_language_the_checkpoint_lacks_is_named_with_the_ones_it_has(
+    multilingual_checkpoint, words, tmp_path, capsys
+):
+    values = multilingual_recipe(multilingual_checkpoint, words, tmp_path / "run", language="spanish")
+    line = train_error(values, tmp_path, capsys)
+    assert line.startswith("hubtune: error: recipe key 'data.language' is 'spanish', which checkpoint")
+    assert line.endswith(
+        "give the code or name of one of its 3 languages, such as en (english), de (german), fr (french)"
+    )
+
+
+def test_a_multilingual_whisper_needs_the_language(multilingual_checkpoint, words, tmp_path, capsys):
+    line = train_error(multilingual_recipe(multilingual_checkpoint, words, tmp_path / "run"), tmp_path, capsys)
+    assert "is a multilingual Whisper: set recipe key 'data.language'" in line
+
+
+def test_max_new_tokens_beyond_the_decoder_is_one_line(tiny_whisper_checkpoint, words, tmp_path, capsys):
+    """The tiny Whisper has 64 decoder positions; an English-only prompt takes 2 (start, no-timestamps)."""
+    values = whisper_recipe(tiny_whisper_checkpoint, words, tmp_path / "run")
+    values["training"]["generation_max_length"] = 63
+    line = train_error(values, tmp_path, capsys)
+    assert line.endswith(
+        "takes at most 64 tokens (its config's max_target_positions), 2 of them its prompt: set 62 or less"
+    )
+    assert "recipe key 'generation.max_new_tokens' (or 'training.generation_max_length', read as it) is 63" in line
+
+
+def test_return_timestamps_decodes_with_timestamp_tokens_and_scores_the_text(multilingual_checkpoint, words, tmp_path):
+    """The labels keep <|notimestamps|> (the transcripts have no times); generation drops it from the prompt and
+    predicts timestamp tokens, which neither the scores nor the transcripts contain."""
+    values = multilingual_recipe(multilingual_checkpoint, words, tmp_path / "run", language="de")
+    values["generation"] = {"return_timestamps": True, "max_new_tokens": 8}
+    result = Recipe.from_dict(values).run()
+    assert {"test_wer", "test_cer"} <= set(result)
+    tokenizer = result.data.processor.tokenizer
+    assert tokenizer.convert_ids_to_tokens(result.data["train"]["labels"][0][:4])[-1] == "<|notimestamps|>"
+    assert json.loads((tmp_path / "run" / "generation_config.json").read_text())["return_timestamps"] is True
+    run = Predictor(tmp_path / "run")
+    clip = f"{words['test']}/w0.wav"
+    features = run.processor.feature_extractor(speech_of(clip), sampling_rate=16000, return_tensors="pt")
+    generated = run.model.generate(**features, return_dict_in_generate=True).sequences[0].tolist()
+    assert tokenizer.convert_ids_to_tokens(generated[:3]) == ["<|startoftranscript|>", "<|de|>", "<|transcribe|>"]
+    assert generated[3] > tokenizer.convert_tokens_to_ids("<|notimestamps|>"), "the first token is not a timestamp"
+    assert "<|" not in run.predict([clip])[0]["transcript"]

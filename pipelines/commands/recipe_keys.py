@@ -46,11 +46,12 @@ def _strategy_keys() -> dict[str, tuple[type, list[str]]]:
 
 
 def recipe_keys(task: str) -> list[RecipeKey]:
-    """The keys of a `task` recipe in the order a recipe writes them; `data` is the task's own section, `adapt`
-    the keys every strategy takes followed by each strategy's own."""
+    """The keys of a `task` recipe in the order a recipe writes them; `data` and `generation` are the task's own
+    sections, `adapt` the keys every strategy takes followed by each strategy's own."""
     from pipelines.tasks import get_task
 
     data_class = get_task(task).data_config
+    generation_class = get_task(task).generation_section
     keys: list[RecipeKey] = []
 
     def walk(cls: type, prefix: str, note: str = "", only: str | None = None) -> None:
@@ -63,6 +64,10 @@ def recipe_keys(task: str) -> list[RecipeKey]:
                 walk(AdaptConfig, "adapt.")
                 for name, (owner, strategies) in _strategy_keys().items():
                     walk(owner, "adapt.", f" (adapt.strategy: {', '.join(strategies)})", only=name)
+                continue
+            if cls is RecipeConfig and spec.name == "generation":
+                if generation_class is not None:  # a task that does not generate takes no such section
+                    walk(generation_class, "generation.")
                 continue
             nested = data_class if cls is RecipeConfig and spec.name == "data" else _dataclass_in(annotation)
             if nested is not None:

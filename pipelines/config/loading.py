@@ -20,7 +20,7 @@ import yaml
 from pipelines.config.adapt import AdaptConfig
 from pipelines.config.builder import build, closest, coerce
 from pipelines.config.legacy import upgrade_adapt
-from pipelines.config.sections import DataConfig, RecipeConfig
+from pipelines.config.sections import DataConfig, GenerationSection, RecipeConfig
 from pipelines.config.training import TRAINING_DEFAULTS, validate_training
 from pipelines.config.yaml_io import apply_overrides, read_recipe_file
 from pipelines.errors import HubtuneError
@@ -44,6 +44,8 @@ def validate_recipe(config: RecipeConfig) -> None:
     STRATEGIES.get(config.adapt.strategy).check_recipe(config)
     TASKS.get(config.task).check_recipe(config)
     config.data.validate()
+    if config.generation is not None:
+        config.generation.validate()
     config.hub.validate()
     validate_training(config.training)
     config.data.check_recipe(config)
@@ -67,12 +69,16 @@ def load_recipe_config(
     training = {**TRAINING_DEFAULTS, **(tree.pop("training", None) or {})}
     data = tree.pop("data", None) or {}
     adapt = tree.pop("adapt", None) or {}
+    generation = tree.pop("generation", None)
     config = build(RecipeConfig, tree)
     # Before the task and the strategy are looked up: importing a plugin registers the ones it defines.
     import_plugins(config.plugins)
     config.training = training
     config.adapt = build_adapt_config(adapt)
     config.data = build_data_config(config.task, data)
+    config.generation = build_generation_config(config.task, generation)
+    if config.generation is not None:
+        config.generation.take_training_keys(config.training)
     validate_recipe(config)
     return config
 
@@ -98,6 +104,23 @@ def build_data_config(task: str, values: Any) -> DataConfig:
             )
         raise HubtuneError(f"unknown recipe key 'data.{key}'{closest(key, names, 'data.')} (task '{task}')")
     return build(data_class, values, "data.")
+
+
+def build_generation_config(task: str, values: Any) -> GenerationSection | None:
+    """The `generation` section as the task's own class (`Task.generation_section`), its defaults where the recipe
+    has none; None for a task that does not generate, which takes no such section."""
+    section_class = getattr(TASKS.get(task), "generation_section", None)
+    if section_class is None:
+        if values:
+            owners = sorted(name for name, other in TASKS.items() if getattr(other, "generation_section", None))
+            raise HubtuneError(
+                f"recipe section 'generation' sets how a model decodes, for task {', '.join(owners)}; task '{task}' "
+                "does not generate (recipe key 'task'): remove the section"
+            )
+        return None
+    if values is not None and not isinstance(values, dict):
+        raise HubtuneError(f"recipe section 'generation' must be a mapping, got {values!r}")
+    return build(section_class, values or {}, "generation.")
 
 
 def _field_names(cls: type) -> set[str]:

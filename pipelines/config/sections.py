@@ -1,6 +1,7 @@
 """The recipe's sections as dataclasses: `model`, `data` (the part every task shares), `hub`, and the recipe.
 
-A task's own data keys live in its `data_config` subclass, with the task; the `adapt` section lives in
+A task's own data keys live in its `data_config` subclass, with the task, and so do the decoding keys of a task that
+generates (its `generation_section` subclass of `GenerationSection`); the `adapt` section lives in
 `pipelines.config.adapt` and `training` (TrainingArguments fields, checked against them) in
 `pipelines.config.training`.
 """
@@ -134,6 +135,22 @@ class DataConfig:
         return None
 
 
+@dataclass
+class GenerationSection:
+    """How a task that generates its predictions decodes: the recipe's `generation` section.
+
+    The keys live in a subclass owned by the task (`Task.generation_section`), which checks itself; a task that
+    does not generate has no such section, and a recipe that gives one is an error.
+    """
+
+    def validate(self) -> None:
+        """Raise HubtuneError naming the key when a value cannot work; subclasses add their keys' rules."""
+
+    def take_training_keys(self, training: dict[str, Any]) -> None:
+        """Move the `training` keys that say the same as this section's (Seq2SeqTrainingArguments' `generation_*`)
+        into it, so that one place decides how the model decodes; a contradiction is an error naming both."""
+
+
 # A Hub license identifier (apache-2.0, mit, cc-by-nc-4.0, llama3.1, openrail++, other, ...) and a language code
 # (ISO 639-1/2/3, with optional subtags: en, fra, pt-BR), or one of the Hub's special language values.
 LICENSE_PATTERN = re.compile(r"[a-z0-9][a-z0-9.+-]*")
@@ -195,6 +212,9 @@ class RecipeConfig:
     model: ModelConfig = factory(ModelConfig, "the checkpoint")
     data: DataConfig = factory(DataConfig, "the data; its keys depend on the task")
     adapt: AdaptConfig = factory(AdaptConfig, "how the checkpoint is adapted")
+    generation: GenerationSection | None = option(
+        None, "how a generating task's model decodes (speech-recognition-seq2seq); other tasks have no such section"
+    )
     training: dict[str, Any] = factory(
         dict,
         "TrainingArguments fields, plus 'resume' and 'speed_defaults' (true: bf16 or fp16, TF32 and dataloader "
@@ -203,7 +223,10 @@ class RecipeConfig:
     hub: HubConfig = factory(HubConfig, "pushing the finished run to the Hub")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        if values["generation"] is None:  # a task that does not generate: its recipe has no such section
+            del values["generation"]
+        return values
 
     @property
     def resolved_output_dir(self) -> Path:

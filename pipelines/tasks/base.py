@@ -22,7 +22,7 @@ from sklearn.metrics import confusion_matrix
 from transformers import EvalPrediction, Trainer, TrainingArguments
 from transformers.trainer_utils import PredictionOutput
 
-from pipelines.config import DataConfig, RecipeConfig
+from pipelines.config import DataConfig, GenerationSection, RecipeConfig
 from pipelines.data.splits import Splits, load_splits, load_table_file
 from pipelines.errors import HubtuneError
 from pipelines.metrics import load_metric
@@ -106,6 +106,8 @@ class Task(ABC, Generic[DataT]):
     training_defaults: ClassVar[dict[str, Any]] = {}
     # The recipe's `data` section for this task: the shared keys plus the task's own, each checking itself.
     data_config: ClassVar[type[DataConfig]] = DataConfig
+    # The recipe's `generation` section for a task whose model generates (decoding keys); None: the task takes none.
+    generation_section: ClassVar[type[GenerationSection] | None] = None
     # The serving half: what `Predictor` (hubtune predict, export) does with a trained model of this task.
     serving: ClassVar[type[TaskServing[Any]]]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -24,18 +24,35 @@ from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, extrac
 from pipelines.tasks.base import PreparedData, TaskModel, logits_of
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.tasks.serving_base import Batch
+from pipelines.tasks.whisper_decoding import (
+    LANGUAGES,
+    WhisperGenerationConfig,
+    language_code,
+    set_generation,
+    unknown_language,
+)
 
 WHISPER_TASKS = ("transcribe", "translate")
 
 
 @dataclass
 class WhisperDataConfig(TranscriptDataConfig):
-    language: str | None = option(None, "Whisper's language token (e.g. english); null for English-only models")
-    whisper_task: str = option("transcribe", "Whisper's task: transcribe or translate")
+    language: str | None = option(
+        None,
+        "the transcripts' language, a code or name (fr, french): the language token of a multilingual Whisper's "
+        "prompt, required there; null for English-only checkpoints (*.en)",
+    )
+    whisper_task: str = option(
+        "transcribe", "a multilingual Whisper's task token: transcribe, or translate (into English transcripts)"
+    )
 
     def validate(self) -> None:
         super().validate()
         require_one_of("data.whisper_task", self.whisper_task, WHISPER_TASKS)
+        # Whether the checkpoint has the language is checked when the model is built; a name Whisper does not know
+        # at all is a typo found now.
+        if self.language is not None and language_code(self.language) is None:
+            raise unknown_language(self.language, list(LANGUAGES), "Whisper has no token for")
 
 
 class SpeechRecognitionSeq2SeqServing(TranscriptServing["SpeechRecognitionSeq2Seq"]):
@@ -50,8 +67,8 @@ class SpeechRecognitionSeq2SeqServing(TranscriptServing["SpeechRecognitionSeq2Se
         return features
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        limit = self.task.config.training.get("generation_max_length") or 128
-        return self.model.generate(**batch.features, max_new_tokens=limit)
+        # The generation config holds the recipe's decoding (pipelines/tasks/whisper_decoding.py), as pipeline() reads it.
+        return self.model.generate(**batch.features)
 
     def postprocess(self, batch: Batch, outputs: torch.Tensor) -> list[dict[str, Any]]:
         texts = self.processor.tokenizer.batch_decode(outputs, skip_special_tokens=True)
@@ -61,6 +78,7 @@ class SpeechRecognitionSeq2SeqServing(TranscriptServing["SpeechRecognitionSeq2Se
 class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     name = "speech-recognition-seq2seq"
     data_config = WhisperDataConfig
+    generation_section = WhisperGenerationConfig
     pipeline_tag = "automatic-speech-recognition"
     primary_metric = "wer"
     # Not PEFT's SEQ_2_SEQ_LM: its forward adds `input_ids`, which Whisper (audio in `input_features`) passes on
@@ -69,34 +87,24 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
     trainer_base = "seq2seq"
     serving = SpeechRecognitionSeq2SeqServing
     training_arguments_class = Seq2SeqTrainingArguments
-    # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax.
-    training_defaults = {
-        **TranscriptTask.training_defaults,
-        "predict_with_generate": True,
-        "generation_max_length": 128,
-    }
+    # WER needs real transcripts: generate at evaluation, not the teacher-forced argmax, by the generation config.
+    training_defaults = {**TranscriptTask.training_defaults, "predict_with_generate": True}
 
     def load_processor(self, source: str | None = None) -> Any:
         processor = from_pretrained(AutoProcessor, self.config.model, source)
-        data = self.data
-        # Multilingual checkpoints are told the language and task; English-only ones know neither token.
-        if data.language:
-            processor.tokenizer.set_prefix_tokens(
-                language=data.language, task=data.whisper_task, predict_timestamps=False
-            )
-        else:
-            processor.tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
+        tokenizer, data = processor.tokenizer, self.data
+        # The labels' prompt: a multilingual checkpoint's language and task tokens (it needs `data.language`, checked
+        # with the model), none for an English-only one. Assigned, not passed: set_prefix_tokens keeps a language
+        # or task the saved tokenizer holds where it is given None. The transcripts carry no timestamps.
+        code = language_code(data.language) if data.language else None
+        tokenizer.language, tokenizer.task = (code, data.whisper_task) if code else (None, None)
+        tokenizer.set_prefix_tokens(predict_timestamps=False)
         return processor
 
-    def _set_generation(self, model: TaskModel) -> TaskModel:
-        generation = model.generation_config
-        generation.forced_decoder_ids = None  # the language and task go through `language` / `task` instead
-        if generation.num_beams is None:
-            # generate() decodes greedily where the generation config names no beams, transformers' ASR pipeline
-            # searches 5: named, so that pipeline() on a run folder decodes as predict and evaluation do.
-            generation.num_beams = 1
-        if self.data.language:
-            generation.language, generation.task = self.data.language, self.data.whisper_task
+    def _set_generation(self, model: TaskModel, training: bool) -> TaskModel:
+        # The loader builds the task's own section.
+        section = cast(WhisperGenerationConfig, self.config.generation)
+        set_generation(model, self.data, section, self.config.model.checkpoint, training)
         return model
 
     def build_model(self, prepared: PreparedData) -> TaskModel:
@@ -110,7 +118,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             model.name_or_path = model_config.checkpoint
         else:
             model = from_pretrained(AutoModelForSpeechSeq2Seq, model_config)
-        return self._set_generation(model)
+        return self._set_generation(model, training=True)
 
     def check_model(self, model: TaskModel, prepared: PreparedData) -> None:
         """Whisper's decoder has a learned position for each token of a transcript: a longer transcript stopped
@@ -133,7 +141,7 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
 
     def load_run_model(self, run_dir: str) -> TaskModel:
         model = load_run_model(AutoModelForSpeechSeq2Seq, run_dir, self.config.model.trust_remote_code)
-        return self._set_generation(model)
+        return self._set_generation(model, training=False)
 
     def data_collator(self, processor: Any) -> Any:
         start = processor.tokenizer.convert_tokens_to_ids("<|startoftranscript|>")

@@ -179,13 +179,16 @@ def write_ct2_whisper(model, folder: Path, tokenizer_json: Path) -> Path:
     return folder
 
 
-def tiny_whisper(seed: int = 0, max_source_positions: int = 100):
-    """A 2+2-layer Whisper (d_model 32) over the real tiny.en vocabulary, weights rounded to float16."""
+def tiny_whisper(
+    seed: int = 0, max_source_positions: int = 100, vocab_size: int = 51864, start: int = 50257, end=50256
+):
+    """A 2+2-layer Whisper (d_model 32), weights rounded to float16; by default over the real tiny.en vocabulary,
+    whose <|startoftranscript|> is `start` and <|endoftext|> `end`."""
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
     config = WhisperConfig(
-        vocab_size=51864,
+        vocab_size=vocab_size,
         d_model=32,
         encoder_layers=2,
         decoder_layers=2,
@@ -196,10 +199,10 @@ def tiny_whisper(seed: int = 0, max_source_positions: int = 100):
         num_mel_bins=80,
         max_source_positions=max_source_positions,
         max_target_positions=64,
-        decoder_start_token_id=50257,
-        bos_token_id=50256,
-        eos_token_id=50256,
-        pad_token_id=50256,
+        decoder_start_token_id=start,
+        bos_token_id=end,
+        eos_token_id=end,
+        pad_token_id=end,
     )
     torch.manual_seed(seed)
     model = WhisperForConditionalGeneration(config)
@@ -207,3 +210,48 @@ def tiny_whisper(seed: int = 0, max_source_positions: int = 100):
         for parameter in model.parameters():
             parameter.copy_(parameter.half().float())
     return model.eval()
+
+
+def tiny_multilingual_tokenizer():
+    """A WhisperTokenizer over the 256 byte-level characters (no merges) and Whisper's special tokens in its own
+    order: <|endoftext|>, <|startoftranscript|>, one token per language of transformers' list (the tokenizer finds
+    a language's id by its place after <|startoftranscript|>), the task tokens, <|notimestamps|>, then timestamps
+    up to 2.00 s."""
+    from transformers import WhisperTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    vocab = {character: i for i, character in enumerate(bytes_to_unicode().values())}
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=[], pad_token="<|endoftext|>")
+    specials = ["<|startoftranscript|>", *(f"<|{code}|>" for code in LANGUAGES)]
+    specials += ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>"]
+    specials += ["<|notimestamps|>", *(f"<|{i * 0.02:.2f}|>" for i in range(101))]
+    tokenizer.add_tokens(specials, special_tokens=True)
+    return tokenizer
+
+
+def tiny_multilingual_whisper(folder: Path, languages=("en", "fr", "de"), seed: int = 0) -> Path:
+    """A multilingual tiny Whisper checkpoint folder: model, processor (a 2 s window) and a generation config like
+    OpenAI's multilingual ones (is_multilingual, lang_to_id of `languages` only, task_to_id, no_timestamps_token_id)."""
+    from transformers import GenerationConfig, WhisperFeatureExtractor, WhisperProcessor
+
+    tokenizer = tiny_multilingual_tokenizer()
+    ids = tokenizer.get_vocab()
+    start, end = ids["<|startoftranscript|>"], ids["<|endoftext|>"]
+    model = tiny_whisper(seed, vocab_size=len(tokenizer), start=start, end=end)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=start,
+        bos_token_id=end,
+        eos_token_id=end,
+        pad_token_id=end,
+        max_length=model.config.max_target_positions,
+        begin_suppress_tokens=[end],
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        is_multilingual=True,
+        lang_to_id={f"<|{code}|>": ids[f"<|{code}|>"] for code in languages},
+        task_to_id={task: ids[f"<|{task}|>"] for task in ("transcribe", "translate")},
+    )
+    model.save_pretrained(folder)
+    extractor = WhisperFeatureExtractor(feature_size=80, chunk_length=2)  # 100 encoder positions: 2 s
+    WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
