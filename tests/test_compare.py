@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from datasets import Dataset
 from transformers import AutoTokenizer, BertConfig
@@ -12,6 +13,7 @@ from pipelines import Recipe, load_recipe_config
 from pipelines.commands.cli import main
 from pipelines.data.splits import Splits
 from pipelines.runner import compare as compare_module
+from pipelines.runner.spread import paired_bootstrap, spread
 from pipelines.tasks.text_classification import TextClassification
 
 
@@ -104,3 +106,78 @@ def test_a_trained_head_on_an_overlapping_label_set_is_a_warning(recipe_values, 
     warnings = compare_module._label_warnings(task, ["negative", "positive"])
     assert len(warnings) == 1 and "label set looks mismatched" in warnings[0]
     assert compare_module._label_warnings(task, ["negative", "neutral", "positive"]) == []
+
+
+def test_spread_and_the_paired_bootstrap_against_hand_computed_cases():
+    scores = spread([0.5, 0.7, 0.6])
+    assert scores.mean == pytest.approx(0.6) and scores.std == pytest.approx(0.1)
+    assert str(scores) == "0.6000 ± 0.1000" and str(spread([0.25])) == "0.2500"
+    # Two seeds: a resample's mean is a (1/4), (a + b) / 2 (1/2) or b (1/4), so the 2.5th and 97.5th percentiles
+    # are a and b themselves.
+    assert paired_bootstrap([-0.4, 0.2]) == pytest.approx((-0.4, 0.2))
+    assert paired_bootstrap([0.1, 0.1, 0.1]) == pytest.approx((0.1, 0.1))
+    # Three seeds: each seed repeated three times has a chance of 1/27 > 2.5%, so the ends are the extreme gains.
+    assert paired_bootstrap([-0.3, -0.2, -0.1]) == pytest.approx((-0.3, -0.1))
+    low, high = paired_bootstrap([-0.2, 0.1, 0.05])
+    assert low < 0 < high
+
+
+def _seeded_scores(pretrained: list[float], scratch: list[float]):
+    seeds = [42, 43, 44]
+
+    def fake_run(self, callbacks=()):
+        scores = scratch if self.config.model.from_scratch else pretrained
+        return {"train_samples": 50, "test_accuracy": scores[seeds.index(self.config.seed)]}
+
+    return fake_run
+
+
+def test_seeds_give_mean_std_each_seed_and_the_interval(recipe_values, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(Recipe, "run", _seeded_scores([0.80, 0.70, 0.75], [0.60, 0.65, 0.55]))
+    out = tmp_path / "r"
+    recipe = _recipe_file(recipe_values, tmp_path)
+    assert main(["compare", recipe, "--sizes", "50", "--seeds", "42", "43", "44", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads((out / "compare.json").read_text())
+    assert printed == report and report["seeds"] == [42, 43, 44]
+    assert sorted((row["init"], row["seed"]) for row in report["rows"]) == [
+        (init, seed) for init in ("pretrained", "scratch") for seed in (42, 43, 44)
+    ]
+    assert all(row["run"].endswith(f"{row['init']}-50-seed{row['seed']}") for row in report["rows"])
+    (size,) = report["summary"]
+    assert size["pretrained"] == {"mean": pytest.approx(0.75), "std": pytest.approx(0.05), "seeds": [0.8, 0.7, 0.75]}
+    assert size["gain"] == pytest.approx(0.15)
+    low, high = size["gain_interval"]
+    assert 0.05 - 1e-9 <= low <= 0.15 <= high <= 0.2 + 1e-9  # the seeds' gains are 0.20, 0.05 and 0.20
+    table = (out / "compare.md").read_text()
+    assert "| 50 | 0.7500 ± 0.0500 | 0.6000 ± 0.0500 | +0.1500 (" in table
+    assert "| 50 | pretrained | 0.8000 | 0.7000 | 0.7500 |" in table and "No warnings." in table
+    assert main(["compare", recipe, "--seeds", "42", "42", "--out", str(tmp_path / "s")]) == 2
+    assert "--seeds lists 42 more than once" in capsys.readouterr().err
+
+
+def test_negative_transfer_needs_the_whole_interval_below_zero(recipe_values, tmp_path, monkeypatch):
+    recipe = _recipe_file(recipe_values, tmp_path)
+    # Worse on average, but one seed is better: the interval straddles zero, so no claim is made.
+    monkeypatch.setattr(Recipe, "run", _seeded_scores([0.70, 0.50, 0.55], [0.60, 0.65, 0.60]))
+    report = compare_module.compare(recipe, sizes=[50], out_dir=tmp_path / "a", seeds=[42, 43, 44])
+    assert report.summary[0].gain < 0 and not any("negative transfer" in w for w in report.warnings)
+    # Worse on every seed: flagged, with the interval in the warning.
+    monkeypatch.setattr(Recipe, "run", _seeded_scores([0.50, 0.52, 0.48], [0.60, 0.65, 0.60]))
+    report = compare_module.compare(recipe, sizes=[50], out_dir=tmp_path / "b", seeds=[42, 43, 44])
+    (warning,) = [w for w in report.warnings if "negative transfer" in w]
+    assert "at 50 training examples" in warning and "95% interval" in warning
+
+
+def test_compare_over_seeds_trains_each_seed(recipe_values, tmp_path):
+    out = tmp_path / "report"
+    report = compare_module.compare(_recipe_file(recipe_values, tmp_path), sizes=[16], out_dir=out, seeds=[1, 2])
+    assert {(row["init"], row["seed"]) for row in report.rows} == {
+        (init, seed) for init in ("pretrained", "scratch") for seed in (1, 2)
+    }
+    for row in report.rows:
+        run = tmp_path / row["run"]
+        assert json.loads((run / "all_results.json").read_text())["test_accuracy"] == row["test_accuracy"]
+        assert load_recipe_config(run / "recipe.yaml").seed == row["seed"]
+    pretrained = report.summary[0].scores["pretrained"]
+    assert pretrained.values == tuple(row["test_accuracy"] for row in report.rows if row["init"] == "pretrained")

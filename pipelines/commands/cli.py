@@ -64,6 +64,15 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
         "overrides", nargs="*", metavar="key=value", help="optional dotted overrides, e.g. training.num_train_epochs=1"
     )
     compare.add_argument("--sizes", default="", help="comma-separated training-set sizes, e.g. 20,100,1000")
+    compare.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[],
+        metavar="SEED",
+        help="run every cell once per seed (e.g. --seeds 42 43 44): mean ± std, and a paired bootstrap 95%% interval "
+        "of the gain; negative transfer is flagged only when that interval lies below zero (default: the recipe's seed)",
+    )
     compare.add_argument("--metric", help="test metric to compare (default: the task's, e.g. accuracy)")
     compare.add_argument("--out", help="report folder (default: runs/<name>-compare)")
     search = commands.add_parser("search", help="hyperparameter search with Optuna over the recipe's search section")
@@ -129,8 +138,8 @@ def _run(args: argparse.Namespace) -> None:
             sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
         except ValueError as error:
             raise HubtuneError(f"--sizes must be comma-separated integers, got '{args.sizes}'") from error
-        report = compare(args.recipe, args.overrides, sizes, args.metric, args.out)
-        print(json.dumps({"metric": report.metric, "rows": report.rows, "warnings": report.warnings}, indent=2))
+        report = compare(args.recipe, args.overrides, sizes, args.metric, args.out, args.seeds)
+        print(json.dumps(report.to_dict(), indent=2))
     elif args.command == "search":
         from pipelines.runner.search import optuna_module, search
 
