@@ -183,5 +183,8 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
         # the blank.
         return tokenizer.batch_decode(np.argmax(predictions, axis=-1))
 
+    def scored_transcript(self, transcript: str) -> str:
+        return transcript  # the tokenizer's decoding, as `hypotheses` scores the Trainer's
+
     def prediction_step(self) -> PredictionStep:
         return blank_padding_frames
