@@ -8,7 +8,7 @@ are dropped before one decode (transformers' ASR pipeline with `chunk_length_s`)
 
     {"method": "none" | "whisper-sequential" | "ctc-strided", "duration_s": seconds of audio,
      "chunk_s": the window each pass sees (null for "none"), "stride_s": the context dropped at each inner chunk edge
-     (CTC; null otherwise), "chunks": the number of forward passes (CTC only)}
+     (CTC; null otherwise), "chunks": the number of forward passes (only in "ctc-strided")}
 
 With timestamps asked for, a Whisper record has `segments` ([{start, end, text}], from its timestamp tokens) and a
 CTC record `words` ([{word, start, end}], from the tokenizer's word offsets): seconds from the clip's start.
