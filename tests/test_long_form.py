@@ -149,6 +149,22 @@ def test_ctc_evaluate_scores_the_clip_training_dropped(ctc):
     assert json.loads((root / "run" / "evaluate_results.json").read_text())["test_long_form_clips"] == 1
 
 
+def test_ctc_evaluate_of_long_clips_alone(ctc, tmp_path):
+    """A data file of long clips only: nothing for the Trainer, every clip transcribed as predict does."""
+    root, _ = ctc
+    folder = tmp_path / "long"
+    folder.mkdir()
+    wave, text = spelled_words(35, seed=8)
+    soundfile.write(folder / "a.wav", wave, RATE)
+    write_manifest(folder / "metadata.csv", [{"file_name": "a.wav", "text": text}])
+    run = Predictor(root / "run")
+    metrics = run.evaluate(data_file=folder)
+    transcript = run.predict([str(folder / "a.wav")])[0]["transcript"]
+    expected = run.task.score([transcript], [text])
+    assert metrics == {"data_wer": expected["wer"], "data_cer": expected["cer"], "data_long_form_clips": 1}
+    assert json.loads((root / "run" / "evaluate_data_results.json").read_text()) == metrics
+
+
 def test_ctc_predict_data_with_timestamps(ctc, tmp_path, capsys):
     root, _ = ctc
     output = tmp_path / "out.jsonl"
