@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from datasets import Dataset
-from transformers import BatchFeature
+from transformers import BatchFeature, EvalPrediction
 
 from pipelines.data.audio import (
     AudioInputConfig,
@@ -22,9 +23,9 @@ from pipelines.data.audio import (
     write_probe_clips,
 )
 from pipelines.data.splits import Locate, Splits, require_columns
-from pipelines.data.transcripts import TranscriptDataConfig, transcripts
+from pipelines.data.transcripts import TranscriptDataConfig, normalise, transcripts
 from pipelines.errors import HubtuneError, require_path
-from pipelines.tasks.base import PreparedData, Task
+from pipelines.tasks.base import PreparedData, Task, logits_of
 from pipelines.tasks.serving_base import TaskModel, TaskServing, file_paths
 
 logger = logging.getLogger(__name__)
@@ -117,6 +118,11 @@ class AudioTask(Task[AudioDataT]):
         seconds = self.data.max_duration_s
         return None if seconds is None else int(seconds * feature_extractor_of(processor).sampling_rate)
 
+    def longest_kept_clip(self, processor: Any) -> tuple[int | None, str]:
+        """The longest clip (samples) a task that cannot crop keeps in training and in the Trainer's evaluation, and
+        what sets it, for the warning that names the clips dropped."""
+        return self.max_samples(processor), f"data.max_duration_s={self.data.max_duration_s}"
+
     def audio_dataset(
         self, result: PreparedData, role: str, dataset: Dataset, labels: list, locate: Locate, source: str
     ) -> None:
@@ -134,15 +140,12 @@ class AudioTask(Task[AudioDataT]):
         result.shortest_clips[role] = (lengths[shortest], clip)
         split = audio.select_columns([column]).add_column("labels", labels).add_column(LENGTH, lengths)
         limit = self.max_samples(processor)
-        if limit is not None and not self.crops_long_audio:
-            keep = [i for i, length in enumerate(lengths) if length <= limit]
+        if not self.crops_long_audio:
+            longest, why = self.longest_kept_clip(processor)
+            keep = [i for i, length in enumerate(lengths) if longest is None or length <= longest]
             if len(keep) < len(lengths):
                 logger.warning(
-                    "%s: dropped %d of %d clips longer than data.max_duration_s=%s",
-                    source,
-                    len(lengths) - len(keep),
-                    len(lengths),
-                    self.data.max_duration_s,
+                    "%s: dropped %d of %d clips longer than %s", source, len(lengths) - len(keep), len(lengths), why
                 )
                 split = split.select(keep)
         elif role == "train" and limit is not None:
@@ -204,6 +207,29 @@ class TranscriptTask(AudioTask[TranscriptDataT]):
             self.audio_dataset(result, role, dataset, labels, splits.locate(role), source)
         return result
 
+    @abstractmethod
+    def hypotheses(self, tokenizer: Any, predictions: np.ndarray) -> list[str]:
+        """The transcripts of the Trainer's predictions (generated ids, or CTC logits), as they are scored."""
+
+    @abstractmethod
+    def references(self, tokenizer: Any, label_ids: np.ndarray) -> list[str]:
+        """The reference transcripts of a batch of labels (padded with IGNORE), as they are scored."""
+
+    def scored_transcript(self, transcript: str) -> str:
+        """A transcript `predict` made, as the metric compares it (`hubtune evaluate` of a clip too long for the
+        Trainer's one pass)."""
+        return normalise(transcript, self.data)
+
+    def score(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
+        return self.metric("speech_recognition").compute(predictions=hypotheses, references=references)
+
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
+        tokenizer = prepared.processor.tokenizer
+        return self.score(
+            self.hypotheses(tokenizer, logits_of(prediction.predictions)),
+            self.references(tokenizer, np.asarray(prediction.label_ids)),
+        )
+
 
 class AudioServing(TaskServing[AudioTaskT]):
     """Serving half of the speech tasks: `predict` takes audio files, decoded like the training data."""
@@ -229,10 +255,3 @@ class AudioServing(TaskServing[AudioTaskT]):
             if minimum is not None:
                 minimum.check(len(wave), rate, f"input '{path}'", "there is too little of it to predict from")
         return [crop(wave, task.max_samples(self.processor)) for wave in waves] if task.crops_long_audio else waves
-
-
-class TranscriptServing(AudioServing[AudioTaskT]):
-    """Serving half of the speech recognisers: one transcript per clip."""
-
-    def format(self, prediction: dict[str, Any]) -> str:
-        return f"{prediction['transcript']}\t{prediction['input']}"

@@ -39,7 +39,8 @@ class WhisperGenerationConfig(GenerationSection):
     return_timestamps: bool = option(
         False,
         "decode with Whisper's timestamp tokens (the prompt without <|notimestamps|>): evaluation, predict and "
-        "pipeline() on the run folder alike; the transcripts' text is scored either way",
+        "pipeline() on the run folder alike, and predictions carry their timed segments as with --timestamps; the "
+        "transcripts' text is scored either way",
     )
 
     def validate(self) -> None:
@@ -161,5 +162,7 @@ def set_generation(
         generation.language, generation.task = code, data.whisper_task
     generation.num_beams = section.num_beams
     generation.length_penalty = section.length_penalty
-    generation.return_timestamps = section.return_timestamps
+    # Unset rather than False: generate() refuses a clip over the 30 s window where the config says False, so
+    # pipeline() on the run folder could not transcribe a long recording (it needs timestamp tokens to seek).
+    generation.return_timestamps = True if section.return_timestamps else None
     generation.max_new_tokens = section.max_new_tokens or min(DEFAULT_MAX_NEW_TOKENS, limit - prompt)
