@@ -58,6 +58,11 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     predict.add_argument(
         "--overwrite", action="store_true", help="replace the --output (or --draw) files if they exist"
     )
+    predict.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="speech recognition: Whisper's segments, or CTC's words, with their start and end in seconds",
+    )
     compare = commands.add_parser("compare", help="transfer report: pretrained vs random initialisation")
     compare.add_argument("recipe", help="path to a recipe YAML")
     compare.add_argument(
@@ -181,15 +186,19 @@ def _predict(args: argparse.Namespace) -> None:
         inputs = [*args.file, *args.inputs, *([args.data] if args.data is not None else [])]
         check_output(output, args.overwrite, inputs)
     predictor = Predictor.from_run(args.run)
+    predictor.serving_for(args.timestamps)  # a run that cannot give times says so before any input is read
     if args.draw is not None:
         predictor.check_drawing()
         predictor.check_draw_folder(Path(args.draw))
     if args.data is not None and output is not None:
-        rows = predictor.predict_data(args.data, output, args.batch_size, args.column, args.overwrite)
+        rows = predictor.predict_data(
+            args.data, output, args.batch_size, args.column, args.overwrite, timestamps=args.timestamps
+        )
         if process_state().is_main_process:
             print(f"{rows} predictions -> {output}")
         return
-    predictions = predictor.predict(predictor.read_inputs(args.inputs, args.file, sys.stdin), args.batch_size)
+    inputs = predictor.read_inputs(args.inputs, args.file, sys.stdin)
+    predictions = predictor.predict(inputs, args.batch_size, timestamps=args.timestamps)
     if args.draw is not None:
         for path in predictor.draw(predictions, Path(args.draw), args.overwrite):
             print(f"drawn -> {path}", file=sys.stderr)

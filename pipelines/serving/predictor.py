@@ -19,6 +19,7 @@ import torch
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import PrinterCallback
+from transformers.trainer_utils import PredictionOutput
 
 from pipelines.data.splits import Splits, require_columns
 from pipelines.errors import HubtuneError, require_path
@@ -31,9 +32,11 @@ from pipelines.runs.guard import (
     record_written,
     written_by_hubtune,
 )
+from pipelines.serving import long_clips
 from pipelines.serving.inputs import check_texts, collect_inputs
 from pipelines.tasks import TASKS, get_task
-from pipelines.tasks.serving_base import on_device
+from pipelines.tasks.serving_base import TaskServing, on_device
+from pipelines.tasks.transcript_serving import TranscriptServing
 from pipelines.training.trainer import build_trainer, training_arguments
 
 logger = logging.getLogger(__name__)
@@ -142,36 +145,51 @@ class Predictor:
         """`hubtune predict`'s inputs (`collect_inputs`), all read and checked before any is predicted."""
         return list(collect_inputs(self.serving.input_kind, values, files, stdin))
 
-    def _predict_batch(self, inputs: list[str]) -> list[dict[str, Any]]:
-        batch = self.serving.preprocess(inputs)
+    def serving_for(self, timestamps: bool = False) -> TaskServing:
+        """The serving half that predicts with these options: timestamps are for speech recognisers alone."""
+        if not timestamps:
+            return self.serving
+        if not isinstance(self.serving, TranscriptServing):
+            timed = TASKS.where(lambda task: issubclass(task.serving, TranscriptServing))
+            raise HubtuneError(
+                f"--timestamps: a {self.task.name} run transcribes no speech, so it has no times to give "
+                f"({', '.join(timed)} runs do)"
+            )
+        return type(self.serving)(self.task, self.model, self.processor, timestamps=True)
+
+    def _predict_batch(self, inputs: list[str], serving: TaskServing) -> list[dict[str, Any]]:
+        batch = serving.preprocess(inputs)
         batch.features = on_device(batch.features, self.model.device)
         with torch.no_grad():
-            outputs = self.serving.forward(batch)
-        return self.serving.postprocess(batch, outputs)
+            outputs = serving.forward(batch)
+        return serving.postprocess(batch, outputs)
 
-    def _predict_chunk(self, inputs: Sequence[str], batch_size: int) -> list[dict[str, Any]]:
+    def _predict_chunk(self, inputs: Sequence[str], batch_size: int, serving: TaskServing) -> list[dict[str, Any]]:
         """Predictions for `inputs`, in their order; texts are batched from shortest to longest."""
         order = list(range(len(inputs)))
-        if self.serving.input_kind == "text":
+        if serving.input_kind == "text":
             order.sort(key=lambda position: len(inputs[position]))
         predictions: list[dict[str, Any]] = [{} for _ in inputs]
         for start in range(0, len(order), batch_size):
             positions = order[start : start + batch_size]
-            for position, prediction in zip(positions, self._predict_batch([inputs[i] for i in positions])):
+            for position, prediction in zip(positions, self._predict_batch([inputs[i] for i in positions], serving)):
                 predictions[position] = prediction
         return predictions
 
-    def predict(self, inputs: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
-        """One prediction dict per input (texts, or file paths for image and audio tasks), in input order."""
+    def predict(self, inputs: Sequence[str], batch_size: int = 32, timestamps: bool = False) -> list[dict[str, Any]]:
+        """One prediction dict per input (texts, or file paths for image and audio tasks), in input order.
+
+        `timestamps`: speech recognisers add each clip's `segments` (Whisper) or `words` (CTC) with their times."""
         if not inputs:
             raise HubtuneError("predict needs at least one input")
         _check_batch_size(batch_size)
-        if self.serving.input_kind == "text":
+        serving = self.serving_for(timestamps)
+        if serving.input_kind == "text":
             check_texts(inputs)
         predictions = []
         chunk = batch_size * SORTED_CHUNK_BATCHES
         for start in range(0, len(inputs), chunk):
-            predictions += self._predict_chunk(inputs[start : start + chunk], batch_size)
+            predictions += self._predict_chunk(inputs[start : start + chunk], batch_size, serving)
         return predictions
 
     def format_prediction(self, prediction: dict[str, Any]) -> str:
@@ -236,15 +254,17 @@ class Predictor:
         batch_size: int = 32,
         column: str | None = None,
         overwrite: bool = False,
+        timestamps: bool = False,
     ) -> int:
         """Predict every row of a data file into `output` (JSON lines, in row order, each with its `row`).
 
         Rows are read, predicted (sorted by length) and written a chunk of batches at a time, so memory stays flat
         however large the file.
         Under `accelerate launch` each process predicts its share; the main process joins the shares in order.
-        The output appears only when complete. Returns the number of rows.
+        The output appears only when complete. Returns the number of rows. `timestamps` as in `predict`.
         """
         _check_batch_size(batch_size)
+        serving = self.serving_for(timestamps)
         output = Path(output)
         check_output(output, overwrite, [data])
         dataset, source = self.read_data_file(data)
@@ -266,8 +286,8 @@ class Predictor:
                     def locate(i: int, first: int = start) -> str:
                         return f"{source}, row {first + i + 1}"
 
-                    inputs = self.serving.data_inputs(values, locate, column)
-                    for position, prediction in zip(positions, self._predict_chunk(inputs, batch_size)):
+                    inputs = serving.data_inputs(values, locate, column)
+                    for position, prediction in zip(positions, self._predict_chunk(inputs, batch_size, serving)):
                         handle.write(json.dumps({"row": position + 1, **prediction}) + "\n")
         except BaseException:
             share.unlink(missing_ok=True)  # a failed or interrupted predict leaves no part behind
@@ -299,6 +319,25 @@ class Predictor:
             splits = self.task.read_splits(roles=(split,))
             if split not in splits:
                 raise HubtuneError(f"the recipe of '{self.run_dir}' has no {split} split")
+        long = (
+            long_clips.set_aside(self.serving, splits, split) if isinstance(self.serving, TranscriptServing) else None
+        )
+        output, written = None, dict[str, Any]()
+        if len(splits[split]):  # not when every clip of a speech split is long
+            output, written = self._evaluate_in_trainer(splits, split)
+        metrics = dict(output.metrics or {}) if output is not None else {}
+        if long is not None:
+            batch_size = self.config.training.get("per_device_eval_batch_size") or 8
+            tokenizer = self.processor.tokenizer
+            metrics.update(long_clips.score(long, split, output, tokenizer, self.predict, batch_size))
+        written[EVALUATE_FILE if split != DATA_ROLE else EVALUATE_DATA_FILE] = metrics
+        for name, payload in written.items():
+            write_json(self.run_dir / name, payload)
+        record_written(self.run_dir, list(written))
+        return metrics
+
+    def _evaluate_in_trainer(self, splits: Splits, split: str) -> tuple[PredictionOutput, dict[str, Any]]:
+        """The Trainer's predictions on the split, and the task's artifacts of them (file name -> payload)."""
         prepared = self.task.from_trained(
             self.task.prepare(splits, self.processor, label_names=self.label_names), self.model
         )
@@ -315,14 +354,5 @@ class Predictor:
             trainer = build_trainer(self.task, self.model, prepared, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints
             output = trainer.predict(prepared[split], metric_key_prefix=split)
-        written = {EVALUATE_FILE if split != DATA_ROLE else EVALUATE_DATA_FILE: output.metrics}
-        written.update(
-            {
-                f"{split}_{name}.json": payload
-                for name, payload in self.task.prediction_artifacts(output, prepared).items()
-            }
-        )
-        for name, payload in written.items():
-            write_json(self.run_dir / name, payload)
-        record_written(self.run_dir, list(written))
-        return dict(output.metrics or {})
+        artifacts = self.task.prediction_artifacts(output, prepared)
+        return output, {f"{split}_{name}.json": payload for name, payload in artifacts.items()}

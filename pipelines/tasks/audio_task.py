@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 from datasets import Dataset
-from transformers import BatchFeature
+from transformers import BatchFeature, EvalPrediction
 
 from pipelines.data.audio import (
     AudioInputConfig,
@@ -22,9 +23,9 @@ from pipelines.data.audio import (
     write_probe_clips,
 )
 from pipelines.data.splits import Locate, Splits, require_columns
-from pipelines.data.transcripts import TranscriptDataConfig, transcripts
+from pipelines.data.transcripts import TranscriptDataConfig, normalise, transcripts
 from pipelines.errors import HubtuneError, require_path
-from pipelines.tasks.base import PreparedData, Task
+from pipelines.tasks.base import PreparedData, Task, logits_of
 from pipelines.tasks.serving_base import TaskModel, TaskServing, file_paths
 
 logger = logging.getLogger(__name__)
@@ -204,6 +205,29 @@ class TranscriptTask(AudioTask[TranscriptDataT]):
             self.audio_dataset(result, role, dataset, labels, splits.locate(role), source)
         return result
 
+    @abstractmethod
+    def hypotheses(self, tokenizer: Any, predictions: np.ndarray) -> list[str]:
+        """The transcripts of the Trainer's predictions (generated ids, or CTC logits), as they are scored."""
+
+    @abstractmethod
+    def references(self, tokenizer: Any, label_ids: np.ndarray) -> list[str]:
+        """The reference transcripts of a batch of labels (padded with IGNORE), as they are scored."""
+
+    def scored_transcript(self, transcript: str) -> str:
+        """A transcript `predict` made, as the metric compares it (`hubtune evaluate` of a clip too long for the
+        Trainer's one pass)."""
+        return normalise(transcript, self.data)
+
+    def score(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
+        return self.metric("speech_recognition").compute(predictions=hypotheses, references=references)
+
+    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
+        tokenizer = prepared.processor.tokenizer
+        return self.score(
+            self.hypotheses(tokenizer, logits_of(prediction.predictions)),
+            self.references(tokenizer, np.asarray(prediction.label_ids)),
+        )
+
 
 class AudioServing(TaskServing[AudioTaskT]):
     """Serving half of the speech tasks: `predict` takes audio files, decoded like the training data."""
@@ -229,10 +253,3 @@ class AudioServing(TaskServing[AudioTaskT]):
             if minimum is not None:
                 minimum.check(len(wave), rate, f"input '{path}'", "there is too little of it to predict from")
         return [crop(wave, task.max_samples(self.processor)) for wave in waves] if task.crops_long_audio else waves
-
-
-class TranscriptServing(AudioServing[AudioTaskT]):
-    """Serving half of the speech recognisers: one transcript per clip."""
-
-    def format(self, prediction: dict[str, Any]) -> str:
-        return f"{prediction['transcript']}\t{prediction['input']}"

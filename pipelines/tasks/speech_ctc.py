@@ -13,20 +13,22 @@ from transformers import (
     AutoModelForCTC,
     AutoProcessor,
     BatchFeature,
-    EvalPrediction,
     Trainer,
     Wav2Vec2Processor,
 )
+from transformers.pipelines.automatic_speech_recognition import chunk_iter, rescale_stride
 
 from pipelines.compat import feature_frames
 from pipelines.data.splits import Splits
 from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
+from pipelines.errors import HubtuneError
 from pipelines.models.loading import attention_kwargs, from_config, from_pretrained
 from pipelines.runs.folder import load_run_model
-from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, check_splits_columns, extract_features
-from pipelines.tasks.base import PredictionStep, PreparedData, TaskModel, logits_of
+from pipelines.tasks.audio_task import TranscriptTask, check_splits_columns, extract_features, feature_extractor_of
+from pipelines.tasks.base import PredictionStep, PreparedData, TaskModel
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.tasks.serving_base import Batch
+from pipelines.tasks.transcript_serving import TranscriptServing, chunking, seconds
 
 
 def blank_padding_frames(
@@ -47,21 +49,84 @@ def blank_padding_frames(
     return loss, logits, labels
 
 
+# transformers' ASR pipeline chunking defaults (`chunk_length_s=30`, `stride_length_s` a sixth of it on each side).
+CHUNK_S = 30.0
+STRIDE_S = CHUNK_S / 6
+
+
 class SpeechRecognitionCTCServing(TranscriptServing["SpeechRecognitionCTC"]):
+    """Each clip in strided chunks, one at a time, as transformers' ASR pipeline with `chunk_length_s=30` cuts it
+    (its `chunk_iter`, `rescale_stride`): the same chunks, features and kept frames, so the same transcript. A clip
+    within one chunk is one chunk with no stride: the unchunked forward pass. Memory is that of one chunk however
+    long the file; chunks are not batched, since padding a raw waveform changes what the model hears."""
+
+    def frame_samples(self) -> int:
+        """Samples per logit frame: the product of the convolutional encoder's strides."""
+        ratio = getattr(self.model.config, "inputs_to_logits_ratio", None)
+        if not ratio:
+            raise HubtuneError(
+                f"a {self.model.config.model_type} model does not say how many audio samples make one logit frame "
+                "(its config has no inputs_to_logits_ratio): hubtune cannot chunk its audio or time its words"
+            )
+        return int(ratio)
+
+    def chunk_and_stride(self) -> tuple[int, int]:
+        """The chunk and the stride on each side in samples, aligned to whole logit frames as the pipeline aligns
+        them."""
+        align = self.frame_samples()
+        return tuple(int(round(s * self.rate / align) * align) for s in (CHUNK_S, STRIDE_S))  # type: ignore[return-value]
+
+    def window_samples(self) -> int:
+        return self.chunk_and_stride()[0]
+
     def preprocess(self, inputs: list[str]) -> Batch:
-        # One clip at a time, as audio classification: padding a raw waveform changes what the model hears.
-        return Batch(inputs, [extract_features(self.processor, [wave]) for wave in self.waveforms(inputs)])
+        chunk, stride = self.chunk_and_stride()
+        extractor, waves = feature_extractor_of(self.processor), self.waveforms(inputs)
+        chunks = [list(chunk_iter(wave, extractor, chunk, stride, stride, self.model.dtype)) for wave in waves]
+        return Batch(inputs, chunks, {"samples": [len(wave) for wave in waves]})
 
-    def forward(self, batch: Batch) -> list[torch.Tensor]:
-        return [self.model(**features).logits[0] for features in batch.features]
+    def forward(self, batch: Batch) -> list[list[int]]:
+        """Each clip's best token per kept frame: the frames of each chunk's strides dropped, the rest joined."""
+        ratio, clips = 1 / self.frame_samples(), []
+        for chunks in batch.features:
+            kept = []
+            for chunk in chunks:
+                inputs = {key: value for key, value in chunk.items() if key not in ("stride", "is_last")}
+                tokens = self.model(**inputs).logits[0].argmax(-1)
+                frames, left, right = rescale_stride([chunk["stride"]], ratio)[0]
+                kept.append(tokens[left : frames - right])
+            clips.append(torch.cat(kept).tolist())
+        return clips
 
-    def postprocess(self, batch: Batch, outputs: list[torch.Tensor]) -> list[dict[str, Any]]:
-        # Greedy CTC decoding: the best token per frame, repeats merged and blanks dropped by the tokenizer.
-        decode = self.processor.tokenizer.decode
-        return [
-            {"input": path, "transcript": decode(logits.argmax(-1).tolist())}
-            for path, logits in zip(batch.inputs, outputs)
-        ]
+    def postprocess(self, batch: Batch, outputs: list[list[int]]) -> list[dict[str, Any]]:
+        # Greedy CTC decoding: repeats merged and blanks dropped by the tokenizer.
+        chunk, stride = self.chunk_and_stride()
+        records = []
+        for path, ids, samples, chunks in zip(batch.inputs, outputs, batch.context["samples"], batch.features):
+            decoded = self.processor.tokenizer.decode(ids, output_word_offsets=self.timestamps)
+            record: dict[str, Any] = {
+                "input": path,
+                "transcript": decoded if isinstance(decoded, str) else decoded.text,
+            }
+            if len(chunks) > 1:
+                record["chunking"] = {
+                    **chunking("ctc-strided", samples, self.rate, chunk, stride),
+                    "chunks": len(chunks),
+                }
+            else:
+                record["chunking"] = chunking("none", samples, self.rate)
+            if self.timestamps:
+                seconds_per_frame = self.frame_samples() / self.rate
+                record["words"] = [
+                    {
+                        "word": word["word"],
+                        "start": seconds(word["start_offset"] * seconds_per_frame),
+                        "end": seconds(min(word["end_offset"] * seconds_per_frame, samples / self.rate)),
+                    }
+                    for word in decoded.word_offsets
+                ]
+            records.append(record)
+        return records
 
 
 class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
@@ -108,21 +173,18 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
 
         return collate
 
-    @staticmethod
-    def decode_labels(tokenizer: Any, label_ids: np.ndarray) -> list[str]:
+    def references(self, tokenizer: Any, label_ids: np.ndarray) -> list[str]:
         label_ids = np.where(label_ids == IGNORE, tokenizer.pad_token_id, label_ids)
         # References are spelled out: repeated letters ("ll") must not be merged as CTC repeats are.
         return tokenizer.batch_decode(label_ids, group_tokens=False, skip_special_tokens=True)
 
-    def prediction_step(self) -> PredictionStep:
-        return blank_padding_frames
-
-    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
-        tokenizer = prepared.processor.tokenizer
-        logits = logits_of(prediction.predictions)
+    def hypotheses(self, tokenizer: Any, predictions: np.ndarray) -> list[str]:
         # Padding frames hold -100 everywhere (`blank_padding_frames`, and the Trainer between batches): argmax is
         # the blank.
-        hypotheses = tokenizer.batch_decode(np.argmax(logits, axis=-1))
-        return self.metric("speech_recognition").compute(
-            predictions=hypotheses, references=self.decode_labels(tokenizer, np.asarray(prediction.label_ids))
-        )
+        return tokenizer.batch_decode(np.argmax(predictions, axis=-1))
+
+    def scored_transcript(self, transcript: str) -> str:
+        return transcript  # the tokenizer's decoding, as `hypotheses` scores the Trainer's
+
+    def prediction_step(self) -> PredictionStep:
+        return blank_padding_frames

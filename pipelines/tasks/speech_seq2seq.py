@@ -11,7 +11,6 @@ from transformers import (
     AutoModelForSpeechSeq2Seq,
     AutoProcessor,
     BatchFeature,
-    EvalPrediction,
     Seq2SeqTrainingArguments,
 )
 
@@ -20,10 +19,11 @@ from pipelines.data.transcripts import TranscriptDataConfig, normalise
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import attention_kwargs, from_config, from_pretrained
 from pipelines.runs.folder import load_run_model
-from pipelines.tasks.audio_task import TranscriptServing, TranscriptTask, extract_features
-from pipelines.tasks.base import PreparedData, TaskModel, logits_of
+from pipelines.tasks.audio_task import TranscriptTask, extract_features, feature_extractor_of
+from pipelines.tasks.base import PreparedData, TaskModel
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.tasks.serving_base import Batch
+from pipelines.tasks.transcript_serving import TranscriptServing, chunking, seconds
 
 WHISPER_TASKS = ("transcribe", "translate")
 
@@ -39,8 +39,35 @@ class WhisperDataConfig(TranscriptDataConfig):
 
 
 class SpeechRecognitionSeq2SeqServing(TranscriptServing["SpeechRecognitionSeq2Seq"]):
+    """Clips within Whisper's window are batched and padded to it, as in training. A longer clip goes through
+    transformers' sequential long-form generation (`generate` on its whole spectrogram with timestamp tokens), one
+    clip per call as transformers' ASR pipeline without `chunk_length_s` runs it, so that no other clip of a batch
+    changes its transcript. Decoding settings (beams, length penalty, max_new_tokens) are the generation config's."""
+
+    def window_samples(self) -> int:
+        return int(feature_extractor_of(self.processor).n_samples)
+
     def preprocess(self, inputs: list[str]) -> Batch:
-        return Batch(inputs, extract_features(self.processor, self.waveforms(inputs)))
+        waves = self.waveforms(inputs)
+        short = [i for i, wave in enumerate(waves) if len(wave) <= self.window_samples()]
+        extractor = feature_extractor_of(self.processor)
+        features = {
+            "short": extract_features(self.processor, [waves[i] for i in short]) if short else None,
+            # Not cut to the window (the extractor's default): the whole clip's spectrogram, unpadded.
+            "long": {
+                i: extractor(
+                    wave,
+                    sampling_rate=self.rate,
+                    truncation=False,
+                    padding="longest",
+                    return_attention_mask=True,
+                    return_tensors="pt",
+                )
+                for i, wave in enumerate(waves)
+                if i not in short
+            },
+        }
+        return Batch(inputs, features, {"short": short, "samples": [len(wave) for wave in waves]})
 
     def probe_batch(self, inputs: list[str]) -> dict[str, torch.Tensor]:
         # The logits an export is checked on are the decoder's first step, from the start token.
@@ -49,13 +76,60 @@ class SpeechRecognitionSeq2SeqServing(TranscriptServing["SpeechRecognitionSeq2Se
         features["decoder_input_ids"] = torch.full((len(inputs), 1), start, dtype=torch.long)
         return features
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        limit = self.task.config.training.get("generation_max_length") or 128
-        return self.model.generate(**batch.features, max_new_tokens=limit)
+    def generate(self, features: Any, long_form: bool) -> tuple[list[torch.Tensor], list[list[dict] | None]]:
+        """The token ids of each clip of `features`, and its timestamped segments where they are asked for."""
+        options: dict[str, Any] = {}
+        if self.model.generation_config.max_new_tokens is None:
+            options["max_new_tokens"] = self.task.config.training.get("generation_max_length") or 128
+        if self.timestamps or long_form:  # long-form generation seeks by the timestamp tokens: it needs them
+            options.update(return_timestamps=True, return_segments=self.timestamps)
+        output = self.model.generate(**features, **options)
+        if isinstance(output, dict):
+            return list(output["sequences"]), output["segments"]
+        return list(output), [None] * len(output)
 
-    def postprocess(self, batch: Batch, outputs: torch.Tensor) -> list[dict[str, Any]]:
-        texts = self.processor.tokenizer.batch_decode(outputs, skip_special_tokens=True)
-        return [{"input": path, "transcript": text.strip()} for path, text in zip(batch.inputs, texts)]
+    def forward(self, batch: Batch) -> list[tuple[torch.Tensor, list[dict] | None]]:
+        outputs: list[Any] = [None] * len(batch.inputs)
+        if batch.features["short"] is not None:
+            sequences, segments = self.generate(batch.features["short"], long_form=False)
+            for position, output in zip(batch.context["short"], zip(sequences, segments)):
+                outputs[position] = output
+        for position, features in batch.features["long"].items():
+            sequences, segments = self.generate(features, long_form=True)
+            outputs[position] = (sequences[0], segments[0])
+        return outputs
+
+    def postprocess(self, batch: Batch, outputs: list[tuple[torch.Tensor, list[dict] | None]]) -> list[dict[str, Any]]:
+        decode, window = self.processor.tokenizer.decode, self.window_samples()
+        records = []
+        for path, (sequence, segments), samples in zip(batch.inputs, outputs, batch.context["samples"]):
+            method = "none" if samples <= window else "whisper-sequential"
+            record = {
+                "input": path,
+                "transcript": decode(sequence, skip_special_tokens=True).strip(),
+                "chunking": chunking(method, samples, self.rate, None if method == "none" else window),
+            }
+            if self.timestamps:
+                record["segments"] = self.segments(segments or [], samples / self.rate)
+            records.append(record)
+        return records
+
+    def segments(self, segments: list[dict], duration: float) -> list[dict[str, Any]]:
+        """Whisper's segments as {start, end, text}, in seconds. A timestamp token can name a time past the clip's
+        end (the window it was decoded in is padded to 30 s): times are clamped to the clip."""
+        found = []
+        for segment in segments:
+            text = self.processor.tokenizer.decode(segment["tokens"], skip_special_tokens=True).strip()
+            if text:  # a segment of timestamp tokens alone says nothing was heard
+                start = min(float(segment["start"]), duration)
+                found.append(
+                    {
+                        "start": seconds(start),
+                        "end": seconds(min(max(float(segment["end"]), start), duration)),
+                        "text": text,
+                    }
+                )
+        return found
 
 
 class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
@@ -148,14 +222,9 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
 
         return collate
 
-    def decode(self, tokenizer: Any, ids: np.ndarray) -> list[str]:
-        ids = np.where(ids == IGNORE, tokenizer.pad_token_id, ids)
-        return [normalise(text, self.data) for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    def hypotheses(self, tokenizer: Any, predictions: np.ndarray) -> list[str]:
+        return self.references(tokenizer, predictions)  # generated ids, padded as labels are
 
-    def compute_metrics(self, prediction: EvalPrediction, prepared: PreparedData) -> dict[str, float]:
-        tokenizer = prepared.processor.tokenizer
-        generated = logits_of(prediction.predictions)
-        return self.metric("speech_recognition").compute(
-            predictions=self.decode(tokenizer, generated),
-            references=self.decode(tokenizer, np.asarray(prediction.label_ids)),
-        )
+    def references(self, tokenizer: Any, label_ids: np.ndarray) -> list[str]:
+        ids = np.where(label_ids == IGNORE, tokenizer.pad_token_id, label_ids)
+        return [normalise(text, self.data) for text in tokenizer.batch_decode(ids, skip_special_tokens=True)]
