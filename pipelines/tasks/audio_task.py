@@ -118,6 +118,11 @@ class AudioTask(Task[AudioDataT]):
         seconds = self.data.max_duration_s
         return None if seconds is None else int(seconds * feature_extractor_of(processor).sampling_rate)
 
+    def longest_kept_clip(self, processor: Any) -> tuple[int | None, str]:
+        """The longest clip (samples) a task that cannot crop keeps in training and in the Trainer's evaluation, and
+        what sets it, for the warning that names the clips dropped."""
+        return self.max_samples(processor), f"data.max_duration_s={self.data.max_duration_s}"
+
     def audio_dataset(
         self, result: PreparedData, role: str, dataset: Dataset, labels: list, locate: Locate, source: str
     ) -> None:
@@ -135,15 +140,12 @@ class AudioTask(Task[AudioDataT]):
         result.shortest_clips[role] = (lengths[shortest], clip)
         split = audio.select_columns([column]).add_column("labels", labels).add_column(LENGTH, lengths)
         limit = self.max_samples(processor)
-        if limit is not None and not self.crops_long_audio:
-            keep = [i for i, length in enumerate(lengths) if length <= limit]
+        if not self.crops_long_audio:
+            longest, why = self.longest_kept_clip(processor)
+            keep = [i for i, length in enumerate(lengths) if longest is None or length <= longest]
             if len(keep) < len(lengths):
                 logger.warning(
-                    "%s: dropped %d of %d clips longer than data.max_duration_s=%s",
-                    source,
-                    len(lengths) - len(keep),
-                    len(lengths),
-                    self.data.max_duration_s,
+                    "%s: dropped %d of %d clips longer than %s", source, len(lengths) - len(keep), len(lengths), why
                 )
                 split = split.select(keep)
         elif role == "train" and limit is not None:

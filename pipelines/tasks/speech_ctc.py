@@ -57,8 +57,9 @@ STRIDE_S = CHUNK_S / 6
 class SpeechRecognitionCTCServing(TranscriptServing["SpeechRecognitionCTC"]):
     """Each clip in strided chunks, one at a time, as transformers' ASR pipeline with `chunk_length_s=30` cuts it
     (its `chunk_iter`, `rescale_stride`): the same chunks, features and kept frames, so the same transcript. A clip
-    within one chunk is one chunk with no stride: the unchunked forward pass. Memory is that of one chunk however
-    long the file; chunks are not batched, since padding a raw waveform changes what the model hears."""
+    within one chunk is one chunk with no stride: the unchunked forward pass. One chunk per forward pass, as the
+    pipeline runs them by default: memory is that of one chunk however long the file, and no chunk is padded
+    (padding a raw waveform changes what the model hears)."""
 
     def frame_samples(self) -> int:
         """Samples per logit frame: the product of the convolutional encoder's strides."""
@@ -74,7 +75,11 @@ class SpeechRecognitionCTCServing(TranscriptServing["SpeechRecognitionCTC"]):
         """The chunk and the stride on each side in samples, aligned to whole logit frames as the pipeline aligns
         them."""
         align = self.frame_samples()
-        return tuple(int(round(s * self.rate / align) * align) for s in (CHUNK_S, STRIDE_S))  # type: ignore[return-value]
+
+        def aligned(length_s: float) -> int:
+            return int(round(length_s * self.rate / align) * align)
+
+        return aligned(CHUNK_S), aligned(STRIDE_S)
 
     def window_samples(self) -> int:
         return self.chunk_and_stride()[0]

@@ -173,6 +173,15 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
             generation.language, generation.task = self.data.language, self.data.whisper_task
         return model
 
+    def longest_kept_clip(self, processor: Any) -> tuple[int | None, str]:
+        """Also Whisper's window: the Trainer's one pass would keep a longer clip's first 30 s and score it against
+        the whole transcript. `hubtune evaluate` and `predict` transcribe such a clip in full (long-form)."""
+        limit, why = super().longest_kept_clip(processor)
+        extractor = feature_extractor_of(processor)
+        if limit is not None and limit <= extractor.n_samples:
+            return limit, why
+        return extractor.n_samples, f"Whisper's {extractor.chunk_length} s window"
+
     def build_model(self, prepared: PreparedData) -> TaskModel:
         model_config = self.config.model
         if model_config.from_scratch:

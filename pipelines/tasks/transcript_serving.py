@@ -8,7 +8,7 @@ are dropped before one decode (transformers' ASR pipeline with `chunk_length_s`)
 
     {"method": "none" | "whisper-sequential" | "ctc-strided", "duration_s": seconds of audio,
      "chunk_s": the window each pass sees (null for "none"), "stride_s": the context dropped at each inner chunk edge
-     (CTC; null otherwise), "chunks": the number of forward passes (CTC only)}
+     (CTC; null otherwise), "chunks": the number of forward passes (only in "ctc-strided")}
 
 With timestamps asked for, a Whisper record has `segments` ([{start, end, text}], from its timestamp tokens) and a
 CTC record `words` ([{word, start, end}], from the tokenizer's word offsets): seconds from the clip's start.
@@ -62,10 +62,10 @@ class TranscriptServing(AudioServing[AudioTaskT]):
         """The longest clip (samples at `rate`) transcribed in one pass; a longer one is transcribed in pieces."""
 
     def long_form_rows(self, dataset: Dataset, locate: Locate) -> list[int]:
-        """The rows of a labelled split that evaluation in the Trainer would drop (longer than `data.max_duration_s`,
-        as in training) or cut (longer than the model's window): `hubtune evaluate` transcribes them as `predict`
-        does. Read from the files' headers, as training reads them."""
-        limits = [self.window_samples(), self.task.max_samples(self.processor)]
+        """The rows of a labelled split that the Trainer's evaluation drops (`TranscriptTask.longest_kept_clip`: over
+        `data.max_duration_s` or Whisper's window), or that are longer than one pass of `predict` (a CTC chunk):
+        `hubtune evaluate` transcribes them as `predict` does. Read from the files' headers, as training reads them."""
+        limits = [self.window_samples(), self.task.longest_kept_clip(self.processor)[0]]
         limit = min(limit for limit in limits if limit is not None)
         column = self.task.data.audio_column
         lengths = audio_lengths(undecoded_audio(dataset, column), column, self.rate, locate)
