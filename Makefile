@@ -11,7 +11,7 @@
 #   make bench-labels - scripts/bench_labels.py (multi-label tweets, an imbalanced sentiment set)
 #   make bench-vision - scripts/bench_detection.py and bench_segmentation.py (ImageNet backbone vs scratch)
 #   make bench-longform - scripts/bench_longform.py (long-form Whisper tiny.en and CTC: WER whole vs in <= 30 s pieces,
-#                 speed, peak memory on 1- and 10-minute files; about 20 minutes)
+#                 speed, peak memory on 1- and 10-minute files; about 10 minutes)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 #   make assets-vision - scripts/prepare_vision_assets.py: tree-crown boxes (deepforest), nuclei masks (stardist) and

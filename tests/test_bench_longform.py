@@ -81,3 +81,11 @@ def test_wer_normalises_as_the_speech_tasks_do():
     assert bench.error_rates(["Hello, World."], ["hello world"]) == {"wer": 0.0, "cer": 0.0}
     # Corpus rates: 1 insertion + 1 substitution over 4 reference words.
     assert bench.error_rates(["hello big world", "good day"], ["hello world", "good night"])["wer"] == 0.5
+
+
+def test_high_water_mark_sees_a_new_peak():
+    before = bench.high_water_mb()
+    # A block larger than the peak so far, every page written: resident on its own above the old peak.
+    block = np.ones(int((before + 200) * 2**20) // 8)
+    assert bench.high_water_mb() >= before + 200
+    del block
