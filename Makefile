@@ -10,6 +10,8 @@
 #   make bench-scale - scripts/bench_scale.py (memory and time of the data paths at 10k-1M rows)
 #   make bench-labels - scripts/bench_labels.py (multi-label tweets, an imbalanced sentiment set)
 #   make bench-vision - scripts/bench_detection.py and bench_segmentation.py (ImageNet backbone vs scratch)
+#   make bench-longform - scripts/bench_longform.py (long-form Whisper tiny.en and CTC: WER whole vs in <= 30 s pieces,
+#                 speed, peak memory on 1- and 10-minute files; about 10 minutes)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 #   make assets-vision - scripts/prepare_vision_assets.py: tree-crown boxes (deepforest), nuclei masks (stardist) and
@@ -25,7 +27,7 @@ SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
 .PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-fast test-data lint \
 	docs bench \
-	bench-scale bench-labels bench-vision fewshot-image clean
+	bench-scale bench-labels bench-vision bench-longform speech-debs fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,9 +44,11 @@ assets: assets-text assets-image assets-speech assets-vision
 assets-text: install
 	$(BIN)/python scripts/prepare_offline_assets.py
 
-assets-speech: install
+speech-debs:
 	@missing=""; for deb in $(SPEECH_DEBS); do dpkg -s $$deb >/dev/null 2>&1 || missing="$$missing $$deb"; done; \
 	if [ -n "$$missing" ]; then apt-get update && apt-get install -y --no-install-recommends $$missing; fi
+
+assets-speech: install speech-debs
 	$(OFFLINE) $(BIN)/python scripts/prepare_speech_assets.py
 
 assets-image: install
@@ -100,6 +104,10 @@ bench-scale: assets-text assets-speech
 
 bench-labels: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_labels.py
+
+# Converts tiny.en itself and synthesises its own audio (under data/bench_longform/): only the Debian packages first.
+bench-longform: install speech-debs
+	$(OFFLINE) $(BIN)/python scripts/bench_longform.py
 
 bench-vision: assets-vision
 	$(OFFLINE) $(BIN)/python scripts/bench_detection.py
