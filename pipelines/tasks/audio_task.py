@@ -226,8 +226,10 @@ class AudioTask(Task[AudioDataT]):
                     rows[CROP_START] = [int(rng.integers(0, max(length - limit, 0) + 1)) for length in lengths]
                 return rows
             keep = [i for i, length in enumerate(lengths) if length <= limit]
-            for i in sorted(set(range(len(lengths))) - set(keep)):
-                skipped.add(positions[i])
+            for i, position in enumerate(positions):
+                if lengths[i] <= limit or position in skipped:
+                    continue
+                skipped.add(position)
                 if np.log10(len(skipped)).is_integer():  # 1, 10, 100, ... clips: a count, not a line per clip
                     logger.warning(
                         "%s: %d clips longer than data.max_duration_s=%s left out so far (the latest: %s)",
