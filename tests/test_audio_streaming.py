@@ -30,6 +30,7 @@ from pipelines import HubtuneError, Recipe, load_recipe_config
 from pipelines.commands.cli import main
 from pipelines.data.audio import decode
 from pipelines.serving.predictor import Predictor
+from pipelines.serving.probe import probe_batches
 from pipelines.tasks.audio_classification import AudioClassification
 
 # Trains models for seconds each: `make test-fast` leaves this module out.
@@ -159,6 +160,9 @@ def test_a_streamed_hub_audio_column_is_decoded_per_batch(tiny_wav2vec2, tmp_pat
     results = Recipe.from_dict(values).run()
     assert asked and all(streaming for _, streaming in asked)
     assert results["test_samples"] == 9 and results["test_accuracy"] >= 0.6, results
+    # The export check reads a few rows of the streamed test split whole, without re-encoding the audio column.
+    probe = probe_batches(Predictor(tmp_path / "run"), [4])
+    assert probe.source == "test split" and probe.batches[0]["labels"].tolist() == [0, 1, 2, 0]
 
 
 def test_bad_streamed_rows_are_named_when_the_stream_reaches_them(tiny_wav2vec2, tones, tmp_path):

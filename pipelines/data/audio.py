@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import soundfile
-from datasets import Audio, Dataset, IterableDataset
+from datasets import Audio, Dataset, Features, IterableDataset, Value
 from scipy.signal import resample_poly
 
 from pipelines.config import option
@@ -205,6 +205,15 @@ def undecoded_audio(dataset: AnySplit, column: str) -> Any:
     if isinstance((dataset.features or {}).get(column), Audio):
         return dataset.cast_column(column, Audio(decode=False))
     return dataset
+
+
+def undecoded_stream(stream: IterableDataset, column: str) -> IterableDataset:
+    """A stream with a Hub `Audio` column as the `{bytes, path}` struct that Audio stores, which `decode` reads.
+    A plain struct rather than `Audio(decode=False)`: a few rows of a stream are turned into a Dataset where they
+    are needed whole (the export check's probe), and an Audio column would be re-encoded through torchcodec there."""
+    if not isinstance((stream.features or {}).get(column), Audio):
+        return stream
+    return stream.cast_column(column, Features({"bytes": Value("binary"), "path": Value("string")}))
 
 
 def audio_lengths(dataset: Dataset, column: str, sampling_rate: int, locate: Callable[[int], str]) -> list[int]:

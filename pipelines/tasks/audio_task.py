@@ -23,6 +23,7 @@ from pipelines.data.audio import (
     load_audio_data_file,
     load_audio_stream,
     undecoded_audio,
+    undecoded_stream,
     write_probe_clips,
 )
 from pipelines.data.splits import Locate, Splits, columns_of, load_splits, require_columns, streamed
@@ -129,14 +130,14 @@ class AudioTask(Task[AudioDataT]):
 
     def read_splits(self, roles: Collection[str] = ("train", "validation", "test")) -> Splits:
         """Also: streams (`data.streaming`) from audio folders and tables of paths, and a streamed Hub `Audio` column
-        left undecoded (datasets would decode it through torchcodec wherever its rows are read)."""
+        left undecoded (`undecoded_stream`: datasets would decode it through torchcodec wherever its rows are read)."""
         data = self.data
         splits = load_splits(
             data, self.config.seed, self.load_data_file, roles, self.data_path_kind(), self.load_data_stream
         )
         for role, dataset in splits.datasets.items():
             if streamed(dataset):
-                splits.datasets[role] = undecoded_audio(dataset, data.audio_column)
+                splits.datasets[role] = undecoded_stream(dataset, data.audio_column)
         return splits
 
     def max_samples(self, processor: Any) -> int | None:
