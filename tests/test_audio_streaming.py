@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 from pathlib import Path
 
 import datasets
@@ -248,6 +249,18 @@ def test_streamed_ctc_builds_its_vocabulary_in_one_pass_and_skips_long_clips(tmp
     assert results["test_samples"] == 8 and np.isfinite(results["test_wer"])
     assert Predictor(run).evaluate("test")["test_wer"] == pytest.approx(results["test_wer"])
 
+    # The vocabulary pass reads every transcript: an empty one stops the run before training, naming its row.
+    blank = tmp_path / "blank"
+    shutil.copytree(spelled["train"], blank)
+    with (blank / "metadata.csv").open("a") as metadata:
+        metadata.write("clip0.wav,?!\n")
+    values["data"]["files"]["train"] = str(blank)
+    with pytest.raises(
+        HubtuneError, match=rf"data file '{blank}', row 50: column 'text' holds '\?!', not a transcript"
+    ):
+        Recipe.from_dict(values, ["output_dir=" + str(tmp_path / "blank-run")]).run()
+    assert not (tmp_path / "blank-run").exists()
+
 
 def test_streamed_whisper_trains_from_a_table_of_paths_and_reloads(tmp_path):
     root = tmp_path / "words"
@@ -293,3 +306,10 @@ def test_streamed_whisper_trains_from_a_table_of_paths_and_reloads(tmp_path):
     results = Recipe.from_dict(values).run()
     assert results["train_samples"] == 36 and results["test_samples"] == 6
     assert Predictor(run).evaluate("test")["test_wer"] == pytest.approx(results["test_wer"])
+
+    # A transcript longer than the decoder's 64 positions stops the run when the stream reaches its row.
+    long = root / "long.jsonl"
+    long.write_text(files["train"].read_text() + json.dumps({"clip": "w0.wav", "sentence": "low " * 80}) + "\n")
+    values["data"]["files"]["train"] = str(long)
+    with pytest.raises(HubtuneError, match=rf"the transcript of data file '{long}', row 13 is 8\d tokens long"):
+        Recipe.from_dict(values, ["overwrite=true"]).run()
