@@ -21,7 +21,7 @@ from datasets import Audio, Dataset, Features, IterableDataset, Value
 from scipy.signal import resample_poly
 
 from pipelines.config import option
-from pipelines.data.splits import AnySplit, columns_of, load_table_file, load_table_stream
+from pipelines.data.splits import columns_of, load_table_file, load_table_stream
 from pipelines.data.streams import StreamingDataConfig
 from pipelines.errors import HubtuneError
 
@@ -200,9 +200,9 @@ def audio_length(source: Any, sampling_rate: int, where: str) -> int:
     return resampled_length(frames, rate, sampling_rate)
 
 
-def undecoded_audio(dataset: AnySplit, column: str) -> Any:
-    """The dataset (or stream) with a Hub `Audio` column as `Audio(decode=False)`: its paths or bytes, for `decode`."""
-    if isinstance((dataset.features or {}).get(column), Audio):
+def undecoded_audio(dataset: Dataset, column: str) -> Dataset:
+    """The dataset with a Hub `Audio` column as `Audio(decode=False)`: its paths or bytes, for `decode`."""
+    if isinstance(dataset.features.get(column), Audio):
         return dataset.cast_column(column, Audio(decode=False))
     return dataset
 

@@ -305,8 +305,8 @@ class TranscriptTask(AudioTask[TranscriptDataT]):
         check_splits_columns(splits, {"audio_column": self.data.audio_column, "text_column": self.data.text_column})
         result = PreparedData({}, processor)
 
-        def labels(batch: dict[str, list], locate: Locate) -> list:
-            return processor.tokenizer(transcripts(batch, self.data, locate)).input_ids
+        def labels(rows: Dataset | dict[str, list], locate: Locate) -> list:  # a split, or a batch of a stream
+            return processor.tokenizer(transcripts(rows, self.data, locate)).input_ids
 
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
