@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import soundfile
 import yaml
 from transformers import TrainerCallback
 
@@ -198,4 +200,99 @@ def test_two_processes_each_read_their_own_share_of_a_stream(recipe_values, tmp_
     # Between them the ranks read each training row at most once: different shares, not one stream twice.
     assert seen[0] + seen[1] <= all_train and seen[0] != seen[1]
     assert ranks[0]["results"]["train_samples"] == 2 * steps * batch
+    # The test stream is scored once over: its last batch's padding is not counted (evaluation loaders dispatch).
+    assert ranks[0]["results"]["test_samples"] == 60
     assert ranks[0]["wrote"] and not ranks[1]["wrote"]
+
+
+def test_two_processes_each_read_their_own_share_of_streamed_audio(tmp_path):
+    """`data.streaming` of the three speech tasks under 2 gloo processes (one launch, the runs in turn): the ranks
+    decode disjoint halves of each training stream, which together cover it."""
+    from helpers.speech import (
+        TONES,
+        faster_whisper_tokenizer,
+        tiny_wav2vec2_folder,
+        tiny_whisper,
+        tone,
+        write_ct2_whisper,
+        write_spelled_split,
+        write_tone_folder,
+    )
+
+    from pipelines.commands.cli import main
+    from pipelines.data.audio import load_audio_data_file
+
+    steps, batch = 3, 4  # 2 ranks x 3 steps x 4 = 24 examples: each training stream's 24 rows, read once
+    training = {"max_steps": steps, "per_device_train_batch_size": batch, "save_strategy": "no", "warmup_steps": 0}
+    training.update(eval_strategy="no", disable_tqdm=True, learning_rate=1e-3)
+    data = {"streaming": True, "validation_split": None, "max_duration_s": 2}
+    tones = {
+        split: str(write_tone_folder(tmp_path / "tones" / split, n, seed))
+        for split, n, seed in (("train", 8, 0), ("test", 2, 1))
+    }
+    spelled = {
+        split: str(write_spelled_split(tmp_path / "spelled" / split, n, seed))
+        for split, n, seed in (("train", 24, 0), ("test", 4, 1))
+    }
+    words = tmp_path / "words"
+    words.mkdir()
+    rng = random.Random(0)
+    lines = {"train": [], "test": []}
+    for i in range(30):
+        word = list(TONES)[i % 3]
+        soundfile.write(words / f"w{i}.wav", tone(TONES[word], 0.5, 16000, rng), 16000)
+        lines["train" if i < 24 else "test"].append(json.dumps({"audio": f"w{i}.wav", "text": word}) + "\n")
+    for split, rows in lines.items():
+        (words / f"{split}.jsonl").write_text("".join(rows))
+    whisper = tmp_path / "whisper"
+    assert (
+        main(
+            [
+                "import-ct2",
+                str(write_ct2_whisper(tiny_whisper(), tmp_path / "ct2", faster_whisper_tokenizer())),
+                str(whisper),
+            ]
+        )
+        == 0
+    )
+    # wav2vec2 drops whole layers at random in training (its config's layerdrop, 0.1 by default): DDP must look for
+    # the parameters a step left unused (docs/distributed.md).
+    unused = {"ddp_find_unused_parameters": True}
+    recipes = [
+        ("audio-classification", tiny_wav2vec2_folder(tmp_path / "w2v"), tones, {"labels": sorted(TONES)}, unused),
+        ("speech-recognition-ctc", tiny_wav2vec2_folder(tmp_path / "w2v-ctc", "Wav2Vec2Model"), spelled, {}, unused),
+        (
+            "speech-recognition-seq2seq",
+            whisper,
+            {s: str(words / f"{s}.jsonl") for s in lines},
+            {},
+            {"generation_max_length": 4},
+        ),
+    ]
+    values = [
+        {
+            "name": task,
+            "task": task,
+            "output_dir": str(tmp_path / f"run-{task}"),
+            "model": {"checkpoint": str(checkpoint)},
+            "data": {"files": files, **data, **extra},
+            "training": {**training, **extra_training},
+        }
+        for task, checkpoint, files, extra, extra_training in recipes
+    ]
+    recipes_path = tmp_path / "recipes.yaml"
+    recipes_path.write_text(yaml.safe_dump(values))
+    records = _launch("cpu_2proc.yaml", "workers/audio_stream.py", recipes_path, tmp_path)
+    ranks = [json.loads((records / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [rank["world_size"] for rank in ranks] == [2, 2]
+    for index, (task, _, files, _, _) in enumerate(recipes):
+        train = load_audio_data_file(Path(files["train"]), "audio", "label")["audio"]
+        # The collators' first batches are training batches (the final scoring comes after).
+        seen = [[clip for batch in rank["runs"][index]["batches"][:steps] for clip in batch] for rank in ranks]
+        assert [len(set(clips)) for clips in seen] == [steps * batch, steps * batch], task
+        assert not set(seen[0]) & set(seen[1]), task
+        assert set(seen[0]) | set(seen[1]) == set(train), task
+        results = ranks[0]["runs"][index]["results"]
+        # Scored on 2 ranks, each test example counts once: evaluation loaders are read by the main process.
+        test = len(load_audio_data_file(Path(files["test"]), "audio", "label"))
+        assert results["train_samples"] == 2 * steps * batch and results["test_samples"] == test, task

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import random
+import shutil
 
 import pytest
 import soundfile
@@ -302,3 +304,25 @@ def test_return_timestamps_decodes_with_timestamp_tokens_and_scores_the_text(mul
     assert "segments" in record and all(
         0 <= segment["start"] <= segment["end"] and "<|" not in segment["text"] for segment in record["segments"]
     )
+
+
+def test_a_streamed_clip_over_the_window_is_left_out_of_training(multilingual_checkpoint, words, tmp_path, caplog):
+    """Streamed as read whole: a clip longer than Whisper's window would be cut to its first 2 s and trained on
+    against the whole transcript, so it is left out, with a count naming it, though data.max_duration_s is unset."""
+    train = tmp_path / "train"
+    shutil.copytree(words["train"], train)
+    soundfile.write(train / "long.wav", tone(TONES["low"], 3.0, 16000, random.Random(2)), 16000)
+    with (train / "metadata.csv").open("a") as metadata:
+        metadata.write("long.wav,Low.\n")
+    values = multilingual_recipe(
+        multilingual_checkpoint, {**words, "train": str(train)}, tmp_path / "run", language="fr", streaming=True
+    )
+    values["data"]["max_duration_s"] = None
+    del values["training"]["num_train_epochs"]
+    values["training"]["max_steps"] = 2
+    with caplog.at_level(logging.WARNING, logger="pipelines.tasks.audio_task"):
+        Recipe.from_dict(values).run()
+    assert [r.getMessage() for r in caplog.records if "left out" in r.getMessage()] == [
+        f"data file '{train}': 1 clips longer than Whisper's 2 s window left out so far (the latest: "
+        f"data file '{train}', row 25)"
+    ]

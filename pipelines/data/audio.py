@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 import soundfile
-from datasets import Audio, Dataset
+from datasets import Audio, Dataset, Features, IterableDataset, Value
 from scipy.signal import resample_poly
 
-from pipelines.config import DataConfig, option
-from pipelines.data.splits import load_table_file
+from pipelines.config import option
+from pipelines.data.splits import columns_of, load_table_file, load_table_stream
+from pipelines.data.streams import StreamingDataConfig
 from pipelines.errors import HubtuneError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus"}
@@ -30,8 +31,8 @@ LENGTH_BATCH = 256  # rows per read when measuring clips from their headers
 
 
 @dataclass
-class AudioInputConfig(DataConfig):
-    """The data keys every speech task shares."""
+class AudioInputConfig(StreamingDataConfig):
+    """The data keys every speech task shares; every speech task reads streams (`data.streaming`)."""
 
     audio_column: str = option("audio", "a path (relative to its csv/jsonl file), or a Hub Audio column")
     max_duration_s: float | None = option(
@@ -84,6 +85,34 @@ def load_audio_folder(folder: Path, audio_column: str, label_column: str) -> Dat
             f"audio folder '{folder}' has neither {' nor '.join(METADATA_FILES)} nor class sub-folders with audio files"
         )
     return Dataset.from_dict(rows)
+
+
+def _with_paths(stream: IterableDataset, column: str, folder: Path, source: str | None = None) -> IterableDataset:
+    """`stream` with the paths in `source` (default: `column`) made relative to `folder`, in `column`."""
+    source = source or column
+
+    def resolve(batch: dict[str, list]) -> dict[str, list]:
+        return {column: [str(folder / value) if isinstance(value, str) else value for value in batch[source]]}
+
+    return stream.map(resolve, batched=True, remove_columns=[source] if source != column else None)
+
+
+def load_audio_stream(path: Path, audio_column: str, label_column: str) -> IterableDataset:
+    """A split given in `data.files` as a stream (`data.streaming`), from the same folders and tables as
+    `load_audio_data_file`. Only the table is read as training goes; a folder of class sub-folders is listed (its
+    file names, not their audio) up front."""
+    if path.is_dir():
+        metadata = next((path / name for name in METADATA_FILES if (path / name).is_file()), None)
+        if metadata is None:
+            return load_audio_folder(path, audio_column, label_column).to_iterable_dataset()
+        stream, table, column = load_table_stream(metadata), metadata, "file_name"
+    else:
+        stream, table, column = load_table_stream(path), path, audio_column
+    present = columns_of(stream)
+    if column not in present:
+        key = "the audiofolder convention" if column == "file_name" else "recipe key 'data.audio_column'"
+        raise HubtuneError(f"data file '{table}' has no column '{column}' ({key}); columns: {', '.join(present)}")
+    return _with_paths(stream, audio_column, table.parent, column)
 
 
 def load_audio_data_file(path: Path, audio_column: str, label_column: str) -> Dataset:
@@ -176,6 +205,15 @@ def undecoded_audio(dataset: Dataset, column: str) -> Dataset:
     if isinstance(dataset.features.get(column), Audio):
         return dataset.cast_column(column, Audio(decode=False))
     return dataset
+
+
+def undecoded_stream(stream: IterableDataset, column: str) -> IterableDataset:
+    """A stream with a Hub `Audio` column as the `{bytes, path}` struct that Audio stores, which `decode` reads.
+    A plain struct rather than `Audio(decode=False)`: a few rows of a stream are turned into a Dataset where they
+    are needed whole (the export check's probe), and an Audio column would be re-encoded through torchcodec there."""
+    if not isinstance((stream.features or {}).get(column), Audio):
+        return stream
+    return stream.cast_column(column, Features({"bytes": Value("binary"), "path": Value("string")}))
 
 
 def audio_lengths(dataset: Dataset, column: str, sampling_rate: int, locate: Callable[[int], str]) -> list[int]:

@@ -209,11 +209,14 @@ def load_splits(
     load_file: Callable[[Path], Dataset] = load_table_file,
     roles: Collection[str] = ("train", "validation", "test"),
     path_kind: str | None = None,
+    load_stream: Callable[[Path], IterableDataset] | None = None,
 ) -> Splits:
     """Load the recipe's splits, carve validation from train if asked, cap sizes, refuse empty splits.
 
     `load_file` reads one local split; tasks with formats of their own (CoNLL, image or audio folders)
     pass theirs, and `path_kind` what it reads (`Task.data_path_kind`: "file", "folder", or None for either).
+    With `data.streaming`, `load_stream` reads one local split as a stream from the same paths as `load_file`
+    (audio folders); without it, streams are read from table files only (`load_table_stream`).
     `roles` limits the result to the splits a caller scores (`hubtune evaluate --split`); local files of other
     splits are not even read.
     """
@@ -221,8 +224,10 @@ def load_splits(
     needed = {_wanted(config)[role] for role in roles} | ({config.train_split} if _carves(config, roles) else set())
     streaming = config.is_streamed()
     if config.files:
-        load = load_table_stream if streaming else load_file
-        kind = "file" if streaming else path_kind
+        load: Callable[[Path], AnySplit] = load_file
+        kind = path_kind
+        if streaming:
+            load, kind = (load_stream, path_kind) if load_stream is not None else (load_table_stream, "file")
         for split, path in config.files.items():
             if split in needed:
                 require_path(path, kind, "data folder" if kind == "folder" else "data file", f"data.files.{split}")

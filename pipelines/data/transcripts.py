@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,8 @@ from datasets import Dataset
 from transformers import Wav2Vec2CTCTokenizer
 
 from pipelines.config import option, require_one_of
-from pipelines.data.audio import AudioInputConfig
+from pipelines.data.audio import LENGTH_BATCH, AudioInputConfig
+from pipelines.data.splits import AnySplit
 from pipelines.errors import HubtuneError
 
 PAD, UNK, WORD_DELIMITER = "<pad>", "<unk>", "|"
@@ -41,8 +42,11 @@ def normalise(text: str, config: TranscriptDataConfig) -> str:
     return " ".join(text.split())
 
 
-def transcripts(dataset: Dataset, config: TranscriptDataConfig, locate: Callable[[int], str]) -> list[str]:
-    """The normalised transcripts of `text_column`; a missing or empty one is an error naming the row."""
+def transcripts(
+    dataset: Dataset | dict[str, list], config: TranscriptDataConfig, locate: Callable[[int], str]
+) -> list[str]:
+    """The normalised transcripts of `text_column` (of a split, or of a batch of a stream's rows); a missing or empty
+    one is an error naming the row."""
     texts = []
     for row, value in enumerate(dataset[config.text_column]):
         text = normalise(value, config) if isinstance(value, str) else ""
@@ -55,7 +59,20 @@ def transcripts(dataset: Dataset, config: TranscriptDataConfig, locate: Callable
     return texts
 
 
-def build_ctc_tokenizer(texts: list[str]) -> Wav2Vec2CTCTokenizer:
+def split_transcripts(split: AnySplit, config: TranscriptDataConfig, locate: Callable[[int], str]) -> Iterator[str]:
+    """`transcripts` of a whole split; a stream (`data.streaming`) is read through once, its transcript column only:
+    no audio is decoded and no audio file opened."""
+    if isinstance(split, Dataset):
+        yield from transcripts(split, config, locate)
+        return
+    read = 0
+    for batch in split.select_columns([config.text_column]).iter(batch_size=LENGTH_BATCH):
+        texts = transcripts(batch, config, lambda row: locate(read + row))  # noqa: B023  # called before `read` moves
+        yield from texts
+        read += len(texts)
+
+
+def build_ctc_tokenizer(texts: Iterable[str]) -> Wav2Vec2CTCTokenizer:
     """A character tokenizer: `<pad>` (id 0, the CTC blank), `<unk>`, `|` for spaces, then every character seen."""
     characters = sorted({c for text in texts for c in text} - {" "})
     vocab = {token: i for i, token in enumerate([PAD, UNK, WORD_DELIMITER, *characters])}

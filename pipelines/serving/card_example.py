@@ -14,9 +14,9 @@ from huggingface_hub import constants as hub_constants
 
 from pipelines.config import RecipeConfig
 from pipelines.data.splits import columns_of, load_splits, streamed
+from pipelines.data.streams import StreamingDataConfig
 from pipelines.errors import HubtuneError
 from pipelines.tasks import get_task
-from pipelines.tasks.data_sections import StreamingDataConfig
 
 logger = logging.getLogger(__name__)
 

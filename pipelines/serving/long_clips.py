@@ -18,7 +18,7 @@ import numpy as np
 from transformers.trainer_utils import PredictionOutput
 
 from pipelines.data.audio import undecoded_audio
-from pipelines.data.splits import Splits
+from pipelines.data.splits import Splits, streamed
 from pipelines.data.transcripts import transcripts
 from pipelines.tasks.audio_task import TranscriptTask
 from pipelines.tasks.base import logits_of
@@ -42,6 +42,10 @@ def set_aside(serving: TranscriptServing, splits: Splits, split: str) -> LongCli
     """The long clips of `split` (`TranscriptServing.long_form_rows`), taken out of `splits`; None where there are
     none. The rows left keep their file row numbers for messages."""
     dataset, locate = splits[split], splits.locate(split)
+    if streamed(dataset):
+        # A stream is read once, batch by batch: its long clips are left out as in training (a warning counts
+        # them), not set aside, which would read the stream twice (docs/large-data.md).
+        return None
     rows = serving.long_form_rows(dataset, locate)
     if not rows:
         return None

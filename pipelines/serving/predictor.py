@@ -21,7 +21,7 @@ from datasets import Dataset
 from transformers import PrinterCallback
 from transformers.trainer_utils import PredictionOutput
 
-from pipelines.data.splits import Splits, require_columns
+from pipelines.data.splits import Splits, require_columns, streamed
 from pipelines.errors import HubtuneError, require_path
 from pipelines.processes import process_state
 from pipelines.runs.folder import read_run_recipe, write_json
@@ -323,7 +323,7 @@ class Predictor:
             long_clips.set_aside(self.serving, splits, split) if isinstance(self.serving, TranscriptServing) else None
         )
         output, written = None, dict[str, Any]()
-        if len(splits[split]):  # not when every clip of a speech split is long
+        if streamed(splits[split]) or len(splits[split]):  # not when every clip of a speech split is long
             output, written = self._evaluate_in_trainer(splits, split)
         metrics = dict(output.metrics or {}) if output is not None else {}
         if long is not None:

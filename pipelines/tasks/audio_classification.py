@@ -8,20 +8,26 @@ from typing import Any
 import torch
 from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, BatchFeature
 
+from pipelines.config import RecipeConfig
 from pipelines.data.audio import AudioInputConfig
-from pipelines.data.splits import Splits
+from pipelines.data.splits import Locate, Splits, streamed
 from pipelines.models.loading import from_pretrained
 from pipelines.tasks.audio_task import AudioServing, AudioTask, check_splits_columns, extract_features
 from pipelines.tasks.base import PreparedData
-from pipelines.tasks.classifier import ClassifierMixin
+from pipelines.tasks.classifier import ClassifierMixin, class_weights
 from pipelines.tasks.classifier_serving import ClassifierServing
-from pipelines.tasks.data_sections import LabelledDataConfig
+from pipelines.tasks.data_sections import LabelledDataConfig, check_streamed_labels
+from pipelines.tasks.labels import label_ids
 from pipelines.tasks.serving_base import Batch
 
 
 @dataclass
 class AudioDataConfig(AudioInputConfig, LabelledDataConfig):
     """Audio classification data: a clip and its class label."""
+
+    def check_recipe(self, recipe: RecipeConfig) -> None:
+        super().check_recipe(recipe)
+        check_streamed_labels(self, recipe)
 
 
 class AudioClassificationServing(AudioServing["AudioClassification"], ClassifierServing["AudioClassification"]):
@@ -52,6 +58,16 @@ class AudioClassification(ClassifierMixin, AudioTask[AudioDataConfig]):
         result = PreparedData({}, processor, names)
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
+            if streamed(dataset):
+                if role == "train":  # a list of weights; 'balanced' needs the labels counted, refused at load
+                    result.class_weights = class_weights(self.config.training.get("class_weights"), names, [])
+                feature = (dataset.features or {}).get(data.label_column)
+
+                def stream_labels(batch: dict[str, list], locate: Locate, feature: Any = feature) -> list[int]:
+                    return label_ids(batch[data.label_column], feature, data.label_column, names, locate, coding)
+
+                self.audio_stream(result, role, dataset, stream_labels, splits.locate(role), source)
+                continue
             labels = self.split_labels(splits, role, dataset, names, coding)
             if role == "train":
                 self.learn_from_train(result, labels, source)

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from datasets import Dataset
+from datasets import Dataset, IterableDataset
 from transformers import BatchFeature, EvalPrediction
 
 from pipelines.data.audio import (
+    LENGTH_BATCH,
     AudioInputConfig,
+    audio_length,
     audio_lengths,
     audio_name,
     crop,
     decode,
     load_audio_data_file,
+    load_audio_stream,
     undecoded_audio,
+    undecoded_stream,
     write_probe_clips,
 )
-from pipelines.data.splits import Locate, Splits, require_columns
+from pipelines.data.splits import Locate, Splits, columns_of, load_splits, require_columns, streamed
 from pipelines.data.transcripts import TranscriptDataConfig, normalise, transcripts
 from pipelines.errors import HubtuneError, require_path
 from pipelines.tasks.base import PreparedData, Task, logits_of
@@ -34,6 +39,11 @@ logger = logging.getLogger(__name__)
 # (`training.train_sampling_strategy: group_by_length`) sorts by, and what decides which clips are too long.
 LENGTH = "input_length"
 CROP_START = "crop_start"  # where a training clip's random window begins, drawn anew each time it is read
+# A streamed clip's file and row ("data file 'x.csv', row 12"): a stream's rows are checked and decoded as training
+# reads them, so their errors are raised there, and must still name the row.
+SOURCE_ROW = "source_row"
+# A batch of a stream's rows -> their labels; the second argument names the i-th row for error messages.
+StreamLabels = Callable[[dict[str, list], Locate], list]
 
 
 # Spectrogram models whose extractor cuts the clip into analysis windows before it pads (AST: Kaldi filter banks of
@@ -108,10 +118,28 @@ class AudioTask(Task[AudioDataT]):
     def data_path_kind(self) -> str | None:
         return None  # an audio folder, or a table of audio paths
 
-    def load_data_file(self, path: Path) -> Dataset:
+    @property
+    def folder_label_column(self) -> str:
         # Transcript data has no class column of its own: class sub-folders, if a folder has them, go to `label`.
-        label_column = getattr(self.data, "label_column", "label")
-        return load_audio_data_file(path, self.data.audio_column, label_column)
+        return getattr(self.data, "label_column", "label")
+
+    def load_data_file(self, path: Path) -> Dataset:
+        return load_audio_data_file(path, self.data.audio_column, self.folder_label_column)
+
+    def load_data_stream(self, path: Path) -> IterableDataset:
+        return load_audio_stream(path, self.data.audio_column, self.folder_label_column)
+
+    def read_splits(self, roles: Collection[str] = ("train", "validation", "test")) -> Splits:
+        """Also: streams (`data.streaming`) from audio folders and tables of paths, and a streamed Hub `Audio` column
+        left undecoded (`undecoded_stream`: datasets would decode it through torchcodec wherever its rows are read)."""
+        data = self.data
+        splits = load_splits(
+            data, self.config.seed, self.load_data_file, roles, self.data_path_kind(), self.load_data_stream
+        )
+        for role, dataset in splits.datasets.items():
+            if streamed(dataset):
+                splits.datasets[role] = undecoded_stream(dataset, data.audio_column)
+        return splits
 
     def max_samples(self, processor: Any) -> int | None:
         """`data.max_duration_s` in samples at the processor's rate."""
@@ -165,6 +193,62 @@ class AudioTask(Task[AudioDataT]):
                 split = split.with_transform(draw_windows)
         result.datasets[role] = split
 
+    def audio_stream(
+        self,
+        result: PreparedData,
+        role: str,
+        stream: IterableDataset,
+        labels: StreamLabels,
+        locate: Locate,
+        source: str,
+    ) -> None:
+        """A streamed split as `result.datasets[role]`, read batch by batch as training goes, as `audio_dataset` reads
+        a whole one: each clip's labels, header length and file row (`SOURCE_ROW`); long clips left out (transcript
+        tasks, counted in the log) or, in training, given a random window each time the stream is read.
+
+        An unreadable file, a bad label or transcript is an error naming its file and row when the stream reaches
+        its batch; a clip too short for the model, when `check_model`'s check reaches it.
+        """
+        column, processor = self.data.audio_column, result.processor
+        rate, limit = feature_extractor_of(processor).sampling_rate, self.max_samples(processor)
+        longest, why = (None, "") if self.crops_long_audio else self.longest_kept_clip(processor)
+        rng = np.random.default_rng(self.config.seed)
+        skipped: set[int] = set()  # a stream is read again on every pass: each long clip counts once
+
+        def read(batch: dict[str, list], positions: list[int]) -> dict[str, list]:
+            where = [locate(position) for position in positions]
+            lengths = [audio_length(value, rate, where[i]) for i, value in enumerate(batch[column])]
+            rows = {
+                column: batch[column],
+                "labels": labels(batch, where.__getitem__),
+                LENGTH: lengths,
+                SOURCE_ROW: where,
+            }
+            if self.crops_long_audio:
+                if role == "train" and limit is not None:
+                    rows[CROP_START] = [int(rng.integers(0, max(length - limit, 0) + 1)) for length in lengths]
+                return rows
+            if longest is None:
+                return rows
+            keep = [i for i, length in enumerate(lengths) if length <= longest]
+            for i, position in enumerate(positions):
+                if lengths[i] <= longest or position in skipped:
+                    continue
+                skipped.add(position)
+                if np.log10(len(skipped)).is_integer():  # 1, 10, 100, ... clips: a count, not a line per clip
+                    logger.warning(
+                        "%s: %d clips longer than %s left out so far (the latest: %s)",
+                        source,
+                        len(skipped),
+                        why,
+                        where[i],
+                    )
+            return {key: [values[i] for i in keep] for key, values in rows.items()}
+
+        result.datasets[role] = stream.map(
+            read, batched=True, batch_size=LENGTH_BATCH, with_indices=True, remove_columns=columns_of(stream)
+        )
+
     def check_model(self, model: TaskModel, prepared: PreparedData) -> None:
         """Also: no clip shorter than the model's shortest input (one frame of its convolutional encoder)."""
         super().check_model(model, prepared)
@@ -172,15 +256,38 @@ class AudioTask(Task[AudioDataT]):
         minimum = shortest_clip(model, extractor)
         if minimum is None:
             return
+        fix, column = "remove its row, or give a longer clip", self.data.audio_column
         for length, clip in prepared.shortest_clips.values():
-            minimum.check(length, extractor.sampling_rate, clip, "remove its row, or give a longer clip")
+            minimum.check(length, extractor.sampling_rate, clip, fix)
+
+        def long_enough(row: dict[str, Any]) -> None:
+            clip = f"audio file '{audio_name(row[column], row[SOURCE_ROW])}' ({row[SOURCE_ROW]})"
+            minimum.check(row[LENGTH], extractor.sampling_rate, clip, fix)
+
+        for role, dataset in prepared.datasets.items():
+            if streamed(dataset):
+                prepared.datasets[role] = check_rows(dataset, long_enough)
 
     def waveforms(self, processor: Any, rows: list[dict[str, Any]]) -> list[np.ndarray]:
         """A batch of prepared rows, decoded (mono, at the processor's rate) and cropped to their windows."""
         rate = feature_extractor_of(processor).sampling_rate
         limit = self.max_samples(processor) if self.crops_long_audio else None
         column = self.data.audio_column
-        return [crop(decode(row[column], rate, "in a batch"), limit, row.get(CROP_START, 0)) for row in rows]
+        return [
+            crop(decode(row[column], rate, row.get(SOURCE_ROW, "in a batch")), limit, row.get(CROP_START, 0))
+            for row in rows
+        ]
+
+
+def check_rows(stream: IterableDataset, check: Callable[[dict[str, Any]], None]) -> IterableDataset:
+    """`stream` with `check` run on each row as it is read: a check that needs the model (`Task.check_model`) cannot
+    read a stream ahead."""
+
+    def checked(row: dict[str, Any]) -> dict[str, Any]:
+        check(row)
+        return row
+
+    return stream.map(checked)
 
 
 def check_splits_columns(splits: Splits, columns: dict[str, str | None]) -> None:
@@ -201,10 +308,18 @@ class TranscriptTask(AudioTask[TranscriptDataT]):
     def prepare(self, splits: Splits, processor: Any, label_names: list[str] | None = None) -> PreparedData:
         check_splits_columns(splits, {"audio_column": self.data.audio_column, "text_column": self.data.text_column})
         result = PreparedData({}, processor)
+
+        def labels(rows: Dataset | dict[str, list], locate: Locate) -> list:  # a split, or a batch of a stream
+            return processor.tokenizer(transcripts(rows, self.data, locate)).input_ids
+
         for role, dataset in splits.datasets.items():
             source = splits.sources[role]
-            labels = processor.tokenizer(transcripts(dataset, self.data, splits.locate(role))).input_ids
-            self.audio_dataset(result, role, dataset, labels, splits.locate(role), source)
+            if streamed(dataset):
+                self.audio_stream(result, role, dataset, labels, splits.locate(role), source)
+            else:
+                self.audio_dataset(
+                    result, role, dataset, labels(dataset, splits.locate(role)), splits.locate(role), source
+                )
         return result
 
     @abstractmethod

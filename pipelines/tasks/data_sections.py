@@ -1,4 +1,5 @@
-"""Data sections shared by task families: labelled examples (the classifiers) and splits read as streams.
+"""Data sections shared by task families: labelled examples (the classifiers), and what they cannot do as streams
+(`data.streaming`, pipelines/data/streams.py).
 
 Each class checks its own keys (`validate`) and the rules that tie them to the recipe's other sections
 (`check_recipe`); the recipe layer calls both through the task registry without knowing which task uses which.
@@ -93,34 +94,16 @@ class LabelledDataConfig(DataConfig):
         return self.label_column if self.problem_type == "single_label" else None
 
 
-@dataclass
-class StreamingDataConfig(DataConfig):
-    """Data a task can read as a stream (text and token classification): tokenised per batch as training reads it."""
-
-    streaming: bool = option(
-        False,
-        "read the splits as streams (datasets' IterableDataset) instead of preparing them up front: for data "
-        "larger than memory or disk; needs training.max_steps and the label names in data.labels",
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if self.streaming and self.validation_fraction is not None:
-            raise HubtuneError(
-                "'data.validation_fraction' draws rows at random from all of train, which a stream cannot do; "
-                "with 'data.streaming' give a validation split"
-            )
-
-    def is_streamed(self) -> bool:
-        return self.streaming
-
-    def check_recipe(self, recipe: RecipeConfig) -> None:
-        super().check_recipe(recipe)
-        if not self.streaming:
-            return
-        if recipe.training.get("max_steps", -1) in (-1, None):
-            raise HubtuneError(
-                "'data.streaming' needs 'training.max_steps': a stream has no length, so epochs cannot be counted"
-            )
-        if recipe.adapt.feature_cache:
-            raise HubtuneError("'adapt.feature_cache' stores features of every example, which a stream does not have")
+def check_streamed_labels(data: LabelledDataConfig, recipe: RecipeConfig) -> None:
+    """What a streamed classifier (text, audio) cannot do: anything that needs every label before training."""
+    if not data.is_streamed():
+        return
+    if data.problem_type != "single_label":
+        raise HubtuneError(f"'data.streaming' reads single_label data; 'data.problem_type' is {data.problem_type}")
+    if data.sampler is not None:
+        raise HubtuneError("'data.sampler' draws examples by index, which a stream ('data.streaming') has not")
+    if recipe.training.get("class_weights") == "balanced":
+        raise HubtuneError(
+            "'training.class_weights: balanced' counts the training labels, which a stream ('data.streaming') is "
+            "not read ahead for; give a list of weights"
+        )

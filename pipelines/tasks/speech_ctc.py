@@ -20,7 +20,7 @@ from transformers.pipelines.automatic_speech_recognition import chunk_iter, resc
 
 from pipelines.compat import feature_frames
 from pipelines.data.splits import Splits
-from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, transcripts
+from pipelines.data.transcripts import TranscriptDataConfig, build_ctc_tokenizer, split_transcripts
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import attention_kwargs, from_config, from_pretrained
 from pipelines.runs.folder import load_run_model
@@ -147,7 +147,8 @@ class SpeechRecognitionCTC(TranscriptTask[TranscriptDataConfig]):
 
     def fit_processor(self, splits: Splits, processor: Any) -> Any:
         check_splits_columns(splits, {"audio_column": self.data.audio_column, "text_column": self.data.text_column})
-        tokenizer = build_ctc_tokenizer(transcripts(splits["train"], self.data, splits.locate("train")))
+        # A stream's vocabulary comes from one pass over its transcripts (`split_transcripts`) before training.
+        tokenizer = build_ctc_tokenizer(split_transcripts(splits["train"], self.data, splits.locate("train")))
         return Wav2Vec2Processor(feature_extractor=processor, tokenizer=tokenizer)
 
     def build_model(self, prepared: PreparedData) -> TaskModel:

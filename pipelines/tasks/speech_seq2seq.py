@@ -15,11 +15,12 @@ from transformers import (
 )
 
 from pipelines.config import option, require_one_of
+from pipelines.data.splits import streamed
 from pipelines.data.transcripts import TranscriptDataConfig, normalise
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import attention_kwargs, from_config, from_pretrained
 from pipelines.runs.folder import load_run_model
-from pipelines.tasks.audio_task import TranscriptTask, extract_features, feature_extractor_of
+from pipelines.tasks.audio_task import SOURCE_ROW, TranscriptTask, check_rows, extract_features, feature_extractor_of
 from pipelines.tasks.base import PreparedData, TaskModel
 from pipelines.tasks.collate import IGNORE, pad_labels
 from pipelines.tasks.serving_base import Batch
@@ -215,16 +216,25 @@ class SpeechRecognitionSeq2Seq(TranscriptTask[WhisperDataConfig]):
         decoder = f"the Whisper decoder of '{self.config.model.checkpoint}' takes at most {limit} tokens"
         tokenizer = prepared.processor.tokenizer
         start = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
-        for role, dataset in prepared.datasets.items():
+
+        def check(labels: list[int], transcript: str) -> None:
             # As the collator gives them to the model: without the start token, which the model prepends itself.
-            longest = max(dataset["labels"], key=lambda labels: len(labels) - (labels[0] == start))
-            tokens = len(longest) - (longest[0] == start)
+            tokens = len(labels) - (labels[0] == start)
             if tokens > limit:
-                text = tokenizer.decode(longest, skip_special_tokens=True)
+                text = tokenizer.decode(labels, skip_special_tokens=True)
                 raise HubtuneError(
-                    f"a transcript of the {role} split is {tokens} tokens long ({text[:60]!r}...), but {decoder} "
-                    f"(its config's max_target_positions); shorten it or leave its clip out"
+                    f"{transcript} is {tokens} tokens long ({text[:60]!r}...), but {decoder} (its config's "
+                    "max_target_positions); shorten it or leave its clip out"
                 )
+
+        for role, dataset in prepared.datasets.items():
+            if streamed(dataset):  # each transcript is checked when the stream reaches it
+                prepared.datasets[role] = check_rows(
+                    dataset, lambda row: check(row["labels"], f"the transcript of {row[SOURCE_ROW]}")
+                )
+                continue
+            longest = max(dataset["labels"], key=lambda labels: len(labels) - (labels[0] == start))
+            check(longest, f"a transcript of the {role} split")
 
     def load_run_model(self, run_dir: str) -> TaskModel:
         model = load_run_model(AutoModelForSpeechSeq2Seq, run_dir, self.config.model.trust_remote_code)

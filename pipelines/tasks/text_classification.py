@@ -17,13 +17,14 @@ from transformers import (
 
 from pipelines.config import RecipeConfig, option
 from pipelines.data.splits import Locate, Splits, columns_of, first_missing_text, map_cached, require_columns, streamed
+from pipelines.data.streams import StreamingDataConfig
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel
 from pipelines.tasks.classifier import ClassifierMixin, class_weights
 from pipelines.tasks.classifier_serving import ClassifierServing
 from pipelines.tasks.collate import PAD_TO_MULTIPLE
-from pipelines.tasks.data_sections import LabelledDataConfig, StreamingDataConfig
+from pipelines.tasks.data_sections import LabelledDataConfig, check_streamed_labels
 from pipelines.tasks.labels import encode_stream_labels
 from pipelines.tasks.serving_base import Batch
 
@@ -50,17 +51,7 @@ class TextDataConfig(LabelledDataConfig, StreamingDataConfig):
 
     def check_recipe(self, recipe: RecipeConfig) -> None:
         super().check_recipe(recipe)
-        if not self.streaming:
-            return
-        if self.problem_type != "single_label":
-            raise HubtuneError(f"'data.streaming' reads single_label data; 'data.problem_type' is {self.problem_type}")
-        if self.sampler is not None:
-            raise HubtuneError("'data.sampler' draws examples by index, which a stream ('data.streaming') has not")
-        if recipe.training.get("class_weights") == "balanced":
-            raise HubtuneError(
-                "'training.class_weights: balanced' counts the training labels, which a stream ('data.streaming') is "
-                "not read ahead for; give a list of weights"
-            )
+        check_streamed_labels(self, recipe)
 
 
 def require_text(dataset: Dataset, column: str, locate: Locate) -> None:

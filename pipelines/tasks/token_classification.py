@@ -23,12 +23,12 @@ from pipelines.config import RecipeConfig, closest, option
 from pipelines.data.conll import read_conll
 from pipelines.data.padding_free import TokenFlattening, check_packing
 from pipelines.data.splits import Splits, columns_of, first_row, load_table_file, map_cached, require_columns, streamed
+from pipelines.data.streams import StreamingDataConfig
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import fit_embeddings, load_text_tokenizer
 from pipelines.tasks.base import PreparedData, Task, TaskModel, logits_of
 from pipelines.tasks.classifier import LabelHeadMixin, class_weights, weighted_cross_entropy
 from pipelines.tasks.collate import IGNORE, PAD_TO_MULTIPLE
-from pipelines.tasks.data_sections import StreamingDataConfig
 from pipelines.tasks.labels import missing_classes
 from pipelines.tasks.token_classification_serving import TokenClassificationServing, window_length
 

@@ -6,13 +6,15 @@ outputs are put back in the data's order.
 The Trainer reads evaluation data in order (or, with `group_by_length`, in random length-grouped chunks whose
 order it does not undo, which would misalign per-example outputs with the data's rows). Metrics do not depend
 on the order of examples; per-example outputs do, so `restore_order` undoes the sort before anyone sees them.
-The Trainer keeps every prediction in memory anyway, so one sort of the whole split costs nothing more.
+The Trainer keeps every prediction in memory anyway, so one sort of the whole split costs nothing more. Under
+several processes, a stream's evaluation is read by the main process and sent out in batches (`_dispatched`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -139,6 +141,26 @@ class LengthAwareBatching(SamplerHookTrainer):
         if dataset is None or not has_length(dataset) or self.args.world_size > 1:
             return None
         return SequentialSampler(dataset)
+
+    def _dispatched(self, build: Callable[[], Any]) -> Any:
+        """An evaluation loader under several processes where each rank reads its own share (`dispatch_batches` off,
+        as for streams), made with the main process reading and sending each rank its batches instead: accelerate
+        then knows the last batch's size and drops its padding from the gathered predictions. Read per rank, a
+        stream's last batch is filled up with its first examples, which would be scored twice."""
+        config = self.accelerator.dataloader_config
+        if self.args.world_size == 1 or config.dispatch_batches is not False:
+            return build()
+        config.dispatch_batches = True
+        try:
+            return build()
+        finally:
+            config.dispatch_batches = False
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        return self._dispatched(functools.partial(super().get_eval_dataloader, eval_dataset))
+
+    def get_test_dataloader(self, test_dataset):
+        return self._dispatched(functools.partial(super().get_test_dataloader, test_dataset))
 
     def _by_length(self, dataset: Any) -> list[int] | None:
         if not self.sort_by_length or not self.args.eval_do_concat_batches:

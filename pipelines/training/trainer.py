@@ -88,6 +88,7 @@ def training_values(
         # By default accelerate lets the main process read a stream and send every rank its batches. Each rank
         # reads its own share instead: accelerate splits the stream by its file shards (as datasets'
         # `split_dataset_by_node` does), or, with fewer shards than ranks, keeps every n-th batch per rank.
+        # Evaluation loaders still dispatch, so that no example is scored twice (`LengthAwareBatching._dispatched`).
         accelerator = dict(values.get("accelerator_config") or {})
         accelerator.setdefault("dispatch_batches", False)
         values["accelerator_config"] = accelerator
