@@ -60,17 +60,17 @@ def open_storage(url: str, heartbeat: HeartbeatOption | None = None) -> optuna.s
     options: dict[str, Any] = {}
     if url.startswith("sqlite"):
         options["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    if heartbeat is not None:
-        options.update(
-            heartbeat_interval=heartbeat.interval,
-            grace_period=heartbeat.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=heartbeat.retries
-            ),
-        )
     try:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what a lost trial needs
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if heartbeat is not None:
+                options.update(
+                    heartbeat_interval=heartbeat.interval,
+                    grace_period=heartbeat.grace_period,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                        max_retry=heartbeat.retries
+                    ),
+                )
             return optuna.storages.RDBStorage(url, **options)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
         # ImportError: the URL's database driver (psycopg2, pymysql) is not installed.
