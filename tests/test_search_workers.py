@@ -31,7 +31,7 @@ SPACE = {
 
 def _recipe_file(recipe_values, tmp_path, search, **training) -> str:
     values = dict(recipe_values, search=search)
-    values["training"] = dict(values["training"], num_train_epochs=1, **training)
+    values["training"] = {**values["training"], "num_train_epochs": 1, **training}
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(values, sort_keys=False))
     return str(path)
@@ -89,15 +89,12 @@ def test_a_killed_search_resumes_with_the_same_command_and_its_best_recipe_repro
 ):
     recipe, out = _recipe_file(recipe_values, tmp_path, SPACE), tmp_path / "search"
     worker = _worker(recipe, out, 4)
-    _wait_for(
-        lambda: (
-            (out / "study.db").exists()
-            and "RUNNING" in _states(_study(out)).values()
-            and list(_states(_study(out)).values()).count("COMPLETE") >= 2
-        ),
-        worker,
-        "two trials and a third running",
-    )
+
+    def two_done_and_one_running() -> bool:
+        states = list(_states(_study(out)).values()) if (out / "study.db").exists() else []
+        return states.count("COMPLETE") >= 2 and "RUNNING" in states
+
+    _wait_for(two_done_and_one_running, worker, "two trials and a third running")
     worker.send_signal(signal.SIGKILL)
     worker.communicate()
     lost = next(number for number, state in _states(_study(out)).items() if state == "RUNNING")
