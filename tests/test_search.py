@@ -138,6 +138,13 @@ def test_three_trials_write_their_runs_the_summary_the_plot_and_a_trainable_best
             "unknown recipe key 'search.pruner.n_startup_trials'",
         ),
         (
+            {
+                "training.learning_rate": {"low": 1e-5, "high": 1e-3},
+                "pruner": {"name": "median", "n_startup_trials": 0},
+            },
+            "recipe key 'search.pruner.n_startup_trials' must be at least 1, got 0",
+        ),
+        (
             {"training.learning_rate": {"low": 1e-5, "high": 1e-3}, "pruner": {"n_startup_trials": 2}},
             "search option 'pruner' needs 'name' (median, hyperband, none)",
         ),

@@ -91,7 +91,12 @@ def test_a_killed_search_resumes_with_the_same_command_and_its_best_recipe_repro
     worker = _worker(recipe, out, 4)
 
     def two_done_and_one_running() -> bool:
-        states = list(_states(_study(out)).values()) if (out / "study.db").exists() else []
+        if not (out / "study.db").exists():
+            return False
+        try:
+            states = list(_states(_study(out)).values())
+        except KeyError:  # the worker has not made the study (or its file) yet
+            return False
         return states.count("COMPLETE") >= 2 and "RUNNING" in states
 
     _wait_for(two_done_and_one_running, worker, "two trials and a third running")

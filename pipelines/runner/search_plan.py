@@ -197,8 +197,9 @@ def _parse_pruner(spec: Any, config: RecipeConfig) -> Any:
     require_one_of("search.pruner.name", name, tuple(PRUNERS))
     pruner = build(PRUNERS[name], spec, "search.pruner.")
     for key, value in vars(pruner).items():
-        if isinstance(value, int) and not isinstance(value, bool) and value < (0 if "warmup" in key else 1):
-            raise HubtuneError(f"recipe key 'search.pruner.{key}' must be at least 1, got {value}")
+        least = 0 if key == "n_warmup_steps" else 1  # every other count and resource starts at 1
+        if isinstance(value, int) and value < least:
+            raise HubtuneError(f"recipe key 'search.pruner.{key}' must be at least {least}, got {value}")
     if name == "hyperband" and pruner.reduction_factor < 2:
         raise HubtuneError(
             f"recipe key 'search.pruner.reduction_factor' must be at least 2, got {pruner.reduction_factor}"
