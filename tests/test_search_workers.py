@@ -91,12 +91,9 @@ def test_a_killed_search_resumes_with_the_same_command_and_its_best_recipe_repro
     worker = _worker(recipe, out, 4)
 
     def two_done_and_one_running() -> bool:
-        if not (out / "study.db").exists():
+        if not (out / "search.json").exists():  # written after the first trial, in a study made by then
             return False
-        try:
-            states = list(_states(_study(out)).values())
-        except KeyError:  # the worker has not made the study (or its file) yet
-            return False
+        states = list(_states(_study(out)).values())
         return states.count("COMPLETE") >= 2 and "RUNNING" in states
 
     _wait_for(two_done_and_one_running, worker, "two trials and a third running")

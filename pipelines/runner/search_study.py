@@ -10,6 +10,7 @@ running by a killed worker is not found (docs/strategies.md says so).
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 JOURNAL_PREFIX = "journal:"
 STUDY_FILE = "study.db"
 SQLITE_TIMEOUT_S = 60  # workers wait for each other's writes instead of failing with "database is locked"
+SCHEMA_TRIES, SCHEMA_RETRY_S = 10, 0.5
 
 
 def optuna_module() -> Any:
@@ -60,21 +62,31 @@ def open_storage(url: str, heartbeat: HeartbeatOption | None = None) -> optuna.s
     options: dict[str, Any] = {}
     if url.startswith("sqlite"):
         options["engine_kwargs"] = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what a lost trial needs
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if heartbeat is not None:
-                options.update(
-                    heartbeat_interval=heartbeat.interval,
-                    grace_period=heartbeat.grace_period,
-                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                        max_retry=heartbeat.retries
-                    ),
-                )
-            return optuna.storages.RDBStorage(url, **options)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
-        # ImportError: the URL's database driver (psycopg2, pymysql) is not installed.
-        raise HubtuneError(f"--storage '{url}' cannot be opened: {type(error).__name__}: {error}") from error
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5, and what a lost trial needs
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if heartbeat is not None:
+                    options.update(
+                        heartbeat_interval=heartbeat.interval,
+                        grace_period=heartbeat.grace_period,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                            max_retry=heartbeat.retries
+                        ),
+                    )
+                return optuna.storages.RDBStorage(url, **options)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+            # Workers started together on a new database all create Optuna's tables; the ones that lose the race
+            # fail on the winner's tables ("already exists", a duplicate schema version) and find them on a retry.
+            racing = isinstance(error, sqlalchemy.exc.IntegrityError) or "already exists" in str(error)
+            if not racing or tries == SCHEMA_TRIES:
+                raise HubtuneError(f"--storage '{url}' cannot be opened: {type(error).__name__}: {error}") from error
+            time.sleep(SCHEMA_RETRY_S)
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as error:
+            # ImportError: the URL's database driver (psycopg2, pymysql) is not installed.
+            raise HubtuneError(f"--storage '{url}' cannot be opened: {type(error).__name__}: {error}") from error
 
 
 def sampler(plan: SearchPlan, number: int) -> optuna.samplers.BaseSampler:
