@@ -7,6 +7,7 @@
 #   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128; whole processes vs run_glue), scripts/bench_feature_cache.py and
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
+#   make bench-search - scripts/bench_search.py (what the median pruner saves in a real search)
 #   make bench-scale - scripts/bench_scale.py (memory and time of the data paths at 10k-1M rows)
 #   make bench-labels - scripts/bench_labels.py (multi-label tweets, an imbalanced sentiment set)
 #   make bench-vision - scripts/bench_detection.py and bench_segmentation.py (ImageNet backbone vs scratch)
@@ -27,7 +28,7 @@ SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
 .PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-fast test-data lint \
 	docs bench \
-	bench-scale bench-labels bench-vision bench-longform speech-debs fewshot-image clean
+	bench-scale bench-search bench-labels bench-vision bench-longform speech-debs fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -98,6 +99,9 @@ bench: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py --vs-run-glue
 	$(OFFLINE) $(BIN)/python scripts/bench_feature_cache.py
 	$(BIN)/python scripts/bench_cli.py
+
+bench-search: assets-text
+	$(OFFLINE) $(BIN)/python scripts/bench_search.py
 
 bench-scale: assets-text assets-speech
 	$(OFFLINE) $(BIN)/python scripts/bench_scale.py

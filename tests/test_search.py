@@ -122,6 +122,36 @@ def test_three_trials_write_their_runs_the_summary_the_plot_and_a_trainable_best
             "search option 'direction' must be minimize or maximize, got 'up'",
         ),
         ({"direction": "minimize"}, "recipe section 'search' has no ranges"),
+        (
+            {"training.learning_rate": {"low": 1e-5, "high": 1e-3}, "pruner": {"name": "mean"}},
+            "recipe key 'search.pruner.name' must be one of median, hyperband, none, got 'mean'",
+        ),
+        (
+            {"training.learning_rate": {"low": 1e-5, "high": 1e-3}, "pruner": {"name": "median", "n_warmup": 2}},
+            "unknown recipe key 'search.pruner.n_warmup'; did you mean 'search.pruner.n_warmup_steps'?",
+        ),
+        (
+            {
+                "training.learning_rate": {"low": 1e-5, "high": 1e-3},
+                "pruner": {"name": "hyperband", "n_startup_trials": 2},
+            },
+            "unknown recipe key 'search.pruner.n_startup_trials'",
+        ),
+        (
+            {
+                "training.learning_rate": {"low": 1e-5, "high": 1e-3},
+                "pruner": {"name": "median", "n_startup_trials": 0},
+            },
+            "recipe key 'search.pruner.n_startup_trials' must be at least 1, got 0",
+        ),
+        (
+            {"training.learning_rate": {"low": 1e-5, "high": 1e-3}, "pruner": {"n_startup_trials": 2}},
+            "search option 'pruner' needs 'name' (median, hyperband, none)",
+        ),
+        (
+            {"training.learning_rate": {"low": 1e-5, "high": 1e-3}, "heartbeat": {"interval": 10, "grace_period": 5}},
+            "recipe key 'search.heartbeat.grace_period' (5) must be longer than 'search.heartbeat.interval' (10)",
+        ),
     ],
 )
 def test_a_bad_search_section_is_one_line_naming_the_key(recipe_values, tmp_path, capsys, search, message):
@@ -133,6 +163,34 @@ def test_a_bad_search_section_is_one_line_naming_the_key(recipe_values, tmp_path
     error = capsys.readouterr().err.strip()
     assert error.startswith(f"hubtune: error: {message}") and "\n" not in error
     assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+def test_a_pruner_needs_evaluations_during_training_and_the_trials_in_this_process(recipe_values, tmp_path, capsys):
+    space = {"training.learning_rate": {"low": 1e-5, "high": 1e-3}, "pruner": {"name": "median"}}
+    values = dict(recipe_values, training={**recipe_values["training"], "eval_strategy": "no"})
+    with pytest.raises(HubtuneError, match="'training.eval_strategy' is 'no'; set it to steps or epoch"):
+        load_search(_recipe_file(values, tmp_path, space))
+    recipe = _recipe_file(recipe_values, tmp_path, space)
+    assert main(["search", recipe, "--out", str(tmp_path / "s"), "--launch", "accelerate launch"]) == 2
+    assert "with --launch pruning is unavailable" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_search_help_documents_storage_launch_and_the_pruner_keys(capsys):
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = capsys.readouterr().out
+    for words in (
+        "--storage URL",
+        "journal:PATH",
+        "--launch COMMAND",
+        "--report DIR",
+        "pruner: {name: median",
+        "n_startup_trials",
+        "reduction_factor",
+        "heartbeat: {interval",
+    ):
+        assert words in text, words
 
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(recipe_values, tmp_path, capsys):

@@ -16,6 +16,21 @@ from pipelines.errors import HubtuneError, RunFailed, Terminated
 HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "search", "export", "push")
 
 
+SEARCH_EPILOG = """\
+recipe keys of the search section (besides the ranges, e.g. training.learning_rate: {low: 1e-5, high: 1e-3}):
+  direction: minimize | maximize          default: from the metric (loss, wer, cer are minimised)
+  sampler: {name: tpe | random, seed: N}  default: tpe, the recipe's seed
+  pruner: {name: median | hyperband | none, ...}   default: none; needs evaluations during training
+    median: n_startup_trials (5), n_warmup_steps (0), interval_steps (1), n_min_trials (1)
+    hyperband: min_resource (1), max_resource (auto), reduction_factor (3); resources are training steps
+  heartbeat: {interval: 10, grace_period: 60, retries: 1}  a trial left running by a killed worker is failed
+    after grace_period seconds without a heartbeat and queued again (database storages only)
+
+Workers: run the same command on one --storage (and --out) in several processes or machines; e.g. one per GPU:
+  CUDA_VISIBLE_DEVICES=0 hubtune search R.yaml --storage URL &  CUDA_VISIBLE_DEVICES=1 hubtune search R.yaml ...
+"""
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -80,14 +95,39 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     compare.add_argument("--metric", help="test metric to compare (default: the task's, e.g. accuracy)")
     compare.add_argument("--out", help="report folder (default: runs/<name>-compare)")
-    search = commands.add_parser("search", help="hyperparameter search with Optuna over the recipe's search section")
-    search.add_argument("recipe", help="path to a recipe YAML with a 'search' section")
+    search = commands.add_parser(
+        "search",
+        help="hyperparameter search with Optuna over the recipe's search section",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=SEARCH_EPILOG,
+    )
+    search.add_argument("recipe", nargs="?", help="path to a recipe YAML with a 'search' section")
     search.add_argument(
         "overrides", nargs="*", metavar="key=value", help="optional dotted overrides of the recipe's values"
     )
-    search.add_argument("--trials", type=int, default=10, help="number of trials, each a full run (default 10)")
+    search.add_argument(
+        "--trials",
+        type=int,
+        default=10,
+        help="finished (complete or pruned) trials of all workers together, each a full run (default 10)",
+    )
     search.add_argument("--metric", help="validation metric to optimise (default: the task's, e.g. accuracy)")
-    search.add_argument("--out", help="search folder (default: runs/<name>-search)")
+    search.add_argument("--out", help="search folder, shared by all workers (default: runs/<name>-search)")
+    search.add_argument(
+        "--storage",
+        metavar="URL",
+        help="the study's storage, shared by workers: a database URL (sqlite:///PATH, postgresql://...) or "
+        "journal:PATH (a file on a shared filesystem); default: sqlite in the search folder",
+    )
+    search.add_argument(
+        "--launch",
+        metavar="COMMAND",
+        help="run each trial as COMMAND -m pipelines train ..., e.g. 'accelerate launch --config_file F' "
+        "(no pruning then)",
+    )
+    search.add_argument(
+        "--report", metavar="DIR", help="rewrite search folder DIR's summary from its study, and run nothing"
+    )
     export = commands.add_parser("export", help="write a run as a standalone model folder or an ONNX graph")
     export.add_argument("run", help="run folder written by hubtune train")
     export.add_argument("out", help="new folder for the standalone model")
@@ -146,13 +186,7 @@ def _run(args: argparse.Namespace) -> None:
         report = compare(args.recipe, args.overrides, sizes, args.metric, args.out, args.seeds)
         print(json.dumps(report.to_dict(), indent=2))
     elif args.command == "search":
-        from pipelines.runner.search import optuna_module, search
-
-        # Optuna's trial lines go through the command's logging setup instead of its own handler.
-        optuna_module().logging.disable_default_handler()
-        optuna_module().logging.enable_propagation()
-        result = search(args.recipe, args.overrides, args.trials, args.metric, args.out).to_dict()
-        print(json.dumps({key: result[key] for key in ("metric", "direction", "best", "best_recipe")}, indent=2))
+        _search(args)
     elif args.command == "export":
         from pipelines.serving.export import export_run
 
@@ -169,6 +203,26 @@ def _run(args: argparse.Namespace) -> None:
         from pipelines.models.ct2_import import import_ct2_whisper
 
         print(import_ct2_whisper(args.source, args.target))
+
+
+def _search(args: argparse.Namespace) -> None:
+    from pipelines.runner.search import search, search_report
+    from pipelines.runner.search_study import optuna_module
+
+    # Optuna's trial lines go through the command's logging setup instead of its own handler.
+    optuna_module().logging.disable_default_handler()
+    optuna_module().logging.enable_propagation()
+    if args.report is not None:
+        if args.recipe is not None:
+            raise HubtuneError("--report DIR rewrites a search folder's summary; it takes no recipe")
+        summary = search_report(args.report).to_dict()
+    elif args.recipe is None:
+        raise HubtuneError("search needs a recipe (or --report DIR)")
+    else:
+        summary = search(
+            args.recipe, args.overrides, args.trials, args.metric, args.out, args.storage, args.launch
+        ).to_dict()
+    print(json.dumps({key: summary[key] for key in ("metric", "direction", "counts", "best", "best_recipe")}, indent=2))
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.config import RecipeConfig, apply_overrides, build, load_recipe_config, read_recipe_file, require_one_of
+from pipelines.config import (
+    TRAINING_DEFAULTS,
+    RecipeConfig,
+    apply_overrides,
+    build,
+    load_recipe_config,
+    read_recipe_file,
+    require_one_of,
+)
 from pipelines.errors import HubtuneError
 
 if TYPE_CHECKING:
@@ -22,7 +30,7 @@ RANGE_FIELDS = ("low", "high", "log", "step", "type", "choices")
 RANGE_TYPES = ("float", "int")
 DIRECTIONS = ("minimize", "maximize")
 SAMPLERS = ("tpe", "random")
-SEARCH_OPTIONS = ("direction", "sampler")
+SEARCH_OPTIONS = ("direction", "sampler", "pruner", "heartbeat")
 # The search sets these for every trial itself (each trial's own run folder, no uploads of trials).
 RESERVED_KEYS = ("name", "output_dir", "overwrite", "hub")
 
@@ -101,6 +109,47 @@ class SamplerOption:
 
 
 @dataclass
+class MedianPrunerOption:
+    """`pruner: {name: median}`: Optuna's MedianPruner (a trial stops when its score at an evaluation is worse than
+    the median of the earlier trials' scores at the same step)."""
+
+    name: str = "median"
+    n_startup_trials: int = 5  # trials that finish unpruned before any is pruned
+    n_warmup_steps: int = 0  # training steps of each trial before it can be pruned
+    interval_steps: int = 1
+    n_min_trials: int = 1
+
+
+@dataclass
+class HyperbandPrunerOption:
+    """`pruner: {name: hyperband}`: Optuna's HyperbandPruner; its resource is the training step."""
+
+    name: str = "hyperband"
+    min_resource: int = 1
+    max_resource: int | None = None  # None: Optuna's "auto" (the steps of the first finished trial)
+    reduction_factor: int = 3
+
+
+@dataclass
+class NoPrunerOption:
+    name: str = "none"
+
+
+PRUNERS: dict[str, type] = {"median": MedianPrunerOption, "hyperband": HyperbandPrunerOption, "none": NoPrunerOption}
+
+
+@dataclass
+class HeartbeatOption:
+    """`heartbeat`: how a trial left running by a killed worker is found (database storages): each worker records
+    a heartbeat every `interval` seconds; a running trial without one for `grace_period` seconds is marked failed
+    and queued to run again, at most `retries` times."""
+
+    interval: int = 10
+    grace_period: int = 60
+    retries: int = 1
+
+
+@dataclass
 class SearchPlan:
     """A recipe with a search section, checked: the recipe values (overrides applied) and the ranges."""
 
@@ -110,6 +159,8 @@ class SearchPlan:
     direction: str | None = None  # None: from the task and metric
     sampler: str = "tpe"
     sampler_seed: int | None = None  # None: the recipe's seed
+    pruner: Any = field(default_factory=NoPrunerOption)  # one of PRUNERS' option classes
+    heartbeat: HeartbeatOption = field(default_factory=HeartbeatOption)
 
     def trial_config(self, params: dict[str, Any], extra: Sequence[str] = ()) -> RecipeConfig:
         # JSON is YAML: each value reads back with its type through the ordinary override path.
@@ -135,6 +186,45 @@ def _parse_sampler(spec: Any) -> tuple[str, int | None]:
     sampler = build(SamplerOption, spec, "search.sampler.")
     require_one_of("search.sampler.name", sampler.name, SAMPLERS)
     return sampler.name, sampler.seed
+
+
+def _parse_pruner(spec: Any, config: RecipeConfig) -> Any:
+    if not isinstance(spec, dict):
+        raise HubtuneError(f"search option 'pruner' must be a mapping like {{name: median}}, got {spec!r}")
+    name = spec.get("name")
+    if name is None:
+        raise HubtuneError(f"search option 'pruner' needs 'name' ({', '.join(PRUNERS)})")
+    require_one_of("search.pruner.name", name, tuple(PRUNERS))
+    pruner = build(PRUNERS[name], spec, "search.pruner.")
+    for key, value in vars(pruner).items():
+        least = 0 if key == "n_warmup_steps" else 1  # every other count and resource starts at 1
+        if isinstance(value, int) and value < least:
+            raise HubtuneError(f"recipe key 'search.pruner.{key}' must be at least {least}, got {value}")
+    if name == "hyperband" and pruner.reduction_factor < 2:
+        raise HubtuneError(
+            f"recipe key 'search.pruner.reduction_factor' must be at least 2, got {pruner.reduction_factor}"
+        )
+    evaluation = config.training.get("eval_strategy", TRAINING_DEFAULTS["eval_strategy"])
+    if name != "none" and evaluation == "no":
+        raise HubtuneError(
+            "search option 'pruner' judges trials by their evaluations during training, but "
+            "'training.eval_strategy' is 'no'; set it to steps or epoch"
+        )
+    return pruner
+
+
+def _parse_heartbeat(spec: Any) -> HeartbeatOption:
+    if not isinstance(spec, dict):
+        raise HubtuneError(f"search option 'heartbeat' must be a mapping like {{interval: 10}}, got {spec!r}")
+    heartbeat = build(HeartbeatOption, spec, "search.heartbeat.")
+    if heartbeat.interval < 1 or heartbeat.retries < 0:
+        raise HubtuneError("recipe keys 'search.heartbeat.interval' must be at least 1 and '.retries' at least 0")
+    if heartbeat.grace_period <= heartbeat.interval:
+        raise HubtuneError(
+            f"recipe key 'search.heartbeat.grace_period' ({heartbeat.grace_period}) must be longer than "
+            f"'search.heartbeat.interval' ({heartbeat.interval}): a live trial would be taken for a lost one"
+        )
+    return heartbeat
 
 
 def _check_key(plan: SearchPlan, search_range: SearchRange) -> None:
@@ -168,6 +258,10 @@ def load_search(path: str | Path, overrides: Sequence[str] = ()) -> SearchPlan:
             plan.direction = spec
         elif key == "sampler":
             plan.sampler, plan.sampler_seed = _parse_sampler(spec)
+        elif key == "pruner":
+            plan.pruner = _parse_pruner(spec, plan.config)
+        elif key == "heartbeat":
+            plan.heartbeat = _parse_heartbeat(spec)
         else:
             plan.ranges.append(_parse_range(key, spec))
     if not plan.ranges:
