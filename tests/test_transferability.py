@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.runner.transferability import leep, logme, logme_fits, nce, one_hot
+from pipelines.runner.transferability import EPSILON, leep, logme, logme_fits, nce, one_hot
 
 
 def dense_evidence(features: np.ndarray, y: np.ndarray, alpha: float, beta: float) -> tuple[float, np.ndarray]:
@@ -49,13 +49,11 @@ def test_logme_satisfies_the_fixed_point_and_the_dense_evidence(n, dim):
         evidence, m = dense_evidence(features, y, fit.alpha, fit.beta)
         assert fit.evidence == pytest.approx(evidence, rel=1e-9)
         assert fit.m == pytest.approx(m, rel=1e-7, abs=1e-10)
-        if k == 2:
-            continue
-        # At convergence (up to the 1e-5 that the paper's code adds to each denominator, small against m'm and the
-        # residual of an explained target): gamma = sum(beta s / (alpha + beta s)), alpha = gamma / m'm, beta = (n - gamma) / ||Fm - y||^2.
+        # At convergence: gamma = sum(beta s / (alpha + beta s)), alpha = gamma / m'm, beta = (n - gamma) / ||Fm - y||^2,
+        # each denominator plus the 1e-5 that the paper's code adds (which bounds alpha for the noise target).
         gamma = np.sum(fit.beta * sigma / (fit.alpha + fit.beta * sigma))
-        assert fit.alpha == pytest.approx(gamma / (m @ m), rel=1e-4)
-        assert fit.beta == pytest.approx((n - gamma) / np.sum((features @ m - y) ** 2), rel=1e-4)
+        assert fit.alpha == pytest.approx(gamma / (m @ m + EPSILON), rel=1e-8)
+        assert fit.beta == pytest.approx((n - gamma) / (np.sum((features @ m - y) ** 2) + EPSILON), rel=1e-8)
     assert logme(features, targets) == pytest.approx(np.mean([fit.evidence for fit in fits]))
 
 

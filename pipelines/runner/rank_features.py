@@ -98,7 +98,8 @@ def _from_cache(
     except HubtuneError as refused:
         logger.info("feature cache does not fit %s (%s): one pass without it", type(model).__name__, refused)
         return None
-    features = stored[cache.input_name]
+    columns = stored[:]  # every stored row as tensors
+    features = columns[cache.input_name]
     source = None
     if with_source:
         with cache.standing_in():
@@ -109,7 +110,7 @@ def _from_cache(
                 ]
             )
     pooled = features[:, 1 if cache.has_pooler else 0]
-    return PassResult(pooled.double().numpy(), stored["labels"].numpy(), source, True)
+    return PassResult(pooled.double().numpy(), columns["labels"].numpy(), source, True)
 
 
 def _pooled(model: TaskModel, task: Task, captured: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
