@@ -12,11 +12,21 @@ from helpers.ner import build_tiny_ner_bert, ner_recipe_values, write_conll
 from helpers.speech import tiny_wav2vec2_folder, write_tone_folder
 from helpers.vision import save_tiny_vit
 from test_image_classification import image_recipe, write_image_folders
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2Model,
+    Wav2Vec2Model,
+)
 
 from pipelines import load_recipe_config, rank
 from pipelines.commands.cli import main
-from pipelines.runner.rank import rank_candidate
+from pipelines.runner.rank import _candidate_config, _prepare, rank_candidate
+from pipelines.runner.rank_features import forward_pass
+from pipelines.tasks import get_task
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -108,7 +118,9 @@ def test_leep_matches_the_source_heads_own_predictions(text_values, tiny_bert, s
     tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert).eval()
     with torch.no_grad():
-        batch = tokenizer([row["text"] for row in rows], padding=True, truncation=True, max_length=32, return_tensors="pt")
+        batch = tokenizer(
+            [row["text"] for row in rows], padding=True, truncation=True, max_length=32, return_tensors="pt"
+        )
         theta = model(**batch).logits.softmax(-1).numpy()
     labels = [["negative", "positive"].index(row["label"]) for row in rows]
     # LEEP by its definition, with loops: P(y, z) = mean theta_z [y_i = y], P(y | z) = P(y, z) / P(z).
@@ -148,10 +160,22 @@ def test_rank_audio_and_a_text_model_for_it(tmp_path, tiny_bert):
     assert report.best is not None and report.best.examples == 12 and report.best.feature_dim == 32
     assert [failure.checkpoint for failure in report.failed] == [str(tiny_bert)]
     assert "is a bert model" in report.failed[0].reason
+    # Each clip's feature is the mean over frames of the encoder's output, as the classifier pools it.
+    candidate = _candidate_config(load_recipe_config(values=values), str(wav2vec2), 500)
+    task = get_task(candidate.task)(candidate)
+    prepared = _prepare(task, candidate)
+    result = forward_pass(task, task.build_model(prepared), prepared, 8, with_source=False)
+    encoder, collate = Wav2Vec2Model.from_pretrained(wav2vec2).eval(), task.data_collator(prepared.processor)
+    with torch.no_grad():
+        for row, feature in zip(prepared["train"], result.features):
+            frames = encoder(input_values=collate([row])["input_values"]).last_hidden_state[0]
+            assert feature == pytest.approx(frames.mean(dim=0).double().numpy(), abs=1e-5)
 
 
 def test_rank_ner_scores_first_sub_tokens(tmp_path):
-    files = {split: str(write_conll(tmp_path / f"{split}.conll", 40, seed)) for split, seed in (("train", 0), ("test", 1))}
+    files = {
+        split: str(write_conll(tmp_path / f"{split}.conll", 40, seed)) for split, seed in (("train", 0), ("test", 1))
+    }
     checkpoint = build_tiny_ner_bert(tmp_path / "ner-bert")
     values = ner_recipe_values(checkpoint, files, tmp_path / "run")
     values["data"]["validation_split"] = None
@@ -162,3 +186,26 @@ def test_rank_ner_scores_first_sub_tokens(tmp_path):
     words = sum(1 for line in lines if line.strip() and not line.startswith("-DOCSTART-"))
     assert score.examples == words and score.feature_dim == 32 and np.isfinite(score.logme)
     assert score.source_classes == 2 and score.leep is not None  # the checkpoint's own (untrained) 2-label head
+
+
+def test_a_decoder_only_text_model_is_read_at_its_last_token(text_values, tiny_bert, tmp_path):
+    # GPT-2's sequence classifier reads the last token that is not padding; with right padding in batches of 8, each
+    # feature must be what the model gives that sentence alone at its last token.
+    folder = tmp_path / "gpt2"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    tokenizer.save_pretrained(folder)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64)
+    torch.manual_seed(0)
+    GPT2Model(config).save_pretrained(folder)
+    candidate = _candidate_config(load_recipe_config(values=text_values), str(folder), 20)
+    task = get_task(candidate.task)(candidate)
+    prepared = _prepare(task, candidate)
+    result = forward_pass(task, task.build_model(prepared), prepared, 8, with_source=False)
+    assert not result.cached and result.features.shape == (20, 32)
+    base = GPT2Model.from_pretrained(folder).eval()
+    with torch.no_grad():
+        for row, feature in zip(prepared["train"], result.features):
+            # The tokenizer's token types go in too: GPT-2 adds their embeddings, as training would.
+            inputs = {key: torch.tensor([row[key]]) for key in ("input_ids", "token_type_ids")}
+            alone = base(**inputs).last_hidden_state[0, -1]
+            assert feature == pytest.approx(alone.double().numpy(), abs=1e-5)

@@ -71,7 +71,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     rank.add_argument(
         "overrides", nargs="*", metavar="key=value", help="optional dotted overrides of the recipe's values"
     )
-    rank.add_argument("--checkpoints", nargs="+", required=True, help="candidate checkpoints: Hub ids, folders, timm ids")
+    rank.add_argument(
+        "--checkpoints", nargs="+", required=True, help="candidate checkpoints: Hub ids, folders, timm ids"
+    )
     rank.add_argument("--samples", type=int, default=500, help="training examples per forward pass (default 500)")
     rank.add_argument("--out", help="report folder (default: runs/<name>-rank)")
     search = commands.add_parser("search", help="hyperparameter search with Optuna over the recipe's search section")

@@ -14,14 +14,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import AutoConfig
 
 from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.errors import HubtuneError
-from pipelines.models.loading import fit_embeddings, from_pretrained
+from pipelines.models.loading import fit_embeddings, from_pretrained, load_with_own_head, own_head_classes
 from pipelines.runner.rank_features import PassResult, forward_pass
 from pipelines.runner.recipe import Recipe
 from pipelines.runner.transferability import leep, logme, nce, one_hot
@@ -122,7 +122,9 @@ def _check_recipe(config: RecipeConfig, task: Task, samples: int) -> None:
             "audio classification and token classification have)"
         )
     if config.data.is_streamed():
-        raise HubtuneError("rank reads a random subset of the training split, which a stream ('data.streaming') has not")
+        raise HubtuneError(
+            "rank reads a random subset of the training split, which a stream ('data.streaming') has not"
+        )
 
 
 def _candidate_config(base: RecipeConfig, checkpoint: str, samples: int) -> RecipeConfig:
@@ -143,7 +145,7 @@ def _check_modality(task: Task, config: RecipeConfig) -> None:
     """A checkpoint of another kind of input (an image model for a text recipe) is named as such before its
     processor is looked for."""
     found = from_pretrained(AutoConfig, config.model)
-    auto_model = getattr(task, "auto_model")
+    auto_model = cast(LabelHeadMixin, task).auto_model
     if type(found) not in auto_model._model_mapping:
         raise HubtuneError(
             f"'{config.model.checkpoint}' is a {found.model_type} model, which has no {auto_model.__name__} head: "
@@ -154,10 +156,15 @@ def _check_modality(task: Task, config: RecipeConfig) -> None:
 def _source_model(task: Task, config: RecipeConfig, prepared: PreparedData) -> Any | None:
     """The checkpoint with its own trained head of the task's kind, for LEEP and NCE; None without one, or where the
     recipe's labels are not classes (multi-label, regression)."""
-    if problem_type_of(config) != "single_label" or not task.checkpoint_label_names():
+    head = cast(LabelHeadMixin, task)
+    if problem_type_of(config) != "single_label" or not own_head_classes(config.model, head.head_suffix):
         return None
-    source = from_pretrained(getattr(task, "auto_model"), config.model)
-    return fit_embeddings(source, prepared.processor) if isinstance(task, (TextClassification, TokenClassification)) else source
+    source = load_with_own_head(head.auto_model, config.model)
+    return (
+        fit_embeddings(source, prepared.processor)
+        if isinstance(task, (TextClassification, TokenClassification))
+        else source
+    )
 
 
 def _prepare(task: Task, config: RecipeConfig) -> PreparedData:
@@ -172,12 +179,12 @@ def _prepare(task: Task, config: RecipeConfig) -> PreparedData:
 def _score(checkpoint: str, result: PassResult, classes: int, config: RecipeConfig, seconds: float) -> CandidateScore:
     class_ids = problem_type_of(config) == "single_label"
     targets = one_hot(result.labels, classes) if class_ids else result.labels
-    with_source = result.source is not None and class_ids
+    source = result.source if class_ids else None
     return CandidateScore(
         checkpoint=checkpoint,
         logme=logme(result.features, targets),
-        leep=leep(result.source, result.labels) if with_source else None,
-        nce=nce(result.source, result.labels) if with_source else None,
+        leep=None if source is None else leep(source, result.labels),
+        nce=None if source is None else nce(source, result.labels),
         feature_dim=result.features.shape[1],
         examples=len(result.features),
         seconds=seconds,

@@ -54,7 +54,8 @@ def _batches(dataset: Dataset, collate: Callable[[list], Any], size: int) -> Ite
 
 
 def _inputs(batch: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.to(model.device) for key, value in batch.items() if key != "labels"}
+    device = next(model.parameters()).device
+    return {key: value.to(device) for key, value in batch.items() if key != "labels"}
 
 
 def _backbone(model: TaskModel) -> nn.Module:
@@ -126,7 +127,9 @@ def _pooled(model: TaskModel, task: Task, captured: Any, batch: dict[str, torch.
     if hidden.dim() == 4:  # a CNN's feature map without a pooled output
         return hidden.mean(dim=(2, 3))
     if _decoder_only(model) and "attention_mask" in batch:
-        last = batch["attention_mask"].to(hidden.device).sum(dim=1) - 1
+        # The last position that is not padding, on either side (as transformers' decoder classifiers find it).
+        mask = batch["attention_mask"].to(hidden.device)
+        last = (torch.arange(mask.shape[1], device=hidden.device) * mask).argmax(dim=1)
         return hidden[torch.arange(len(hidden), device=hidden.device), last]
     return hidden[:, 0]
 
@@ -140,9 +143,7 @@ def _direct(task: Task, model: TaskModel, data: PreparedData, batch_size: int, w
             lambda module, args: captured.__setitem__("out", args[0])
         )
     else:
-        hook = _backbone(model).register_forward_hook(
-            lambda module, args, output: captured.__setitem__("out", output)
-        )
+        hook = _backbone(model).register_forward_hook(lambda module, args, output: captured.__setitem__("out", output))
     tokens = isinstance(task, TokenClassification)
     # An audio clip is run alone: padding a raw waveform changes what a model without an attention mask hears.
     size = 1 if isinstance(task, AudioClassification) else batch_size
