@@ -11,7 +11,7 @@ import torch
 from helpers.ner import build_tiny_ner_bert, ner_recipe_values, write_conll
 from helpers.speech import tiny_wav2vec2_folder, write_tone_folder
 from helpers.vision import save_tiny_vit
-from test_image_classification import image_recipe, write_image_folders
+from test_image_classification import image_recipe, save_timm_checkpoint, write_image_folders
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -133,17 +133,29 @@ def test_leep_matches_the_source_heads_own_predictions(text_values, tiny_bert, s
 
 
 def test_rank_image_candidates(tmp_path):
+    import timm
+
     files = write_image_folders(tmp_path / "colours")
     vit = save_tiny_vit(tmp_path / "vit")
+    torch.manual_seed(0)
+    # A timm classifier with its own 10-class head (as an ImageNet checkpoint has its 1000): LEEP and NCE apply.
+    resnet = save_timm_checkpoint(timm.create_model("test_resnet", num_classes=10), tmp_path / "timm", 32)
+    values = dict(image_recipe(vit, files, tmp_path / "run"), adapt={"feature_cache_dir": str(tmp_path / "features")})
     report = rank(
-        load_recipe_config(values=image_recipe(vit, files, tmp_path / "run")),
-        [str(vit)],
+        load_recipe_config(values=values),
+        [str(vit), str(resnet)],
         samples=30,
         out_dir=tmp_path / "rank",
     )
-    assert not report.failed and report.best is not None
-    assert report.best.examples == 30 and report.best.feature_dim == 32 and np.isfinite(report.best.logme)
-    assert json.loads((tmp_path / "rank" / "rank.json").read_text())["ranked"][0]["checkpoint"] == str(vit)
+    assert not report.failed
+    scores = {score.checkpoint: score for score in report.ranked}
+    assert all(score.examples == 30 and np.isfinite(score.logme) for score in report.ranked)
+    assert scores[str(vit)].feature_dim == 32 and scores[str(vit)].feature_cache  # ViT's [CLS], through the cache
+    timm_score = scores[str(resnet)]
+    assert timm_score.feature_dim == 96 and not timm_score.feature_cache  # the classifier's input (pre-logits)
+    assert timm_score.source_classes == 10 and timm_score.leep is not None and timm_score.leep <= 0
+    stored = json.loads((tmp_path / "rank" / "rank.json").read_text())["ranked"]
+    assert [row["checkpoint"] for row in stored] == [score.checkpoint for score in report.ranked]
 
 
 def test_rank_audio_and_a_text_model_for_it(tmp_path, tiny_bert):

@@ -134,10 +134,18 @@ def _candidate_config(base: RecipeConfig, checkpoint: str, samples: int) -> Reci
     cap = base.data.max_train_samples
     values["model"] = {**values.get("model", {}), "checkpoint": checkpoint, "from_scratch": False}
     values["data"] = {**values.get("data", {}), "max_train_samples": min(samples, cap) if cap else samples}
-    if "image_augment" in values["data"]:
-        values["data"]["image_augment"] = False  # features of the images themselves, not of random crops
-    # The adapt section decides nothing here but the cache folder; QLoRA's 4-bit loading is no part of ranking.
-    values["adapt"] = {"strategy": "freeze_backbone", "feature_cache_dir": base.adapt.feature_cache_dir}
+    # Features of the images themselves, not of random crops; token sequences one per row, as the pass reads them.
+    for key in ("image_augment", "padding_free"):
+        if key in values["data"]:
+            values["data"][key] = False
+    # A frozen backbone with cached features: what rank measures. Audio clips longer than the task's limit then get
+    # one window each, drawn once from the seed (the same as such a training run's), instead of a new one per read.
+    # QLoRA's 4-bit loading is no part of ranking.
+    values["adapt"] = {
+        "strategy": "freeze_backbone",
+        "feature_cache": True,
+        "feature_cache_dir": base.adapt.feature_cache_dir,
+    }
     return Recipe(load_recipe_config(values=values)).config  # paths resolved as a run resolves them
 
 
