@@ -26,6 +26,7 @@ from pipelines import load_recipe_config, rank
 from pipelines.commands.cli import main
 from pipelines.runner.rank import _candidate_config, _prepare, rank_candidate
 from pipelines.runner.rank_features import forward_pass
+from pipelines.runner.rank_suggestion import suggest
 from pipelines.tasks import get_task
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -84,6 +85,11 @@ def test_rank_orders_text_candidates_and_names_the_bad_ones(
     table = (out / "rank.md").read_text()
     assert table.index(str(tiny_bert)) < table.index(str(random_bert)) and "holds no config.json" in table
     assert f"| 1 | {tiny_bert} |" in printed.out
+    # The strategy line: the best candidate, 240 training sentences over 2 classes, and the rule it applied.
+    suggestion = report["suggestion"]
+    assert suggestion["checkpoint"] == str(tiny_bert) and suggestion["per_class"] == pytest.approx(120)
+    assert suggestion["logme_gain"] == pytest.approx(report["ranked"][0]["logme"] - report["ranked"][0]["logme_floor"])
+    assert f"suggested: model.checkpoint={tiny_bert} adapt.strategy=" in printed.out and "not yet validated" in table
     # Both BERT heads read the pooled output, which the feature cache stores: rank went through it.
     assert all(row["feature_cache"] for row in report["ranked"])
     # A second rank replaces its own report folder, and reads the features back from the cache.
@@ -221,3 +227,21 @@ def test_a_decoder_only_text_model_is_read_at_its_last_token(text_values, tiny_b
             inputs = {key: torch.tensor([row[key]]) for key in ("input_ids", "token_type_ids")}
             alone = base(**inputs).last_hidden_state[0, -1]
             assert feature == pytest.approx(alone.double().numpy(), abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "gain, per_class, overrides",
+    [
+        (2.0, 5, ["adapt.strategy=freeze_backbone"]),  # too few labels to move a backbone, however good
+        (0.1, 5, ["adapt.strategy=freeze_backbone"]),
+        (0.8, 50, ["adapt.strategy=freeze_backbone"]),  # features that explain the labels, few labels
+        (0.1, 50, ["adapt.strategy=peft", "adapt.peft.method=lora"]),
+        (0.8, 500, ["adapt.strategy=train_last_n", "adapt.n=2"]),
+        (0.1, 500, ["adapt.strategy=peft", "adapt.peft.method=lora"]),
+        (0.1, 5000, ["adapt.strategy=full"]),
+    ],
+)
+def test_suggestion_rule(gain, per_class, overrides, text_values):
+    suggestion = suggest("ckpt", gain, per_class)
+    assert suggestion.overrides == overrides
+    load_recipe_config(values=text_values, overrides=suggestion.overrides)  # each suggestion is a valid recipe

@@ -16,13 +16,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from transformers import AutoConfig
 
 from pipelines.config import RecipeConfig, load_recipe_config
+from pipelines.data.splits import Splits
 from pipelines.errors import HubtuneError
 from pipelines.models.loading import fit_embeddings, from_pretrained, load_with_own_head, own_head_classes
 from pipelines.runner.rank_features import PassResult, forward_pass
+from pipelines.runner.rank_suggestion import Suggestion, suggest
 from pipelines.runner.recipe import Recipe
 from pipelines.runner.transferability import leep, logme, nce, one_hot
 from pipelines.runs.folder import write_json
@@ -50,7 +53,9 @@ class CandidatesFailed(HubtuneError):
 class CandidateScore:
     """One ranked candidate. `logme`: LogME of its features on the recipe's labels (higher: better). `leep`, `nce`:
     from its own trained head's predictions (None without one, or for multi-label and regression recipes).
-    `examples`: the rows scored (tokens for token classification); `seconds`: loading, forward pass and scoring."""
+    `logme_floor`: LogME of the label frequencies alone (a constant feature), what features that know nothing about
+    the inputs score. `examples`: the rows scored (tokens for token classification); `classes`: the recipe's classes
+    (labels, or 1 for regression); `seconds`: loading, forward pass and scoring."""
 
     checkpoint: str
     logme: float
@@ -61,6 +66,8 @@ class CandidateScore:
     seconds: float
     feature_cache: bool
     source_classes: int | None
+    classes: int
+    logme_floor: float
 
 
 @dataclass
@@ -76,8 +83,10 @@ class RankReport:
     recipe: str
     task: str
     samples: int
+    train_examples: int  # rows of the recipe's training split
     ranked: list[CandidateScore] = field(default_factory=list)
     failed: list[CandidateFailure] = field(default_factory=list)
+    suggestion: Suggestion | None = None
     out_dir: Path | None = None
 
     @property
@@ -89,8 +98,10 @@ class RankReport:
             "recipe": self.recipe,
             "task": self.task,
             "samples": self.samples,
+            "train_examples": self.train_examples,
             "ranked": [asdict(score) for score in self.ranked],
             "failed": [asdict(failure) for failure in self.failed],
+            "suggestion": asdict(self.suggestion) if self.suggestion else None,
             "out_dir": str(self.out_dir) if self.out_dir else None,
         }
 
@@ -106,6 +117,8 @@ class RankReport:
                 f"{_optional(score.nce)} | {score.feature_dim} | {score.examples} | {score.seconds:.1f} |"
             )
         lines += [f"\n**Not scored:** {failure.checkpoint}: {failure.reason}" for failure in self.failed]
+        if self.suggestion is not None:
+            lines.append(f"\n{self.suggestion.line()}")
         return "\n".join(lines)
 
 
@@ -175,18 +188,24 @@ def _source_model(task: Task, config: RecipeConfig, prepared: PreparedData) -> A
     )
 
 
-def _prepare(task: Task, config: RecipeConfig) -> PreparedData:
-    # Validation is read only where it is carved from train: the training examples are then those a run trains on.
+def _train_split(task: Task, config: RecipeConfig) -> Splits:
+    """The recipe's training split alone, as a run trains on it (less what it carves out for validation)."""
     carved = config.data.validation_fraction is not None
     splits = task.read_splits(("train", "validation") if carved else ("train",))
     if carved:
         del splits.datasets["validation"], splits.sources["validation"]
+    return splits
+
+
+def _prepare(task: Task, config: RecipeConfig) -> PreparedData:
+    splits = _train_split(task, config)
     return task.prepare(splits, task.fit_processor(splits, task.load_processor()))
 
 
 def _score(checkpoint: str, result: PassResult, classes: int, config: RecipeConfig, seconds: float) -> CandidateScore:
     class_ids = problem_type_of(config) == "single_label"
     targets = one_hot(result.labels, classes) if class_ids else result.labels
+    floor = logme(np.ones((len(targets), 1)), targets)
     source = result.source if class_ids else None
     return CandidateScore(
         checkpoint=checkpoint,
@@ -198,6 +217,8 @@ def _score(checkpoint: str, result: PassResult, classes: int, config: RecipeConf
         seconds=seconds,
         feature_cache=result.cached,
         source_classes=result.source.shape[1] if result.source is not None else None,
+        classes=classes,
+        logme_floor=floor,
     )
 
 
@@ -219,7 +240,7 @@ def rank_candidate(base: RecipeConfig, checkpoint: str, samples: int) -> Candida
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch_size = int(config.training.get("per_device_eval_batch_size", BATCH_SIZE))
     result = forward_pass(task, model.to(device), prepared, batch_size, with_source=source is not None)
-    classes = len(prepared.label_names)
+    classes = len(prepared.label_names)  # a regression's one target column is named after it
     return _score(config.model.checkpoint, result, classes, config, time.perf_counter() - started)
 
 
@@ -241,10 +262,12 @@ def rank(
         base = load_recipe_config(recipe, overrides)
     if not checkpoints:
         raise HubtuneError("rank needs at least one candidate checkpoint (--checkpoints A B ...)")
-    _check_recipe(base, get_task(base.task)(base), samples)
+    task = get_task(base.task)(base)
+    _check_recipe(base, task, samples)
     folder = Path(out_dir) if out_dir else Path("runs") / f"{base.name}-rank"
     check_replaceable(folder, "--out")
-    report = RankReport(base.name, base.task, samples, out_dir=folder)
+    rows = len(_train_split(task, base)["train"])
+    report = RankReport(base.name, base.task, samples, rows, out_dir=folder)
     for checkpoint in checkpoints:
         logger.info("rank: scoring %s", checkpoint)
         try:
@@ -253,6 +276,12 @@ def rank(
             logger.warning("rank: %s cannot be scored: %s", checkpoint, error)
             report.failed.append(CandidateFailure(checkpoint, str(error)))
     report.ranked.sort(key=lambda score: score.logme, reverse=True)
+    best = report.best
+    if best is not None:
+        # Labelled examples per class in the whole training split (for tokens: as many per sentence as scored).
+        per_class = best.examples / min(samples, rows) * rows / best.classes
+        report.suggestion = suggest(best.checkpoint, best.logme - best.logme_floor, per_class)
+        logger.info("%s", report.suggestion.line())
     start_run(folder)
     record_written(folder, [RANK_FILE, REPORT_FILE])
     write_json(folder / RANK_FILE, report.to_dict())
