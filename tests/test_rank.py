@@ -22,7 +22,7 @@ from transformers import (
     Wav2Vec2Model,
 )
 
-from pipelines import load_recipe_config, rank
+from pipelines import HubtuneError, load_recipe_config, rank
 from pipelines.commands.cli import main
 from pipelines.runner.rank import _candidate_config, _prepare, rank_candidate
 from pipelines.runner.rank_features import forward_pass
@@ -245,3 +245,17 @@ def test_suggestion_rule(gain, per_class, overrides, text_values):
     suggestion = suggest("ckpt", gain, per_class)
     assert suggestion.overrides == overrides
     load_recipe_config(values=text_values, overrides=suggestion.overrides)  # each suggestion is a valid recipe
+
+
+def test_rank_refuses_bad_options_and_a_folder_it_did_not_write(text_values, tiny_bert, tmp_path):
+    config = load_recipe_config(values=text_values)
+    with pytest.raises(HubtuneError, match="--samples must be at least 2"):
+        rank(config, [str(tiny_bert)], samples=1, out_dir=tmp_path / "rank")
+    with pytest.raises(HubtuneError, match="at least one candidate"):
+        rank(config, [], out_dir=tmp_path / "rank")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(HubtuneError, match="refusing to replace"):
+        rank(config, [str(tiny_bert)], samples=20, out_dir=mine)
+    assert sorted(path.name for path in mine.iterdir()) == ["notes.txt"]

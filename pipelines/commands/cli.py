@@ -69,7 +69,10 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     rank = commands.add_parser("rank", help="rank candidate checkpoints for a recipe before training (LogME, LEEP)")
     rank.add_argument("recipe", help="path to a recipe YAML")
     rank.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="optional dotted overrides of the recipe's values"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="optional dotted overrides of the recipe's values (before --checkpoints)",
     )
     rank.add_argument(
         "--checkpoints", nargs="+", required=True, help="candidate checkpoints: Hub ids, folders, timm ids"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
+from pipelines.compat import auto_class_builds
 from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.data.splits import Splits
 from pipelines.errors import HubtuneError
@@ -167,7 +168,7 @@ def _check_modality(task: Task, config: RecipeConfig) -> None:
     processor is looked for."""
     found = from_pretrained(AutoConfig, config.model)
     auto_model = cast(LabelHeadMixin, task).auto_model
-    if type(found) not in auto_model._model_mapping:
+    if not auto_class_builds(auto_model, found):
         raise HubtuneError(
             f"'{config.model.checkpoint}' is a {found.model_type} model, which has no {auto_model.__name__} head: "
             f"it is not a model for {config.task}'s input"
