@@ -103,10 +103,11 @@ def _from_cache(
     features = columns[cache.input_name]
     source = None
     if with_source:
+        device = next(model.parameters()).device
         with cache.standing_in():
             source = np.concatenate(
                 [
-                    _probabilities(model(**{cache.input_name: features[start : start + batch_size]}).logits)
+                    _probabilities(model(**{cache.input_name: features[start : start + batch_size].to(device)}).logits)
                     for start in range(0, len(features), batch_size)
                 ]
             )
