@@ -22,7 +22,7 @@ from transformers import (
     Wav2Vec2Model,
 )
 
-from pipelines import HubtuneError, load_recipe_config, rank
+from pipelines import HubtuneError, Recipe, load_recipe_config, rank
 from pipelines.commands.cli import main
 from pipelines.runner.rank import _candidate_config, _prepare, rank_candidate
 from pipelines.runner.rank_features import forward_pass
@@ -98,6 +98,19 @@ def test_rank_orders_text_candidates_and_names_the_bad_ones(
         again = rank(recipe, [str(tiny_bert)], samples=120, out_dir=out)
     assert "feature cache hit" in caplog.text
     assert again.best is not None and again.best.logme == pytest.approx(report["ranked"][0]["logme"])
+    # A frozen-backbone training run on the same 120 examples reads rank's features instead of running the backbone.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pipelines.training.feature_cache"):
+        Recipe.from_dict(
+            dict(text_values, output_dir=str(tmp_path / "trained")),
+            [
+                "adapt.strategy=freeze_backbone",
+                "adapt.feature_cache=true",
+                "data.max_train_samples=120",
+                "training.num_train_epochs=1",
+            ],
+        ).run()
+    assert "feature cache hit for train" in caplog.text
 
 
 def test_leep_of_a_constant_source_head_is_the_log_of_the_label_frequencies(text_values, random_bert, tiny_bert):
