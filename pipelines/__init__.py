@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pipelines.adapt.strategies import register_strategy
     from pipelines.config import RecipeConfig, load_recipe_config
     from pipelines.errors import HubtuneError
+    from pipelines.runner.rank import RankReport, rank
     from pipelines.runner.recipe import Recipe
     from pipelines.runner.result import RunResult
     from pipelines.serving.predictor import Predictor
@@ -22,10 +23,12 @@ if TYPE_CHECKING:
 __all__ = [
     "HubtuneError",
     "Predictor",
+    "RankReport",
     "Recipe",
     "RecipeConfig",
     "RunResult",
     "load_recipe_config",
+    "rank",
     "register_strategy",
     "register_task",
 ]
@@ -33,10 +36,12 @@ __all__ = [
 _HOMES = {
     "HubtuneError": "pipelines.errors",
     "Predictor": "pipelines.serving.predictor",
+    "RankReport": "pipelines.runner.rank",
     "Recipe": "pipelines.runner.recipe",
     "RecipeConfig": "pipelines.config",
     "RunResult": "pipelines.runner.result",
     "load_recipe_config": "pipelines.config",
+    "rank": "pipelines.runner.rank",
     "register_strategy": "pipelines.adapt.strategies",
     "register_task": "pipelines.tasks",
 }

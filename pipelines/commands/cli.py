@@ -1,4 +1,4 @@
-"""The `hubtune` command line: train, evaluate, predict, compare, search, export, push, recipe-keys, import-ct2."""
+"""The `hubtune` command line: train, evaluate, predict, compare, rank, search, export, push, recipe-keys, import-ct2."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pipelines.errors import HubtuneError, RunFailed, Terminated
 
 # Commands that may read checkpoints or datasets from the Hub (or push to it).
-HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "search", "export", "push")
+HUB_COMMANDS = ("train", "evaluate", "predict", "compare", "rank", "search", "export", "push")
 
 
 SEARCH_EPILOG = """\
@@ -95,6 +95,19 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     )
     compare.add_argument("--metric", help="test metric to compare (default: the task's, e.g. accuracy)")
     compare.add_argument("--out", help="report folder (default: runs/<name>-compare)")
+    rank = commands.add_parser("rank", help="rank candidate checkpoints for a recipe before training (LogME, LEEP)")
+    rank.add_argument("recipe", help="path to a recipe YAML")
+    rank.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="optional dotted overrides of the recipe's values (before --checkpoints)",
+    )
+    rank.add_argument(
+        "--checkpoints", nargs="+", required=True, help="candidate checkpoints: Hub ids, folders, timm ids"
+    )
+    rank.add_argument("--samples", type=int, default=500, help="training examples per forward pass (default 500)")
+    rank.add_argument("--out", help="report folder (default: runs/<name>-rank)")
     search = commands.add_parser(
         "search",
         help="hyperparameter search with Optuna over the recipe's search section",
@@ -185,6 +198,13 @@ def _run(args: argparse.Namespace) -> None:
             raise HubtuneError(f"--sizes must be comma-separated integers, got '{args.sizes}'") from error
         report = compare(args.recipe, args.overrides, sizes, args.metric, args.out, args.seeds)
         print(json.dumps(report.to_dict(), indent=2))
+    elif args.command == "rank":
+        from pipelines.runner.rank import CandidatesFailed, rank
+
+        ranking = rank(args.recipe, args.checkpoints, args.samples, args.overrides, args.out)
+        print(ranking.table())
+        if ranking.failed:
+            raise CandidatesFailed(f"{len(ranking.failed)} of {len(args.checkpoints)} candidates could not be scored")
     elif args.command == "search":
         _search(args)
     elif args.command == "export":

@@ -184,6 +184,30 @@ def _has_trained_head(config: PretrainedConfig, head_suffix: str) -> bool:
     return any(name.endswith(head_suffix) for name in (config.architectures or []))
 
 
+def _drop_timm_num_classes(config: PretrainedConfig) -> None:
+    model_args = getattr(config, "model_args", None)
+    if isinstance(model_args, dict):
+        # timm >= 1.0.2x writes `num_classes` into a checkpoint's `model_args`, and transformers' TimmWrapper
+        # passes `num_classes=num_labels` next to them: create_model would get it twice (TypeError).
+        model_args.pop("num_classes", None)
+
+
+def own_head_classes(model: ModelConfig, head_suffix: str) -> int:
+    """How many classes the checkpoint's own trained head predicts: a transformers head of the task's kind (its
+    architecture ends in `head_suffix`) or a timm classifier (ImageNet's 1000); 0 without one."""
+    config = from_pretrained(AutoConfig, model)
+    timm_head = getattr(config, "model_type", None) == "timm_wrapper"
+    return config.num_labels if timm_head or _has_trained_head(config, head_suffix) else 0
+
+
+def load_with_own_head(auto_model: Any, model: ModelConfig) -> nn.Module:
+    """The checkpoint whole, its own trained head as it is (for scoring that head's predictions, as `hubtune rank`'s
+    LEEP does)."""
+    config = from_pretrained(AutoConfig, model)
+    _drop_timm_num_classes(config)
+    return from_pretrained(auto_model, model, config=config)
+
+
 def _timm_init(timm_model: nn.Module, config: PretrainedConfig) -> None:
     """Give a TimmWrapper's random model timm's own initialisation.
 
@@ -227,11 +251,7 @@ def load_classifier(
         config = from_pretrained(AutoConfig, model)
         config.problem_type = problem_type
         config.id2label, config.label2id = labels["id2label"], labels["label2id"]  # num_labels follows id2label
-    model_args = getattr(config, "model_args", None)
-    if isinstance(model_args, dict):
-        # timm >= 1.0.2x writes `num_classes` into a checkpoint's `model_args`, and transformers' TimmWrapper
-        # passes `num_classes=num_labels` next to them: create_model would get it twice (TypeError).
-        model_args.pop("num_classes", None)
+    _drop_timm_num_classes(config)
     if model.from_scratch:
         logger.info("model.from_scratch: %s architecture with random weights", config.model_type)
         classifier = from_config(
