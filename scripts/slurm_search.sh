@@ -4,7 +4,7 @@
 #   sbatch --array=0-7 --gpus-per-task=1 scripts/slurm_search.sh STORAGE OUT RECIPE.yaml [key=value ...] [--trials N]
 #
 # STORAGE: a database every node reaches (postgresql://user@host/db; it records heartbeats, so a trial of a
-# preempted or killed task is found and run again), or journal:/shared/PATH (a file on the shared filesystem; no
+# preempted or killed task is found and run again), or journal:/cluster/PATH (a file on the shared filesystem; no
 # heartbeats). SQLite on a network filesystem is not safe: its file locks are broken on many NFS setups.
 # OUT: the search folder on the shared filesystem; every worker writes its trials there and the summary when done.
 # Resubmitting the same array continues the search; `hubtune search --report OUT` rewrites the summary any time.
