@@ -15,6 +15,7 @@
 #                 speed, peak memory on 1- and 10-minute files; about 10 minutes)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
+#   make bench-lpft - scripts/bench_lpft.py (LP vs FT vs LP-FT, in-distribution and under rotation/inversion shifts)
 #   make assets-vision - scripts/prepare_vision_assets.py: tree-crown boxes (deepforest), nuclei masks (stardist) and
 #                 Fashion-MNIST garment canvases (boxes and masks) for detection and segmentation
 PYTHON ?= python3
@@ -28,7 +29,7 @@ SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
 .PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-fast test-data lint \
 	docs bench \
-	bench-scale bench-search bench-labels bench-vision bench-longform speech-debs fewshot-image clean
+	bench-scale bench-search bench-labels bench-vision bench-longform bench-lpft speech-debs fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -119,6 +120,10 @@ bench-vision: assets-vision
 
 fewshot-image: assets-image
 	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
+
+# One torch thread: on a small shared CPU a thread pool stalls at every op.
+bench-lpft: assets-image
+	OMP_NUM_THREADS=1 $(OFFLINE) $(BIN)/python scripts/bench_lpft.py
 
 clean:
 	rm -rf $(VENV) runs site
