@@ -87,9 +87,12 @@ def finetune(values: dict[str, Any], overrides: list[str], out: Path) -> tuple[f
     return float(results["test_accuracy"]), time.perf_counter() - started
 
 
-def kendall(scores: dict[str, float], accuracies: dict[str, float]) -> float:
-    """Kendall's tau-b between the scores and the mean accuracies of the same checkpoints."""
+def kendall(scores: dict[str, float | None], accuracies: dict[str, float]) -> float:
+    """Kendall's tau-b between the scores and the mean accuracies of the same checkpoints (NaN where a checkpoint
+    has no score: LEEP and NCE need its own trained head)."""
     names = sorted(scores)
+    if any(scores[n] is None for n in names):
+        return float("nan")
     tau = kendalltau([scores[n] for n in names], [accuracies[n] for n in names]).statistic
     return float(tau)
 
@@ -185,7 +188,13 @@ def bench_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         small_values["training"]["num_train_epochs"] = args.small_epochs
         small_report, _ = timed_rank(small_values, args.checkpoints, runs / f"rank-{per_class}")
         suggestions.append(suggestion_check(small_values, small_report, per_class, args, runs, measured))
-    tau = kendall(scores, {c: a["mean"] for c, a in accuracies.items()})
+    means = {c: a["mean"] for c, a in accuracies.items()}
+    tau = kendall(scores, means)
+    # LEEP and NCE (from each ImageNet head's predictions) come with the same pass: how they would have ranked.
+    others = {
+        measure: {as_given(s.checkpoint, args.checkpoints): getattr(s, measure) for s in report.ranked}
+        for measure in ("leep", "nce")
+    }
     logger.info("%s: tau %.3f, rank %.0f s, fine-tuning %.0f s", name, tau, rank_seconds, finetune_seconds)
     return {
         "train_examples": len(rows["train"]),
@@ -196,6 +205,8 @@ def bench_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "finetune_seconds": finetune_seconds,
         "cost_ratio": rank_seconds / finetune_seconds,
         "scores": scores,
+        "other_scores": others,
+        "other_kendall_tau": {measure: kendall(values, means) for measure, values in others.items()},
         "logme_floor": report.ranked[0].logme_floor,
         "accuracies": accuracies,
         "suggestions": suggestions,
@@ -221,16 +232,22 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {name} | {checkpoint} | {data['scores'][checkpoint]:.3f} | {accuracy['mean']:.3f} | {seeds} |"
             )
-    lines += ["", "| dataset | Kendall tau | rank s | fine-tuning s | rank / fine-tuning |", "|---|---|---|---|---|"]
-    for name, data in result["datasets"].items():
-        lines.append(
-            f"| {name} | {data['kendall_tau']:.2f} | {data['rank_seconds']:.0f} | {data['finetune_seconds']:.0f} | "
-            f"{data['cost_ratio']:.3f} |"
-        )
     lines += [
         "",
-        f"Mean Kendall tau: **{result['mean_kendall_tau']:.2f}**; rank costs {result['cost_ratio']:.3f} of the "
-        "fine-tuning it stands in for (all candidates, all seeds).",
+        "| dataset | Kendall tau: LogME | LEEP | NCE | rank s | fine-tuning s | rank / fine-tuning |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, data in result["datasets"].items():
+        other = data["other_kendall_tau"]
+        lines.append(
+            f"| {name} | {data['kendall_tau']:.2f} | {other['leep']:.2f} | {other['nce']:.2f} | "
+            f"{data['rank_seconds']:.0f} | {data['finetune_seconds']:.0f} | {data['cost_ratio']:.3f} |"
+        )
+    other = result["mean_other_kendall_tau"]
+    lines += [
+        "",
+        f"Mean Kendall tau: **{result['mean_kendall_tau']:.2f}** (LEEP {other['leep']:.2f}, NCE {other['nce']:.2f}); "
+        f"rank costs {result['cost_ratio']:.3f} of the fine-tuning it stands in for (all candidates, all seeds).",
         "",
         "| dataset | images per class | suggested | freeze_backbone | full | suggested's accuracy | hit |",
         "|---|---|---|---|---|---|---|",
@@ -295,6 +312,10 @@ def summary(args: argparse.Namespace, datasets: dict[str, Any]) -> dict[str, Any
         },
         "datasets": datasets,
         "mean_kendall_tau": fmean(data["kendall_tau"] for data in datasets.values()),
+        "mean_other_kendall_tau": {
+            measure: fmean(data["other_kendall_tau"][measure] for data in datasets.values())
+            for measure in ("leep", "nce")
+        },
         "cost_ratio": sum(d["rank_seconds"] for d in datasets.values())
         / sum(d["finetune_seconds"] for d in datasets.values()),
         "suggestion_hits": f"{sum(check['hit'] for check in checks)}/{len(checks)}",

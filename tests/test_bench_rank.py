@@ -40,6 +40,9 @@ def test_bench_rank_ranks_fine_tunes_and_checks_the_suggestion(tmp_path, bench):
         assert len(accuracy["per_seed"]) == 2 and accuracy["mean"] == pytest.approx(fmean(accuracy["per_seed"]))
     tau = bench.kendall(digits["scores"], {c: a["mean"] for c, a in digits["accuracies"].items()})
     assert digits["kendall_tau"] == pytest.approx(tau, nan_ok=True)
+    # The tiny models have 10-class heads of their own, so LEEP and NCE rank them too.
+    assert sorted(digits["other_scores"]["leep"]) == sorted(candidates)
+    assert set(digits["other_kendall_tau"]) == {"leep", "nce"}
     assert math.isnan(result["mean_kendall_tau"]) or -1 <= result["mean_kendall_tau"] <= 1
     assert 0 < digits["rank_seconds"] and 0 < digits["finetune_seconds"]
     assert result["setup"]["torch_threads"] == 1
