@@ -14,6 +14,8 @@
 #   make bench-longform - scripts/bench_longform.py (long-form Whisper tiny.en and CTC: WER whole vs in <= 30 s pieces,
 #                 speed, peak memory on 1- and 10-minute files; about 10 minutes)
 #   make demo-speech - fine-tune the converted Whisper tiny.en encoder on synthesised spoken digits
+#   make bench-rank - scripts/bench_rank.py (does `hubtune rank`'s LogME order match fine-tuned accuracy? 4 ImageNet
+#                 CNNs on 3 image sets, 3 seeds each, and its strategy suggestion; about 40 minutes on 1 core)
 #   make fewshot-image - scripts/fewshot_image.py (pretrained vs from scratch, 10/100 images per class)
 #   make bench-lpft - scripts/bench_lpft.py (LP vs FT vs LP-FT, in-distribution and under rotation/inversion shifts)
 #   make assets-vision - scripts/prepare_vision_assets.py: tree-crown boxes (deepforest), nuclei masks (stardist) and
@@ -29,7 +31,7 @@ SPEECH_DEBS := espeak-ng pocketsphinx-testdata
 
 .PHONY: install assets assets-text assets-image assets-speech assets-vision demo demo-speech test test-fast test-data lint \
 	docs bench \
-	bench-scale bench-search bench-labels bench-vision bench-longform bench-lpft speech-debs fewshot-image clean
+	bench-scale bench-search bench-labels bench-vision bench-longform bench-lpft bench-rank speech-debs fewshot-image clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt requirements-assets.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -113,6 +115,10 @@ bench-labels: assets-text
 # Converts tiny.en itself and synthesises its own audio (under data/bench_longform/): only the Debian packages first.
 bench-longform: install speech-debs
 	$(OFFLINE) $(BIN)/python scripts/bench_longform.py
+
+# One torch thread: the timings are compared with each other, and other work shares the cores.
+bench-rank: assets-image
+	OMP_NUM_THREADS=1 $(OFFLINE) $(BIN)/python scripts/bench_rank.py --threads 1
 
 bench-vision: assets-vision
 	$(OFFLINE) $(BIN)/python scripts/bench_detection.py
