@@ -459,3 +459,13 @@ def test_image_between_the_pixel_limits_is_used_with_a_warning_naming_it(
 
 def test_export_of_a_run_whose_data_is_gone_is_checked_on_made_up_inputs(vit_run, tmp_path):
     assert_export_checked_on_made_up_inputs(vit_run[0], tmp_path)
+
+
+def test_feature_cache_on_a_timm_model_is_one_line_before_anything_is_written(tiny_timm, image_folders, tmp_path):
+    """timm's network, wrapped by transformers, is called through forward_features with an `x`: the cache cannot
+    read or stand in for it, so the recipe stops at the model build, naming the key."""
+    values = image_recipe(tiny_timm, image_folders, tmp_path / "run")
+    values["adapt"] = {"strategy": "freeze_backbone", "feature_cache": True, "feature_cache_dir": str(tmp_path / "c")}
+    with pytest.raises(HubtuneError, match=r"'adapt.feature_cache' reads the outputs of a transformers base model"):
+        Recipe.from_dict(values).run()
+    assert not (tmp_path / "run").exists() and not (tmp_path / "c").exists()

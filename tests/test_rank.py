@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from pipelines import HubtuneError, Recipe, load_recipe_config, rank
+from pipelines.adapt.strategies.peft import has_default_targets
 from pipelines.commands.cli import main
 from pipelines.runner.rank import _candidate_config, _prepare, rank_candidate
 from pipelines.runner.rank_features import forward_pass
@@ -89,7 +90,7 @@ def test_rank_orders_text_candidates_and_names_the_bad_ones(
     suggestion = report["suggestion"]
     assert suggestion["checkpoint"] == str(tiny_bert) and suggestion["per_class"] == pytest.approx(120)
     assert suggestion["logme_gain"] == pytest.approx(report["ranked"][0]["logme"] - report["ranked"][0]["logme_floor"])
-    assert f"suggested: model.checkpoint={tiny_bert} adapt.strategy=" in printed.out and "not yet validated" in table
+    assert f"suggested: model.checkpoint={tiny_bert} adapt.strategy=" in printed.out and "right in 2 of 6 measured cases" in table
     # Both BERT heads read the pooled output, which the feature cache stores: rank went through it.
     assert all(row["feature_cache"] for row in report["ranked"])
     # A second rank replaces its own report folder, and reads the features back from the cache.
@@ -258,6 +259,14 @@ def test_suggestion_rule(gain, per_class, overrides, text_values):
     suggestion = suggest("ckpt", gain, per_class)
     assert suggestion.overrides == overrides
     load_recipe_config(values=text_values, overrides=suggestion.overrides)  # each suggestion is a valid recipe
+
+
+def test_the_suggestion_is_no_lora_where_peft_has_no_default_targets(text_values):
+    """A timm CNN: LoRA would fail for want of target modules, so the layers on top are the suggestion instead."""
+    assert has_default_targets("bert") and not has_default_targets("timm_wrapper")
+    suggestion = suggest("ckpt", 0.1, 50, lora_defaults=False)
+    assert suggestion.overrides == ["adapt.strategy=train_last_n", "adapt.n=2"]
+    assert "where PEFT has no default LoRA targets" in suggestion.line()
 
 
 def test_rank_refuses_bad_options_and_a_folder_it_did_not_write(text_values, tiny_bert, tmp_path):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
+from pipelines.adapt.strategies.peft import has_default_targets
 from pipelines.compat import auto_class_builds
 from pipelines.config import RecipeConfig, load_recipe_config
 from pipelines.data.splits import Splits
@@ -69,6 +70,7 @@ class CandidateScore:
     source_classes: int | None
     classes: int
     logme_floor: float
+    lora_defaults: bool  # PEFT knows the modules LoRA adapts in this architecture (rank_suggestion)
 
 
 @dataclass
@@ -203,7 +205,9 @@ def _prepare(task: Task, config: RecipeConfig) -> PreparedData:
     return task.prepare(splits, task.fit_processor(splits, task.load_processor()))
 
 
-def _score(checkpoint: str, result: PassResult, classes: int, config: RecipeConfig, seconds: float) -> CandidateScore:
+def _score(
+    checkpoint: str, result: PassResult, classes: int, config: RecipeConfig, seconds: float, model_type: str
+) -> CandidateScore:
     class_ids = problem_type_of(config) == "single_label"
     targets = one_hot(result.labels, classes) if class_ids else result.labels
     floor = logme(np.ones((len(targets), 1)), targets)
@@ -220,6 +224,7 @@ def _score(checkpoint: str, result: PassResult, classes: int, config: RecipeConf
         source_classes=result.source.shape[1] if result.source is not None else None,
         classes=classes,
         logme_floor=floor,
+        lora_defaults=has_default_targets(model_type),
     )
 
 
@@ -242,7 +247,8 @@ def rank_candidate(base: RecipeConfig, checkpoint: str, samples: int) -> Candida
     batch_size = int(config.training.get("per_device_eval_batch_size", BATCH_SIZE))
     result = forward_pass(task, model.to(device), prepared, batch_size, with_source=source is not None)
     classes = len(prepared.label_names)  # a regression's one target column is named after it
-    return _score(config.model.checkpoint, result, classes, config, time.perf_counter() - started)
+    model_type = str(getattr(model.config, "model_type", ""))
+    return _score(config.model.checkpoint, result, classes, config, time.perf_counter() - started, model_type)
 
 
 def rank(
@@ -281,7 +287,7 @@ def rank(
     if best is not None:
         # Labelled examples per class in the whole training split (for tokens: as many per sentence as scored).
         per_class = best.examples / min(samples, rows) * rows / best.classes
-        report.suggestion = suggest(best.checkpoint, best.logme - best.logme_floor, per_class)
+        report.suggestion = suggest(best.checkpoint, best.logme - best.logme_floor, per_class, best.lora_defaults)
         logger.info("%s", report.suggestion.line())
     start_run(folder)
     record_written(folder, [RANK_FILE, REPORT_FILE])

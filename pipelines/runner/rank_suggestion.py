@@ -1,4 +1,7 @@
-"""The strategy `hubtune rank` suggests for its best candidate: a stated rule of thumb, NOT validated by a benchmark.
+"""The strategy `hubtune rank` suggests for its best candidate: a stated rule of thumb. `scripts/bench_rank.py` measured
+it on three image sets at two sizes (docs/benchmarks.md, "Checkpoint ranking against fine-tuning"): the suggestion
+was the best strategy measured in 2 of 6 cases; at 40 images per class full fine-tuning beat the freezing it
+suggested. It is a starting point to try, not a prediction.
 
 Inputs: how far the best candidate's LogME lies above LogME of the label frequencies alone (a constant feature: what
 a representation that knows nothing about the inputs scores), and the labelled training examples per class. The rule
@@ -17,7 +20,8 @@ RULE = (
     f"fewer than {FEW} labelled examples per class: freeze_backbone; {ENOUGH} or more: full; in between, where the "
     f"best candidate's LogME is at least {STRONG_GAIN} above that of the label frequencies alone (its features "
     f"already explain the labels): freeze_backbone under {MANY} per class, train_last_n (adapt.n=2) from {MANY}; "
-    "otherwise peft (LoRA). A rule of thumb, not yet validated by a benchmark."
+    "otherwise peft (LoRA), or train_last_n (adapt.n=2) where PEFT has no default LoRA targets for the model (timm "
+    "networks). A rule of thumb: right in 2 of 6 measured cases (docs/benchmarks.md)."
 )
 
 
@@ -38,14 +42,16 @@ class Suggestion:
         )
 
 
-def suggest(checkpoint: str, logme_gain: float, per_class: float) -> Suggestion:
-    """The rule (`RULE`) applied to the best candidate's LogME gain and the labelled examples per class."""
+def suggest(checkpoint: str, logme_gain: float, per_class: float, lora_defaults: bool = True) -> Suggestion:
+    """The rule (`RULE`) applied to the best candidate's LogME gain and the labelled examples per class;
+    `lora_defaults`: whether PEFT knows the modules LoRA adapts in this model, without which a LoRA suggestion would
+    not run."""
     strong = logme_gain >= STRONG_GAIN
     if per_class < FEW or (strong and per_class < MANY):
         overrides = ["adapt.strategy=freeze_backbone"]
     elif per_class >= ENOUGH:
         overrides = ["adapt.strategy=full"]
-    elif strong:
+    elif strong or not lora_defaults:
         overrides = ["adapt.strategy=train_last_n", "adapt.n=2"]
     else:
         overrides = ["adapt.strategy=peft", "adapt.peft.method=lora"]

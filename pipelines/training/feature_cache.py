@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -63,6 +64,15 @@ class FeatureCache:
         self.input_name = model.main_input_name
         self.root = Path(config.adapt.feature_cache_dir or default_cache_dir()).expanduser()
         self.has_pooler = False
+        # The cache calls the base model by its input's name and stands in for it with a transformers output; a
+        # timm network wrapped by transformers (forward(x), called through forward_features) has neither.
+        if self.input_name not in inspect.signature(self.backbone.forward).parameters:
+            raise HubtuneError(
+                f"'adapt.feature_cache' reads the outputs of a transformers base model, but the base model of "
+                f"'{config.model.checkpoint}' ({type(self.backbone).__name__}, model_type "
+                f"'{getattr(model.config, 'model_type', '?')}') does not take '{self.input_name}'; leave "
+                "adapt.feature_cache off (freeze_backbone then trains the head on the live frozen backbone)"
+            )
 
     def _key(self, dataset: Dataset) -> str:
         identity = {

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import peft
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from torch import nn
 
 from pipelines.adapt.strategies.base import Strategy
@@ -138,6 +139,12 @@ def peft_config(settings: PeftConfig, modules_to_save: list[str], task_type: str
     )
 
 
+def has_default_targets(model_type: str) -> bool:
+    """Whether PEFT knows which modules of a `model_type` LoRA adapts when `target_modules` is null (its table of
+    transformers architectures; a timm network wrapped by transformers is not in it)."""
+    return model_type in TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+
 def apply_adapter(model: nn.Module, settings: PeftConfig, groups: LayerGroups, task_type: str | None) -> peft.PeftModel:
     """Wrap `model` in the adapter `settings` describes."""
     if settings.quantize is not None:
@@ -155,7 +162,8 @@ def apply_adapter(model: nn.Module, settings: PeftConfig, groups: LayerGroups, t
         model_type = getattr(getattr(model, "config", None), "model_type", type(model).__name__)
         raise HubtuneError(
             f"PEFT method '{settings.method}' cannot be applied to '{model_type}' ({error}); set "
-            f"'{SECTION}.target_modules' to the names of its attention projections"
+            f"'{SECTION}.target_modules' to the names of the modules to adapt (its attention projections, or a "
+            "convolutional network's conv layers)"
         ) from error
 
 
