@@ -66,3 +66,20 @@ def test_a_head_that_reads_every_position_is_refused(recipe_values, tiny_bert, t
     cache = FeatureCache(model, config, task.data_collator(processor))
     with pytest.raises(HubtuneError, match="cannot stand in for BertForTokenClassification"):
         cache.cached({"validation": data["validation"]}, batch_size=32)
+
+
+def test_random_backbones_of_two_seeds_get_their_own_cache_entries(recipe_values, tmp_path):
+    """`model.from_scratch` draws the backbone from the seed: a second seed's run computes its own features (they
+    were served the first seed's before, which the cache's check then refused as a head it cannot stand in for)."""
+    cache_dir = tmp_path / "features"
+    common = [
+        "adapt.strategy=freeze_backbone",
+        "model.from_scratch=true",
+        "training.num_train_epochs=1",
+        "adapt.feature_cache=true",
+        f"adapt.feature_cache_dir={cache_dir}",
+    ]
+    for seed in (1, 2):
+        values = dict(recipe_values, output_dir=str(tmp_path / f"seed{seed}"))
+        assert "test_accuracy" in Recipe.from_dict(values, [*common, f"seed={seed}"]).run()
+    assert len([p for p in cache_dir.iterdir() if p.is_dir()]) == 6  # train, validation, test, per seed

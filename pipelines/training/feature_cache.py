@@ -79,6 +79,8 @@ class FeatureCache:
             "checkpoint": self.config.model.checkpoint,
             "revision": self.config.model.revision,
             "from_scratch": self.config.model.from_scratch,
+            # Random weights are the seed's: two seeds' backbones are two different models.
+            "seed": self.config.seed if self.config.model.from_scratch else None,
             "model": type(self.model).__name__,
             "data": dataset_fingerprint(dataset),
             "format": FORMAT_VERSION,
