@@ -125,7 +125,7 @@ bench-vision: assets-vision
 	$(OFFLINE) $(BIN)/python scripts/bench_segmentation.py
 
 fewshot-image: assets-image
-	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py
+	$(OFFLINE) $(BIN)/python scripts/fewshot_image.py --seeds 42 43 44 --threads 1
 
 # One torch thread: on a small shared CPU a thread pool stalls at every op.
 bench-lpft: assets-image

@@ -5,7 +5,11 @@ seeded subsets of data/fashion_mnist/train), once from the ImageNet weights and 
 (`model.from_scratch`), everything else equal; each is scored on the recipe's test subset. Results go to a
 JSON file and a markdown table on stdout. Needs `make assets` first; run with HF_HUB_OFFLINE=1.
 
-Usage: python scripts/fewshot_image.py [--recipe R] [--per-class 10 100] [--out benchmarks/image_fewshot.json]
+With `--seeds 42 43 44` every cell runs once per seed (the seed draws the training subset too) and the summary
+gives each cell's mean ± std with the paired bootstrap interval of pretrained minus scratch, as `hubtune compare
+--seeds` does.
+
+Usage: python scripts/fewshot_image.py [--recipe R] [--per-class 10 100] [--seeds 42 43 44] [--out F.json]
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import torch
 
 from pipelines import Recipe
+from pipelines.runner.spread import paired_bootstrap, spread
 
 RECIPE = Path("recipes/fashion-mnist-efficientnet-lite0-offline.yaml")
 # Optimizer steps grow with the data; the small set gets more passes so both see a comparable number.
@@ -44,6 +49,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/fewshot-image"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/image_fewshot.json"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: the recipe's seed")
     # On a small CPU shared with other work, a multi-thread pool stalls at every op; one thread is faster.
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
@@ -53,15 +59,17 @@ def main() -> None:
     args.runs_dir.mkdir(parents=True, exist_ok=True)
     base = Recipe.from_yaml(args.recipe).config
     rows = []
-    for per_class in args.per_class:
+    seeds = args.seeds or [base.seed]
+    for per_class, seed in ((per_class, seed) for per_class in args.per_class for seed in seeds):
         train = balanced_subset(
-            Path(base.data.files["train"]), per_class, args.runs_dir / f"train_{per_class}.csv", base.seed
+            Path(base.data.files["train"]), per_class, args.runs_dir / f"train_{per_class}_seed{seed}.csv", seed
         )
         for scratch in (False, True):
-            name = f"{per_class}-per-class-{'scratch' if scratch else 'pretrained'}"
+            name = f"{per_class}-per-class-{'scratch' if scratch else 'pretrained'}-seed{seed}"
             recipe = Recipe.from_yaml(
                 args.recipe,
                 overrides=[
+                    f"seed={seed}",
                     f"name={name}",
                     f"output_dir={args.runs_dir / name}",
                     "overwrite=true",
@@ -77,6 +85,7 @@ def main() -> None:
             rows.append(
                 {
                     "per_class": per_class,
+                    "seed": seed,
                     "init": "from scratch" if scratch else "ImageNet-pretrained",
                     "train_samples": results["train_samples"],
                     "epochs": EPOCHS.get(per_class, 5),
@@ -98,14 +107,49 @@ def main() -> None:
         "learning_rate": base.training["learning_rate"],
         "batch_size": base.training["per_device_train_batch_size"],
     }
-    args.out.write_text(json.dumps({"setup": setup, "results": rows}, indent=2) + "\n")
-    print("| images per class | init | epochs | test accuracy | top-5 | macro F1 | wall time |")
-    print("|---|---|---|---|---|---|---|")
-    for row in rows:
-        print(
-            f"| {row['per_class']} | {row['init']} | {row['epochs']} | {row['test_accuracy']:.3f} | "
-            f"{row['test_top_5_accuracy']:.3f} | {row['test_f1_macro']:.3f} | {row['wall_time_s']:.0f} s |"
+    summary = summarise(rows)
+    args.out.write_text(json.dumps({"setup": setup, "seeds": seeds, "results": rows, "summary": summary}, indent=2))
+    print("| images per class | init | test accuracy (mean ± std) | seeds | macro F1 | gain over scratch (95% CI) |")
+    print("|---|---|---|---|---|---|")
+    for cell in summary:
+        gain = cell.get("gain")
+        interval = (
+            "" if gain is None else f"{gain:+.3f} ({cell['gain_interval'][0]:+.3f} to {cell['gain_interval'][1]:+.3f})"
         )
+        print(
+            f"| {cell['per_class']} | {cell['init']} | {cell['test_accuracy_mean']:.3f} ± {cell['test_accuracy_std']:.3f} | "
+            f"{', '.join(f'{value:.3f}' for value in cell['test_accuracy'])} | {cell['test_f1_macro_mean']:.3f} | {interval} |"
+        )
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per size and init: test accuracy and macro F1 over the seeds; for the pretrained cell, its paired gain over
+    scratch on the same seeds (`pipelines.runner.spread`, as `hubtune compare --seeds`)."""
+    cells = []
+    for per_class in sorted({row["per_class"] for row in rows}):
+        by_init = {
+            init: sorted(
+                (row for row in rows if row["per_class"] == per_class and row["init"] == init), key=lambda r: r["seed"]
+            )
+            for init in ("ImageNet-pretrained", "from scratch")
+        }
+        for init, runs in by_init.items():
+            accuracy, f1 = spread([r["test_accuracy"] for r in runs]), spread([r["test_f1_macro"] for r in runs])
+            cell = {
+                "per_class": per_class,
+                "init": init,
+                "test_accuracy": list(accuracy.values),
+                "test_accuracy_mean": accuracy.mean,
+                "test_accuracy_std": accuracy.std,
+                "test_f1_macro_mean": f1.mean,
+                "test_f1_macro_std": f1.std,
+            }
+            if init == "ImageNet-pretrained":
+                gains = [a["test_accuracy"] - b["test_accuracy"] for a, b in zip(runs, by_init["from scratch"])]
+                cell["gain"] = spread(gains).mean
+                cell["gain_interval"] = list(paired_bootstrap(gains))
+            cells.append(cell)
+    return cells
 
 
 if __name__ == "__main__":
