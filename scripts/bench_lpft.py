@@ -132,27 +132,11 @@ def make_data(source: str, root: Path, train_per_class: int, test_per_class: int
     return folders
 
 
-def batchnorm_held_in_eval() -> object:
-    """A Trainer callback: BatchNorm layers normalise with their pretrained running statistics (which then stay
-    as they are) while their affine weights train. transformers puts the model in train mode at every step, so
-    each layer is put back in eval mode just before it runs."""
-    from torch import nn
-    from transformers import TrainerCallback
-
-    def to_eval(module: nn.Module, _inputs: object) -> None:
-        module.eval()
-
-    class BatchNormHeldInEval(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            for module in model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.register_forward_pre_hook(to_eval)
-
-    return BatchNormHeldInEval()
-
-
 def overrides(strategy: str, seed: int, data: dict[str, Path], out: Path, args: argparse.Namespace) -> list[str]:
-    """The recipe overrides of one run: the same passes over the data for every strategy."""
+    """The recipe overrides of one run: the same passes over the data for every strategy; a `+bn_eval` strategy
+    holds every BatchNorm layer's running statistics while it trains (`adapt.hold_batchnorm_statistics`)."""
+    base, bn_eval = strategy.removesuffix(BN_EVAL), strategy.endswith(BN_EVAL)
+    strategy = base
     common = [
         f"seed={seed}",
         f"output_dir={out}",
@@ -171,6 +155,7 @@ def overrides(strategy: str, seed: int, data: dict[str, Path], out: Path, args: 
         "training.disable_tqdm=true",
         "training.logging_steps=1000",
         f"training.per_device_train_batch_size={args.batch_size}",
+        f"adapt.hold_batchnorm_statistics={str(bn_eval).lower()}",
     ]
     if strategy == "lp":
         return [
@@ -200,12 +185,8 @@ def one_run(strategy: str, seed: int, data: dict[str, Path], out: Path, args: ar
     """Train one strategy at one seed; its in-distribution accuracy and its accuracy under each shift."""
     from pipelines import Predictor, Recipe
 
-    base, bn_eval = strategy.removesuffix(BN_EVAL), strategy.endswith(BN_EVAL)
-    callbacks = [batchnorm_held_in_eval()] if bn_eval else []
     started = time.perf_counter()
-    # LP-FT's probe stage holds the frozen backbone, BatchNorm included, in eval mode already; the callback reaches
-    # only the fine-tuning stage's Trainer.
-    results = Recipe.from_yaml(RECIPE, overrides(base, seed, data, out, args)).run(callbacks)
+    results = Recipe.from_yaml(RECIPE, overrides(strategy, seed, data, out, args)).run()
     trained = time.perf_counter() - started
     predictor = Predictor(out)
     shifted = {name: predictor.evaluate(data_file=data[name])["data_accuracy"] for name in SHIFTS}

@@ -79,21 +79,12 @@ def test_tiny_run_reports_every_strategy_and_shift(bench, tmp_path):
     assert "| digits | inverted | lp_ft |" in out.with_suffix(".md").read_text()
 
 
-def test_batchnorm_held_in_eval_keeps_running_statistics(bench):
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model("test_efficientnet", num_classes=10)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    before = [norm.running_mean.clone() for norm in norms]
-    bench.batchnorm_held_in_eval().on_train_begin(None, None, None, model=model)
-    model.train()  # as the Trainer does at every step
-    model(torch.randn(4, 3, 32, 32)).sum().backward()
-    assert all(torch.equal(norm.running_mean, mean) for norm, mean in zip(norms, before))
-    assert all(norm.weight.grad is not None for norm in norms)  # the affine weights still train
-    # Without the callback, the same forward pass in train mode moves them.
-    plain = timm.create_model("test_efficientnet", num_classes=10).train()
-    plain_norms = [m for m in plain.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    plain_before = [norm.running_mean.clone() for norm in plain_norms]
-    plain(torch.randn(4, 3, 32, 32))
-    assert not any(torch.equal(norm.running_mean, mean) for norm, mean in zip(plain_norms, plain_before))
+def test_bn_eval_strategies_hold_batchnorm_statistics_through_the_recipe_key(bench, tmp_path):
+    args = bench.argparse.Namespace(
+        checkpoint="c", image_size=32, batch_size=8, lp_lr=1e-2, ft_lr=1e-3, epochs=4, probe_epochs=1
+    )
+    data = {"train": tmp_path / "train", "id": tmp_path / "id"}
+    for strategy, held in (("ft", "false"), ("ft" + bench.BN_EVAL, "true"), ("lp_ft" + bench.BN_EVAL, "true")):
+        values = bench.overrides(strategy, 42, data, tmp_path / "run", args)
+        assert f"adapt.hold_batchnorm_statistics={held}" in values
+    assert "adapt.strategy=lp_ft" in bench.overrides("lp_ft" + bench.BN_EVAL, 42, data, tmp_path / "run", args)

@@ -206,6 +206,28 @@ def test_timm_frozen_parts_keep_batchnorm_statistics(timm_run, tiny_timm):
     assert not torch.equal(before["fc.weight"][:6], after["fc.weight"])
 
 
+@pytest.mark.parametrize("strategy", ["full", "lp_ft"])
+def test_hold_batchnorm_statistics_keeps_every_running_statistic_while_the_weights_train(
+    strategy, tiny_timm, image_folders, tmp_path
+):
+    from safetensors.torch import load_file
+
+    values = image_recipe(tiny_timm, image_folders, tmp_path / "run", num_train_epochs=2)
+    values["adapt"] = {"strategy": strategy, "hold_batchnorm_statistics": True}
+    if strategy == "lp_ft":
+        values["adapt"]["lp_ft"] = {"probe_epochs": 1}
+    Recipe.from_dict(values).run()
+    before = load_file(str(tiny_timm / "model.safetensors"))
+    after = {
+        k.removeprefix("timm_model."): v for k, v in load_file(str(tmp_path / "run" / "model.safetensors")).items()
+    }
+    statistics = [k for k in before if "running_" in k]
+    weights = [k for k in before if k.endswith("conv1.weight") or (k.endswith(".weight") and "bn" in k)]
+    assert statistics and weights
+    assert all(torch.equal(before[key], after[key]) for key in statistics), "a held running statistic changed"
+    assert any(not torch.equal(before[key], after[key]) for key in weights), "the backbone did not train"
+
+
 def test_timm_reload_predicts_like_the_saved_run(timm_run, image_folders):
     run_dir, results = timm_run
     config = json.loads((run_dir / "config.json").read_text())

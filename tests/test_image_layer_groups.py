@@ -53,7 +53,7 @@ def test_timm_wrapper_groups_and_freezing():
     assert trainable == {"timm_model.classifier.weight", "timm_model.classifier.bias"}
     # The Trainer mixin's rule: after model.train(), the frozen parts go back to eval mode, so a training
     # forward leaves the BatchNorm running statistics alone while the head trains.
-    from pipelines.training.trainer import frozen_modules
+    from pipelines.training.eval_parts import frozen_modules
 
     model.train()
     for module in frozen_modules(model):

@@ -90,7 +90,10 @@ def test_rank_orders_text_candidates_and_names_the_bad_ones(
     suggestion = report["suggestion"]
     assert suggestion["checkpoint"] == str(tiny_bert) and suggestion["per_class"] == pytest.approx(120)
     assert suggestion["logme_gain"] == pytest.approx(report["ranked"][0]["logme"] - report["ranked"][0]["logme_floor"])
-    assert f"suggested: model.checkpoint={tiny_bert} adapt.strategy=" in printed.out and "right in 2 of 6 measured cases" in table
+    assert (
+        f"suggested: model.checkpoint={tiny_bert} adapt.strategy=" in printed.out
+        and "right in 2 of 6 measured cases" in table
+    )
     # Both BERT heads read the pooled output, which the feature cache stores: rank went through it.
     assert all(row["feature_cache"] for row in report["ranked"])
     # A second rank replaces its own report folder, and reads the features back from the cache.

@@ -58,6 +58,11 @@ class AdaptConfig:
         False, "freeze_backbone only: compute the frozen backbone's features once and train the head on them"
     )
     feature_cache_dir: str | None = option(None, "where cached features go; default ~/.cache/hubtune/features")
+    hold_batchnorm_statistics: bool = option(
+        False,
+        "every BatchNorm layer normalises with its running statistics (the checkpoint's, never updated) while "
+        "training, its weight and bias still trained; for CNN fine-tuning and lp_ft (scripts/bench_lpft.py)",
+    )
     freeze_feature_encoder: bool = option(
         True,
         "speech: keep the convolutional feature encoder of wav2vec2-family models frozen (ignored by other models)",

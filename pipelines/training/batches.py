@@ -17,7 +17,7 @@ from pipelines.config import RecipeConfig
 from pipelines.data.splits import streamed
 from pipelines.errors import HubtuneError
 from pipelines.tasks.base import PreparedData, Task
-from pipelines.training.trainer import frozen_modules
+from pipelines.training.eval_parts import eval_mode_parts
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,9 @@ def _batches_of_one(examples: int, args: TrainingArguments) -> bool:
     return examples % size == 1 and (args.world_size == 1 or not even)
 
 
-def _training_batch_norms(model: nn.Module) -> dict[nn.Module, str]:
-    """The BatchNorm layers that train in training mode: those outside the parts frozen in eval mode."""
-    frozen = {id(module) for part in frozen_modules(model) for module in part.modules()}
+def _training_batch_norms(model: nn.Module, hold_batchnorm_statistics: bool = False) -> dict[nn.Module, str]:
+    """The BatchNorm layers that train in training mode: those outside the parts run in eval mode."""
+    frozen = {id(module) for part in eval_mode_parts(model, hold_batchnorm_statistics) for module in part.modules()}
     return {
         module: name
         for name, module in model.named_modules()
@@ -42,10 +42,12 @@ def _training_batch_norms(model: nn.Module) -> dict[nn.Module, str]:
     }
 
 
-def single_value_batch_norm(model: nn.Module, example: dict[str, Any], collator: Any) -> str | None:
+def single_value_batch_norm(
+    model: nn.Module, example: dict[str, Any], collator: Any, hold_batchnorm_statistics: bool = False
+) -> str | None:
     """The first BatchNorm layer that training would stop at on a batch of `example` alone (one value per channel),
     found by a forward pass in eval mode, which updates no statistics; None when the model takes it."""
-    layers = _training_batch_norms(model)
+    layers = _training_batch_norms(model, hold_batchnorm_statistics)
     if not layers:
         return None
     found: list[str] = []
@@ -89,7 +91,7 @@ def fit_last_batch(task: Task, model: nn.Module, prepared: PreparedData, args: T
     if streamed(train) or args.dataloader_drop_last or not _batches_of_one(len(train), args):
         return
     collator = task.train_data_collator(prepared.processor, model) or task.data_collator(prepared.processor)
-    layer = single_value_batch_norm(model, train[0], collator)
+    layer = single_value_batch_norm(model, train[0], collator, config.adapt.hold_batchnorm_statistics)
     if layer is None:
         return
     who = f"{type(model).__name__}'s BatchNorm layer '{layer}'"

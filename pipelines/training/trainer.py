@@ -33,6 +33,7 @@ from pipelines.processes import cpu_processes
 from pipelines.runs.resume import find_resumable
 from pipelines.tasks.base import PredictionStep, PreparedData, Task
 from pipelines.training.custom import CustomPieces
+from pipelines.training.eval_parts import eval_mode_parts
 from pipelines.training.length_order import LengthAwareBatching
 from pipelines.training.speed import speed_defaults
 from pipelines.training.trackers import default_report_to
@@ -168,9 +169,11 @@ class HubtuneTrainer(LengthAwareBatching):
         train_sampler: Sampler | None = None,
         train_collator: Callable | None = None,
         task_prediction_step: PredictionStep | None = None,
+        hold_batchnorm_statistics: bool = False,
         **trainer_arguments: Any,
     ):
         self.optimization = optimization
+        self.hold_batchnorm_statistics = hold_batchnorm_statistics
         self.task_loss = task_loss
         self.task_sampler = train_sampler
         self.train_collator = train_collator
@@ -184,11 +187,12 @@ class HubtuneTrainer(LengthAwareBatching):
         super().__init__(**trainer_arguments)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.optimization is not None:
+        if self.optimization is not None or self.hold_batchnorm_statistics:
             # training_step has just put the whole model in train mode; frozen parts run in eval mode instead, so
-            # their features are deterministic (no dropout) and BatchNorm keeps its pretrained statistics.
+            # their features are deterministic (no dropout) and BatchNorm keeps its pretrained statistics (every
+            # BatchNorm layer, with adapt.hold_batchnorm_statistics).
             if self.frozen_parts is None:
-                self.frozen_parts = frozen_modules(self.model)
+                self.frozen_parts = eval_mode_parts(self.model, self.hold_batchnorm_statistics)
             for module in self.frozen_parts:
                 module.eval()
         if self.task_loss is None or "labels" not in inputs:  # no labels: prediction, with no loss to compute
@@ -306,22 +310,6 @@ class HubtuneSeq2SeqTrainer(HubtuneTrainer, Seq2SeqTrainer):
 TRAINERS: dict[str, type[HubtuneTrainer]] = {"trainer": HubtuneTrainer, "seq2seq": HubtuneSeq2SeqTrainer}
 
 
-def frozen_modules(model: nn.Module) -> list[nn.Module]:
-    """The top-most modules whose parameters are all frozen (with their parameter-less children, e.g. dropout)."""
-    found: list[nn.Module] = []
-
-    def visit(module: nn.Module) -> None:
-        parameters = list(module.parameters())
-        if parameters and not any(p.requires_grad for p in parameters):
-            found.append(module)
-            return
-        for child in module.children():
-            visit(child)
-
-    visit(model)
-    return found
-
-
 def build_trainer(
     task: Task,
     model: nn.Module,
@@ -349,6 +337,7 @@ def build_trainer(
         train_sampler=sampler,
         train_collator=train_collator,
         task_prediction_step=task.prediction_step(),
+        hold_batchnorm_statistics=task.config.adapt.hold_batchnorm_statistics,
         # Cached backbone features have no input lengths to sort by.
         sort_by_length=task.variable_length and data_collator is None,
         length_step=task.length_step,
