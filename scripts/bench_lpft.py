@@ -24,11 +24,11 @@ Usage: python scripts/bench_lpft.py [--datasets fashion_mnist digits] [--seeds 4
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,21 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from prepare_image_assets import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_idx  # noqa: E402 (a sibling script)
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "fashion-mnist-efficientnet-lite0-offline.yaml"
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = [
-    "tshirt_top",
-    "trouser",
-    "pullover",
-    "dress",
-    "coat",
-    "sandal",
-    "shirt",
-    "sneaker",
-    "bag",
-    "ankle_boot",
-]
 DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 # The shifts each held-out image is scored under (uint8 HxW -> uint8 HxW). None of them is in training.
 SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -63,15 +53,6 @@ STRATEGIES = ("lp", "ft", "lp_ft")
 # fine-tuning, so the normalisation the probed head was fitted under does not change when fine-tuning starts.
 BN_EVAL = "_bn_eval"
 VARIANTS = (*STRATEGIES, f"ft{BN_EVAL}", f"lp_ft{BN_EVAL}")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (the MNIST format: big-endian dims after a magic number) as a uint8 array."""
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
-    dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
 def fashion_mnist() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
