@@ -32,17 +32,13 @@ def frozen_modules(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def held_batchnorms(model: nn.Module) -> list[nn.Module]:
-    return [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-
-
 def eval_mode_parts(model: nn.Module, hold_batchnorm_statistics: bool = False) -> list[nn.Module]:
     """The frozen parts (`frozen_modules`) and, where `hold_batchnorm_statistics`, every BatchNorm layer outside
     them."""
     parts = frozen_modules(model)
     if hold_batchnorm_statistics:
         inside = {id(module) for part in parts for module in part.modules()}
-        layers = held_batchnorms(model)
+        layers = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
         if not layers:
             logger.warning("adapt.hold_batchnorm_statistics: %s has no BatchNorm layer to hold", type(model).__name__)
         parts += [layer for layer in layers if id(layer) not in inside]

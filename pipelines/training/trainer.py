@@ -178,7 +178,7 @@ class HubtuneTrainer(LengthAwareBatching):
         self.task_sampler = train_sampler
         self.train_collator = train_collator
         self.task_prediction_step = task_prediction_step
-        self.frozen_parts: list[nn.Module] | None = None
+        self.eval_parts: list[nn.Module] | None = None
         if task_loss is not None:
             # An override of `compute_loss`, not the Trainer's `compute_loss_func` argument: with that argument the
             # Trainer takes the loss as already normalised over the whole accumulated batch, while the task's are
@@ -191,9 +191,9 @@ class HubtuneTrainer(LengthAwareBatching):
             # training_step has just put the whole model in train mode; frozen parts run in eval mode instead, so
             # their features are deterministic (no dropout) and BatchNorm keeps its pretrained statistics (every
             # BatchNorm layer, with adapt.hold_batchnorm_statistics).
-            if self.frozen_parts is None:
-                self.frozen_parts = eval_mode_parts(self.model, self.hold_batchnorm_statistics)
-            for module in self.frozen_parts:
+            if self.eval_parts is None:
+                self.eval_parts = eval_mode_parts(self.model, self.hold_batchnorm_statistics)
+            for module in self.eval_parts:
                 module.eval()
         if self.task_loss is None or "labels" not in inputs:  # no labels: prediction, with no loss to compute
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
