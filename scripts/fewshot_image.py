@@ -24,11 +24,13 @@ from pathlib import Path
 import torch
 
 from pipelines import Recipe
-from pipelines.runner.spread import paired_bootstrap, spread
+from pipelines.runner.compare import summarise
 
 RECIPE = Path("recipes/fashion-mnist-efficientnet-lite0-offline.yaml")
 # Optimizer steps grow with the data; the small set gets more passes so both see a comparable number.
 EPOCHS = {10: 15, 100: 3}
+INIT_NAMES = {"ImageNet-pretrained": "pretrained", "from scratch": "scratch"}  # the rows' init -> compare's
+METRICS = ("test_accuracy", "test_f1_macro")
 
 
 def balanced_subset(train_dir: Path, per_class: int, target: Path, seed: int) -> Path:
@@ -107,49 +109,36 @@ def main() -> None:
         "learning_rate": base.training["learning_rate"],
         "batch_size": base.training["per_device_train_batch_size"],
     }
-    summary = summarise(rows)
-    args.out.write_text(json.dumps({"setup": setup, "seeds": seeds, "results": rows, "summary": summary}, indent=2))
-    print("| images per class | init | test accuracy (mean ± std) | seeds | macro F1 | gain over scratch (95% CI) |")
-    print("|---|---|---|---|---|---|")
-    for cell in summary:
-        gain = cell.get("gain")
-        interval = (
-            "" if gain is None else f"{gain:+.3f} ({cell['gain_interval'][0]:+.3f} to {cell['gain_interval'][1]:+.3f})"
+    summary = {metric: summarise(comparable(rows), metric, seeds) for metric in METRICS}
+    args.out.write_text(
+        json.dumps(
+            {
+                "setup": setup,
+                "seeds": seeds,
+                "results": rows,
+                "summary": {metric: [size.to_dict() for size in sizes] for metric, sizes in summary.items()},
+            },
+            indent=2,
         )
+        + "\n"
+    )
+    per_class = {row["train_samples"]: row["per_class"] for row in rows}
+    print(
+        "| images per class | pretrained accuracy | scratch accuracy | gain (95% interval) | macro F1, pretrained / scratch |"
+    )
+    print("|---|---|---|---|---|")
+    for accuracy, f1 in zip(*summary.values()):
+        low, high = accuracy.gain_interval
         print(
-            f"| {cell['per_class']} | {cell['init']} | {cell['test_accuracy_mean']:.3f} ± {cell['test_accuracy_std']:.3f} | "
-            f"{', '.join(f'{value:.3f}' for value in cell['test_accuracy'])} | {cell['test_f1_macro_mean']:.3f} | {interval} |"
+            f"| {per_class[accuracy.train_samples]} | {accuracy.scores['pretrained']} | {accuracy.scores['scratch']} | "
+            f"{accuracy.gain:+.3f} ({low:+.3f} to {high:+.3f}) | {f1.scores['pretrained'].mean:.3f} / "
+            f"{f1.scores['scratch'].mean:.3f} |"
         )
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    """Per size and init: test accuracy and macro F1 over the seeds; for the pretrained cell, its paired gain over
-    scratch on the same seeds (`pipelines.runner.spread`, as `hubtune compare --seeds`)."""
-    cells = []
-    for per_class in sorted({row["per_class"] for row in rows}):
-        by_init = {
-            init: sorted(
-                (row for row in rows if row["per_class"] == per_class and row["init"] == init), key=lambda r: r["seed"]
-            )
-            for init in ("ImageNet-pretrained", "from scratch")
-        }
-        for init, runs in by_init.items():
-            accuracy, f1 = spread([r["test_accuracy"] for r in runs]), spread([r["test_f1_macro"] for r in runs])
-            cell = {
-                "per_class": per_class,
-                "init": init,
-                "test_accuracy": list(accuracy.values),
-                "test_accuracy_mean": accuracy.mean,
-                "test_accuracy_std": accuracy.std,
-                "test_f1_macro_mean": f1.mean,
-                "test_f1_macro_std": f1.std,
-            }
-            if init == "ImageNet-pretrained":
-                gains = [a["test_accuracy"] - b["test_accuracy"] for a, b in zip(runs, by_init["from scratch"])]
-                cell["gain"] = spread(gains).mean
-                cell["gain_interval"] = list(paired_bootstrap(gains))
-            cells.append(cell)
-    return cells
+def comparable(rows: list[dict]) -> list[dict]:
+    """The rows as `hubtune compare` keeps them (`init` pretrained or scratch), for its summary over the seeds."""
+    return [{**row, "init": INIT_NAMES[row["init"]]} for row in rows]
 
 
 if __name__ == "__main__":

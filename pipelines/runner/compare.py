@@ -166,7 +166,7 @@ def compare(
                 "run": str(recipe.output_dir),
             }
         )
-    report.summary = _summarise(report, seeds)
+    report.summary = summarise(report.rows, report.metric, seeds)
     lower_is_better = report.metric.endswith(task.lower_is_better)
     for size in report.summary:
         # Negative transfer is claimed only when the whole interval of the gain lies on the worse side of zero.
@@ -184,10 +184,12 @@ def compare(
     return report
 
 
-def _summarise(report: TransferReport, seeds: list[int]) -> list[SizeSummary]:
+def summarise(rows: Sequence[dict[str, Any]], metric: str, seeds: Sequence[int]) -> list[SizeSummary]:
+    """Per training-set size, both inits' `metric` over `seeds` and the paired interval of the gain; `rows` hold
+    `train_samples`, `init` (pretrained or scratch), `seed` and `metric` (scripts/fewshot_image.py's too)."""
     scores: dict[int, dict[str, dict[int, float]]] = {}
-    for row in report.rows:
-        scores.setdefault(row["train_samples"], {}).setdefault(row["init"], {})[row["seed"]] = row[report.metric]
+    for row in rows:
+        scores.setdefault(row["train_samples"], {}).setdefault(row["init"], {})[row["seed"]] = row[metric]
     summary = []
     for samples, by_init in sorted(scores.items()):
         gains = [by_init["pretrained"][seed] - by_init["scratch"][seed] for seed in seeds]
