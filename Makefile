@@ -4,7 +4,8 @@
 #                 docs and run the test suite (what .ci/run calls)
 #   make test-fast - the tests not marked slow or distributed (the inner loop, about a minute)
 #   make docs   - build the mkdocs site from docs/ into site/ in strict mode (a broken link or a warning fails)
-#   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128; whole processes vs run_glue), scripts/bench_feature_cache.py and
+#   make bench  - scripts/bench_text.py (dynamic padding vs pad-to-128; whole processes vs run_glue),
+#                 scripts/bench_cpu_precision.py (CPU fp32 vs bf16 per instruction set), scripts/bench_feature_cache.py and
 #                 scripts/bench_cli.py (CLI start-up),
 #                 results in benchmarks/
 #   make bench-search - scripts/bench_search.py (what the median pruner saves in a real search)
@@ -100,6 +101,7 @@ test-data:
 bench: assets-text
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py
 	$(OFFLINE) $(BIN)/python scripts/bench_text.py --vs-run-glue
+	$(OFFLINE) $(BIN)/python scripts/bench_cpu_precision.py
 	$(OFFLINE) $(BIN)/python scripts/bench_feature_cache.py
 	$(BIN)/python scripts/bench_cli.py
 

@@ -65,6 +65,16 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     return dataset._fingerprint
 
 
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices on AMX tiles (Intel Sapphire Rapids and newer).
+
+    Checked against torch 2.14.1: `torch.cpu._is_amx_tile_supported()`, the cpuinfo check oneDNN's bf16 kernels
+    rest on; torch has no public one. Only AMX makes CPU bf16 faster than fp32 (docs/benchmarks.md): with the
+    AVX-512 bf16 dot product alone it was slower.
+    """
+    return bool(torch.cpu._is_amx_tile_supported())
+
+
 def feature_frames(model: Any, sample_counts: torch.Tensor) -> torch.Tensor:
     """The number of encoder frames (logit positions) an audio model makes of clips of `sample_counts` samples.
 

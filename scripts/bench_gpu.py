@@ -196,8 +196,7 @@ def measure(model_name: str, setup: str, size: Size, scratch: Path, peak: float 
         report_to="none",
         logging_strategy="no",
         disable_tqdm=True,
-        use_cpu=not torch.cuda.is_available(),
-        **speed,
+        **({"use_cpu": not torch.cuda.is_available()} | speed),  # speed may set use_cpu itself (bf16 on AMX)
     )
     timer = StepTimer(size.warmup_steps)
     trainer = Trainer(model=model, args=args, train_dataset=Examples(rows), data_collator=collator, callbacks=[timer])

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from pipelines import Recipe
+from pipelines.compat import cpu_has_amx_bf16
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "sentiment-minilm-offline.yaml"
 OUT_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -44,6 +45,18 @@ BASELINE = Path(__file__).resolve().parent / "run_glue_baseline.py"
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 # The P1 setting: both sides train on these, with the recipe's batch sizes (32 train, 128 eval).
 VS_RUN_GLUE = {"train_rows": 2000, "max_length": 128, "learning_rate": 5e-5, "epochs": 1}
+# hubtune's sides: its defaults, then each with one default changed, so that each gain is measured on its own.
+HUBTUNE_SIDES: dict[str, tuple[str, ...]] = {
+    "hubtune": (),
+    "hubtune_fp32": ("training.bf16=false",),  # the same as the defaults on a CPU without AMX
+    "hubtune_group_by_length": ("training.train_sampling_strategy=group_by_length",),
+}
+SIDE_NAMES = {
+    "baseline": "run_glue defaults (pad to 128)",
+    "hubtune": "hubtune train",
+    "hubtune_fp32": "hubtune train, bf16=false",
+    "hubtune_group_by_length": "hubtune train, train_sampling_strategy=group_by_length",
+}
 
 
 def run(pad_to_max_length: bool, args: argparse.Namespace, scratch: Path) -> dict:
@@ -94,8 +107,8 @@ def first_rows(source: Path, target: Path, rows: int) -> Path:
     return target
 
 
-def hubtune_side(train: Path, seed: int, scratch: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    run_dir = scratch / f"hubtune-{seed}-{len(extra)}"
+def hubtune_side(train: Path, seed: int, scratch: Path, side: str) -> dict[str, Any]:
+    run_dir = scratch / f"{side}-{seed}"
     command = [
         str(Path(sys.executable).with_name("hubtune")),
         "train",
@@ -112,13 +125,15 @@ def hubtune_side(train: Path, seed: int, scratch: Path, extra: tuple[str, ...] =
         "training.save_strategy=no",
         f"seed={seed}",
         f"output_dir={run_dir}",
-        *extra,
+        *HUBTUNE_SIDES[side],
     ]
     measured = timed_process(command)
     results = json.loads((run_dir / "all_results.json").read_text())
-    return {
-        key: results[key] for key in ("train_samples_per_second", "test_samples_per_second", "test_accuracy")
-    } | measured
+    return (
+        {key: results[key] for key in ("train_samples_per_second", "test_samples_per_second", "test_accuracy")}
+        | {"bf16": results["speed_settings"]["bf16"]}
+        | measured
+    )
 
 
 def baseline_side(train: Path, test: Path, seed: int, scratch: Path) -> dict[str, Any]:
@@ -152,20 +167,18 @@ def vs_run_glue(seeds: list[int]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         train = first_rows(data / "train.csv", scratch / "train.csv", VS_RUN_GLUE["train_rows"])
-        runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "hubtune": [], "hubtune_group_by_length": []}
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDE_NAMES}
         for seed in seeds:  # alternating, so that a slower spell of the machine hits every side
             runs["baseline"].append(baseline_side(train, data / "test.csv", seed, scratch))
-            runs["hubtune"].append(hubtune_side(train, seed, scratch))
-            runs["hubtune_group_by_length"].append(
-                hubtune_side(train, seed, scratch, ("training.train_sampling_strategy=group_by_length",))
-            )
+            for side in HUBTUNE_SIDES:
+                runs[side].append(hubtune_side(train, seed, scratch, side))
             print(f"seed {seed}: " + json.dumps({side: found[-1] for side, found in runs.items()}), flush=True)
     return comparison(seeds, runs)
 
 
 def comparison(seeds: list[int], runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     sides = {side: summary(found) for side, found in runs.items()}
-    ours, grouped, theirs = sides["hubtune"], sides["hubtune_group_by_length"], sides["baseline"]
+    ours, theirs = sides["hubtune"], sides["baseline"]
 
     def speedups(side: dict[str, Any]) -> dict[str, float]:
         return {
@@ -174,14 +187,31 @@ def comparison(seeds: list[int], runs: dict[str, list[dict[str, Any]]]) -> dict[
             "eval_speedup": side["test_samples_per_second"]["mean"] / theirs["test_samples_per_second"]["mean"],
         }
 
+    setup = {**VS_RUN_GLUE, "seeds": seeds, "model": MODEL, "train_batch_size": 32, "eval_batch_size": 128}
     return {
-        "setup": {**VS_RUN_GLUE, "seeds": seeds, "model": MODEL, "train_batch_size": 32, "eval_batch_size": 128},
+        "setup": setup | {"machine": machine(), "hubtune_bf16": all(run["bf16"] for run in runs["hubtune"])},
         **sides,
         **speedups(ours),
         "accuracy_mean": ours["test_accuracy"]["mean"],
         "baseline_accuracy_mean": theirs["test_accuracy"]["mean"],
-        "group_by_length": {**speedups(grouped), "accuracy_mean": grouped["test_accuracy"]["mean"]},
+        **{
+            side.removeprefix("hubtune_"): {
+                **speedups(sides[side]),
+                "accuracy_mean": sides[side]["test_accuracy"]["mean"],
+            }
+            for side in HUBTUNE_SIDES
+            if side != "hubtune"
+        },
     }
+
+
+def machine() -> str:
+    """The CPU and what it multiplies bf16 with, which decides hubtune's precision on it."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.machine())
+    amx = "with AMX bf16" if cpu_has_amx_bf16() else "without AMX"
+    return f"{model}, {os.cpu_count()} cores, {amx}, no GPU" if not torch.cuda.is_available() else model
 
 
 def vs_run_glue_table(report: dict[str, Any]) -> list[str]:
@@ -189,12 +219,7 @@ def vs_run_glue_table(report: dict[str, Any]) -> list[str]:
         "| side | whole process (s) | train samples/s | eval samples/s | peak RSS (MB) | test accuracy |",
         "|---|---|---|---|---|---|",
     ]
-    names = {
-        "baseline": "run_glue defaults (pad to 128)",
-        "hubtune": "hubtune train",
-        "hubtune_group_by_length": "hubtune train, train_sampling_strategy=group_by_length",
-    }
-    for side, name in names.items():
+    for side, name in SIDE_NAMES.items():
         cells = [
             f"{report[side][key]['mean']:.{digits}f} ± {report[side][key]['std']:.{digits}f}"
             for key, digits in (
@@ -206,11 +231,12 @@ def vs_run_glue_table(report: dict[str, Any]) -> list[str]:
             )
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    grouped = report["group_by_length"]
+    fp32, grouped = report["fp32"], report["group_by_length"]
     lines.append(
         f"\nhubtune: whole process {report['whole_process_speedup']:.2f}x, training {report['train_speedup']:.2f}x, "
-        f"evaluation {report['eval_speedup']:.2f}x faster; with group_by_length {grouped['whole_process_speedup']:.2f}x "
-        f"whole process. Seeds {report['setup']['seeds']}."
+        f"evaluation {report['eval_speedup']:.2f}x faster (bf16: {report['setup']['hubtune_bf16']}); in fp32 "
+        f"{fp32['whole_process_speedup']:.2f}x; with group_by_length {grouped['whole_process_speedup']:.2f}x whole "
+        f"process. Seeds {report['setup']['seeds']}; {report['setup']['machine']}."
     )
     return lines
 

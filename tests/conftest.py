@@ -15,6 +15,11 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite runs as on a CPU without AMX, in this process and the hubtune processes it starts: oneDNN held to
+# AVX-512, and so hubtune's runs in fp32 (pipelines/training/speed.py), on every machine alike. On an AMX CPU the
+# bf16 default moves a 2-layer test model's few high-rate steps enough to cross a learning test's threshold.
+# tests/test_speed.py fakes AMX on and off and runs the bf16 path for real.
+os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
 
 # The test models are tiny: a second intra-op thread gains nothing, and on a 2-core machine shared with another
 # busy process a 2-thread pool stalls at every op (a 60-step run took ~20 s instead of ~1 s). One thread keeps

@@ -32,6 +32,7 @@ from pipelines.compat import (
     attention_implementation,
     auto_class_builds,
     auto_class_model_types,
+    cpu_has_amx_bf16,
     dataset_fingerprint,
     feature_frames,
     mark_lr_scheduler_created,
@@ -130,6 +131,16 @@ def test_dataset_fingerprint_follows_the_data_and_transforms():
     assert other_process.stdout.strip() == first
 
 
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU's flags from Linux's /proc/cpuinfo")
+def test_cpu_has_amx_bf16_follows_the_cpu_flags():
+    flags = next(
+        set(line.split(":", 1)[1].split())
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith(("flags", "Features"))
+    )
+    assert cpu_has_amx_bf16() is ({"amx_tile", "amx_bf16"} <= flags)
+
+
 def test_feature_frames_counts_the_logit_positions_of_a_clip():
     config = Wav2Vec2Config(
         hidden_size=16,
@@ -214,6 +225,7 @@ def test_hubtune_trainer_names_shadow_nothing_upstream(ours, base, tmp_path):
         "create_scheduler",
         "get_train_dataloader",
         "prediction_step",
+        "train",
         "training_step",
     }
     args = trainer_arguments(tmp_path, arguments_class=Seq2SeqTrainingArguments)

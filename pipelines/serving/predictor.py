@@ -350,6 +350,9 @@ class Predictor:
                 self.task.training_arguments_class,
                 self.task.training_defaults,
                 report_to="none",
+                # Scored as the run's final scores were: in the model's own precision, as predict runs it.
+                bf16=False,
+                fp16=False,
             )
             trainer = build_trainer(self.task, self.model, prepared, args)
             trainer.remove_callback(PrinterCallback)  # stdout carries only the JSON the CLI prints

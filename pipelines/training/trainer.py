@@ -203,6 +203,14 @@ class HubtuneTrainer(LengthAwareBatching):
         loss = self.task_loss(outputs["logits"], labels)
         return (loss, outputs) if return_outputs else loss
 
+    def train(self, *args: Any, **kwargs: Any):
+        result = super().train(*args, **kwargs)
+        # Mixed precision is for training: accelerate wrapped the model's forward in autocast. Unwrapped, the final
+        # scores, the saved model and the model a Python caller gets run as `predict` and pipeline() run the saved
+        # model, in its own precision (docs/distributed.md).
+        self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
+        return result
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not bool(torch.isfinite(loss).all()):
