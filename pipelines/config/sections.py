@@ -218,7 +218,7 @@ class RecipeConfig:
     training: dict[str, Any] = factory(
         dict,
         "TrainingArguments fields, plus 'resume' and 'speed_defaults' (true: bf16 or fp16, TF32 and dataloader "
-        "workers on a CUDA GPU, each overridden by its own key)",
+        "workers on a CUDA GPU, bf16 on a CPU with AMX, each overridden by its own key)",
     )
     hub: HubConfig = factory(HubConfig, "pushing the finished run to the Hub")
 
