@@ -6,11 +6,11 @@ TrainingArguments:
 - on a CUDA device: bf16 mixed precision (fp16 with the Trainer's loss scaler where the GPU has no native bf16),
   TF32 matmuls (Ampere and newer) and dataloader workers;
 - on a CPU with AMX tiles (Intel Sapphire Rapids and newer; oneDNN not held below them by `ONEDNN_MAX_CPU_ISA`)
-  and no accelerator: bf16 mixed precision (with
-  `use_cpu`, which TrainingArguments asks for before it takes bf16 without a GPU). On the 2-core benchmark
-  machine it trained 1.67x faster, at the same test accuracy over three seeds. With the AVX-512 bf16 dot product
-  alone (oneDNN held below AMX) bf16 trained 0.73x as fast as fp32, and 0.34x with neither, so other CPUs train
-  in fp32 (docs/benchmarks.md). The final scores are in the model's own precision (`HubtuneTrainer.train`).
+  and no accelerator: bf16 mixed precision, with `use_cpu`, which TrainingArguments asks for before it takes
+  bf16 without a GPU. On the 2-core benchmark machine it trained 1.67x faster, at the same test accuracy over
+  three seeds. With the AVX-512 bf16 dot product alone (oneDNN held below AMX) bf16 trained 0.73x as fast as
+  fp32, and 0.34x with neither, so other CPUs train in fp32 (docs/benchmarks.md). The final scores are in the
+  model's own precision (`HubtuneTrainer.train`).
 
 Each is a plain TrainingArguments key, so a recipe that sets it itself wins. Dataloader workers stay off on a CPU:
 one worker made the benchmark's whole process no faster (51.1 s against 50.0 s; evaluation slower, 291 against
