@@ -206,8 +206,8 @@ class HubtuneTrainer(LengthAwareBatching):
     def train(self, *args: Any, **kwargs: Any):
         result = super().train(*args, **kwargs)
         # Mixed precision is for training: accelerate wrapped the model's forward in autocast. Unwrapped, the final
-        # scores, the saved model and the model a Python caller gets run as `predict` and pipeline() run the saved
-        # model, in its own precision (docs/distributed.md).
+        # scores and the model a Python caller gets run as `predict` and pipeline() run the saved model, in its own
+        # precision (docs/distributed.md).
         self.accelerator.unwrap_model(self.model, keep_fp32_wrapper=False)
         return result
 
